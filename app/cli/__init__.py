@@ -1,0 +1,1 @@
+"""The ``shrinkwise`` command line: one typer sub-app per area, printed with rich."""

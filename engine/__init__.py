@@ -1,0 +1,2 @@
+"""Pure decision logic: constraints in, ranked and explained recommendations out.
+Imports neither Streamlit nor torch."""

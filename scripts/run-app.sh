@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up (idempotent) and starts the Shrinkwise web app on the embedded defaults:
+# a SQLite database in the per-user data folder and the bundled demo model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/shrinkwise kb load
+PORT=${PORT:-8501}
+echo "Shrinkwise is starting at http://localhost:${PORT}"
+exec .venv/bin/streamlit run app/main.py --server.port "$PORT"
