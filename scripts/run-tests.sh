@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/install-browser.sh
+bash scripts/install-system-deps.sh
 exec .venv/bin/python -m pytest "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Chromium for the end-to-end browser test. Playwright's own browser download does not
+# System packages the tests need: Debian's Chromium for the end-to-end browser test. Playwright's own browser download does not
 # work here, so the test points Playwright at /usr/bin/chromium. Skipped when it is already there.
 set -euo pipefail
 if [ -x /usr/bin/chromium ]; then exit 0; fi
