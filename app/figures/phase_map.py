@@ -1,0 +1,233 @@
+"""The paper's Figure 1 as an interactive plotly figure: phase of application x nature of impact.
+
+Phases run left to right in lifecycle order, static methods sit in the upper row and dynamic ones in
+the lower row (Bayazitov 2026, Figure 1). Every method is one marker inside its cell; markers are laid
+out on a small grid inside the cell (``cell_positions``) so that none overlaps another, whatever the
+number of methods in the cell. Colour is the method's family; the paper's own eight methods are drawn
+as diamonds so they stay recognisable when the whole knowledge base is shown.
+
+The figure is a pure function of the methods and of what the page knows (which methods a
+recommendation ranked or excluded, which cells are the paper's gaps), so tests can count its markers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from app.figures.palette import IMPACT_LABELS, PHASE_LABELS, PHASES, family_colour, phase_index
+from knowledge.schema import Method
+
+#: Marks the traces that hold one marker per method, so tests and the page can tell them apart from
+#: decoration (there is none today, but a later overlay must not break the count).
+METHOD_TRACE = "methods"
+
+# Geometry of a cell in data units: each cell is 1 x 1; a margin keeps markers off the borders and a
+# band at the top of the cell is left for the cell's note (the paper's gap label).
+_PAD_X = 0.08
+_PAD_BOTTOM = 0.08
+_TOP_BAND = 0.2
+#: Expected width/height ratio of a cell on screen, used to pick how many columns the grid gets so the
+#: markers spread evenly in both directions.
+_CELL_ASPECT = 1.3
+
+
+@dataclass(frozen=True)
+class GapCell:
+    """A cell empty in the paper's set, with the methods of the knowledge base that fill it now."""
+
+    phase: str
+    impact: str
+    fillers: tuple[str, ...]
+
+
+def _row_of(impact: str) -> int:
+    """Static above (row 1), dynamic below (row 0), as the paper draws it."""
+    return 1 if str(impact) == "static" else 0
+
+
+def cell_positions(n: int, phase: str, impact: str, aspect: float = _CELL_ASPECT) -> list[tuple[float, float]]:
+    """Centres of ``n`` markers on a grid inside the cell (phase, impact), in reading order.
+
+    Columns are chosen so that the grid's cells are about square on screen; positions are the centres
+    of the grid's cells, so two markers are always at least one grid step apart.
+    """
+    if n <= 0:
+        return []
+    cols = max(1, math.ceil(math.sqrt(n * aspect)))
+    rows = math.ceil(n / cols)
+    x0 = phase_index(phase) + _PAD_X
+    width = 1 - 2 * _PAD_X
+    y_top = _row_of(impact) + 1 - _TOP_BAND
+    height = 1 - _TOP_BAND - _PAD_BOTTOM
+    step_x, step_y = width / cols, height / rows
+    out = []
+    for k in range(n):
+        r, c = divmod(k, cols)
+        in_row = cols if r < rows - 1 else n - cols * (rows - 1)
+        # Centre a short last row so a lone marker does not hang in the corner.
+        offset = (cols - in_row) * step_x / 2
+        out.append((x0 + offset + (c + 0.5) * step_x, y_top - (r + 0.5) * step_y))
+    return out
+
+
+def layout_methods(methods: Iterable[Method]) -> dict[str, tuple[float, float]]:
+    """Position of every method: grouped by cell, ordered by family then name so families cluster."""
+    by_cell: dict[tuple[str, str], list[Method]] = {}
+    for m in methods:
+        by_cell.setdefault((str(m.phase), str(m.impact)), []).append(m)
+    pos: dict[str, tuple[float, float]] = {}
+    for (phase, impact), ms in by_cell.items():
+        ms.sort(key=lambda m: (str(m.family), m.name.lower()))
+        for m, xy in zip(ms, cell_positions(len(ms), phase, impact)):
+            pos[m.id] = xy
+    return pos
+
+
+def _short(name: str, limit: int = 16) -> str:
+    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+
+
+def _hover(m: Method) -> str:
+    g = m.grades
+    paper = "<br><i>One of the paper's eight methods</i>" if m.in_paper else ""
+    return (
+        f"<b>{m.name}</b> ({m.family})<br>"
+        f"{PHASE_LABELS.get(str(m.phase), m.phase)} · {IMPACT_LABELS.get(str(m.impact), m.impact)}<br>"
+        f"size reduction: {g.size_reduction} · quality drop: {g.quality_drop}<br>"
+        f"hardware dependence: {g.hardware_dependence} · backward compatibility: {g.backward_compatibility}"
+        f"<br>{_wrap(m.summary)}{paper}"
+    )
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    """Break a summary into lines for the hover box (plotly does not wrap hover text)."""
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    if line:
+        lines.append(line)
+    return "<br>".join(lines)
+
+
+def phase_impact_map(
+    methods: Sequence[Method],
+    *,
+    highlighted: Iterable[str] = (),
+    faded: Iterable[str] = (),
+    gaps: Sequence[GapCell] = (),
+    labels: bool = True,
+    height: int = 560,
+) -> go.Figure:
+    """Figure 1 of the paper with ``methods`` as markers, one per method.
+
+    ``highlighted`` (e.g. the ranked methods of a recommendation) get a thick outline; ``faded``
+    (e.g. the excluded ones) are drawn translucent. ``gaps`` are shaded with a note naming the methods
+    that fill them. Each marker's ``customdata`` starts with the method id, for selection events.
+    """
+    highlighted, faded = set(highlighted), set(faded)
+    pos = layout_methods(methods)
+    fig = go.Figure()
+
+    # The grid: one rectangle per cell, gap cells tinted.
+    gap_at = {(g.phase, g.impact): g for g in gaps}
+    for phase in PHASES:
+        for impact in ("static", "dynamic"):
+            x0, y0 = phase_index(phase), _row_of(impact)
+            gap = gap_at.get((phase, impact))
+            fig.add_shape(
+                type="rect", x0=x0 + 0.01, x1=x0 + 0.99, y0=y0 + 0.01, y1=y0 + 0.99, layer="below",
+                line=dict(color="#d98c00" if gap else "rgba(128,128,128,0.45)", width=2 if gap else 1,
+                          dash="dash" if gap else "solid"),
+                fillcolor="rgba(255,190,60,0.14)" if gap else "rgba(128,128,128,0.04)",
+            )
+            if gap:
+                filled = ", ".join(gap.fillers[:6]) + (" …" if len(gap.fillers) > 6 else "")
+                fig.add_annotation(
+                    x=x0 + 0.5, y=y0 + 0.985, yanchor="top", showarrow=False,
+                    text="<b>paper's gap</b>" + (f" · {len(gap.fillers)} now" if gap.fillers else ""),
+                    hovertext=("Filled now by: " + filled) if gap.fillers else "No method fills it yet",
+                    font=dict(size=11, color="#a86400"),
+                )
+
+    # One trace per family so the legend explains the colours.
+    families: dict[str, list[Method]] = {}
+    for m in methods:
+        families.setdefault(str(m.family), []).append(m)
+    for family in sorted(families):
+        ms = families[family]
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[m.id][0] for m in ms],
+                y=[pos[m.id][1] for m in ms],
+                mode="markers+text" if labels else "markers",
+                name=family,
+                meta=METHOD_TRACE,
+                text=[_short(m.name) for m in ms] if labels else None,
+                textposition="bottom center",
+                textfont=dict(size=10),
+                customdata=[[m.id, _hover(m)] for m in ms],
+                hovertemplate="%{customdata[1]}<extra></extra>",
+                marker=dict(
+                    color=family_colour(family),
+                    size=[17 if m.id in highlighted else 13 for m in ms],
+                    symbol=["diamond" if m.in_paper else "circle" for m in ms],
+                    opacity=[0.22 if m.id in faded else 0.95 for m in ms],
+                    line=dict(
+                        color=["#111111" if m.id in highlighted else "rgba(255,255,255,0.9)" for m in ms],
+                        width=[3 if m.id in highlighted else 1 for m in ms],
+                    ),
+                ),
+            )
+        )
+
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        clickmode="event+select",
+        dragmode=False,
+        hoverlabel=dict(align="left"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, title_text="family: "),
+        xaxis=dict(
+            range=[0, 4], tickvals=[i + 0.5 for i in range(4)], fixedrange=True, showgrid=False,
+            ticktext=[PHASE_LABELS[p] for p in PHASES], zeroline=False, side="bottom",
+            title=dict(text="phase of application → closer to inference: more adaptive, less predictable",
+                       font=dict(size=12)),
+        ),
+        yaxis=dict(
+            range=[0, 2], tickvals=[0.5, 1.5], fixedrange=True, showgrid=False, zeroline=False,
+            ticktext=["<b>Dynamic</b><br>per input,<br>weights kept", "<b>Static</b><br>weights<br>changed"],
+        ),
+    )
+    return fig
+
+
+def marker_ids(fig: go.Figure) -> list[str]:
+    """Ids of the methods drawn as markers, in trace order: what a test counts and a click resolves."""
+    return [row[0] for t in fig.data if t.meta == METHOD_TRACE for row in (t.customdata or ())]
+
+
+def selected_ids(fig: go.Figure, selection: Mapping | None) -> list[str]:
+    """Method ids behind a ``st.plotly_chart(on_select=...)`` selection, in the order they were picked."""
+    if not selection:
+        return []
+    points = selection.get("points") or selection.get("selection", {}).get("points") or []
+    out = []
+    for p in points:
+        cd = p.get("customdata")
+        if cd:
+            out.append(cd[0] if isinstance(cd, (list, tuple)) else cd)
+            continue
+        curve, idx = p.get("curve_number"), p.get("point_index", p.get("point_number"))
+        if curve is not None and idx is not None and curve < len(fig.data):
+            trace = fig.data[curve]
+            if trace.meta == METHOD_TRACE and trace.customdata is not None and idx < len(trace.customdata):
+                out.append(trace.customdata[idx][0])
+    return out

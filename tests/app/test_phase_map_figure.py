@@ -1,0 +1,77 @@
+"""The map figure: one marker per method, inside its own cell, never on top of another."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from app.figures.palette import PHASES
+from app.figures.phase_map import GapCell, cell_positions, marker_ids, phase_impact_map, selected_ids
+from tests.app.conftest import make_method
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 20, 40])
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("impact", ["static", "dynamic"])
+def test_markers_stay_inside_their_cell_and_apart(n, phase, impact):
+    pts = cell_positions(n, phase, impact)
+    assert len(pts) == n
+    col = PHASES.index(phase)
+    row = 1 if impact == "static" else 0
+    for x, y in pts:
+        assert col < x < col + 1 and row < y < row + 1
+    # Any two markers are at least one grid step apart (>= 1/(2*sqrt(n)) of the cell for these n).
+    min_gap = min((abs(a[0] - b[0]) + abs(a[1] - b[1]) for a, b in itertools.combinations(pts, 2)), default=1)
+    assert min_gap > 0.8 / (n ** 0.5 + 1) * 0.5
+
+
+def test_static_is_drawn_above_dynamic():
+    (xs, ys), = cell_positions(1, "inference", "static")
+    (xd, yd), = cell_positions(1, "inference", "dynamic")
+    assert ys > 1 > yd
+    assert xs == xd
+
+
+def test_figure_holds_one_marker_per_method_coloured_by_family():
+    methods = [make_method(f"q{i}") for i in range(14)] + [
+        make_method("tok", phase="inference", impact="dynamic", family="token-pruning", in_paper=True),
+        make_method("moe", phase="pre-training", impact="dynamic", family="dynamic-network"),
+    ]
+    fig = phase_impact_map(methods)
+    ids = marker_ids(fig)
+    assert sorted(ids) == sorted(m.id for m in methods)
+    assert {t.name for t in fig.data} == {"quantization", "token-pruning", "dynamic-network"}
+    xy = [(x, y) for t in fig.data for x, y in zip(t.x, t.y)]
+    assert len(set(xy)) == len(methods), "two markers share a position"
+
+
+def test_paper_methods_are_diamonds_and_excluded_are_faded():
+    methods = [make_method("a", in_paper=True), make_method("b"), make_method("c")]
+    fig = phase_impact_map(methods, highlighted=["b"], faded=["c"])
+    (trace,) = fig.data
+    by_id = {cd[0]: i for i, cd in enumerate(trace.customdata)}
+    assert trace.marker.symbol[by_id["a"]] == "diamond"
+    assert trace.marker.symbol[by_id["b"]] == "circle"
+    assert trace.marker.opacity[by_id["c"]] < 0.5 < trace.marker.opacity[by_id["b"]]
+    assert trace.marker.line.width[by_id["b"]] > trace.marker.line.width[by_id["a"]]
+
+
+def test_gap_cells_are_marked_with_their_fillers():
+    methods = [make_method("moe", phase="pre-training", impact="dynamic", family="dynamic-network")]
+    fig = phase_impact_map(methods, gaps=[GapCell("pre-training", "dynamic", ("Mixture of experts",)),
+                                          GapCell("post-training", "dynamic", ())])
+    notes = [a for a in fig.layout.annotations if "gap" in a.text]
+    assert len(notes) == 2
+    assert any("Mixture of experts" in a.hovertext for a in notes)
+    assert any("No method fills it" in a.hovertext for a in notes)
+
+
+def test_selection_resolves_to_method_ids():
+    methods = [make_method("a"), make_method("b", family="pruning")]
+    fig = phase_impact_map(methods)
+    assert selected_ids(fig, {"points": [{"customdata": ["b", "x"]}]}) == ["b"]
+    assert selected_ids(fig, {"selection": {"points": [{"curve_number": 0, "point_index": 0}]}}) == [
+        fig.data[0].customdata[0][0]
+    ]
+    assert selected_ids(fig, None) == []
