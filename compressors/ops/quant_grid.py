@@ -102,7 +102,9 @@ def group_params(
 
 def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
     """Integer codes (as float) of ``w`` on the grid; ``scale``/``zero`` broadcast against ``w``."""
-    return torch.clamp(torch.round(w / scale) + zero, 0, maxq)
+    # round after adding the zero: equal to round(w/scale) + zero for integer zeros, and still an
+    # integer code for the fractional zeros SpQR reconstructs from its 3-bit statistics
+    return torch.clamp(torch.round(w / scale + zero), 0, maxq)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
