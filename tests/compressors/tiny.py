@@ -1,0 +1,72 @@
+"""Tiny random-initialised causal LMs of every supported architecture, built from transformers configs.
+
+Odd widths on purpose (hidden 72 with a group size of 32 leaves a short last group) so the code paths
+for group sizes that do not divide a layer's width are exercised. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+VOCAB = 320
+
+ARCH_CONFIGS = {
+    "llama": dict(model_type="llama", hidden_size=72, intermediate_size=136, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=18, tie_word_embeddings=True),
+    "mistral": dict(model_type="mistral", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2),
+    "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2),
+    "gemma": dict(model_type="gemma", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=1, head_dim=16),
+    "phi": dict(model_type="phi", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, partial_rotary_factor=0.5),
+    "opt": dict(model_type="opt", hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
+                word_embed_proj_dim=64, max_position_embeddings=512),
+    "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=512),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, rotary_pct=0.5),
+}
+
+ARCHS = sorted(ARCH_CONFIGS)
+
+
+def tiny_config(arch: str):
+    from transformers import AutoConfig
+
+    kw = dict(ARCH_CONFIGS[arch])
+    model_type = kw.pop("model_type")
+    kw.setdefault("vocab_size", VOCAB)
+    kw.setdefault("max_position_embeddings", 512)
+    kw.update(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return AutoConfig.for_model(model_type, **kw)
+
+
+def tiny_model(arch: str = "llama", seed: int = 0):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    model.eval()
+    return model
+
+
+_TOKENIZER = None
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with ~320 tokens trained on a slice of pydoc text (deterministic, < 1 s)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        from pydoc_data.topics import topics
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        text = [topics[k] for k in sorted(topics)[:40]]
+        tok.train_from_iterator(text, trainer)
+        _TOKENIZER = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                             bos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return _TOKENIZER
