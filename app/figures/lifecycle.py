@@ -1,0 +1,93 @@
+"""The model's lifecycle with method stacks drawn on it: one row per pipeline, one column per phase.
+
+A pipeline from the engine stacks compatible methods in lifecycle order (e.g. structural pruning at
+fine-tuning, then 4-bit quantization after it, then token pruning at inference). Drawn across the four
+phases, it shows at a glance which phases a stack touches and which it leaves alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from app.figures.palette import PHASE_LABELS, PHASES, family_colour, phase_index
+
+STEP_TRACE = "pipeline-step"
+
+
+@dataclass(frozen=True)
+class Step:
+    method_id: str
+    name: str
+    phase: str
+    family: str
+    impact: str
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """One stack as the figure needs it: a label (rank and combined estimate) and its steps in order."""
+
+    label: str
+    steps: tuple[Step, ...]
+    detail: str = ""
+
+
+def _wrap_name(name: str, width: int = 14) -> str:
+    words, lines, line = name.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    return "<br>".join(lines[:3])
+
+
+def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 110) -> go.Figure:
+    """Phases as columns, pipelines as rows (best on top), each step a marker in its phase's column.
+
+    Two steps of one pipeline in the same phase are placed side by side within the column.
+    """
+    fig = go.Figure()
+    n = len(pipelines)
+    for i, p in enumerate(PHASES):
+        fig.add_shape(type="rect", x0=i + 0.02, x1=i + 0.98, y0=-0.5, y1=n - 0.5, layer="below",
+                      line=dict(width=0), fillcolor="rgba(128,128,128,0.06)")
+    for row, pipe in enumerate(pipelines):
+        y = n - 1 - row
+        per_phase: dict[str, list[Step]] = {}
+        for s in pipe.steps:
+            per_phase.setdefault(s.phase, []).append(s)
+        xs, ys, names, colours, hover, symbols = [], [], [], [], [], []
+        for s in pipe.steps:
+            same = per_phase[s.phase]
+            k = same.index(s)
+            x = phase_index(s.phase) + (k + 1) / (len(same) + 1)
+            xs.append(x)
+            ys.append(y)
+            names.append(_wrap_name(s.name))
+            colours.append(family_colour(s.family))
+            symbols.append("square" if s.impact == "static" else "circle")
+            hover.append(f"<b>{s.name}</b><br>{s.family} · {s.phase} · {s.impact}")
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers+text", meta=STEP_TRACE, name=pipe.label,
+            line=dict(color="rgba(90,90,90,0.5)", width=2), text=names, textposition="top center",
+            textfont=dict(size=11), customdata=[s.method_id for s in pipe.steps], hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker=dict(size=16, color=colours, symbol=symbols, line=dict(color="white", width=1)),
+            showlegend=False,
+        ))
+    fig.update_layout(
+        height=max(180, 70 + height_per_row * n),
+        margin=dict(l=10, r=10, t=10, b=10),
+        dragmode=False,
+        xaxis=dict(range=[0, 4], tickvals=[i + 0.5 for i in range(4)], side="top", fixedrange=True,
+                   ticktext=[PHASE_LABELS[p] for p in PHASES], showgrid=False, zeroline=False),
+        yaxis=dict(range=[-0.5, n - 0.25], tickvals=list(range(n)), fixedrange=True, showgrid=False,
+                   ticktext=[pipelines[n - 1 - y].label for y in range(n)], zeroline=False),
+    )
+    return fig

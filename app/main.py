@@ -1,0 +1,35 @@
+"""Shrinkwise web app: the entry script. It only configures the page, routes and holds shared state.
+
+Run with ``streamlit run app/main.py`` (or ``scripts/run-app.sh``). Pages live in ``app/pages``, the
+figures in ``app/figures``, cached resources in ``app/state.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run app/main.py` puts app/ (not the repository root) on sys.path; the pages import the
+# packages app, engine and knowledge by their full names.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import state  # noqa: E402
+
+st.set_page_config(page_title="Shrinkwise", page_icon="🗜️", layout="wide")
+
+pages = {
+    "Decide": [
+        st.Page(state.PAGE_RECOMMEND, title="Recommend", icon="🧭", default=True, url_path="recommend"),
+        st.Page(state.PAGE_MAP, title="Map", icon="🗺️", url_path="map"),
+    ],
+    "Knowledge": [
+        st.Page(state.PAGE_CATALOGUE, title="Catalogue", icon="📚", url_path="catalogue"),
+        st.Page(state.PAGE_METHOD, title="Method", icon="🔎", url_path="method"),
+        st.Page(state.PAGE_ABOUT, title="About", icon="ℹ️", url_path="about"),
+    ],
+}
+st.navigation(pages, position="top").run()

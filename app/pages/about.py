@@ -1,0 +1,141 @@
+"""About: the paper's classification and claims in plain words, the recommender's rules, and how to add
+a method to the knowledge base."""
+
+from __future__ import annotations
+
+import typing
+
+import pandas as pd
+import streamlit as st
+import yaml
+from pydantic import BaseModel
+
+from app import state
+from knowledge.schema import Method
+
+st.title("About Shrinkwise")
+st.markdown(
+    "Shrinkwise helps decide **how to compress a large language model**. It is built on one idea from "
+    "F. A. Bayazitov, *Systematization of methods for compression of large language models by phase of "
+    "application and nature of impact* (Modern Science: Actual Problems of Theory and Practice, 2026, "
+    "No. 01, pp. 59-63, [doi:10.37882/2223-2966.2026.01.09](https://doi.org/10.37882/2223-2966.2026.01.09)): "
+    "sort every method by **when** it acts and by **how long** its effect lasts."
+)
+
+st.header("The classification")
+c1, c2 = st.columns(2)
+with c1:
+    st.markdown(
+        "**Phase of application**: when in the model's life the compression happens.\n"
+        "1. *Pre-training*: built into training the model from scratch (e.g. sparse pre-training, "
+        "mixture of experts).\n"
+        "2. *Post-training*: applied to a finished model, no further training (e.g. GPTQ, SpQR).\n"
+        "3. *Fine-tuning*: combined with adapting the model to a task (e.g. LLM-Pruner with recovery "
+        "training, distillation).\n"
+        "4. *Inference*: happens while an answer is generated (e.g. token pruning, CPU runtimes)."
+    )
+with c2:
+    st.markdown(
+        "**Nature of impact**: how long the change lasts.\n"
+        "- *Static*: weights or structure are changed for good. The saving is fixed and predictable; "
+        "the original model is gone (keeping it means storing two copies).\n"
+        "- *Dynamic*: computation adapts to each input during one pass. The original weights stay "
+        "untouched and usable; the saving depends on the hardware and on the request."
+    )
+
+st.header("What the paper claims, in plain words")
+claims = [
+    ("Static = predictable, but the model changes",
+     "Static methods give a predictable resource saving, but they modify the model irreversibly."),
+    ("Dynamic = compatible, but it depends",
+     "Dynamic methods keep the original weights; their benefit shows only at inference and depends on "
+     "the hardware and on the input."),
+    ("Later phase, more adaptive, less predictable",
+     "The closer a method's phase is to inference, the more adaptive and the less predictable its gain."),
+    ("The central trade-off", "Structural robustness (predictability) versus contextual adaptivity."),
+    ("Practical guidance",
+     "If the model cannot be fine-tuned or modified after deployment, prefer dynamic methods despite their "
+     "hardware dependence; if fine-tuning resources exist, static methods give a more stable saving."),
+    ("Post-training quantization needs the right engine",
+     "SpQR and GPTQ cut memory sharply with minimal quality loss, but need an inference engine that "
+     "runs their format."),
+    ("The gap", "Among the reviewed works there are no dynamic methods at pre-training or post-training: "
+     "architectures trained with a potential for dynamic compression are the open direction."),
+    ("Where research is", "Work concentrates on the late phases: fine-tuning and inference."),
+]
+for i, (head, text) in enumerate(claims, 1):
+    st.markdown(f"**{i}. {head}.** {text}")
+
+st.header("How the recommender uses them")
+st.markdown(
+    "The Recommend page turns your situation into *constraints* and runs a list of **rules** over every "
+    "method. A rule either **excludes** a method (with the reason you read) or **raises or lowers** its "
+    "score by a weight. Each rule cites the paper's claim or the source it encodes. The rules are data, "
+    "read from the file below, so they can be reviewed and changed without touching code."
+)
+try:
+    rules = state.rules()
+except Exception as exc:  # the rules file belongs to the engine; say what is missing instead of failing
+    st.warning(f"The rules file could not be read ({exc}).")
+    rules = []
+if rules:
+    def _effect(r: dict) -> str:
+        eff = r.get("effect")
+        if isinstance(eff, dict):
+            return ", ".join(f"{k} {v}" for k, v in eff.items())
+        return str(eff)
+
+    def _source(r: dict) -> str:
+        src = r.get("source") or r.get("claim") or ""
+        if isinstance(src, (list, tuple)):
+            return "; ".join(str(s) for s in src)
+        return str(src)
+
+    st.caption(f"{len(rules)} rules, from `{state.rules_path().relative_to(state.rules_path().parents[2])}`")
+    st.dataframe(
+        pd.DataFrame([
+            {"id": r.get("id", ""), "what the user reads": r.get("description") or r.get("text", ""),
+             "condition": str(r.get("condition", "")), "effect": _effect(r), "source": _source(r)}
+            for r in rules
+        ]),
+        hide_index=True,
+        column_config={"what the user reads": st.column_config.TextColumn(width="large")},
+    )
+
+st.header("How to add a method")
+st.markdown(
+    "Methods are YAML data files in `knowledge/data/methods/`, one list under the top-level key "
+    "`methods:`. Add an entry, then check it with `shrinkwise kb validate knowledge/data/methods/<file>.yaml`: "
+    "a mistake is reported with the file, the entry and the field. The fields:"
+)
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+        return " or ".join(_type_name(a) for a in args)
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return "mapping: " + ", ".join(annotation.model_fields)
+        values = getattr(annotation, "values", None)
+        if callable(values):
+            return "one of: " + ", ".join(values())
+        return annotation.__name__
+    return str(annotation)
+
+
+fields = [
+    {"field": name, "required": f.is_required(), "type / allowed values": _type_name(f.annotation),
+     "meaning": f.description or ""}
+    for name, f in Method.model_fields.items()
+]
+st.dataframe(pd.DataFrame(fields), hide_index=True,
+             column_config={"type / allowed values": st.column_config.TextColumn(width="large")})
+example = state.catalog().methods.get("gptq") or next(iter(state.catalog().methods.values()), None)
+if example is not None:
+    with st.expander(f"A complete entry: `{example.id}`"):
+        st.code(yaml.safe_dump({"methods": [example.model_dump(mode="json", exclude_defaults=True)]},
+                               sort_keys=False, allow_unicode=True, width=100), language="yaml")

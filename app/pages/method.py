@@ -1,0 +1,124 @@
+"""Method page: everything the knowledge base holds about one method, with its evidence and sources."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import state, ui
+
+cat = state.catalog()
+ids = sorted(cat.methods, key=lambda i: cat.methods[i].name.lower())
+
+wanted = st.query_params.get("id") or st.session_state.get(state.METHOD_ID)
+if wanted not in cat.methods:
+    if wanted:
+        st.warning(f"No method with id {wanted!r} in the knowledge base; pick one below.")
+    wanted = None
+
+chosen = st.selectbox("Method", ids, index=ids.index(wanted) if wanted else None, key=f"method_pick_{wanted}",
+                      format_func=state.method_name, placeholder="choose a method…",
+                      help="Every method of the knowledge base; the URL keeps the one shown (?id=…).")
+if chosen is None:
+    st.title("Method")
+    st.info("Pick a method above, or open one from the Map, the Catalogue or a recommendation.")
+    st.stop()
+if chosen != st.query_params.get("id"):
+    st.query_params["id"] = chosen
+st.session_state[state.METHOD_ID] = chosen
+m = cat.methods[chosen]
+
+st.title(m.name)
+ui.badges(m)
+st.markdown(f"*{m.summary}*")
+
+g = m.grades
+c = st.columns(4)
+c[0].metric("Size reduction", str(g.size_reduction), help="How much smaller the deployed model gets (the paper's grade)")
+c[1].metric("Quality drop", str(g.quality_drop), help="Loss of perplexity/accuracy (the paper's grade)")
+c[2].metric("Hardware dependence", str(g.hardware_dependence), help="Does the gain need specific kernels or hardware?")
+c[3].metric("Backward compatibility", str(g.backward_compatibility),
+            help="Does the original model stay usable as it was? Static methods: none (keep a second copy)")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader("How it works")
+    st.markdown(m.mechanism)
+    st.subheader("Trade-off")
+    st.markdown(m.tradeoff)
+with right:
+    st.subheader("What it needs")
+    r = m.requirements
+    hours = f" (~{r.gpu_hours_per_billion:g} GPU-hours per billion parameters)" if r.gpu_hours_per_billion else ""
+    st.markdown(
+        f"- calibration data: **{'yes' if r.calibration_data else 'no'}**\n"
+        f"- gradients (backward passes): **{'yes' if r.gradients else 'no'}**\n"
+        f"- training compute: **{r.training_compute}**{hours}\n"
+        + ("- only when the model is trained from scratch\n" if r.retraining_from_scratch else "")
+        + f"- changes: {', '.join(str(x) for x in m.changes)}"
+        + (f"\n- bit-widths: {', '.join(f'{b:g}' for b in m.bits)}" if m.bits else "")
+    )
+    fp = m.footprint
+    facts = []
+    if fp.bits_per_weight < 16:
+        facts.append(f"{fp.bits_per_weight:g} stored bits per weight (scales included)")
+    if fp.param_fraction < 1:
+        facts.append(f"{fp.param_fraction:.0%} of the parameters kept")
+    if fp.sparsity:
+        facts.append(f"{fp.sparsity:.0%} zeros" + (" stored compressed" if fp.sparsity_stored else " (stored dense)"))
+    if fp.compute_fraction:
+        facts.append(f"~{fp.compute_fraction:.0%} of the compute per token")
+    if facts:
+        st.markdown("**Footprint:** " + "; ".join(facts))
+
+    st.subheader("Hardware and formats")
+    st.dataframe(pd.DataFrame([{"target": str(h.target), "kernels / engines": ", ".join(h.kernels)}
+                               for h in m.hardware]), hide_index=True)
+    if m.formats:
+        st.dataframe(pd.DataFrame([{"format": f.format, "loaded by": ", ".join(str(e) for e in f.engines)}
+                                   for f in m.formats]), hide_index=True)
+
+st.subheader("Evidence")
+rows = cat.evidence_for(m.id)
+if rows:
+    st.caption("Figures reported by the cited sources (or measured here), each with its baseline and where it comes from.")
+    st.dataframe(
+        pd.DataFrame([
+            {
+                "model": e.model, "setting": e.setting, "metric": str(e.metric), "dataset": e.dataset or "",
+                "value": e.value, "baseline": e.baseline, "baseline is": e.baseline_label or "",
+                "source": f"{e.source.paper}, {e.source.locator}", "kind": str(e.source.tag),
+                "link": e.source.url,
+            }
+            for e in rows
+        ]),
+        hide_index=True,
+        column_config={"link": st.column_config.LinkColumn(display_text="open")},
+    )
+else:
+    st.caption("No figures recorded yet for this method.")
+
+st.subheader("Composes with")
+for label, others in (("Stacks well with", m.composes_with), ("Conflicts with", m.excludes)):
+    if others:
+        st.markdown(f"**{label}:**")
+        cols = st.columns(min(4, len(others)))
+        for i, other in enumerate(others):
+            if cols[i % len(cols)].button(state.method_name(other), key=f"method_link_{label}_{other}",
+                                          width="stretch"):
+                state.open_method(other)
+if not m.composes_with and not m.excludes:
+    st.caption("No composition recorded.")
+
+st.subheader("Citation")
+cit = m.citation
+ident = f" arXiv:{cit.arxiv}." if cit.arxiv else (f" doi:{cit.doi}." if cit.doi else "")
+st.markdown(f"{cit.authors}. *{cit.title}*. {cit.venue}, {cit.year}.{ident} [{cit.url}]({cit.url})")
+
+st.subheader("Run it")
+if m.compressor:
+    st.markdown(f"Shrinkwise bundles a compressor for this method (`{m.compressor}`). "
+                "Run it on the demo model from a terminal:")
+    st.code(f"shrinkwise compress demo --method {m.compressor} --out out/", language="bash")
+else:
+    st.caption("No bundled compressor implements this method yet.")

@@ -1,0 +1,103 @@
+"""Resources every page shares, loaded once per server process with Streamlit's caches, and the
+session-state keys the pages use to talk to each other.
+
+The knowledge base (methods + evidence) and the engine's derived views (gap report, rules) are read
+from data files that do not change while the app runs, so they are ``st.cache_resource`` singletons.
+A recommendation is cheap (milliseconds) but is cached per set of constraints so that switching pages
+and coming back does not recompute it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import yaml
+
+log = logging.getLogger(__name__)
+
+#: Session-state keys shared between pages (each page's own widgets use a page prefix instead).
+METHOD_ID = "sw_method_id"  # the method the method page shows
+RECOMMENDATION = "sw_recommendation"  # the last Recommendation the Recommend page computed
+CONSTRAINTS = "sw_constraints"  # the Constraints behind it
+
+#: Page files, relative to app/main.py, so st.switch_page and AppTest.switch_page agree.
+PAGE_RECOMMEND = "pages/recommend.py"
+PAGE_MAP = "pages/map.py"
+PAGE_CATALOGUE = "pages/catalogue.py"
+PAGE_METHOD = "pages/method.py"
+PAGE_ABOUT = "pages/about.py"
+
+
+@st.cache_resource(show_spinner="Loading the knowledge base…")
+def catalog():
+    """The validated knowledge base: methods and evidence from knowledge/data."""
+    from knowledge.catalog import load_catalog
+
+    return load_catalog()
+
+
+@st.cache_resource(show_spinner=False)
+def database():
+    """The database (SQLite by default, SHRINKWISE_DATABASE_URL to change), synced with the data files
+    once per server process. Returns None when it cannot be opened: the pages read methods from the
+    catalog, so the app stays usable and says why in the log."""
+    try:
+        from knowledge import db
+
+        db.init_db()
+        db.sync_catalog()
+        return db
+    except Exception:  # the app must still open on a read-only or misconfigured database
+        log.exception("database unavailable; pages fall back to the data files")
+        return None
+
+
+@st.cache_resource(show_spinner=False)
+def gap_report():
+    """The engine's phase x impact gap analysis of the catalog."""
+    from engine.gaps import gap_report as build
+
+    return build(catalog())
+
+
+def rules_path() -> Path:
+    import engine
+
+    return Path(engine.__file__).parent / "rules" / "rules.yaml"
+
+
+@st.cache_resource(show_spinner=False)
+def rules() -> list[dict[str, Any]]:
+    """The recommender's rules as written in the rules file, for the About page."""
+    data = yaml.safe_load(rules_path().read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("rules", [])
+    return list(data or [])
+
+
+def method_name(method_id: str) -> str:
+    m = catalog().methods.get(method_id)
+    return m.name if m else method_id
+
+
+def open_method(method_id: str) -> None:
+    """Switch to the method page for ``method_id`` (kept in session state and in the URL)."""
+    st.session_state[METHOD_ID] = method_id
+    st.switch_page(PAGE_METHOD, query_params={"id": method_id})
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _recommend_cached(query: tuple[tuple[str, str], ...]):
+    from engine.constraints import Constraints
+    from engine.recommend import recommend as run
+
+    cat = catalog()
+    return run(Constraints.from_query(dict(query)), cat.methods, cat.evidence)
+
+
+def recommend(constraints):
+    """The engine's recommendation for ``constraints`` over the whole catalog (cached per constraints)."""
+    return _recommend_cached(tuple(sorted(constraints.to_query().items())))

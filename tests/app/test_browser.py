@@ -1,0 +1,153 @@
+"""End to end in a real browser: start the app, fill the questionnaire, check the recommendation on
+screen, open the map, save screenshots and print how long each took to render.
+
+Debian's Chromium (``/usr/bin/chromium``, installed by ``scripts/install-system-deps.sh``) is driven by
+Playwright with ``executable_path``: Playwright's own browser download does not work here. Screenshots
+go to ``artifacts/browser/`` (git-ignored) or ``$SHRINKWISE_ARTIFACTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("SHRINKWISE_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("SHRINKWISE_ARTIFACTS", ROOT / "artifacts" / "browser"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: run scripts/install-system-deps.sh")
+    port = _free_port()
+    log = ARTIFACTS / "streamlit.log"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _wait_idle(page, timeout: float = 60_000) -> None:
+    """Wait until Streamlit has finished running the script (its status widget says 'Running')."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout,
+    )
+
+
+def _plotly_points(page, nth: int = 0) -> int:
+    return page.evaluate(
+        "(n) => { const p = document.querySelectorAll('.js-plotly-plot')[n];"
+        " return p ? p.querySelectorAll('g.trace.scatter path.point').length : 0 }", nth)
+
+
+@pytest.mark.parametrize("width,height,tag", [(1280, 800, "desktop"), (420, 900, "narrow")])
+def test_questionnaire_recommendation_and_map_render(server, browser, width, height, tag):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    page.goto(f"{server}/recommend")
+    page.get_by_text("How should I compress my model?").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Recommend").wait_for()
+    _wait_idle(page)
+    timings["questionnaire"] = time.perf_counter() - t0
+
+    # The paper's claim 5: the model cannot be modified or fine-tuned -> dynamic methods lead.
+    page.get_by_role("button", name="pre-training").click()
+    page.get_by_role("button", name="post-training").click()
+    page.get_by_role("button", name="fine-tuning").click()
+    page.get_by_text("Keep the original weights usable").click()
+    page.get_by_text("I have calibration data").click()
+    page.screenshot(path=str(ARTIFACTS / f"form-{tag}.png"), full_page=True)
+
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Recommend").click()
+    page.get_by_role("heading", name="Recommendation").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Open method page").first.wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
+    _wait_idle(page)
+    timings["recommendation"] = time.perf_counter() - t0
+
+    assert "keep_original=true" in page.url and "phases=inference" in page.url
+    first_card = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(
+        has_text="Open method page").first
+    assert "Dynamic" in first_card.inner_text(), "claim 5: with the model frozen, a dynamic method leads"
+    page.screenshot(path=str(ARTIFACTS / f"recommendation-{tag}.png"), full_page=True)
+
+    t0 = time.perf_counter()
+    page.get_by_role("link", name="See the ranked methods highlighted on the map").click()
+    page.get_by_text("The phase × impact map").wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return p && p.querySelectorAll('g.trace.scatter path.point').length > 8 }", timeout=60_000)
+    _wait_idle(page)
+    timings["map"] = time.perf_counter() - t0
+    assert _plotly_points(page) > 8
+    page.screenshot(path=str(ARTIFACTS / f"map-{tag}.png"), full_page=True)
+
+    page.get_by_role("button", name="The paper's eight").click()
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return p && p.querySelectorAll('g.trace.scatter path.point').length === 8 }", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / f"map-paper-{tag}.png"), full_page=True)
+    page.close()
+
+    line = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+    print(f"\n[{tag} {width}x{height}] time from request to fully rendered: {line}")
+    (ARTIFACTS / f"timings-{tag}.txt").write_text(line + "\n")
