@@ -1,0 +1,222 @@
+"""The sequential, layer-by-layer calibration driver shared by GPTQ, SpQR, SparseGPT and Wanda.
+
+How a layer-wise post-training compressor walks a model (GPTQ paper, section 4 and its ``opt.py``):
+
+1. capture what block 0 receives for every calibration sequence (hidden states + the keyword
+   arguments transformers passes: rotary embeddings, masks, ...);
+2. for each block: put forward hooks on its linear layers that fold their inputs into a statistic
+   (the Hessian ``2XXᵀ`` for GPTQ/SpQR/SparseGPT, per-input squared norms for Wanda), run the block on
+   every sequence, solve each layer and swap it for its packed replacement;
+3. run the block once more, now compressed, and use its outputs as the next block's inputs, so every
+   layer is calibrated on what the already-compressed earlier layers really produce.
+
+"True sequential" (the GPTQ repo's ``--true-sequential``): inside a block, layers that read the same
+tensor (q/k/v; gate/up) form one step and are solved together, and steps run in execution order, so
+``o_proj`` sees the output of already-quantized q/k/v and ``down_proj`` that of quantized gate/up. The
+steps are found by running the block with hooks and grouping layers whose input is the same tensor,
+so no per-architecture table is needed. Each step's pass stops as soon as its layers have run.
+
+Memory: two ``[n_samples, seq, hidden]`` float buffers (inputs and outputs of the current block) and
+one statistic per layer of the current step; nothing is kept across blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from compressors.base import CompressionError, RunContext
+from compressors.layers import capture_block_inputs, find_blocks, linear_layers, run_block, set_module
+from compressors.ops.hessian import accumulate_hessian, accumulate_sq_norms
+
+log = logging.getLogger(__name__)
+
+STATS = ("hessian", "sq_norms")
+
+
+@dataclass
+class LayerStats:
+    """What the hooks collected for one linear layer: the statistic and the number of tokens seen."""
+
+    name: str
+    kind: str
+    value: torch.Tensor
+    n_tokens: int = 0
+
+    def add(self, inp: torch.Tensor) -> None:
+        if self.kind == "hessian":
+            self.n_tokens = accumulate_hessian(self.value, self.n_tokens, inp)
+        else:
+            self.n_tokens = accumulate_sq_norms(self.value, self.n_tokens, inp)
+
+
+# solve(block index, layer name within the block, layer, its statistics) -> replacement module or None
+SolveFn = Callable[[int, str, nn.Module, LayerStats], Optional[nn.Module]]
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class SequentialReport:
+    """What happened, per layer: ``{full name: {"seconds": ..., **what solve returned in .info}}``."""
+
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _in_features(module: nn.Module) -> int:
+    from compressors.layers import in_out_features
+
+    return in_out_features(module)[0]
+
+
+@torch.no_grad()
+def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> list[list[str]]:
+    """Group the block's linear layers into steps of layers reading the same input, in execution order."""
+    layers = linear_layers(block)
+    seen: list[tuple[str, int, tuple]] = []
+    handles = []
+    for name, m in layers.items():
+        def hook(mod, args, name=name):
+            x = args[0]
+            seen.append((name, x.data_ptr(), tuple(x.shape)))
+        handles.append(m.register_forward_pre_hook(hook))
+    try:
+        run_block(block, hidden[:1], kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    steps: list[list[str]] = []
+    keys: list[tuple] = []
+    done = set()
+    for name, ptr, shape in seen:
+        if name in done:
+            continue
+        done.add(name)
+        key = (ptr, shape)
+        if keys and keys[-1] == key:
+            steps[-1].append(name)
+        else:
+            steps.append([name])
+            keys.append(key)
+    missing = [n for n in layers if n not in done]
+    if missing:  # never called on this input (e.g. a cross-attention branch): leave them alone
+        log.warning("linear layers not reached by the forward pass, left uncompressed: %s", missing)
+    return steps
+
+
+@torch.no_grad()
+def sequential_compress(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    stat: str,
+    solve: SolveFn,
+    ctx: RunContext,
+    true_sequential: bool = True,
+    stage: str = "calibrate",
+) -> SequentialReport:
+    """Compress ``model`` block by block with ``solve`` (see module docstring); returns per-layer info.
+
+    ``tokens``: ``[n_samples, seq_len]`` calibration token ids. ``stat``: "hessian" or "sq_norms".
+    ``solve`` may return a module to put in place of the layer, or None to leave it.
+    """
+    import time
+
+    if stat not in STATS:
+        raise ValueError(f"stat={stat!r} is not known; choose one of {list(STATS)}")
+    if tokens is None or tokens.dim() != 2 or tokens.shape[0] == 0:
+        raise CompressionError("this method needs calibration data: pass ctx.calibration as a [n_samples, seq_len] token tensor")
+    t_start = time.perf_counter()
+    report = SequentialReport()
+    path, blocks = find_blocks(model)
+    was_training = model.training
+    model.eval()
+    use_cache = getattr(getattr(model, "config", None), "use_cache", None)
+    ctx.report(stage, 0.0, f"capturing the inputs of block 0 for {tokens.shape[0]}×{tokens.shape[1]} calibration tokens")
+    hidden, kwargs = capture_block_inputs(model, tokens)
+    n_blocks = len(blocks)
+    n = hidden.shape[0]
+    try:
+        for bi, block in enumerate(blocks):
+            ctx.check_cancelled()
+            if true_sequential:
+                steps = find_steps(block, hidden, kwargs)
+            else:
+                steps = [[name for name in linear_layers(block)]]
+            n_layers = sum(len(s) for s in steps)
+            done_layers = 0
+            for step in steps:
+                layers = linear_layers(block)
+                stats: dict[str, LayerStats] = {}
+                for name in step:
+                    in_f = _in_features(layers[name])
+                    shape = (in_f, in_f) if stat == "hessian" else (in_f,)
+                    stats[name] = LayerStats(name, stat, torch.zeros(shape, dtype=torch.float32, device=hidden.device))
+                called: set[str] = set()
+                last_step = step is steps[-1] or not true_sequential
+                handles = []
+                for name in step:
+                    def hook(mod, args, out, name=name):
+                        stats[name].add(args[0])
+                        called.add(name)
+                        if not last_step and len(called) == len(step):
+                            raise _Stop  # the rest of the block is not needed for this step
+                    handles.append(layers[name].register_forward_hook(hook))
+                try:
+                    for i in range(n):
+                        called.clear()
+                        try:
+                            run_block(block, hidden[i : i + 1], kwargs)
+                        except _Stop:
+                            pass
+                finally:
+                    for h in handles:
+                        h.remove()
+                for name in step:
+                    ctx.check_cancelled()
+                    t0 = time.perf_counter()
+                    layer = layers[name]
+                    new = solve(bi, name, layer, stats[name])
+                    if new is not None:
+                        set_module(block, name, new)
+                    info = dict(getattr(new, "_solve_info", {}) or {})
+                    info["seconds"] = round(time.perf_counter() - t0, 3)
+                    full = f"{path}.{bi}.{name}"
+                    report.layers[full] = info
+                    done_layers += 1
+                    extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+                    ctx.report(f"block {bi + 1}/{n_blocks}", (bi + done_layers / max(n_layers, 1)) / n_blocks,
+                               f"{name}: {extra}")
+                    del stats[name]
+            # outputs of the compressed block are the next block's inputs
+            out = torch.empty_like(hidden)
+            for i in range(n):
+                out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
+            hidden = out
+    finally:
+        if was_training:
+            model.train()
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def calibration_tokens(ctx: RunContext) -> torch.Tensor:
+    """The calibration tokens of a run, checked: the error says how to provide them."""
+    tok = ctx.calibration
+    if tok is None:
+        raise CompressionError(
+            "this compressor needs calibration data; the runner fills RunContext.calibration with "
+            "[n_samples, seq_len] token ids (shrinkwise compress --calib FILE, or the built-in text)"
+        )
+    tok = torch.as_tensor(tok)
+    if tok.dim() == 1:
+        tok = tok[None]
+    return tok.long()

@@ -1,0 +1,57 @@
+"""SparseGPT (Frantar & Alistarh, arXiv 2301.00774): OBS mask selection and weight reconstruction.
+
+The maths is in :mod:`compressors.ops.sparsegpt`; this module runs it layer by layer with the
+sequential driver and stores the result as :class:`compressors.packed.SparseLinear`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, check_range, register
+from compressors.calibration import calibration_tokens, sequential_compress
+from compressors.layers import get_weight
+from compressors.methods.layerwise import layerwise_estimate, sparse_module
+from compressors.methods.magnitude import PruningConfig
+from compressors.ops.sparsegpt import sparsegpt_prune
+
+
+@dataclass
+class SparseGPTConfig(PruningConfig):
+    percdamp: float = field(default=0.01, metadata={"help": "Hessian dampening, fraction of its mean diagonal", "min": 0.0, "max": 1.0})
+    blocksize: int = field(default=128, metadata={"help": "Columns per mask-selection and lazy-update block", "min": 16, "max": 4096})
+    true_sequential: bool = field(default=True, metadata={"help": "Calibrate each step of a block on the pruned previous steps"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("percdamp", self.percdamp, 0.0, 1.0)
+        check_range("blocksize", self.blocksize, 16, 4096)
+
+
+@register
+class SparseGPT(Compressor):
+    id = "sparsegpt"
+    name = "SparseGPT"
+    phase = "post-training"
+    impact = "static"
+    needs_calibration = True
+    config_cls = SparseGPTConfig
+    summary = "Prunes by second-order saliency and updates the remaining weights to keep each layer's output."
+
+    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+        return layerwise_estimate(shape, "sparsegpt")
+
+    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
+        assert isinstance(config, SparseGPTConfig)
+        sparsity, n, m = config.nm
+
+        def solve(bi, name, layer, stats):
+            r = sparsegpt_prune(get_weight(layer).detach(), stats.value, sparsity, n, m,
+                                percdamp=config.percdamp, blocksize=config.blocksize)
+            new = sparse_module(layer, r.weight, config.pattern)
+            new._solve_info = {"loss": r.loss}
+            return new
+
+        self.last_report = sequential_compress(model, calibration_tokens(ctx), "hessian", solve, ctx,
+                                               true_sequential=config.true_sequential, stage="sparsegpt")
+        return model
