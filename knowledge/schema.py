@@ -291,6 +291,7 @@ class Metric(_StrEnum):
     COMPRESSION_GPU_HOURS = "compression-gpu-hours"
     SIZE_MB = "size-mb"
     TOKENS_PER_S = "tokens-per-s"
+    TRAINING_TOKENS_FRACTION = "training-tokens-fraction"  # share of the pre-training tokens a method needs
 
     @property
     def lower_is_better(self) -> bool:
@@ -304,6 +305,7 @@ class Metric(_StrEnum):
             Metric.LATENCY_MS_PER_TOKEN,
             Metric.COMPRESSION_GPU_HOURS,
             Metric.SIZE_MB,
+            Metric.TRAINING_TOKENS_FRACTION,
         }
 
 
@@ -344,3 +346,58 @@ class Evidence(_Strict):
     @property
     def measured_here(self) -> bool:
         return self.source.tag is SourceTag.MEASURED
+
+
+# --- Hardware targets and serving engines (knowledge/data/hardware.yaml, formats.yaml) -------------
+# Added for the loader: the names methods use (Hardware, ServingEngine, OutputFormat.format) are
+# described once here, so the app can explain them and the loader can reject a misspelt format.
+
+
+class HardwareInfo(_Strict):
+    """One hardware target the recommender knows (one entry of hardware.yaml)."""
+
+    id: Hardware
+    name: str
+    description: str = Field(min_length=10, max_length=240, description="One line: what it is, what limits it.")
+    typical_memory_gb: list[float] = Field(
+        min_length=2, max_length=2, description="[low, high] memory available to the weights, GB."
+    )
+    examples: list[str] = Field(default_factory=list)
+
+    @field_validator("typical_memory_gb")
+    @classmethod
+    def _ordered(cls, v: list[float]) -> list[float]:
+        if v[0] <= 0 or v[0] > v[1]:
+            raise ValueError(f"typical_memory_gb {v} must be [low, high] with 0 < low <= high")
+        return v
+
+
+class FormatInfo(_Strict):
+    """One output format a method can produce (one entry under ``formats:`` in formats.yaml)."""
+
+    id: str
+    name: str
+    description: str = Field(min_length=10, max_length=300)
+    matches: list[str] = Field(
+        default_factory=list,
+        description="Other spellings that methods' free-text format names start with, e.g. 'safetensors-bnb' "
+        "for bitsandbytes; the longest matching prefix (id or one of these) wins.",
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError(f"format id {v!r} must be lower-case words joined by '-' or '.' (e.g. 'gguf')")
+        return v
+
+
+class EngineInfo(_Strict):
+    """One serving engine (one entry under ``engines:`` in formats.yaml) and the formats it loads."""
+
+    id: ServingEngine
+    name: str
+    description: str = Field(min_length=10, max_length=300)
+    loads: list[str] = Field(min_length=1, description="Format ids (formats.yaml) this engine loads.")
+    hardware: list[Hardware] = Field(min_length=1, description="Targets it runs on.")
+    url: Optional[str] = None

@@ -1,0 +1,234 @@
+"""Where the knowledge base lives on disk (or on a server), and how the data files get into it.
+
+- ``SHRINKWISE_DATABASE_URL``: any SQLAlchemy URL, e.g. ``postgresql+psycopg://user:pw@host/db``
+  (``postgresql://`` and ``postgres://`` are taken to mean psycopg 3, the driver Shrinkwise installs).
+- Otherwise a SQLite file ``shrinkwise.db`` in the per-user data folder
+  (``platformdirs.user_data_dir("shrinkwise")``, or ``SHRINKWISE_HOME`` when set).
+
+:func:`sync_catalog` loads the data files into the tables and can run any number of times: methods
+are upserted, evidence from the data files is replaced, and evidence measured by users' runs is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from sqlalchemy import event, func
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, SQLModel, create_engine, delete, select
+
+from knowledge import tables
+from knowledge.loader import DATA_DIR, KnowledgeData, load_all
+from knowledge.tables import EvidenceOrigin, EvidenceRow, MethodRow, utcnow
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "SHRINKWISE_DATABASE_URL"
+ENV_HOME = "SHRINKWISE_HOME"
+DB_FILENAME = "shrinkwise.db"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def data_home() -> Path:
+    """Shrinkwise's per-user data folder (database, uploads, run outputs); created when missing."""
+    home = os.environ.get(ENV_HOME)
+    if home:
+        path = Path(home).expanduser()
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_data_dir("shrinkwise", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{data_home() / DB_FILENAME}"
+
+
+def normalize_url(url: str) -> str:
+    """Map driver-less PostgreSQL URLs to psycopg 3 (SQLAlchemy would otherwise ask for psycopg2)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def database_url() -> str:
+    """The URL in use: ``SHRINKWISE_DATABASE_URL`` if set, else the SQLite file in the data folder."""
+    url = os.environ.get(ENV_URL, "").strip()
+    return normalize_url(url) if url else default_database_url()
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def sqlite_path(url: Optional[str] = None) -> Optional[Path]:
+    """The file of a SQLite URL (None for in-memory or other databases)."""
+    u = make_url(url or database_url())
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def database_exists(url: Optional[str] = None) -> bool:
+    """False only when the database is a SQLite file that is not there yet (reading creates nothing)."""
+    path = sqlite_path(url)
+    return path is None or path.exists()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets the app read while a worker process writes progress; foreign keys for run -> evidence
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def get_engine(url: Optional[str] = None) -> Engine:
+    """The (cached) SQLAlchemy engine for ``url`` or :func:`database_url`."""
+    url = normalize_url(url) if url else database_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite":
+            path = sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
+        log.debug("database engine for %s", describe_url(url))
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests that switch databases; worker processes after fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def init_db(url: Optional[str] = None) -> Engine:
+    """Create the tables that do not exist yet; returns the engine."""
+    engine = get_engine(url)
+    SQLModel.metadata.create_all(engine, tables=[
+        tables.MethodRow.__table__,  # type: ignore[attr-defined]
+        tables.CompressionRun.__table__,  # type: ignore[attr-defined]
+        tables.EvidenceRow.__table__,  # type: ignore[attr-defined]
+        tables.SavedRecommendation.__table__,  # type: ignore[attr-defined]
+    ])
+    return engine
+
+
+@contextmanager
+def session(url: Optional[str] = None) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back on an exception.
+
+    Objects stay readable after the block (``expire_on_commit=False``), so a function can return rows.
+    """
+    with Session(get_engine(url), expire_on_commit=False) as s:
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :func:`sync_catalog` did, and what the database holds afterwards."""
+
+    methods_added: int
+    methods_updated: int
+    methods_removed: int
+    methods_total: int
+    evidence_from_files: int
+    evidence_measured_kept: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.methods_total} methods ({self.methods_added} added, {self.methods_updated} updated, "
+            f"{self.methods_removed} removed), {self.evidence_from_files} evidence rows from the data files, "
+            f"{self.evidence_measured_kept} measured by runs kept"
+        )
+
+
+def sync_catalog(url: Optional[str] = None, data: Optional[KnowledgeData] = None,
+                 data_dir: Path | str = DATA_DIR) -> SyncReport:
+    """Load the (validated) data files into the database, in one transaction; safe to run repeatedly.
+
+    Methods are upserted by id (rows for ids no longer in the files are deleted), evidence rows from
+    the data files are replaced, evidence rows added by runs (``origin='run'``) are left untouched.
+    """
+    data = data or load_all(data_dir)
+    init_db(url)
+    added = updated = 0
+    with session(url) as s:
+        existing = {row.id: row for row in s.exec(select(MethodRow)).all()}
+        wanted = set()
+        for position, m in enumerate(data.methods):
+            wanted.add(m.id)
+            payload = m.model_dump(mode="json")
+            row = existing.get(m.id)
+            if row is None:
+                s.add(MethodRow(id=m.id, name=m.name, phase=m.phase.value, impact=m.impact.value,
+                                family=m.family.value, in_paper=m.in_paper, position=position, data=payload))
+                added += 1
+            elif (row.data != payload or row.position != position):
+                row.name, row.phase, row.impact = m.name, m.phase.value, m.impact.value
+                row.family, row.in_paper, row.position, row.data = m.family.value, m.in_paper, position, payload
+                row.updated_at = utcnow()
+                s.add(row)
+                updated += 1
+        stale = [row for mid, row in existing.items() if mid not in wanted]
+        for row in stale:
+            log.info("method %r is no longer in the data files; removing it from the database", row.id)
+            s.delete(row)
+        s.exec(delete(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.DATA_FILE.value))  # type: ignore[call-overload]
+        for ev in data.evidence:
+            s.add(EvidenceRow(method=ev.method, model=ev.model, metric=ev.metric.value, measured=ev.measured_here,
+                              origin=EvidenceOrigin.DATA_FILE.value, data=ev.model_dump(mode="json")))
+        s.flush()
+        kept = s.exec(select(func.count()).select_from(EvidenceRow)
+                      .where(EvidenceRow.origin == EvidenceOrigin.RUN.value)).one()
+        total = s.exec(select(func.count()).select_from(MethodRow)).one()
+    from knowledge.catalog import clear_cache
+
+    clear_cache()
+    return SyncReport(methods_added=added, methods_updated=updated, methods_removed=len(stale),
+                      methods_total=int(total), evidence_from_files=len(data.evidence),
+                      evidence_measured_kept=int(kept))
+
+
+def counts(url: Optional[str] = None) -> dict[str, int]:
+    """Rows per table (for `kb load` and tests)."""
+    init_db(url)
+    out = {}
+    with session(url) as s:
+        for name, model in (("methods", MethodRow), ("evidence", EvidenceRow),
+                            ("runs", tables.CompressionRun), ("saved_recommendations", tables.SavedRecommendation)):
+            out[name] = int(s.exec(select(func.count()).select_from(model)).one())
+        out["evidence_measured_by_runs"] = int(s.exec(
+            select(func.count()).select_from(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.RUN.value)).one())
+    return out

@@ -1,0 +1,616 @@
+"""Load and validate the knowledge base's YAML data files, with errors that point at the exact spot.
+
+A data file is edited by people, so a mistake in it must come back as one line a person can act on:
+the file, the entry (its 1-based position and its id), the field path and what is allowed, e.g.::
+
+    knowledge/data/methods/x.yaml: entry #3 (id 'gptq'): grades.quality_drop: 'tiny' is not one of
+    minimal, low, moderate, high (line 41)
+
+Layout of ``knowledge/data/``:
+
+- ``methods/*.yaml``: top-level key ``methods:``, a list of :class:`~knowledge.schema.Method` entries;
+- ``evidence/*.yaml``: top-level key ``evidence:``, a list of :class:`~knowledge.schema.Evidence` rows;
+- ``hardware.yaml``: top-level key ``hardware:``, one :class:`~knowledge.schema.HardwareInfo` per target;
+- ``formats.yaml``: top-level keys ``formats:`` and ``engines:`` (:class:`~knowledge.schema.FormatInfo`,
+  :class:`~knowledge.schema.EngineInfo`).
+
+Each file is checked on its own (schema), then all of them together (:func:`load_all`): duplicate ids,
+``composes_with``/``excludes`` naming unknown methods, evidence for unknown methods, output formats
+and engines that ``formats.yaml`` does not know or that do not load each other, hardware targets
+without a description. Every problem found is reported, not only the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from knowledge.schema import (
+    EngineInfo,
+    Evidence,
+    FormatInfo,
+    Hardware,
+    HardwareInfo,
+    Method,
+    ServingEngine,
+)
+
+log = logging.getLogger(__name__)
+
+#: The bundled data files.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+#: Top-level key of each kind of data file -> the model of one entry.
+KINDS: dict[str, type[BaseModel]] = {
+    "methods": Method,
+    "evidence": Evidence,
+    "hardware": HardwareInfo,
+    "formats": FormatInfo,
+    "engines": EngineInfo,
+}
+#: Which top-level keys a file may hold together (formats.yaml holds both formats and engines).
+_FILE_KINDS: tuple[frozenset[str], ...] = (
+    frozenset({"methods"}),
+    frozenset({"evidence"}),
+    frozenset({"hardware"}),
+    frozenset({"formats", "engines"}),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in one data file, located as precisely as the file allows."""
+
+    file: str
+    message: str
+    entry: Optional[int] = None  # 1-based position in the file's list
+    entry_id: Optional[str] = None
+    field: Optional[str] = None  # dotted path inside the entry, e.g. "grades.quality_drop"
+    line: Optional[int] = None  # 1-based line in the file
+
+    def __str__(self) -> str:
+        parts = [self.file]
+        if self.entry is not None:
+            parts.append(f"entry #{self.entry}" + (f" (id {self.entry_id!r})" if self.entry_id else ""))
+        if self.field:
+            parts.append(self.field)
+        text = ": ".join(parts) + ": " + self.message
+        if self.line is not None:
+            text += f" (line {self.line})"
+        return text
+
+
+class DataFileError(ValueError):
+    """One or more data files are invalid; ``problems`` lists each, ``str()`` prints one per line."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def files(self) -> list[str]:
+        return sorted({p.file for p in self.problems})
+
+
+def display_path(path: Path) -> str:
+    """The path as a user would type it: relative to the working directory (or the repo) when inside it."""
+    path = Path(path).resolve()
+    for base in (Path.cwd().resolve(), DATA_DIR.parent.parent):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# YAML reading: duplicate keys are errors, and every node keeps its line for error messages
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"key {key!r} appears twice in one mapping (first on line {seen[key]}); keep one",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(path: Path, shown: str) -> tuple[Any, Optional[yaml.Node]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataFileError([Problem(shown, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataFileError([Problem(shown, f"cannot read the file: {exc}")]) from None
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise DataFileError([Problem(shown, f"not valid YAML: {reason or exc}", line=line)]) from None
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _child(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if k.value == str(key):
+                return v
+    elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+        return node.value[key]
+    return None
+
+
+def _key_node(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if k.value == str(key):
+                return k
+    return None
+
+
+def _line_of(node: Optional[yaml.Node], loc: Sequence[Any]) -> Optional[int]:
+    """1-based line of the field at ``loc`` under ``node``: its key's line when present, else the line
+    of the deepest mapping that exists (where a missing field should be added)."""
+    current = node
+    for i, part in enumerate(loc):
+        key = _key_node(current, part)
+        nxt = _child(current, part)
+        if nxt is None:
+            break
+        current = key if (key is not None and i == len(loc) - 1) else nxt
+    return current.start_mark.line + 1 if current is not None else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# pydantic errors -> one readable sentence each
+
+
+def _format_loc(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside Optional[...] / list[...] annotations, or None."""
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    for arg in typing.get_args(annotation):
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> Optional[type[BaseModel]]:
+    current: Optional[type[BaseModel]] = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if current is None or part not in current.model_fields:
+            return None
+        current = _unwrap(current.model_fields[part].annotation)
+    return current
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+    """(location, message) for one pydantic error, phrased for a person editing the file."""
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    given = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "enum":
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        msg = f"{given!r} is not one of {', '.join(allowed)}"
+        close = difflib.get_close_matches(str(given), allowed, n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+        return loc, msg
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = list(parent.model_fields) if parent is not None else []
+        msg = f"unknown key {loc[-1]!r}"
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+        if allowed:
+            msg += f"; allowed keys: {', '.join(allowed)}"
+        return loc, msg
+    if kind == "missing":
+        return loc, f"missing required field {loc[-1]!r}" if loc else "missing required field"
+    if kind == "model_type" or kind == "model_attributes_type":
+        return loc, f"expected a mapping of field: value, got {type(given).__name__} {given!r}"
+    text = str(err.get("msg", "invalid value"))
+    if text.startswith("Value error, "):
+        return loc, text[len("Value error, "):]
+    return loc, f"{text} (got {given!r})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# One file
+
+
+@dataclass
+class Entry:
+    """One validated entry and where it came from (for cross-file error messages)."""
+
+    item: BaseModel
+    file: str
+    index: int  # 1-based
+    node: Optional[yaml.Node]
+
+    @property
+    def ident(self) -> Optional[str]:
+        value = getattr(self.item, "id", None)
+        return str(value) if value is not None else None
+
+    def problem(self, field_path: str, message: str, loc: Sequence[Any] = ()) -> Problem:
+        return Problem(self.file, message, entry=self.index, entry_id=self.ident, field=field_path,
+                       line=_line_of(self.node, loc) if loc else (self.node.start_mark.line + 1 if self.node else None))
+
+
+@dataclass
+class ParsedFile:
+    path: Path
+    shown: str
+    kinds: frozenset[str]
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+
+
+def _entry_id(raw: Any) -> Optional[str]:
+    if isinstance(raw, dict):
+        value = raw.get("id") or raw.get("method")
+        return str(value) if value is not None else None
+    return None
+
+
+def parse_file(path: Path | str, expected: Optional[Iterable[str]] = None) -> ParsedFile:
+    """Read and validate one data file; its kind comes from its top-level key(s).
+
+    ``expected`` restricts the allowed top-level keys (e.g. a file under ``methods/`` must hold
+    ``methods:``). Raises :class:`DataFileError` listing every invalid entry of the file.
+    """
+    path = Path(path)
+    shown = display_path(path)
+    data, root = _parse_yaml(path, shown)
+    allowed_keys = sorted(KINDS) if expected is None else sorted(expected)
+    if not isinstance(data, dict) or not data:
+        raise DataFileError([Problem(
+            shown,
+            f"the file must be a mapping with a top-level key ({' or '.join(allowed_keys)}) holding a list, "
+            f"got {type(data).__name__}",
+        )])
+    keys = frozenset(data)
+    unknown = sorted(str(k) for k in keys if k not in allowed_keys)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], allowed_keys, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataFileError([Problem(
+            shown, f"unknown top-level key {unknown[0]!r}{hint}; allowed: {', '.join(allowed_keys)}",
+            line=_line_of(root, [unknown[0]]),
+        )])
+    if not any(keys <= group for group in _FILE_KINDS):
+        raise DataFileError([Problem(
+            shown, f"top-level keys {sorted(keys)} cannot share one file; allowed together: "
+            + "; ".join(" + ".join(sorted(g)) for g in _FILE_KINDS),
+        )])
+    parsed = ParsedFile(path=path, shown=shown, kinds=keys)
+    problems: list[Problem] = []
+    for key in sorted(keys):
+        model = KINDS[key]
+        items = data[key]
+        list_node = _child(root, key)
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            problems.append(Problem(shown, f"{key!r} must be a list of entries (each starting with '- '), "
+                                           f"got {type(items).__name__}", line=_line_of(root, [key])))
+            continue
+        entries: list[Entry] = []
+        for i, raw in enumerate(items):
+            node = _child(list_node, i)
+            try:
+                item = model.model_validate(raw)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc, msg = _describe(err, model)
+                    problems.append(Problem(shown, msg, entry=i + 1, entry_id=_entry_id(raw),
+                                            field=_format_loc(loc) or None, line=_line_of(node, loc)))
+                continue
+            entries.append(Entry(item=item, file=shown, index=i + 1, node=node))
+        parsed.entries[key] = entries
+    if problems:
+        raise DataFileError(problems)
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole knowledge base
+
+
+@dataclass(frozen=True)
+class KnowledgeData:
+    """Everything in the data files, validated and cross-checked, in file order."""
+
+    methods: tuple[Method, ...]
+    evidence: tuple[Evidence, ...]
+    hardware: tuple[HardwareInfo, ...]
+    formats: tuple[FormatInfo, ...]
+    engines: tuple[EngineInfo, ...]
+    files: tuple[str, ...]
+    warnings: tuple[Problem, ...] = ()
+
+
+def method_files(data_dir: Path = DATA_DIR) -> list[Path]:
+    return sorted((Path(data_dir) / "methods").glob("*.yaml"))
+
+
+def evidence_files(data_dir: Path = DATA_DIR) -> list[Path]:
+    return sorted((Path(data_dir) / "evidence").glob("*.yaml"))
+
+
+def resolve_format(name: str, formats: Iterable[FormatInfo]) -> Optional[FormatInfo]:
+    """The format a method's free-text format name refers to: longest id/``matches`` prefix wins.
+
+    ``"safetensors-fp16 + medusa-heads"`` resolves to ``safetensors``, ``"safetensors-bnb-nf4"`` to
+    ``bitsandbytes`` (its ``matches`` holds ``safetensors-bnb``). A prefix must end at a word boundary.
+    """
+    text = name.strip().lower()
+    best: Optional[FormatInfo] = None
+    best_len = -1
+    for fmt in formats:
+        for prefix in (fmt.id, *fmt.matches):
+            p = prefix.lower()
+            if text == p or (text.startswith(p) and not text[len(p)].isalnum()):
+                if len(p) > best_len:
+                    best, best_len = fmt, len(p)
+    return best
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _parse_many(paths: Iterable[tuple[Path, Iterable[str]]]) -> tuple[list[ParsedFile], list[Problem]]:
+    parsed, problems = [], []
+    for path, expected in paths:
+        try:
+            parsed.append(parse_file(path, expected))
+        except DataFileError as exc:
+            problems.extend(exc.problems)
+    return parsed, problems
+
+
+def _cross_check(
+    methods: list[Entry],
+    evidence: list[Entry],
+    hardware: list[Entry],
+    formats: list[Entry],
+    engines: list[Entry],
+    *,
+    reference_only: frozenset[str] = frozenset(),
+    warnings: Optional[list[Problem]] = None,
+) -> list[Problem]:
+    """Checks that need more than one entry; returns the errors and appends soft findings to ``warnings``.
+
+    Entries from files in ``reference_only`` are context for resolving names and are not themselves
+    reported (used when validating a single user file). Output formats are free text in the method
+    files, so a format that formats.yaml does not know is a warning, not an error."""
+    problems: list[Problem] = []
+
+    def report(entry: Entry, problem: Problem) -> None:
+        if entry.file not in reference_only:
+            problems.append(problem)
+
+    def check_unique(entries: list[Entry], what: str) -> dict[str, Entry]:
+        first: dict[str, Entry] = {}
+        for e in entries:
+            ident = e.ident
+            if ident is None:
+                continue
+            if ident in first:
+                f = first[ident]
+                report(e, e.problem("id", f"duplicate {what} id {ident!r}: already defined in {f.file} "
+                                          f"entry #{f.index}; ids must be unique", ["id"]))
+            else:
+                first[ident] = e
+        return first
+
+    by_id = check_unique(methods, "method")
+    hw_by_id = check_unique(hardware, "hardware")
+    fmt_by_id = check_unique(formats, "format")
+    eng_by_id = check_unique(engines, "engine")
+
+    for e in methods:
+        m: Method = e.item  # type: ignore[assignment]
+        for key in ("composes_with", "excludes"):
+            for i, ref in enumerate(getattr(m, key)):
+                if ref not in by_id:
+                    report(e, e.problem(f"{key}[{i}]", f"unknown method id {ref!r}{_suggest(ref, by_id)}",
+                                        [key, i]))
+        if formats and warnings is not None:
+            for i, out in enumerate(m.formats):
+                fmt = resolve_format(out.format, (f.item for f in fmt_by_id.values()))  # type: ignore[misc]
+                if fmt is None:
+                    if e.file not in reference_only:
+                        warnings.append(e.problem(
+                            f"formats[{i}].format",
+                            f"output format {out.format!r} matches no format in formats.yaml "
+                            f"(known: {', '.join(fmt_by_id)}); start it with one of those ids or add it there",
+                            ["formats", i, "format"]))
+                    continue
+                for j, eng in enumerate(out.engines):
+                    info = eng_by_id.get(str(eng))
+                    if info is not None and fmt.id not in info.item.loads:  # type: ignore[attr-defined]
+                        if e.file not in reference_only:
+                            warnings.append(e.problem(
+                                f"formats[{i}].engines[{j}]",
+                                f"engine {str(eng)!r} does not load format {fmt.id!r} according to formats.yaml "
+                                f"(it loads: {', '.join(info.item.loads)})",  # type: ignore[attr-defined]
+                                ["formats", i, "engines", j]))
+    for e in evidence:
+        ev: Evidence = e.item  # type: ignore[assignment]
+        if ev.method not in by_id:
+            report(e, e.problem("method", f"evidence for unknown method {ev.method!r}{_suggest(ev.method, by_id)}",
+                                ["method"]))
+    seen_rows: dict[tuple, Entry] = {}
+    for e in evidence:
+        ev = e.item  # type: ignore[assignment]
+        key = (ev.method, ev.model, ev.setting, ev.metric, ev.dataset)
+        if key in seen_rows:
+            f = seen_rows[key]
+            report(e, e.problem("setting", f"same method, model, setting, metric and dataset as {f.file} "
+                                           f"entry #{f.index}; make the setting say what differs", ["setting"]))
+        else:
+            seen_rows[key] = e
+    if hardware:
+        missing = [h.value for h in Hardware if h.value not in hw_by_id]
+        if missing:
+            files = sorted({h.file for h in hardware})
+            problems.append(Problem(", ".join(files), f"hardware targets without an entry: {', '.join(missing)}; "
+                                                      "every value of schema.Hardware needs one"))
+    if engines:
+        missing = [s.value for s in ServingEngine if s.value not in eng_by_id]
+        if missing:
+            files = sorted({x.file for x in engines})
+            problems.append(Problem(", ".join(files), f"serving engines without an entry: {', '.join(missing)}; "
+                                                      "every value of schema.ServingEngine needs one"))
+        for e in engines:
+            for i, fmt_id in enumerate(e.item.loads):  # type: ignore[attr-defined]
+                if fmt_id not in fmt_by_id:
+                    report(e, e.problem(f"loads[{i}]", f"unknown format {fmt_id!r}{_suggest(fmt_id, fmt_by_id)}",
+                                        ["loads", i]))
+    return problems
+
+
+def _bundled_paths(data_dir: Path) -> list[tuple[Path, Iterable[str]]]:
+    data_dir = Path(data_dir)
+    paths: list[tuple[Path, Iterable[str]]] = []
+    paths += [(p, ("methods",)) for p in method_files(data_dir)]
+    paths += [(p, ("evidence",)) for p in evidence_files(data_dir)]
+    for name, keys in (("hardware.yaml", ("hardware",)), ("formats.yaml", ("formats", "engines"))):
+        if (data_dir / name).exists():
+            paths.append((data_dir / name, keys))
+    return paths
+
+
+def _collect(parsed: list[ParsedFile], key: str) -> list[Entry]:
+    return [e for p in parsed for e in p.entries.get(key, [])]
+
+
+def load_all(data_dir: Path | str = DATA_DIR) -> KnowledgeData:
+    """Load every data file under ``data_dir``, validate each and all of them together.
+
+    Raises :class:`DataFileError` with every problem found in any file.
+    """
+    data_dir = Path(data_dir)
+    paths = _bundled_paths(data_dir)
+    parsed, problems = _parse_many(paths)
+    kinds = {k for p in parsed for k in p.kinds}
+    if not method_files(data_dir):
+        problems.append(Problem(display_path(data_dir / "methods"), "no methods/*.yaml files found"))
+    entries = {k: _collect(parsed, k) for k in KINDS}
+    warnings: list[Problem] = []
+    problems += _cross_check(entries["methods"], entries["evidence"], entries["hardware"],
+                             entries["formats"], entries["engines"], warnings=warnings)
+    if problems:
+        raise DataFileError(problems)
+    for w in warnings:
+        log.debug("data warning: %s", w)
+    log.debug("loaded %d files (%s)", len(parsed), ", ".join(sorted(kinds)))
+    return KnowledgeData(
+        methods=tuple(e.item for e in entries["methods"]),  # type: ignore[misc]
+        evidence=tuple(e.item for e in entries["evidence"]),  # type: ignore[misc]
+        hardware=tuple(e.item for e in entries["hardware"]),  # type: ignore[misc]
+        formats=tuple(e.item for e in entries["formats"]),  # type: ignore[misc]
+        engines=tuple(e.item for e in entries["engines"]),  # type: ignore[misc]
+        files=tuple(p.shown for p in parsed),
+        warnings=tuple(warnings),
+    )
+
+
+def load_methods(data_dir: Path | str = DATA_DIR) -> list[Method]:
+    """All methods, in file order (files sorted by name), cross-checked against the other files."""
+    return list(load_all(data_dir).methods)
+
+
+def load_evidence(data_dir: Path | str = DATA_DIR) -> list[Evidence]:
+    return list(load_all(data_dir).evidence)
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What :func:`validate_file` found in a valid file."""
+
+    path: str
+    counts: dict[str, int]
+    warnings: tuple[Problem, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.path}: OK (" + ", ".join(f"{n} {k}" for k, n in self.counts.items()) + ")"
+
+
+def validate_file(path: Path | str, data_dir: Path | str = DATA_DIR) -> FileReport:
+    """Validate one file a user edits, of any kind (detected by its top-level key).
+
+    Its entries are checked against the schema and against the bundled knowledge base: a methods file
+    may reference bundled methods in ``composes_with``; an evidence file may cite any bundled method.
+    If ``path`` is one of the bundled files, it replaces that file in the check (no false duplicates).
+    Raises :class:`DataFileError`; returns a :class:`FileReport` with the entry counts.
+    """
+    path = Path(path)
+    target = parse_file(path)  # raises for schema problems of this file
+    data_dir = Path(data_dir)
+    context, ctx_problems = _parse_many((p, k) for p, k in _bundled_paths(data_dir) if p.resolve() != path.resolve())
+    if ctx_problems:
+        log.warning("the bundled data has problems too (run `shrinkwise kb validate`): %s", ctx_problems[0])
+    reference = frozenset(p.shown for p in context)
+    everything = context + [target]
+    entries = {k: _collect(everything, k) for k in KINDS}
+    warnings: list[Problem] = []
+    problems = _cross_check(entries["methods"], entries["evidence"], entries["hardware"],
+                            entries["formats"], entries["engines"], reference_only=reference, warnings=warnings)
+    # completeness checks (every Hardware has an entry) name the bundled files too; keep only ours
+    problems = [p for p in problems if target.shown in p.file]
+    if problems:
+        raise DataFileError(problems)
+    return FileReport(path=target.shown, counts={k: len(v) for k, v in target.entries.items()},
+                      warnings=tuple(w for w in warnings if w.file == target.shown))

@@ -1,0 +1,160 @@
+"""Database tables (SQLModel): methods, evidence, compression runs and saved recommendations.
+
+Each table keeps a few indexed columns for filtering plus the full pydantic object as JSON, so a
+field added to :mod:`knowledge.schema` needs no migration. The JSON type is SQLAlchemy's generic
+``JSON`` (stored as text on SQLite, as ``JSONB`` on PostgreSQL), so the same code runs on both.
+
+``CompressionRun`` is also the job queue of the "Run it" page: a row is created ``queued``, a worker
+claims it (``running``, with ``worker_id`` and ``heartbeat_at``), reports progress into it, and ends it
+``succeeded``, ``failed`` or ``cancelled``. The status column is the single source of truth, so a page
+reload or a second tab only reads it, and a restarted server can find jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+#: JSON on every backend, JSONB (indexable, compact) on PostgreSQL.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_column=Column(JSONType, nullable=kw.pop("nullable", False)), **kw)
+
+
+def _ts(nullable: bool = True, index: bool = False, default_now: bool = False) -> Any:
+    col = Column(DateTime(timezone=True), nullable=nullable, index=index)
+    if default_now:
+        return Field(default_factory=utcnow, sa_column=col)
+    return Field(default=None, sa_column=col)
+
+
+class RunStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class EvidenceOrigin(str, Enum):
+    """Where an evidence row came from; decides what ``sync_catalog`` may replace."""
+
+    DATA_FILE = "data-file"  # knowledge/data/evidence/*.yaml: replaced on every sync
+    RUN = "run"  # a Shrinkwise compression run: kept forever (until its run is deleted)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class MethodRow(SQLModel, table=True):
+    __tablename__ = "method"
+
+    id: str = Field(primary_key=True, max_length=80)
+    name: str = Field(max_length=200)
+    phase: str = Field(index=True, max_length=20)
+    impact: str = Field(index=True, max_length=10)
+    family: str = Field(index=True, max_length=40)
+    in_paper: bool = Field(default=False, index=True)
+    position: int = Field(default=0, description="Order in the data files, so queries can keep it.")
+    data: dict = _json()  # Method.model_dump(mode="json")
+    updated_at: Optional[datetime] = _ts(default_now=True)
+
+
+class CompressionRun(SQLModel, table=True):
+    """One compression of one model by one method: a job while it runs, a record afterwards."""
+
+    __tablename__ = "compression_run"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: Optional[datetime] = _ts(nullable=False, index=True, default_now=True)
+    status: str = Field(default=RunStatus.QUEUED.value, index=True, max_length=12)
+
+    # what to do
+    model_ref: str = Field(description="Where the model is: 'demo', a server path, an upload folder.")
+    model_name: str = Field(index=True, description="Readable model name, e.g. 'SmolLM2-135M-Instruct'.")
+    method: str = Field(index=True, max_length=80, description="Knowledge-base method id, e.g. 'gptq'.")
+    compressor: str = Field(max_length=80, description="Bundled compressor id that runs it.")
+    config: dict = _json(default_factory=dict)
+    calibration: Optional[dict] = _json(default=None, nullable=True)  # source of calibration/eval text
+    owner: Optional[str] = Field(default=None, index=True, description="Browser session or user that queued it.")
+
+    # results
+    before_metrics: Optional[dict] = _json(default=None, nullable=True)
+    after_metrics: Optional[dict] = _json(default=None, nullable=True)
+    artifacts: Optional[dict] = _json(default=None, nullable=True)  # name -> path (checkpoint, export, report)
+    samples: Optional[dict] = _json(default=None, nullable=True)  # greedy generations before/after
+    timings: Optional[dict] = _json(default=None, nullable=True)  # stage -> seconds
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    machine: Optional[str] = Field(default=None, description="Where it ran, for 'measured here on ...'.")
+
+    # progress, written by the worker while it runs
+    stage: Optional[str] = Field(default=None, max_length=120)
+    fraction: float = Field(default=0.0)
+    log_tail: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    cancel_requested: bool = Field(default=False)
+
+    # worker bookkeeping
+    worker_id: Optional[str] = Field(default=None, max_length=120)
+    heartbeat_at: Optional[datetime] = _ts()
+    started_at: Optional[datetime] = _ts()
+    finished_at: Optional[datetime] = _ts()
+    attempts: int = Field(default=0)
+
+    @property
+    def run_status(self) -> RunStatus:
+        return RunStatus(self.status)
+
+    @property
+    def elapsed_s(self) -> Optional[float]:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return (_aware(end) - _aware(self.started_at)).total_seconds()
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite gives back naive datetimes; all of ours are UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+
+
+class EvidenceRow(SQLModel, table=True):
+    __tablename__ = "evidence"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    method: str = Field(index=True, max_length=80)
+    model: str = Field(index=True)
+    metric: str = Field(index=True, max_length=40)
+    measured: bool = Field(default=False, index=True)
+    origin: str = Field(default=EvidenceOrigin.DATA_FILE.value, index=True, max_length=12)
+    run_id: Optional[int] = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
+    data: dict = _json()  # Evidence.model_dump(mode="json")
+    created_at: Optional[datetime] = _ts(default_now=True)
+
+
+class SavedRecommendation(SQLModel, table=True):
+    __tablename__ = "saved_recommendation"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: Optional[datetime] = _ts(nullable=False, index=True, default_now=True)
+    title: Optional[str] = Field(default=None)
+    owner: Optional[str] = Field(default=None, index=True)
+    constraints: dict = _json()
+    result: dict = _json()
