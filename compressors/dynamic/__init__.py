@@ -1,0 +1,12 @@
+"""Shared runtime of Shrinkwise's dynamic compressors (weights untouched, behaviour installed at load).
+
+- :mod:`compressors.dynamic.tokens`: a prefill/decode loop for Llama-family decoders that drops
+  (LazyLLM, AIM) or merges (AIM) prompt tokens between layers, with a KV cache that remembers which
+  positions reached each layer and an auxiliary cache of the dropped tokens' hidden states (LazyLLM's
+  Aux Cache) so they can be revived during decoding.
+- :mod:`compressors.dynamic.merging`: bipartite soft matching of neighbouring tokens (pure tensors).
+- :mod:`compressors.dynamic.teal`: per-layer activation thresholds and the linear wrapper that skips the
+  weight columns of small activations (TEAL), plus its sparse matrix-vector kernel.
+- :mod:`compressors.dynamic.manifest`: how a dynamic method is recorded next to the untouched weights and
+  re-installed when Shrinkwise loads that checkpoint.
+"""

@@ -1,0 +1,182 @@
+"""TEAL: training-free activation sparsity (Liu et al., arXiv 2408.14690), installed without touching weights.
+
+For every linear layer inside the decoder blocks, a magnitude threshold ``t`` is calibrated once from
+calibration activations: ``t`` is the ``s``-quantile of ``|x|`` over the layer's inputs, so a fraction
+``s`` of the input entries falls below it. At inference each token zeroes the entries of its input
+with ``|x_i| <= t``; the weight columns they would multiply are skipped. The paper calibrates
+per-layer sparsities greedily; this module uses the uniform allocation (the same target ``s`` for
+every layer), which the paper reports as its baseline.
+
+How a layer is changed: its ``forward`` is replaced *on the instance* (``types.MethodType``), so the
+module, its parameter names and its weights stay exactly as they were: ``save_pretrained`` still writes
+the original checkpoint and :func:`uninstall_teal` restores the original behaviour.
+
+- one token (decode, batch 1, float32): the sparse matrix-vector kernel of
+  :mod:`compressors.dynamic.sparse_kernel` reads only the kept columns (kept as a transposed copy of the
+  weight, ``[in, out]``, made once per layer at install: memory for speed);
+- several tokens (prefill, evaluation): the masked dense product ``W (x ⊙ [|x| > t])`` (exact, no speed-up).
+
+A threshold of 0 leaves the layer's original forward in place, so TEAL at 0 % is exactly the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+
+from compressors.dynamic.sparse_kernel import load_kernel
+from compressors.layers import Conv1D, find_blocks, get_bias, get_weight, linear_layers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TealState:
+    """What an installed layer holds: its threshold, the transposed weight for the kernel, and counters."""
+
+    threshold: float
+    use_kernel: bool
+    wt: Optional[torch.Tensor] = None  # [in, out] contiguous, only when the kernel is used
+    seen: int = 0  # input entries seen since the counters were reset
+    zeroed: int = 0  # of which at or below the threshold
+    count: bool = False
+    original_forward: Any = field(default=None, repr=False)
+
+
+def block_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """Every linear layer inside the decoder blocks by full path (the layers TEAL sparsifies)."""
+    path, blocks = find_blocks(model)
+    return {f"{path}.{i}.{n}": m for i, b in enumerate(blocks) for n, m in linear_layers(b).items()}
+
+
+@torch.no_grad()
+def calibrate_thresholds(model: nn.Module, batches: Iterable[torch.Tensor], sparsity: float,
+                         max_samples: int = 1 << 18, seed: int = 0,
+                         on_batch: Optional[Any] = None) -> dict[str, float]:
+    """The ``sparsity``-quantile of |input| of every block linear, from the dense model on ``batches``.
+
+    Each layer keeps at most ``max_samples`` randomly drawn input magnitudes per batch (a fixed
+    generator, so the result is deterministic); the quantile of that sample estimates the threshold.
+    ``batches`` are token id tensors ``[b, seq]``; ``on_batch(i)`` is called after each one.
+    """
+    layers = block_linears(model)
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    gen = torch.Generator().manual_seed(seed)
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            a = args[0].detach().abs().reshape(-1).float().cpu()
+            if a.numel() > max_samples:
+                a = a[torch.randint(0, a.numel(), (max_samples,), generator=gen)]
+            samples[name].append(a)
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in layers.items()]
+    device = next(model.parameters()).device
+    try:
+        for i, batch in enumerate(batches):
+            model(input_ids=batch.to(device), use_cache=False)
+            if on_batch is not None:
+                on_batch(i)
+    finally:
+        for h in handles:
+            h.remove()
+    thresholds = {}
+    for name, chunks in samples.items():
+        if not chunks:
+            raise RuntimeError(f"layer {name} saw no input during calibration")
+        a = torch.cat(chunks)
+        if a.numel() > (1 << 24) - 1:  # torch.quantile's input limit
+            a = a[torch.randint(0, a.numel(), ((1 << 24) - 1,), generator=gen)]
+        thresholds[name] = float(torch.quantile(a, sparsity)) if sparsity > 0 else 0.0
+    return thresholds
+
+
+def _teal_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    st: TealState = self._shrinkwise_teal
+    keep = x.abs() > st.threshold
+    if st.count:
+        st.seen += keep.numel()
+        st.zeroed += int(keep.numel() - keep.sum())
+    if st.wt is not None and x.numel() == st.wt.shape[0] and x.dtype == torch.float32:
+        kernel = load_kernel()
+        y = kernel.sparse_rows_matvec(x.reshape(-1).contiguous(), st.wt, st.threshold)
+        bias = get_bias(self)
+        if bias is not None:
+            y = y + bias
+        return y.view(*x.shape[:-1], -1)
+    return st.original_forward(x * keep)
+
+
+def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "auto") -> nn.Module:
+    """Install TEAL on ``model`` in place with per-layer ``thresholds`` (from :func:`calibrate_thresholds`).
+
+    ``kernel``: "cpp" (compile/load the sparse matvec kernel, fail if impossible), "auto" (use it when
+    it loads, otherwise the masked dense product), "torch" (masked dense product only).
+    """
+    if kernel not in ("auto", "cpp", "torch"):
+        raise ValueError(f"kernel={kernel!r} is not allowed; choose one of ['auto', 'cpp', 'torch']")
+    uninstall_teal(model)
+    use_kernel = False
+    if kernel != "torch":
+        use_kernel = load_kernel() is not None
+        if kernel == "cpp" and not use_kernel:
+            raise RuntimeError("kernel='cpp' but the TEAL kernel could not be compiled; install g++ or use kernel='auto'")
+    layers = block_linears(model)
+    unknown = sorted(set(thresholds) - set(layers))
+    if unknown:
+        raise KeyError(f"thresholds for layers this model does not have: {unknown[:5]}; known e.g. {sorted(layers)[:3]}")
+    for name, module in layers.items():
+        t = float(thresholds.get(name, 0.0))
+        if t <= 0.0:
+            continue  # exact: the original forward stays
+        wt = None
+        if use_kernel and get_weight(module).dtype == torch.float32:
+            w = module.weight
+            wt = w.detach().contiguous() if (bool(Conv1D) and isinstance(module, Conv1D)) else w.detach().t().contiguous()
+        module._shrinkwise_teal = TealState(threshold=t, use_kernel=wt is not None, wt=wt,
+                                            original_forward=module.forward)
+        module.forward = types.MethodType(_teal_forward, module)
+    return model
+
+
+def uninstall_teal(model: nn.Module) -> nn.Module:
+    for module in block_linears(model).values():
+        if hasattr(module, "_shrinkwise_teal"):
+            del module.forward
+            del module._shrinkwise_teal
+    return model
+
+
+def installed_states(model: nn.Module) -> dict[str, TealState]:
+    return {n: m._shrinkwise_teal for n, m in block_linears(model).items() if hasattr(m, "_shrinkwise_teal")}
+
+
+def set_counting(model: nn.Module, on: bool) -> None:
+    """Start (resetting) or stop counting the input entries each installed layer zeroes."""
+    for st in installed_states(model).values():
+        st.count, st.seen, st.zeroed = on, 0, 0
+
+
+def measured_sparsity(model: nn.Module) -> float:
+    """Fraction of input entries zeroed over all installed layers since :func:`set_counting`."""
+    states = installed_states(model).values()
+    seen = sum(s.seen for s in states)
+    return sum(s.zeroed for s in states) / seen if seen else 0.0
+
+
+def skipped_flops_fraction(model: nn.Module) -> float:
+    """Share of the block linears' multiply-adds skipped, weighting each layer's sparsity by its size."""
+    total = skipped = 0.0
+    for name, module in block_linears(model).items():
+        n_w = get_weight(module).numel()
+        total += n_w
+        st = getattr(module, "_shrinkwise_teal", None)
+        if st is not None and st.seen:
+            skipped += n_w * st.zeroed / st.seen
+    return skipped / total if total else 0.0
