@@ -115,9 +115,30 @@ class QualityEstimate:
         return self.basis == BASIS_EVIDENCE
 
 
+_BITS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-\s*bit|\s+bits?\b|\s+average bits)", re.IGNORECASE)
+
+#: Rows whose setting names a bit width within this distance of the method's bits per weight are preferred.
+BITS_MATCH = 0.5
+
+
+def bits_from_setting(setting: str) -> Optional[float]:
+    """'4-bit, no grouping' -> 4.0; 'SpQR, 3.94 average bits per weight' -> 3.94; None when no width is named."""
+    m = _BITS.search(setting)
+    return float(m.group(1)) if m else None
+
+
 def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params: float) -> QualityEstimate:
-    """Median relative quality drop over the evidence of the models closest in size; grade as fallback."""
+    """Median relative quality drop over the evidence of the models closest in size; grade as fallback.
+
+    For a quantizer, rows whose setting names a bit width close to the method's own bits per weight
+    (within ``BITS_MATCH``) are used when there are any, so 3-bit rows do not count against a 4-bit entry.
+    """
     usable = [r for r in rows if r.method == method.id and quality_drop_of(r) is not None]
+    bits = method.footprint.bits_per_weight
+    if usable and bits < 16:
+        matching = [r for r in usable if (b := bits_from_setting(r.setting)) is not None and abs(b - bits) <= BITS_MATCH]
+        if matching:
+            usable = matching
     if usable:
         sized = [(r, model_size_from_name(r.model)) for r in usable]
         with_size = [(r, s) for r, s in sized if s]
