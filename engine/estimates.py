@@ -148,6 +148,8 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
             chosen = [r for r, _ in with_size if dist[id(r)] <= best + math.log(SIZE_POOL_FACTOR)]
         else:
             chosen = usable
+        # input order must not matter: the same rows give the same answer and the same listing
+        chosen.sort(key=lambda r: (r.model, r.dataset or "", r.setting, r.metric.value, r.value, r.source.locator))
         pct = statistics.median(quality_drop_of(r) for r in chosen)  # type: ignore[misc]
         models = sorted({r.model for r in chosen})
         note = f"median of {len(chosen)} evidence row(s) on {', '.join(models)}"

@@ -120,28 +120,26 @@ def _print_human(rec: Any) -> None:
     summary = ", ".join(f"{k}={v}" for k, v in c.to_query().items())
     _out.print(f"[bold]Constraints[/]: {summary}", highlight=False)
 
-    table = Table(title="Recommended methods (best first)", show_lines=False)
+    table = Table(title="Recommended methods (best first)", show_lines=True)
     for col, kw in (
         ("#", {"justify": "right"}),
-        ("method", {}),
-        ("phase / impact", {}),
+        ("method\nphase / impact", {"no_wrap": True}),
         ("score", {"justify": "right"}),
-        ("memory GB", {"justify": "right"}),
+        ("mem GB", {"justify": "right"}),
         ("fits", {"justify": "center"}),
-        ("quality drop", {"justify": "right"}),
-        ("top reasons", {"overflow": "fold"}),
+        ("quality\ndrop", {"justify": "right"}),
+        ("top reasons", {"overflow": "fold", "ratio": 1}),
     ):
         table.add_column(col, **kw)
     for i, r in enumerate(rec.ranked, 1):
         est = r.estimate
         fits = "—" if est.fits is None else ("yes" if est.fits else "no")
-        basis = "" if est.quality_basis == "evidence" else " (grade)"
+        basis = "" if est.quality_basis == "evidence" else "*"
         top_reasons = [x for x in r.reasons if x.effect != "note"][:2]
         reasons = "\n".join(f"{x.weight:+.1f} {x.text}" for x in top_reasons)
         table.add_row(
             str(i),
-            r.id,
-            f"{r.method.phase.value} / {r.method.impact.value}",
+            f"{r.id}\n[dim]{r.method.phase.value} / {r.method.impact.value}[/]",
             f"{r.score:.2f}",
             _fmt_gb(est.memory_gb),
             fits,
@@ -149,6 +147,7 @@ def _print_human(rec: Any) -> None:
             reasons,
         )
     _out.print(table)
+    _out.print("[dim]* quality drop from the method's grade (no evidence row); memory = weights only[/]")
 
     by_rule = Counter(reason.rule_id for e in rec.excluded for reason in e.reasons)
     detail = ", ".join(f"{rule} ({n})" for rule, n in sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -158,7 +157,7 @@ def _print_human(rec: Any) -> None:
     if rec.pipelines:
         pt = Table(title="Pipelines (stacks across phases, in application order)")
         for col in ("#", "stack", "score", "bits", "memory GB", "fits", "quality drop (upper bound)"):
-            pt.add_column(col)
+            pt.add_column(col, overflow="fold")
         for i, p in enumerate(rec.pipelines, 1):
             est = p.estimate
             pt.add_row(

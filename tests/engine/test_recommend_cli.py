@@ -1,0 +1,94 @@
+"""The ``shrinkwise recommend`` command: flags over files, the JSON document, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from app.cli.recommend import register
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "constraints"
+
+
+@pytest.fixture(scope="module")
+def cli():
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop", hidden=True)
+    def _noop() -> None:  # a second command keeps `recommend` a named sub-command
+        pass
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["recommend", *args])
+
+
+def test_json_document_shape(cli):
+    res = cli("--json", "--memory-gb", "6", "--top", "4")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"ranked", "excluded", "pipelines", "constraints"}
+    assert len(doc["ranked"]) == 4
+    assert set(doc["ranked"][0]) == {"id", "score", "reasons", "estimate"}
+    assert [r["score"] for r in doc["ranked"]] == sorted((r["score"] for r in doc["ranked"]), reverse=True)
+    assert doc["constraints"]["memory_gb"] == 6.0
+
+
+def test_flags_override_the_constraints_file(cli):
+    res = cli("--constraints", str(EXAMPLES / "frozen-model-inference.yaml"), "--hardware", "cpu",
+              "--model-params", "135M", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    c = doc["constraints"]
+    assert c["phases"] == ["inference"] and c["keep_original"] is True  # from the file
+    assert c["hardware"] == "cpu" and c["model_params"] == 135e6  # from the flags
+    assert doc["ranked"][0]["id"] == "cpu-inference"
+
+
+def test_all_flags_are_accepted(cli):
+    res = cli("--phases", "post-training,inference", "--keep-original", "--priority", "adaptivity",
+              "--hardware", "nvidia-gpu", "--model-params", "7e9", "--memory-gb", "16", "--max-quality-drop", "2",
+              "--no-calibration-data", "--training-budget", "none", "--workload", "long-context",
+              "--serving-engine", "vllm", "--top", "3", "--json")
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.stdout)["constraints"]
+    assert c == {"phases": ["post-training", "inference"], "keep_original": True, "priority": "adaptivity",
+                 "hardware": "nvidia-gpu", "model_params": 7e9, "memory_gb": 16.0, "max_quality_drop": 2.0,
+                 "calibration_data": False, "training_budget": "none", "workload": "long-context",
+                 "serving_engine": "vllm"}
+
+
+def test_human_output_has_the_table_excluded_count_and_pipelines(cli):
+    res = cli("--constraints", str(EXAMPLES / "laptop-6gb-llamacpp.yaml"), "--top", "5")
+    assert res.exit_code == 0, res.output
+    assert "Recommended methods" in res.stdout and "gguf-k-quants" in res.stdout
+    assert "Excluded" in res.stdout and "memory-does-not-fit" in res.stdout
+    assert "Pipelines" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--priority", "fast"], "priority: 'fast' is not allowed; use predictability, balanced, adaptivity"),
+        (["--phases", "post-training,infrence"], "'infrence' is not allowed"),
+        (["--model-params", "lots"], "model_params: 'lots' is not allowed"),
+        (["--serving-engine", "ollama"], "vllm, llama.cpp, transformers"),
+        (["--constraints", "/no/such/file.yaml"], "cannot read constraints file"),
+    ],
+)
+def test_bad_input_exits_2_with_the_message_and_no_traceback(cli, args, message):
+    res = cli(*args)
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def test_bad_file_field_exits_2(cli, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("hardwre: cpu\n")
+    res = cli("--constraints", str(f))
+    assert res.exit_code == 2 and "did you mean 'hardware'" in res.output
