@@ -1,0 +1,90 @@
+"""What one job does: compress and measure the model with :func:`compressors.run.compress_and_measure`,
+then turn its result into the row's columns (before/after metrics, artifacts, generations, timings) and
+write the run report next to the checkpoint.
+
+The worker calls :func:`execute` in the job's own process; tests swap it for a fake through
+``SHRINKWISE_JOB_EXECUTOR`` to exercise the runner without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from compressors.base import RunContext
+
+log = logging.getLogger(__name__)
+
+#: EvalResult field -> metrics key understood by knowledge.runs (which turns them into evidence rows).
+METRIC_ALIASES = {
+    "perplexity": "perplexity",
+    "size_on_disk_bytes": "size_bytes",
+    "bits_per_weight_compressed": "bits_per_weight",
+    "bits_per_weight_model": "model_bits_per_weight",
+    "decode_tokens_per_s": "decode_tokens_per_s",
+    "prefill_tokens_per_s": "prefill_tokens_per_s",
+    "peak_rss_bytes": "peak_memory_bytes",
+    "n_params": "params",
+    "sparsity": "sparsity",
+}
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return dict(obj)
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)  # type: ignore[arg-type]
+    return dict(vars(obj))
+
+
+def metrics_of(eval_result: Any) -> dict[str, Any]:
+    """An evaluation result as the metrics dict of a run: every field, plus the evidence keys."""
+    d = {k: v for k, v in _as_dict(eval_result).items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
+    for src, key in METRIC_ALIASES.items():
+        if d.get(src) is not None and key not in d:
+            d[key] = d[src]
+    return d
+
+
+def text_sources(calibration: Optional[dict[str, Any]]) -> tuple[Optional[Path], Optional[Path]]:
+    """The calibration and evaluation text files a job names (None: built-in text)."""
+    cal = calibration or {}
+    calib = Path(cal["calib_path"]) if cal.get("calib_path") else None
+    evalp = Path(cal["eval_path"]) if cal.get("eval_path") else None
+    return calib, evalp
+
+
+def execute(run: Any, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
+    """Run the job described by ``run`` (a ``CompressionRun``); returns the columns to store."""
+    from compressors.run import compress_and_measure
+
+    calib, evalp = text_sources(run.calibration)
+    result = compress_and_measure(
+        run.model_ref, run.compressor, dict(run.config or {}), calib_text=calib, eval_text=evalp,
+        out_dir=out_dir / "checkpoint", progress=ctx.progress, cancel_event=ctx.cancel_event,
+    )
+    return result_columns(result, out_dir)
+
+
+def result_columns(result: Any, out_dir: Path) -> dict[str, Any]:
+    """Map a ``RunResult`` to the run row's result columns."""
+    r = _as_dict(result) if not hasattr(result, "before") else None
+    before = getattr(result, "before", None) if r is None else r.get("before")
+    after = getattr(result, "after", None) if r is None else r.get("after")
+    get = (lambda k, default=None: getattr(result, k, default)) if r is None else (lambda k, default=None: r.get(k, default))
+    before_m, after_m = metrics_of(before), metrics_of(after)
+    artifacts = {k: str(v) for k, v in (_as_dict(get("artifacts")) or {}).items() if v}
+    timings = {k: float(v) for k, v in (_as_dict(get("timings")) or {}).items() if isinstance(v, (int, float))}
+    samples = {
+        "prompt": after_m.get("generation_prompt") or before_m.get("generation_prompt"),
+        "before": before_m.get("generation"),
+        "after": after_m.get("generation"),
+    }
+    return {"before_metrics": before_m, "after_metrics": after_m, "artifacts": artifacts,
+            "samples": samples, "timings": timings}

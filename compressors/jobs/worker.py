@@ -1,0 +1,526 @@
+"""The worker pool: claims queued compression jobs from the database and runs each in a child process.
+
+Run it with ``python -m compressors.jobs.worker`` (the app starts one on demand, ``scripts/run-app.sh``
+starts one with the server). Design:
+
+* **One pool per data folder.** The pool holds an exclusive ``flock`` on ``<data>/worker.lock`` for its
+  whole life; a second pool started by a race exits at once. ``<data>/worker.json`` says which process
+  holds it and when it last looked at the queue (the app shows this).
+* **Atomic claims.** A job moves ``queued -> running`` through a compare-and-set UPDATE
+  (``knowledge.runs.claim_next_run``), so two pools sharing one database (two machines on PostgreSQL)
+  never run the same job.
+* **At most ``SHRINKWISE_MAX_JOBS`` jobs at once** (default 1: a compression uses every core).
+* **One child process per job** (``--run-one ID``): the child writes progress, heartbeat and results to
+  the job's row; it polls the row's cancel flag once a second and sets ``RunContext.cancel_event``, which
+  the compressor checks at least once per layer. If a cancelled child has not stopped after a grace
+  period the pool terminates it, so Cancel always takes effect within seconds. A child that dies (crash,
+  out-of-memory kill) fails its job with the exit code instead of taking the pool down.
+* **Restart recovery.** On start, jobs still ``running`` whose worker process is gone (same host, dead
+  pid) or whose heartbeat is older than ``stale_after_s`` are marked failed with the reason; queued jobs
+  simply continue. A child whose pool died exits too (it watches its parent), so no orphan finishes a
+  job that was already marked failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlmodel import select
+
+from knowledge import runs as runs_db
+from knowledge.db import ENV_URL, data_home, dispose_engines, init_db, session
+from knowledge.tables import CompressionRun, RunStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+ENV_MAX_JOBS = "SHRINKWISE_MAX_JOBS"
+ENV_EXECUTOR = "SHRINKWISE_JOB_EXECUTOR"
+DEFAULT_EXECUTOR = "compressors.jobs.execute:execute"
+LOCK_NAME = "worker.lock"
+STATE_NAME = "worker.json"
+LOG_NAME = "worker.log"
+#: A running job whose heartbeat is older than this is taken as abandoned (its worker died).
+STALE_AFTER_S = 60.0
+#: How long a cancelled job may take to stop by itself before the pool terminates its process.
+CANCEL_GRACE_S = 5.0
+HEARTBEAT_S = 1.0
+RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def max_jobs_setting() -> int:
+    """``SHRINKWISE_MAX_JOBS`` (default 1), validated."""
+    raw = os.environ.get(ENV_MAX_JOBS, "1").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_MAX_JOBS}={raw!r} is not a whole number; set it to 1 or more (default 1)") from None
+    if n < 1:
+        raise ValueError(f"{ENV_MAX_JOBS}={n} must be at least 1 (default 1)")
+    return n
+
+
+def load_executor(dotted: Optional[str] = None) -> Callable[..., dict[str, Any]]:
+    """The function that does one job, ``module:function`` (``SHRINKWISE_JOB_EXECUTOR`` overrides)."""
+    dotted = dotted or os.environ.get(ENV_EXECUTOR) or DEFAULT_EXECUTOR
+    module, _, name = dotted.partition(":")
+    if not name:
+        raise ValueError(f"job executor {dotted!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the single-pool lock
+
+
+class PoolLock:
+    """An exclusive, non-blocking lock on ``<data>/worker.lock`` held for the pool's life.
+
+    ``flock`` is released by the kernel when the process dies, so a crashed pool never blocks the next.
+    """
+
+    def __init__(self, home: Optional[Path] = None) -> None:
+        self.path = (home or data_home()) / LOCK_NAME
+        self._fh: Any = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def pool_running(home: Optional[Path] = None) -> bool:
+    """True when some process holds the pool lock of this data folder."""
+    lock = PoolLock(home)
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+def worker_state(home: Optional[Path] = None) -> dict[str, Any]:
+    """What ``worker.json`` says (pid, started, last loop) plus whether the lock is held now."""
+    path = (home or data_home()) / STATE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    state["running"] = pool_running(home)
+    return state
+
+
+def ensure_worker(url: Optional[str] = None, idle_exit_s: float = 900.0, home: Optional[Path] = None) -> bool:
+    """Start a worker pool in the background unless one is running; True when one was started.
+
+    The new process is detached (its own session), logs to ``<data>/worker.log`` and exits after
+    ``idle_exit_s`` without work; the app calls this again whenever it queues a job or shows queued ones.
+    """
+    home = home or data_home()
+    if pool_running(home):
+        return False
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if url:
+        env[ENV_URL] = url
+    env.setdefault("SHRINKWISE_HOME", str(home))
+    with open(home / LOG_NAME, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "compressors.jobs.worker", "--idle-exit", str(idle_exit_s)],
+            cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    log.info("started a job worker pool (log: %s)", home / LOG_NAME)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pool
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parse_worker_id(worker_id: Optional[str]) -> tuple[str, int] | None:
+    """``host:pid:token`` -> (host, pid); None for ids written by someone else."""
+    if not worker_id:
+        return None
+    parts = worker_id.split(":")
+    if len(parts) < 3:
+        return None
+    try:
+        return parts[0], int(parts[1])
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Child:
+    run_id: int
+    proc: subprocess.Popen
+    cancel_seen_at: Optional[float] = None
+
+
+@dataclass
+class Worker:
+    """A pool of at most ``max_jobs`` job processes. ``tick()`` does one round; ``serve()`` loops.
+
+    Tests drive ``tick()`` directly; ``use_lock=False`` lets two pools share one data folder (as two
+    machines would share one PostgreSQL database).
+    """
+
+    url: Optional[str] = None
+    max_jobs: int = field(default_factory=max_jobs_setting)
+    executor: Optional[str] = None
+    poll_s: float = 0.5
+    stale_after_s: float = STALE_AFTER_S
+    cancel_grace_s: float = CANCEL_GRACE_S
+    idle_exit_s: Optional[float] = None
+    use_lock: bool = True
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    children: dict[int, _Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_jobs < 1:
+            raise ValueError(f"max_jobs={self.max_jobs} must be at least 1")
+        self._lock = PoolLock() if self.use_lock else None
+        self._started = time.time()
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Take the lock and recover abandoned jobs; False when another pool already runs here."""
+        if self._lock is not None and not self._lock.acquire():
+            log.info("another worker pool holds %s; exiting", self._lock.path)
+            return False
+        init_db(self.url)
+        failed = self.recover()
+        if failed:
+            log.warning("jobs %s were running when their worker stopped; marked failed", failed)
+        self._write_state()
+        return True
+
+    def stop(self, cancel_children: bool = True) -> None:
+        """Terminate running children (their jobs are failed with the restart reason) and unlock."""
+        for child in list(self.children.values()):
+            if child.proc.poll() is None and cancel_children:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+            self._settle(child, default_error=RESTART_REASON)
+        self.children.clear()
+        if self._lock is not None:
+            self._lock.release()
+
+    def recover(self) -> list[int]:
+        """Fail ``running`` jobs whose worker is gone: a dead pid on this host, or a stale heartbeat."""
+        host = socket.gethostname()
+        now = utcnow()
+        failed: list[int] = []
+        with session(self.url) as s:
+            for run in s.exec(select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)).all():
+                if run.id in self.children:
+                    continue
+                owner = parse_worker_id(run.worker_id)
+                dead_here = owner is not None and owner[0] == host and not _pid_alive(owner[1])
+                beat = run.heartbeat_at
+                if beat is not None and beat.tzinfo is None:
+                    beat = beat.replace(tzinfo=now.tzinfo)
+                stale = beat is None or (now - beat).total_seconds() > self.stale_after_s
+                if dead_here or stale:
+                    run.status, run.stage, run.finished_at = RunStatus.FAILED.value, "failed", now
+                    run.error = RESTART_REASON
+                    s.add(run)
+                    failed.append(int(run.id))  # type: ignore[arg-type]
+        return failed
+
+    def serve(self, stop: Optional[threading.Event] = None) -> None:
+        """Loop until ``stop`` is set, SIGTERM arrives, or (with ``idle_exit_s``) the queue stays empty."""
+        stop = stop or threading.Event()
+        idle_since = time.monotonic()
+        last_recover = time.monotonic()
+        try:
+            while not stop.is_set():
+                self.tick()
+                if self.children:
+                    idle_since = time.monotonic()
+                elif self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
+                    log.info("no jobs for %.0f s; the worker pool exits", self.idle_exit_s)
+                    break
+                if time.monotonic() - last_recover > self.stale_after_s / 2:
+                    self.recover()  # another machine's pool may have died
+                    last_recover = time.monotonic()
+                stop.wait(self.poll_s)
+        finally:
+            self.stop()
+
+    # -- one round ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Reap finished children, enforce cancels, and claim jobs up to the limit."""
+        for child in list(self.children.values()):
+            if child.proc.poll() is not None:
+                self._settle(child)
+                del self.children[child.run_id]
+            else:
+                self._watch(child)
+        while len(self.children) < self.max_jobs:
+            run = runs_db.claim_next_run(self.worker_id, url=self.url)
+            if run is None:
+                break
+            self.children[int(run.id)] = self._spawn(int(run.id))  # type: ignore[arg-type]
+            log.info("job #%s started (%s on %s)", run.id, run.compressor, run.model_name)
+        self._write_state()
+
+    def _spawn(self, run_id: int) -> _Child:
+        cmd = [sys.executable, "-m", "compressors.jobs.worker", "--run-one", str(run_id)]
+        if self.executor:
+            cmd += ["--executor", self.executor]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if self.url:
+            env[ENV_URL] = self.url
+        out_dir = job_dir(run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "job.log", "ab") as out:
+            proc = subprocess.Popen(cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        return _Child(run_id, proc)
+
+    def _watch(self, child: _Child) -> None:
+        run = runs_db.get_run(child.run_id, url=self.url)
+        if run is None or not run.cancel_requested:
+            return
+        if child.cancel_seen_at is None:
+            child.cancel_seen_at = time.monotonic()
+        elif time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
+            log.warning("job #%s did not stop %.0f s after Cancel; terminating it", child.run_id, self.cancel_grace_s)
+            child.proc.terminate()
+            try:
+                child.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+            self._settle(child)
+            del self.children[child.run_id]
+
+    def _settle(self, child: _Child, default_error: Optional[str] = None) -> None:
+        """After a child exits: a job it left ``running`` is ended here (cancelled or failed)."""
+        run = runs_db.get_run(child.run_id, url=self.url)
+        if run is None or RunStatus(run.status).finished:
+            return
+        if run.cancel_requested:
+            runs_db.mark_cancelled(child.run_id, url=self.url, reason="cancelled by the user (the job was stopped)")
+            return
+        code = child.proc.returncode
+        if default_error is None:
+            if code is not None and code < 0:
+                sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+                default_error = (f"the job process was killed by {sig}"
+                                 + (" (out of memory?)" if sig == "SIGKILL" else ""))
+            else:
+                default_error = f"the job process exited with code {code} before finishing; see {job_dir(child.run_id) / 'job.log'}"
+        runs_db.fail_run(child.run_id, default_error, url=self.url)
+
+    def _write_state(self) -> None:
+        if self._lock is None:
+            return
+        state = {"pid": os.getpid(), "worker_id": self.worker_id, "max_jobs": self.max_jobs,
+                 "started": self._started, "last_loop": time.time(), "running_jobs": sorted(self.children)}
+        path = data_home() / STATE_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# one job, in its own process
+
+
+def job_dir(run_id: int) -> Path:
+    """Where a job writes its outputs and log: ``<data>/runs/<id>/``."""
+    return data_home() / "runs" / str(run_id)
+
+
+class ProgressWriter:
+    """The ``RunContext.progress`` callback of a job: writes stage, fraction and log lines to the row.
+
+    Writes are throttled (a new stage is written at once, the same stage at most every ``every_s``) so a
+    compressor reporting per column does not hammer the database.
+    """
+
+    def __init__(self, run_id: int, url: Optional[str], cancel_event: threading.Event, every_s: float = 0.5) -> None:
+        self.run_id, self.url, self.cancel_event, self.every_s = run_id, url, cancel_event, every_s
+        self._last_write = 0.0
+        self._last_stage: Optional[str] = None
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        with self._lock:
+            if message:
+                self._pending.append(f"{time.strftime('%H:%M:%S')} [{stage}] {message}")
+            now = time.monotonic()
+            if stage == self._last_stage and now - self._last_write < self.every_s:
+                return
+            lines = "\n".join(self._pending) or None
+            self._pending.clear()
+            self._last_stage, self._last_write = stage, now
+        if runs_db.update_progress(self.run_id, stage, fraction, lines, url=self.url):
+            self.cancel_event.set()
+
+    def log(self, line: str) -> None:
+        with self._lock:
+            self._pending.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def flush(self) -> None:
+        with self._lock:
+            lines = "\n".join(self._pending) or None
+            self._pending.clear()
+        if lines:
+            run = runs_db.get_run(self.run_id, url=self.url)
+            runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
+
+
+def _watchdog(run_id: int, url: Optional[str], cancel_event: threading.Event, done: threading.Event,
+              parent: int) -> None:
+    """Heartbeat + cancel poll once a second; exit the process if the pool that started it died."""
+    while not done.wait(HEARTBEAT_S):
+        if os.getppid() != parent:
+            log.error("job #%s: the worker pool died; stopping (the next pool marks the job failed)", run_id)
+            os._exit(3)
+        try:
+            if runs_db.heartbeat(run_id, url=url):
+                cancel_event.set()
+        except Exception:  # a locked database for a moment must not kill the job
+            log.exception("heartbeat of job #%s failed", run_id)
+
+
+def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = None) -> int:
+    """Execute one claimed job in this process and record its outcome; returns the exit code."""
+    from compressors.base import Cancelled, CompressionError, RunContext
+
+    run = runs_db.get_run(run_id, url=url)
+    if run is None:
+        log.error("no job #%s", run_id)
+        return 2
+    if RunStatus(run.status) is not RunStatus.RUNNING:
+        log.error("job #%s is %s, not running; nothing to do", run_id, run.status)
+        return 2
+    cancel_event = threading.Event()
+    done = threading.Event()
+    progress = ProgressWriter(run_id, url, cancel_event)
+    ctx = RunContext(progress=progress, cancel_event=cancel_event)
+    threading.Thread(target=_watchdog, args=(run_id, url, cancel_event, done, os.getppid()), daemon=True).start()
+    out_dir = job_dir(run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        progress("starting", 0.0, f"job #{run_id}: {run.compressor} on {run.model_name}")
+        result = load_executor(executor)(run, ctx, out_dir)
+        if cancel_event.is_set():
+            raise Cancelled("cancelled by the user")
+        timings = dict(result.get("timings") or {})
+        timings.setdefault("job_total_s", round(time.monotonic() - t0, 2))
+        progress.flush()
+        runs_db.finish_run(run_id, before_metrics=result.get("before_metrics") or {},
+                           after_metrics=result.get("after_metrics") or {}, artifacts=result.get("artifacts"),
+                           samples=result.get("samples"), timings=timings, url=url)
+        log.info("job #%s succeeded in %.1f s", run_id, time.monotonic() - t0)
+        return 0
+    except Cancelled:
+        progress.flush()
+        runs_db.mark_cancelled(run_id, url=url)
+        log.info("job #%s cancelled", run_id)
+        return 0
+    except CompressionError as exc:  # the user can fix it; the message says how
+        progress.log(f"failed: {exc}")
+        progress.flush()
+        runs_db.fail_run(run_id, str(exc), url=url)
+        return 1
+    except MemoryError:
+        progress.flush()
+        runs_db.fail_run(run_id, "ran out of memory; try a smaller model or settings with a lower peak", url=url)
+        return 1
+    except Exception as exc:
+        tb = traceback.format_exc()
+        log.error("job #%s crashed:\n%s", run_id, tb)
+        progress.log("crashed:\n" + "\n".join(tb.strip().splitlines()[-6:]))
+        progress.flush()
+        runs_db.fail_run(run_id, f"{type(exc).__name__}: {exc}", url=url)
+        return 1
+    finally:
+        done.set()
+
+
+# ---------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compressors.jobs.worker",
+                                     description="Run Shrinkwise compression jobs from the database queue.")
+    parser.add_argument("--run-one", type=int, metavar="ID", help="execute one claimed job (used by the pool)")
+    parser.add_argument("--executor", help="module:function that does one job (tests)")
+    parser.add_argument("--max-jobs", type=int, default=None, help=f"jobs at once (default ${ENV_MAX_JOBS} or 1)")
+    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without jobs")
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if args.run_one is not None:
+        dispose_engines()
+        return run_one(args.run_one, args.executor)
+    worker = Worker(max_jobs=args.max_jobs or max_jobs_setting(), executor=args.executor, poll_s=args.poll,
+                    idle_exit_s=args.idle_exit)
+    if not worker.start():
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("worker pool %s: up to %d job(s) at once, data in %s", worker.worker_id, worker.max_jobs, data_home())
+    worker.serve(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
