@@ -32,8 +32,8 @@ kb_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_out = Console(soft_wrap=False)
-_err = Console(stderr=True)
+_out = Console(soft_wrap=True)  # messages are not wrapped: paths and ids stay copyable
+_err = Console(stderr=True, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +51,11 @@ def _choice(value: Optional[str], enum: Type[_StrEnum], option: str) -> Optional
         return None
     allowed = enum.values()
     if value not in allowed:
-        raise typer.BadParameter(f"{value!r} is not one of: {', '.join(allowed)}", param_hint=option)
+        import difflib
+
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise typer.BadParameter(f"{value!r} is not one of: {', '.join(allowed)}{hint}", param_hint=option)
     return value
 
 

@@ -1,0 +1,133 @@
+"""Compression runs as a job queue (issue 7) and as measured evidence."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from knowledge import runs
+from knowledge.schema import Metric, SourceTag
+from knowledge.tables import RunStatus
+
+
+def _queue(n: int = 1, **kw):
+    return [runs.create_run(model_ref="demo", model_name="SmolLM2-135M-Instruct", method=kw.get("method", "gptq"),
+                            compressor=kw.get("compressor", "gptq"), config={"bits": 4, "group_size": 64})
+            for _ in range(n)]
+
+
+def test_lifecycle_queued_running_succeeded_with_progress():
+    (run,) = _queue()
+    assert run.id is not None and run.status == "queued"
+    claimed = runs.claim_next_run("worker-1")
+    assert claimed.id == run.id and claimed.status == "running" and claimed.worker_id == "worker-1"
+    assert claimed.started_at is not None and claimed.attempts == 1
+    for i in range(50):
+        assert runs.update_progress(run.id, f"layer {i}/50", i / 50, log_line=f"line {i}") is False
+    got = runs.get_run(run.id)
+    assert got.stage == "layer 49/50" and got.fraction == pytest.approx(0.98)
+    assert got.log_tail.splitlines() == [f"line {i}" for i in range(10, 50)]  # the last 40 lines
+    runs.finish_run(run.id, before_metrics={"perplexity": 10.05, "size_bytes": 538_000_000, "decode_tokens_per_s": 20.0},
+                    after_metrics={"perplexity": 10.9, "size_bytes": 95_000_000, "decode_tokens_per_s": 31.0},
+                    artifacts={"checkpoint": "/x/model"}, timings={"compress": 12.5}, machine="test box")
+    done = runs.get_run(run.id)
+    assert done.status == "succeeded" and done.fraction == 1.0 and done.finished_at is not None
+    assert done.elapsed_s is not None and done.elapsed_s >= 0
+    assert runs.list_runs(status="succeeded")[0].id == run.id
+
+
+def test_succeeded_run_becomes_measured_evidence():
+    (run,) = _queue()
+    runs.claim_next_run("w")
+    runs.finish_run(run.id, before_metrics={"perplexity": 10.0, "size_mb": 500.0, "bits_per_weight": 16.0},
+                    after_metrics={"perplexity": 11.0, "size_mb": 100.0, "bits_per_weight": 4.25, "other": 1},
+                    machine="Xeon test box")
+    rows = runs.measured_evidence(method="gptq")
+    by_metric = {e.metric: e for e in rows}
+    assert set(by_metric) == {Metric.PERPLEXITY, Metric.SIZE_MB, Metric.BITS_PER_WEIGHT}
+    ppl = by_metric[Metric.PERPLEXITY]
+    assert (ppl.value, ppl.baseline) == (11.0, 10.0) and ppl.relative_change == pytest.approx(0.1)
+    assert ppl.source.tag is SourceTag.MEASURED and ppl.measured_here
+    assert ppl.source.paper == f"Shrinkwise run #{run.id}"
+    assert ppl.source.locator == "measured here on Xeon test box"
+    assert ppl.model == "SmolLM2-135M-Instruct" and "bits=4" in ppl.setting and "group_size=64" in ppl.setting
+    # recording again replaces, never duplicates
+    assert runs.record_measured_evidence(run.id) == 3
+    assert len(runs.measured_evidence(method="gptq")) == 3
+
+
+def test_only_succeeded_runs_are_evidence():
+    (run,) = _queue()
+    with pytest.raises(ValueError, match="only succeeded runs are evidence"):
+        runs.evidence_from_run(runs.get_run(run.id))
+
+
+def test_cancel_queued_is_immediate_and_running_is_requested():
+    a, b = _queue(2)
+    assert runs.request_cancel(a.id) is RunStatus.CANCELLED
+    assert runs.get_run(a.id).status == "cancelled"
+    claimed = runs.claim_next_run("w")
+    assert claimed.id == b.id  # the cancelled job is never claimed
+    assert runs.request_cancel(b.id) is RunStatus.RUNNING
+    assert runs.update_progress(b.id, "layer 1", 0.1) is True
+    runs.mark_cancelled(b.id)
+    assert runs.get_run(b.id).status == "cancelled"
+    assert runs.claim_next_run("w") is None
+
+
+def test_failed_run_keeps_its_error():
+    (run,) = _queue()
+    runs.claim_next_run("w")
+    runs.fail_run(run.id, "RuntimeError: out of memory in layer 3")
+    got = runs.get_run(run.id)
+    assert got.status == "failed" and "layer 3" in got.error
+    assert runs.measured_evidence() == []
+
+
+def test_restart_marks_running_jobs_failed_and_keeps_queued_ones():
+    a, b = _queue(2)
+    runs.claim_next_run("dead-worker")
+    assert runs.recover_interrupted() == [a.id]
+    assert runs.get_run(a.id).status == "failed"
+    assert "restarted" in runs.get_run(a.id).error
+    assert runs.get_run(b.id).status == "queued"
+
+
+def test_stale_heartbeat_only_fails_silent_jobs():
+    a, b = _queue(2)
+    runs.claim_next_run("w1")
+    runs.claim_next_run("w2")
+    assert runs.recover_interrupted(stale_after_s=3600) == []
+    assert sorted(runs.recover_interrupted(stale_after_s=0)) == [a.id, b.id]
+
+
+def test_concurrent_workers_never_claim_the_same_job():
+    _queue(6)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while True:
+            run = runs.claim_next_run(name)
+            if run is None:
+                return
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == list(range(1, 7))
+
+
+def test_list_runs_filters():
+    _queue(2, method="gptq")
+    _queue(1, method="rtn", compressor="rtn")
+    assert [r.method for r in runs.list_runs(method="rtn")] == ["rtn"]
+    assert len(runs.list_runs(status=["queued", "running"])) == 3
+    assert [r.id for r in runs.list_runs(newest_first=False, limit=2)] == [1, 2]
+    runs.delete_run(1)
+    assert runs.get_run(1) is None
