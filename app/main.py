@@ -1,6 +1,6 @@
 """Shrinkwise web app: the entry script. It only configures the page, routes and holds shared state.
 
-Run with ``streamlit run app/main.py`` (or ``scripts/run-app.sh``). Pages live in ``app/pages``, the
+Run with ``streamlit run app/main.py`` (or ``scripts/run-app.sh``). Pages live in ``app/views`` (not ``pages/``: that folder name switches Streamlit to its older file-based routing, which ignores st.navigation for direct links), the
 figures in ``app/figures``, cached resources in ``app/state.py``.
 """
 
@@ -19,17 +19,17 @@ import streamlit as st  # noqa: E402
 
 from app import state  # noqa: E402
 
-st.set_page_config(page_title="Shrinkwise", page_icon="🗜️", layout="wide")
+st.set_page_config(page_title="Shrinkwise", page_icon=":material/compress:", layout="wide")
 
 pages = {
     "Decide": [
-        st.Page(state.PAGE_RECOMMEND, title="Recommend", icon="🧭", default=True, url_path="recommend"),
-        st.Page(state.PAGE_MAP, title="Map", icon="🗺️", url_path="map"),
+        st.Page(state.PAGE_RECOMMEND, title="Recommend", icon=":material/explore:", default=True, url_path="recommend"),
+        st.Page(state.PAGE_MAP, title="Map", icon=":material/map:", url_path="map"),
     ],
     "Knowledge": [
-        st.Page(state.PAGE_CATALOGUE, title="Catalogue", icon="📚", url_path="catalogue"),
-        st.Page(state.PAGE_METHOD, title="Method", icon="🔎", url_path="method"),
-        st.Page(state.PAGE_ABOUT, title="About", icon="ℹ️", url_path="about"),
+        st.Page(state.PAGE_CATALOGUE, title="Catalogue", icon=":material/table_view:", url_path="catalogue"),
+        st.Page(state.PAGE_METHOD, title="Method", icon=":material/article:", url_path="method"),
+        st.Page(state.PAGE_ABOUT, title="About", icon=":material/info:", url_path="about"),
     ],
 }
 st.navigation(pages, position="top").run()

@@ -24,11 +24,11 @@ RECOMMENDATION = "sw_recommendation"  # the last Recommendation the Recommend pa
 CONSTRAINTS = "sw_constraints"  # the Constraints behind it
 
 #: Page files, relative to app/main.py, so st.switch_page and AppTest.switch_page agree.
-PAGE_RECOMMEND = "pages/recommend.py"
-PAGE_MAP = "pages/map.py"
-PAGE_CATALOGUE = "pages/catalogue.py"
-PAGE_METHOD = "pages/method.py"
-PAGE_ABOUT = "pages/about.py"
+PAGE_RECOMMEND = "views/recommend.py"
+PAGE_MAP = "views/map.py"
+PAGE_CATALOGUE = "views/catalogue.py"
+PAGE_METHOD = "views/method.py"
+PAGE_ABOUT = "views/about.py"
 
 
 @st.cache_resource(show_spinner="Loading the knowledge base…")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import plotly.graph_objects as go
 
 from app.figures.palette import PHASE_LABELS, PHASES, family_colour, phase_index
+from app.figures.phase_map import short_label
 
 STEP_TRACE = "pipeline-step"
 
@@ -33,18 +34,6 @@ class PipelineView:
     label: str
     steps: tuple[Step, ...]
     detail: str = ""
-
-
-def _wrap_name(name: str, width: int = 14) -> str:
-    words, lines, line = name.split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    lines.append(line)
-    return "<br>".join(lines[:3])
 
 
 def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 110) -> go.Figure:
@@ -69,7 +58,7 @@ def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 110
             x = phase_index(s.phase) + (k + 1) / (len(same) + 1)
             xs.append(x)
             ys.append(y)
-            names.append(_wrap_name(s.name))
+            names.append(short_label(s.name, limit=16))
             colours.append(family_colour(s.family))
             symbols.append("square" if s.impact == "static" else "circle")
             hover.append(f"<b>{s.name}</b><br>{s.family} · {s.phase} · {s.impact}")

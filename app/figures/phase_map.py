@@ -30,9 +30,10 @@ METHOD_TRACE = "methods"
 _PAD_X = 0.08
 _PAD_BOTTOM = 0.08
 _TOP_BAND = 0.2
-#: Expected width/height ratio of a cell on screen, used to pick how many columns the grid gets so the
-#: markers spread evenly in both directions.
-_CELL_ASPECT = 1.3
+#: How many columns a cell's grid gets relative to its rows (columns ~ sqrt(n * aspect)). Names are
+#: written under the markers, horizontally, so a cell uses few columns and more rows: a label then has
+#: a column's full width (about 12 characters at 1280 px) and never runs into its neighbour.
+_CELL_ASPECT = 0.35
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,18 @@ def layout_methods(methods: Iterable[Method]) -> dict[str, tuple[float, float]]:
     return pos
 
 
-def _short(name: str, limit: int = 16) -> str:
-    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+def short_label(name: str, aliases: Sequence[str] = (), limit: int = 13) -> str:
+    """A marker label of at most ``limit`` characters: the name before its parenthesis ("GPTQ"), else
+    the parenthesis when it is the short form ("Round-to-nearest weight quantization (RTN)" -> "RTN"),
+    else a short alias, else the name cut with an ellipsis. The hover shows the full name."""
+    head, _, rest = name.partition(" (")
+    paren = rest.split(")")[0] if rest else ""
+    # An alias counts only when it looks like an acronym or a proper name (has a capital): "RTN", not "e4m3".
+    named = [a for a in sorted(aliases, key=len) if len(a) >= 3 and any(ch.isupper() for ch in a)]
+    for candidate in (head, paren, *named):
+        if candidate and len(candidate) <= limit:
+            return candidate
+    return head[: limit - 1].rstrip() + "…"
 
 
 def _hover(m: Method) -> str:
@@ -124,7 +135,7 @@ def phase_impact_map(
     faded: Iterable[str] = (),
     gaps: Sequence[GapCell] = (),
     labels: bool = True,
-    height: int = 560,
+    height: int = 720,
 ) -> go.Figure:
     """Figure 1 of the paper with ``methods`` as markers, one per method.
 
@@ -157,22 +168,29 @@ def phase_impact_map(
                     font=dict(size=11, color="#a86400"),
                 )
 
-    # One trace per family so the legend explains the colours.
+    # One trace per family so the legend explains the colours. The legend entry is a separate, empty
+    # circle trace: plotly draws a legend symbol from a trace's first point, which may be a diamond.
     families: dict[str, list[Method]] = {}
     for m in methods:
         families.setdefault(str(m.family), []).append(m)
     for family in sorted(families):
         ms = families[family]
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=family, legendgroup=family,
+                                 marker=dict(color=family_colour(family), size=11, symbol="circle"),
+                                 hoverinfo="skip"))
         fig.add_trace(
             go.Scatter(
                 x=[pos[m.id][0] for m in ms],
                 y=[pos[m.id][1] for m in ms],
                 mode="markers+text" if labels else "markers",
                 name=family,
+                legendgroup=family,
+                showlegend=False,
                 meta=METHOD_TRACE,
-                text=[_short(m.name) for m in ms] if labels else None,
+                text=[short_label(m.name, m.aliases) for m in ms] if labels else None,
                 textposition="bottom center",
                 textfont=dict(size=10),
+                cliponaxis=False,
                 customdata=[[m.id, _hover(m)] for m in ms],
                 hovertemplate="%{customdata[1]}<extra></extra>",
                 marker=dict(

@@ -14,7 +14,6 @@ from typing import Optional
 
 import plotly.graph_objects as go
 
-from app.figures.palette import family_colour
 
 POINT_TRACE = "candidate"
 
@@ -32,24 +31,45 @@ class Candidate:
     rank: int
 
 
+IMPACT_STYLE = {"static": ("square", "#1f77b4"), "dynamic": ("circle", "#2ca02c")}
+
+
+def _ranks(ranks: Sequence[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3,5': the ranks of candidates drawn as one marker."""
+    ranks = sorted(ranks)
+    out, start = [], ranks[0]
+    for prev, cur in zip(ranks, ranks[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ",".join(out)
+
+
 def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover) -> None:
-    for impact, symbol in (("static", "square"), ("dynamic", "circle")):
-        group = [c for c in cands if c.impact == impact]
-        if not group:
+    """Candidates as markers, static squares and dynamic circles; candidates at the same spot are
+    drawn as one bigger marker whose label lists their ranks (no marker hides another)."""
+    for impact, (symbol, colour) in IMPACT_STYLE.items():
+        groups: dict[tuple[float, float], list[Candidate]] = {}
+        for c in cands:
+            if c.impact == impact:
+                groups.setdefault((round(x(c), 3), round(y(c), 3)), []).append(c)
+        if not groups:
             continue
+        items = list(groups.items())
         fig.add_trace(go.Scatter(
-            x=[x(c) for c in group], y=[y(c) for c in group], mode="markers+text", meta=POINT_TRACE,
-            name=impact, text=[str(c.rank) for c in group], textposition="middle center",
-            textfont=dict(size=9, color="white"), customdata=[c.method_id for c in group],
-            hovertext=[hover(c) for c in group], hovertemplate="%{hovertext}<extra></extra>",
-            marker=dict(size=22, symbol=symbol, color=[family_colour(c.family) for c in group],
-                        line=dict(color="white", width=1)),
+            x=[k[0] for k, _ in items], y=[k[1] for k, _ in items], mode="markers+text", meta=POINT_TRACE,
+            name=impact, text=[_ranks([c.rank for c in g]) for _, g in items], textposition="top center",
+            textfont=dict(size=11), customdata=[[c.method_id for c in g] for _, g in items],
+            hovertext=["<br>".join(hover(c) for c in g) for _, g in items],
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker=dict(size=[12 + 3 * min(len(g), 6) for _, g in items], symbol=symbol, color=colour,
+                        opacity=0.85, line=dict(color="white", width=1)),
         ))
 
 
 def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[float], max_drop: float,
                           original_gb: Optional[float] = None) -> go.Figure:
-    """Memory after compression (x) vs expected quality drop (y); the number in a marker is its rank."""
+    """Memory after compression (x) vs expected quality drop (y); the label of a marker is its rank."""
     shown = [c for c in cands if c.memory_gb is not None and c.quality_drop_pct is not None]
     fig = go.Figure()
     _points(fig, shown, lambda c: c.memory_gb, lambda c: c.quality_drop_pct,
@@ -58,7 +78,7 @@ def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[fl
         fig.add_vline(x=memory_budget, line=dict(color="#d62728", dash="dash"),
                       annotation_text=f"budget {memory_budget:g} GB", annotation_position="top")
     fig.add_hline(y=max_drop, line=dict(color="#d98c00", dash="dot"),
-                  annotation_text=f"acceptable drop {max_drop:g}%", annotation_position="right")
+                  annotation_text=f"acceptable drop {max_drop:g}%", annotation_position="top left")
     if original_gb:
         fig.add_vline(x=original_gb, line=dict(color="gray", dash="dot"),
                       annotation_text="original (fp16)", annotation_position="bottom")
@@ -73,14 +93,7 @@ def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[fl
 def adaptivity_figure(cands: Sequence[Candidate]) -> go.Figure:
     """Place on the trade-off (x: 0 predictable … 1 adaptive) vs score (y)."""
     fig = go.Figure()
-    # Candidates at the same position and score would hide each other: nudge them apart sideways.
-    seen: dict[tuple[float, float], int] = {}
-    offsets = {}
-    for c in cands:
-        key = (round(c.adaptivity, 3), round(c.score, 1))
-        offsets[c.method_id] = seen.get(key, 0) * 0.025
-        seen[key] = seen.get(key, 0) + 1
-    _points(fig, cands, lambda c: c.adaptivity + offsets[c.method_id], lambda c: c.score,
+    _points(fig, cands, lambda c: c.adaptivity, lambda c: c.score,
             lambda c: f"#{c.rank} <b>{c.name}</b><br>score {c.score:.2f} · adaptivity {c.adaptivity:.2f}")
     fig.update_layout(
         height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0),

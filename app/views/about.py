@@ -79,23 +79,36 @@ except Exception as exc:  # the rules file belongs to the engine; say what is mi
     st.warning(f"The rules file could not be read ({exc}).")
     rules = []
 if rules:
+    import re
+
     def _effect(r: dict) -> str:
-        eff = r.get("effect")
-        if isinstance(eff, dict):
-            return ", ".join(f"{k} {v}" for k, v in eff.items())
-        return str(eff)
+        eff = str(r.get("effect", ""))
+        if eff == "score":
+            w = float(r.get("weight", 0))
+            return f"score {w:+g}" + (f" × {r['scale']}" if r.get("scale") else "")
+        return eff
 
     def _source(r: dict) -> str:
-        src = r.get("source") or r.get("claim") or ""
-        if isinstance(src, (list, tuple)):
-            return "; ".join(str(s) for s in src)
-        return str(src)
+        parts = []
+        if r.get("claims"):
+            parts.append("paper claim " + ", ".join(str(c) for c in r["claims"]))
+        for key in ("reference", "source"):
+            if r.get(key):
+                parts.append(str(r[key]))
+        return "; ".join(parts)
 
-    st.caption(f"{len(rules)} rules, from `{state.rules_path().relative_to(state.rules_path().parents[2])}`")
+    def _sentence(r: dict) -> str:
+        """The rule's sentence with its placeholders shown as words ({m_name} -> the method)."""
+        text = str(r.get("description") or r.get("text") or "")
+        text = text.replace("{m_name}", "the method")
+        return re.sub(r"\{([a-z_]+)(:[^}]*)?\}", lambda mt: f"<{mt.group(1)}>", text)
+
+    st.caption(f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a rule, `c_…` are your "
+               "constraints and `m_…` the method's data; `<…>` is filled in when you read it on a result.")
     st.dataframe(
         pd.DataFrame([
-            {"id": r.get("id", ""), "what the user reads": r.get("description") or r.get("text", ""),
-             "condition": str(r.get("condition", "")), "effect": _effect(r), "source": _source(r)}
+            {"id": r.get("id", ""), "what the user reads": _sentence(r), "condition": str(r.get("condition", "")),
+             "effect": _effect(r), "source": _source(r)}
             for r in rules
         ]),
         hide_index=True,

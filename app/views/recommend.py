@@ -112,11 +112,11 @@ if query and st.session_state.get("rec_applied_query") != _query_key(query):
 size_options = SIZES if st.session_state["rec_size"] in SIZES else SIZES + [st.session_state["rec_size"]]
 
 with st.form("rec_form", border=True):
+    st.pills("Phases you can intervene in", PHASES, selection_mode="multi", key="rec_phases",
+             help="Pre-training: you train the model yourself. Post-training: you have the finished weights. "
+                  "Fine-tuning: you can train it further. Inference: you control how it is served.")
     a, b, c3 = st.columns(3, gap="medium")
     with a:
-        st.pills("Phases you can intervene in", PHASES, selection_mode="multi", key="rec_phases",
-                 help="Pre-training: you train the model yourself. Post-training: you have the finished "
-                      "weights. Fine-tuning: you can train it further. Inference: you control the serving.")
         st.toggle("Keep the original weights usable", key="rec_keep",
                   help="On if the original model must stay available unchanged (then only dynamic methods "
                        "apply, or you store two copies).")
@@ -130,13 +130,11 @@ with st.form("rec_form", border=True):
     with b:
         st.selectbox("Model size (parameters)", size_options, key="rec_size", accept_new_options=True,
                      help="Pick a common size or type your own, e.g. 1.5B, 405B or 7e9.")
-        st.number_input("Memory budget for the weights (GB)", value=None, min_value=0.1, max_value=10000.0, step=0.5,
-                        key="rec_memory", placeholder="no budget",
+        st.number_input("Memory budget for the weights (GB)", value=None, min_value=0.1, max_value=10000.0,
+                        step=0.5, key="rec_memory", placeholder="no budget",
                         help="How much memory the compressed weights may take on the target. Empty = no limit.")
         st.number_input("Acceptable quality drop (%)", min_value=0.0, max_value=100.0, step=0.5,
                         key="rec_drop", help="Relative rise in perplexity or loss in task accuracy you accept.")
-        st.toggle("I have calibration data", key="rec_calib",
-                  help="A few hundred samples of representative text (no labels). GPTQ, AWQ, SpQR need it.")
     with c3:
         st.selectbox("Hardware", list(HARDWARE_LABELS), key="rec_hardware", format_func=HARDWARE_LABELS.get,
                      help="Where the compressed model will run; many gains need specific kernels.")
@@ -145,6 +143,8 @@ with st.form("rec_form", border=True):
         st.selectbox("Serving engine", ENGINES, key="rec_engine",
                      format_func=lambda e: "any / not decided" if e == "any" else e,
                      help="The engine that must load the result; methods whose format it cannot load are excluded.")
+        st.toggle("I have calibration data", key="rec_calib",
+                  help="A few hundred samples of representative text (no labels). GPTQ, AWQ, SpQR need it.")
     submitted = st.form_submit_button("Recommend", type="primary", width="stretch")
 
 if submitted:
@@ -193,12 +193,15 @@ def card(rank: int, r: dict) -> None:
             if m:
                 ui.badges(m)
                 st.caption(m.summary)
+            lines = []
             for reason in r.get("reasons", []):
                 w = reason.get("weight")
-                mark = "▲" if isinstance(w, (int, float)) and w > 0 else ("▼" if isinstance(w, (int, float)) and w < 0 else "•")
-                src = f" *({reason['source']})*" if reason.get("source") else ""
-                wtxt = f" `{w:+.2f}`" if isinstance(w, (int, float)) else ""
-                st.markdown(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
+                num = isinstance(w, (int, float))
+                mark = ":green[▲]" if num and w > 0 else (":red[▼]" if num and w < 0 else ":gray[•]")
+                wtxt = f" `{w:+.2f}`" if num and w else ""
+                src = f" :gray[({reason['source']})]" if reason.get("source") else ""
+                lines.append(f"- {mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
+            st.markdown("**Why**\n" + "\n".join(lines))
         with right:
             m1, m2 = st.columns(2)
             m1.metric("Score", f"{float(r.get('score', 0)):.2f}")
@@ -215,7 +218,7 @@ def card(rank: int, r: dict) -> None:
                       help="Relative perplexity rise or accuracy loss")
             st.caption(est.get("quality_note") or "")
             for ev in (est.get("evidence") or [])[:3]:
-                st.caption(f"📄 {ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs "
+                st.caption(f"Source: {ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs "
                            f"{ev.get('baseline')} ({ev.get('source')})")
             if st.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
                 state.open_method(r["id"])
@@ -278,7 +281,7 @@ with t2:
 
 st.subheader("Share and download")
 st.caption("The page's address now holds these constraints: copy it to share this recommendation.")
-st.page_link(state.PAGE_MAP, label="See the ranked methods highlighted on the map", icon="🗺️")
+st.page_link(state.PAGE_MAP, label="See the ranked methods highlighted on the map", icon=":material/map:")
 d1, d2 = st.columns(2)
 d1.download_button("Report (Markdown)", report.to_markdown(doc, state.method_name), file_name="shrinkwise-report.md",
                    mime="text/markdown", key="rec_dl_md", width="stretch", on_click="ignore")

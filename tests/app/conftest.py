@@ -38,3 +38,50 @@ def make_method(id: str, phase: str = "post-training", impact: str = "static", f
 @pytest.fixture
 def make():
     return make_method
+
+
+# --- AppTest helpers --------------------------------------------------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+APP = Path(__file__).resolve().parents[2] / "app" / "main.py"
+
+
+def open_page(page: str | None = None, query: dict | None = None):
+    """Run the app on ``page`` (a file name in app/pages without .py; None = the default page) with
+    ``query`` as the URL's query parameters; fails the test if the script raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    if page:
+        at.switch_page(f"views/{page}.py")
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def figures(at) -> list[dict]:
+    """The plotly figures on the page, as the JSON the browser receives."""
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def marker_ids_in(spec: dict) -> list[str]:
+    """Method ids drawn as markers in a map figure (traces tagged meta='methods')."""
+    return [row[0] for t in spec["data"] if t.get("meta") == "methods" for row in t.get("customdata", [])]
+
+
+def text_of(at) -> str:
+    """All markdown, captions, titles and headers of the page, joined: what a reader sees as prose."""
+    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning",
+                                  "error") for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from knowledge.catalog import load_catalog
+
+    return load_catalog()

@@ -102,9 +102,9 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    page.goto(f"{server}/recommend")
+    page.goto(f"{server}/")
     page.get_by_text("How should I compress my model?").wait_for(timeout=60_000)
-    page.get_by_role("button", name="Recommend").wait_for()
+    page.get_by_role("button", name="Recommend", exact=True).wait_for()
     _wait_idle(page)
     timings["questionnaire"] = time.perf_counter() - t0
 
@@ -117,7 +117,7 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     page.screenshot(path=str(ARTIFACTS / f"form-{tag}.png"), full_page=True)
 
     t0 = time.perf_counter()
-    page.get_by_role("button", name="Recommend").click()
+    page.get_by_role("button", name="Recommend", exact=True).click()
     page.get_by_role("heading", name="Recommendation").wait_for(timeout=60_000)
     page.get_by_role("button", name="Open method page").first.wait_for()
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)

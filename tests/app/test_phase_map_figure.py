@@ -41,15 +41,15 @@ def test_figure_holds_one_marker_per_method_coloured_by_family():
     fig = phase_impact_map(methods)
     ids = marker_ids(fig)
     assert sorted(ids) == sorted(m.id for m in methods)
-    assert {t.name for t in fig.data} == {"quantization", "token-pruning", "dynamic-network"}
-    xy = [(x, y) for t in fig.data for x, y in zip(t.x, t.y)]
+    assert {t.name for t in fig.data if t.meta == "methods"} == {"quantization", "token-pruning", "dynamic-network"}
+    xy = [(x, y) for t in fig.data if t.meta == "methods" for x, y in zip(t.x, t.y)]
     assert len(set(xy)) == len(methods), "two markers share a position"
 
 
 def test_paper_methods_are_diamonds_and_excluded_are_faded():
     methods = [make_method("a", in_paper=True), make_method("b"), make_method("c")]
     fig = phase_impact_map(methods, highlighted=["b"], faded=["c"])
-    (trace,) = fig.data
+    (trace,) = [t for t in fig.data if t.meta == "methods"]
     by_id = {cd[0]: i for i, cd in enumerate(trace.customdata)}
     assert trace.marker.symbol[by_id["a"]] == "diamond"
     assert trace.marker.symbol[by_id["b"]] == "circle"
@@ -71,7 +71,18 @@ def test_selection_resolves_to_method_ids():
     methods = [make_method("a"), make_method("b", family="pruning")]
     fig = phase_impact_map(methods)
     assert selected_ids(fig, {"points": [{"customdata": ["b", "x"]}]}) == ["b"]
-    assert selected_ids(fig, {"selection": {"points": [{"curve_number": 0, "point_index": 0}]}}) == [
-        fig.data[0].customdata[0][0]
+    curve = next(i for i, t in enumerate(fig.data) if t.meta == "methods")
+    assert selected_ids(fig, {"selection": {"points": [{"curve_number": curve, "point_index": 0}]}}) == [
+        fig.data[curve].customdata[0][0]
     ]
     assert selected_ids(fig, None) == []
+
+
+def test_short_labels_prefer_the_familiar_short_form():
+    from app.figures.phase_map import short_label
+
+    assert short_label("GPTQ") == "GPTQ"
+    assert short_label("Round-to-nearest weight quantization (RTN)") == "RTN"
+    assert short_label("Sparse pre-training (Sparse Llama)") == "Sparse Llama"
+    assert short_label("FP8 online quantisation", ["e4m3"]) == "FP8 online q…"
+    assert all(len(short_label(n)) <= 13 for n in ["Selective-intervention knowledge distillation", "x" * 40])

@@ -1,0 +1,24 @@
+"""The About page: the classification and claims, the rules from the rules file, the data format."""
+
+from __future__ import annotations
+
+import yaml
+
+from app.state import rules_path
+from knowledge.schema import Method
+from tests.app.conftest import open_page, text_of
+
+
+def test_about_lists_claims_rules_and_method_fields():
+    at = open_page("about")
+    prose = text_of(at)
+    for i in range(1, 9):
+        assert f"**{i}." in prose
+    data = yaml.safe_load(rules_path().read_text())
+    rules = data["rules"] if isinstance(data, dict) else data
+    tables = [df.value for df in at.dataframe]
+    rule_table = next(t for t in tables if "condition" in t.columns)
+    assert list(rule_table["id"]) == [r["id"] for r in rules]
+    field_table = next(t for t in tables if "field" in t.columns)
+    assert list(field_table["field"]) == list(Method.model_fields)
+    assert any("methods:" in c.value for c in at.code)
