@@ -113,11 +113,15 @@ def _teal_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return st.original_forward(x * keep)
 
 
-def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "auto") -> nn.Module:
+def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "auto",
+                 skip_zero: bool = True) -> nn.Module:
     """Install TEAL on ``model`` in place with per-layer ``thresholds`` (from :func:`calibrate_thresholds`).
 
     ``kernel``: "cpp" (compile/load the sparse matvec kernel, fail if impossible), "auto" (use it when
     it loads, otherwise the masked dense product), "torch" (masked dense product only).
+    ``skip_zero``: layers whose threshold is 0 keep their original forward (exact). With ``False`` they
+    are installed too (still exact, since only entries equal to 0 are dropped), so the kernel can skip the
+    natural zeros after a ReLU (OPT's fc2 input is more than half zeros).
     """
     if kernel not in ("auto", "cpp", "torch"):
         raise ValueError(f"kernel={kernel!r} is not allowed; choose one of ['auto', 'cpp', 'torch']")
@@ -132,8 +136,10 @@ def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "
     if unknown:
         raise KeyError(f"thresholds for layers this model does not have: {unknown[:5]}; known e.g. {sorted(layers)[:3]}")
     for name, module in layers.items():
-        t = float(thresholds.get(name, 0.0))
-        if t <= 0.0:
+        if name not in thresholds:
+            continue
+        t = float(thresholds[name])
+        if t < 0.0 or (t == 0.0 and skip_zero):
             continue  # exact: the original forward stays
         wt = None
         if use_kernel and get_weight(module).dtype == torch.float32:

@@ -85,7 +85,10 @@ class TEAL(Compressor):
         if thresholds is None:
             raise ConfigError("TEAL needs calibrated thresholds in its payload; run `shrinkwise compress "
                               "--method teal` to calibrate them")
-        install_teal(model, {k: float(v) for k, v in thresholds.items()}, kernel=config.kernel)
+        # at sparsity 0 nothing is installed (exactly the model); otherwise zero thresholds are installed too,
+        # so natural zeros (after a ReLU) are skipped by the kernel
+        install_teal(model, {k: float(v) for k, v in thresholds.items()}, kernel=config.kernel,
+                     skip_zero=config.sparsity == 0)
         manifest.record(model, self.id, config, {"thresholds": thresholds})
         return model
 
