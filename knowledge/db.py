@@ -114,7 +114,9 @@ def get_engine(url: Optional[str] = None) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            # an unreachable server should fail in seconds, not hang the app (override in the URL)
+            connect_args = {"connect_timeout": 10} if "connect_timeout" not in u.query and u.get_backend_name() == "postgresql" else {}
+            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         _engines[url] = engine
         log.debug("database engine for %s", describe_url(url))
         return engine

@@ -19,6 +19,7 @@ on SQLite and PostgreSQL alike, so the queue needs no backend-specific locking.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 from datetime import datetime, timedelta
@@ -242,13 +243,31 @@ def finish_run(
     record_evidence: bool = True,
     url: Optional[str] = None,
 ) -> CompressionRun:
-    """Mark a run succeeded with its results and (by default) store its metrics as measured evidence."""
-    run = _finish(run_id, RunStatus.SUCCEEDED, url, before_metrics=before_metrics, after_metrics=after_metrics,
-                  artifacts=artifacts, samples=samples, timings=timings, machine=machine or describe_machine(),
-                  fraction=1.0)
+    """Mark a run succeeded with its results and (by default) store its metrics as measured evidence.
+
+    Non-finite numbers (a diverged perplexity) are stored as null: JSON has no inf/NaN and PostgreSQL's
+    JSONB refuses them. A problem while deriving evidence is logged and does not undo the success.
+    """
+    run = _finish(run_id, RunStatus.SUCCEEDED, url, before_metrics=_finite(before_metrics),
+                  after_metrics=_finite(after_metrics), artifacts=artifacts, samples=_finite(samples),
+                  timings=_finite(timings), machine=machine or describe_machine(), fraction=1.0)
     if record_evidence:
-        record_measured_evidence(run_id, url=url)
+        try:
+            record_measured_evidence(run_id, url=url)
+        except Exception:
+            log.exception("run #%s succeeded but its metrics could not be stored as evidence", run_id)
     return run
+
+
+def _finite(value: Any) -> Any:
+    """A copy of a JSON-like value with inf/NaN floats replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fail_run(run_id: int, error: str, url: Optional[str] = None) -> CompressionRun:
@@ -331,6 +350,9 @@ def evidence_from_run(run: CompressionRun) -> list[Evidence]:
             baseline = convert(float(before[key])) if before.get(key) is not None else None
         except (TypeError, ValueError):
             log.warning("run #%s: metric %r is not a number (%r); skipped", run.id, key, after.get(key))
+            continue
+        if not math.isfinite(value) or (baseline is not None and not math.isfinite(baseline)):
+            log.warning("run #%s: metric %r is not finite; no evidence row", run.id, key)
             continue
         rows.append(Evidence(
             method=run.method,

@@ -133,14 +133,19 @@ def list_methods(
             "methods": [_method_summary(m, counts[m.id]) for m in methods],
         })
         return
+    # a narrow terminal gets the essentials; the grades and names need about 150 columns
+    wide = _out.width >= 150
     table = Table(title=f"{len(methods)} of {len(cat.methods)} methods", show_lines=False)
-    for col in ("id", "name", "family", "phase", "impact", "size", "quality drop", "hw dep.", "evidence"):
-        table.add_column(col, no_wrap=col in ("id", "phase"))
+    columns = ["id"] + (["name"] if wide else []) + ["family", "phase", "impact"] + (
+        ["size", "quality drop", "hw dep."] if wide else []) + ["evidence"]
+    for col in columns:
+        table.add_column(col, no_wrap=col != "name", overflow="ellipsis")
     for m in methods:
         mark = " *" if m.in_paper else (" +" if m.fills_gap else "")
-        table.add_row(m.id + mark, m.name, m.family.value, m.phase.value, m.impact.value,
-                      m.grades.size_reduction.value, m.grades.quality_drop.value,
-                      m.grades.hardware_dependence.value, str(counts[m.id]) if counts[m.id] else "")
+        grades = [m.grades.size_reduction.value, m.grades.quality_drop.value, m.grades.hardware_dependence.value]
+        cells = [m.id + mark] + ([m.name] if wide else []) + [m.family.value, m.phase.value, m.impact.value] + (
+            grades if wide else []) + [str(counts[m.id]) if counts[m.id] else ""]
+        table.add_row(*cells)
     _out.print(table)
     _out.print("* one of the paper's eight   + fills the paper's gap (dynamic at pre-/post-training)")
 
@@ -194,6 +199,16 @@ def show(
     _out.print(head)
     if not evidence:
         _out.print("\nNo evidence rows for this method yet.")
+        return
+    if _out.width < 150:  # a table of eight columns is unreadable here: one block per row instead
+        _out.print(f"\n[bold]Evidence ({len(evidence)} rows)[/]")
+        for e in evidence:
+            base = "" if e.baseline is None else f" vs {e.baseline:g}" + (f" {e.baseline_label}" if e.baseline_label else "")
+            change = f" ({_fmt_change(e)})" if e.relative_change is not None else ""
+            _out.print(f"- {e.model}, {e.setting}: {e.metric.value}"
+                       f"{' on ' + e.dataset if e.dataset else ''} = {e.value:g}{base}{change}", markup=False)
+            _out.print(f"    {e.source.paper}, {e.source.locator} [{e.source.tag.value}]", markup=False,
+                       highlight=False)
         return
     table = Table(title=f"Evidence ({len(evidence)} rows)")
     for col in ("model", "setting", "metric", "dataset", "value", "baseline", "change", "source"):

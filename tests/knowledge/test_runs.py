@@ -131,3 +131,43 @@ def test_list_runs_filters():
     assert [r.id for r in runs.list_runs(newest_first=False, limit=2)] == [1, 2]
     runs.delete_run(1)
     assert runs.get_run(1) is None
+
+
+def test_diverged_metrics_are_stored_as_null_and_skipped_as_evidence():
+    (run,) = _queue()
+    runs.claim_next_run("w")
+    runs.finish_run(run.id, before_metrics={"perplexity": 10.0, "size_mb": 500.0},
+                    after_metrics={"perplexity": float("inf"), "size_mb": 60.0})
+    got = runs.get_run(run.id)
+    assert got.status == "succeeded" and got.after_metrics["perplexity"] is None
+    assert [e.metric for e in runs.measured_evidence()] == [Metric.SIZE_MB]
+
+
+def test_queue_on_postgresql(postgres_url, monkeypatch):
+    """Claims, cancel and restart recovery behave the same on PostgreSQL (several workers, one server)."""
+    from sqlalchemy import text
+
+    from knowledge import db
+
+    monkeypatch.setenv(db.ENV_URL, postgres_url)
+    with db.init_db().connect() as conn:
+        conn.execute(text("TRUNCATE evidence, compression_run RESTART IDENTITY CASCADE"))
+        conn.commit()
+    ids = [r.id for r in _queue(8)]
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (run := runs.claim_next_run(name)) is not None:
+            with lock:
+                claimed.append(run.id)
+
+    threads = [threading.Thread(target=worker, args=(f"pg{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == ids
+    assert runs.request_cancel(ids[0]) is RunStatus.RUNNING and runs.heartbeat(ids[0]) is True
+    assert sorted(runs.recover_interrupted()) == ids
+    assert {r.status for r in runs.list_runs()} == {"failed"}
