@@ -2,3 +2,4 @@
 
 from compressors.methods import gptq, magnitude, rtn, sparsegpt, spqr, wanda  # noqa: F401
 from compressors.methods import aim, lazyllm, teal  # noqa: F401  (dynamic methods: inference-phase token pruning, TEAL)
+from compressors.methods import llm_pruner, selective_distillation, sparse_pretraining  # noqa: F401  (training methods: fine-tuning and pre-training phases)
