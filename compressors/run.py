@@ -1,0 +1,312 @@
+"""One call that loads a model, measures it, compresses it, saves it packed and measures the result.
+
+This is the API the CLI (``shrinkwise compress``) and the web page's job worker call::
+
+    from compressors.run import compress_and_measure
+    result = compress_and_measure("demo", "rtn", {"bits": 4, "group_size": 128}, out_dir="runs/rtn4",
+                                  progress=lambda stage, frac, msg: print(stage, frac, msg))
+    result.after.perplexity, result.artifacts.checkpoint_dir
+
+Stages reported through ``progress(stage, fraction, message)`` with ``fraction`` over the whole run:
+``load`` (0-5%), ``measure before`` (5-20%), the compressor's own stages such as ``calibrate`` and
+``layer 3/30`` (20-75%), ``save`` (75-80%), ``measure after`` (80-97%), ``export`` (97-100%).
+Setting ``cancel_event`` stops the run at the next check (every evaluation window, every compressed
+layer) and raises :class:`compressors.base.Cancelled`; the output folder is left as it was at that point.
+
+The "after" figures are measured on the model **loaded back from the saved packed checkpoint**, so
+what is reported is exactly what was stored.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from compressors.base import Cancelled, CompressionError, CostEstimate, RunContext, get_compressor
+from compressors.evaluate import EvalResult, _RssSampler, evaluate
+from compressors.models import ModelInfo, inspect_checkpoint, load_model
+from compressors.text import (DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, TextSplit,
+                              calibration_windows, resolve_texts)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float, str], None]
+
+# fraction of the whole run at which each stage starts
+_STAGES = {"load": 0.0, "measure before": 0.05, "compress": 0.20, "save": 0.75, "measure after": 0.80,
+           "export": 0.97, "done": 1.0}
+
+
+@dataclass
+class Artifacts:
+    checkpoint_dir: str
+    archive: Optional[str] = None
+    export_dir: Optional[str] = None
+    export_note: Optional[str] = None  # why there is no export, when there is none
+    report_md: Optional[str] = None
+    report_json: Optional[str] = None
+
+
+@dataclass
+class RunResult:
+    model_ref: str
+    method_id: str
+    config: dict[str, Any]
+    model_info: dict[str, Any]
+    before: Optional[EvalResult]
+    after: EvalResult
+    timings: dict[str, float]
+    artifacts: Artifacts
+    estimate: Optional[dict[str, Any]]
+    compress_peak_rss_bytes: int
+    text_source: str
+    calibration_shape: Optional[list[int]]
+    log: list[str] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    def changes(self) -> dict[str, Optional[float]]:
+        """Relative changes after vs before (perplexity, size, decode speed)."""
+        if self.before is None:
+            return {}
+        b, a = self.before, self.after
+
+        def rel(x, y):
+            return None if not x or y is None else (y - x) / x
+
+        return {"perplexity": rel(b.perplexity, a.perplexity),
+                "size_on_disk": rel(b.size_on_disk_bytes, a.size_on_disk_bytes),
+                "decode_tokens_per_s": rel(b.decode_tokens_per_s, a.decode_tokens_per_s),
+                "prefill_tokens_per_s": rel(b.prefill_tokens_per_s, a.prefill_tokens_per_s)}
+
+    def to_markdown(self) -> str:
+        return report_markdown(self)
+
+
+def _mb(x: Optional[int]) -> str:
+    return "n/a" if x is None else f"{x / 1e6:.1f} MB"
+
+
+def comparison_rows(before: Optional[EvalResult], after: EvalResult) -> list[tuple[str, str, str]]:
+    """``(figure, before, after)`` rows shared by the CLI table and the Markdown report."""
+    def f(r: Optional[EvalResult], fn) -> str:
+        return "n/a" if r is None else fn(r)
+
+    rows = [
+        ("perplexity (held-out)", lambda r: f"{r.perplexity:.3f}"),
+        ("size on disk", lambda r: _mb(r.size_on_disk_bytes)),
+        ("bits/weight, compressed layers", lambda r: "n/a" if r.bits_per_weight_compressed is None
+         else f"{r.bits_per_weight_compressed:.3f}"),
+        ("bits/weight, whole model", lambda r: f"{r.bits_per_weight_model:.3f}"),
+        ("parameters", lambda r: f"{r.n_params:,}"),
+        ("sparsity of linear layers", lambda r: f"{100 * r.sparsity:.1f}%"),
+        ("prefill tokens/s", lambda r: f"{r.prefill_tokens_per_s:.1f} ({r.prefill_prompt_len} tokens)"),
+        ("decode tokens/s", lambda r: f"{r.decode_tokens_per_s:.2f}"),
+        ("peak RSS while measuring", lambda r: _mb(r.peak_rss_bytes)),
+        ("model tensors in memory", lambda r: _mb(r.model_memory_bytes)),
+    ]
+    return [(name, f(before, fn), f(after, fn)) for name, fn in rows]
+
+
+def report_markdown(r: RunResult) -> str:
+    lines = [f"# Shrinkwise run: {r.method_id} on {r.model_ref}", "",
+             f"Settings: `{json.dumps(r.config, sort_keys=True)}`  ", f"Text: {r.text_source}  ",
+             f"Machine: {r.machine.get('platform', '')}, torch {r.machine.get('torch', '')}, "
+             f"{r.machine.get('threads', '')} threads", "",
+             "| figure | before | after |", "|---|---|---|"]
+    lines += [f"| {n} | {b} | {a} |" for n, b, a in comparison_rows(r.before, r.after)]
+    ch = r.changes()
+    if ch.get("perplexity") is not None:
+        lines += ["", f"Perplexity change: {100 * ch['perplexity']:+.2f}%."]
+    lines += ["", "## Timings (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in r.timings.items()]
+    lines += ["", "## Greedy generation", "", f"Prompt: {r.after.generation_prompt!r}", ""]
+    if r.before is not None:
+        lines += [f"- before: {r.before.generation!r}"]
+    lines += [f"- after: {r.after.generation!r}", "", "## Files", ""]
+    for k, v in asdict(r.artifacts).items():
+        if v:
+            lines.append(f"- {k}: `{v}`")
+    return "\n".join(lines) + "\n"
+
+
+class _Progress:
+    """Maps stage-local fractions onto the whole run and enforces cancellation at every report."""
+
+    def __init__(self, callback: Optional[Progress], cancel_event: threading.Event, log_lines: list[str]) -> None:
+        self.callback = callback
+        self.cancel_event = cancel_event
+        self.log_lines = log_lines
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.cancel_event.is_set():
+            raise Cancelled("cancelled by the user")
+        fraction = max(0.0, min(1.0, fraction))
+        if message:
+            self.log_lines.append(f"{time.strftime('%H:%M:%S')} [{stage}] {message}")
+            log.info("[%s] %s", stage, message)
+        if self.callback:
+            self.callback(stage, fraction, message)
+
+    def span(self, stage: str, next_stage: str) -> Callable[[str, float, str], None]:
+        lo, hi = _STAGES[stage], _STAGES[next_stage]
+        return lambda s, f, m="": self(s, lo + (hi - lo) * max(0.0, min(1.0, f)), m)
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional[dict[str, Any]] = None, *,
+                         out_dir: str | Path, calib_text: str | Path | None = None,
+                         eval_text: str | Path | None = None, progress: Optional[Progress] = None,
+                         cancel_event: Optional[threading.Event] = None,
+                         n_calib_samples: int = DEFAULT_CALIB_SAMPLES, calib_seq_len: int = DEFAULT_SEQ_LEN,
+                         eval_windows: int = DEFAULT_EVAL_WINDOWS, eval_seq_len: int = DEFAULT_SEQ_LEN,
+                         measure_before: bool = True, measure_speed: bool = True, export: bool = True,
+                         archive: Optional[str] = "zip", seed: int = 0) -> RunResult:
+    """Compress ``model_ref`` with compressor ``method_id`` and measure before and after.
+
+    ``config``: the method's settings as a dict (validated by its config dataclass; unknown keys and
+    out-of-range values raise :class:`compressors.base.ConfigError`). ``calib_text``/``eval_text``: a
+    ``Path`` is a file, a ``str`` is the text itself, ``None`` the built-in text (see
+    :func:`compressors.text.resolve_texts`). ``out_dir`` receives ``model/`` (the packed checkpoint),
+    ``model.zip`` (if ``archive``), ``compressed-tensors/`` (if the result can be expressed there),
+    ``report.md`` and ``report.json``.
+
+    Raises :class:`compressors.models.ModelLoadError`, :class:`compressors.base.ConfigError`,
+    :class:`compressors.text.TextTooShort`, :class:`compressors.base.CompressionError` for problems
+    the user can fix, and :class:`compressors.base.Cancelled` when ``cancel_event`` is set.
+    """
+    cancel_event = cancel_event or threading.Event()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_lines: list[str] = []
+    prog = _Progress(progress, cancel_event, log_lines)
+    timings: dict[str, float] = {}
+    t_run = time.perf_counter()
+
+    # validate everything that can be validated before the slow work
+    compressor = get_compressor(method_id)
+    cfg = compressor.config_cls.from_dict(dict(config or {}))
+    info: ModelInfo = inspect_checkpoint(model_ref)
+    estimate: Optional[CostEstimate] = None
+    try:
+        estimate = compressor.estimate(info.shape, cfg) if info.shape else None
+    except Exception as exc:  # an estimate is advisory; it must not block the run
+        log.warning("estimate failed for %s: %s", method_id, exc)
+    texts: TextSplit = resolve_texts(calib_text, eval_text)
+
+    prog("load", 0.0, f"loading {model_ref}")
+    t = time.perf_counter()
+    model, tokenizer = load_model(model_ref)
+    timings["load"] = time.perf_counter() - t
+
+    # tokenise early so too-short text fails before any long step
+    from compressors.text import eval_windows as _ew, tokenize
+
+    _ew(tokenizer, texts.evaluation, eval_windows, eval_seq_len)
+    calib = None
+    if compressor.needs_calibration:
+        calib = calibration_windows(tokenizer, texts.calibration, n_calib_samples, calib_seq_len, seed,
+                                    ids=tokenize(tokenizer, texts.calibration))
+
+    before = None
+    if measure_before:
+        t = time.perf_counter()
+        span = prog.span("measure before", "compress")
+        before = evaluate(model, tokenizer, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
+                          checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None,
+                          cancel_event=cancel_event, progress=lambda s, f: span("measure before", f, ""),
+                          measure_speed=measure_speed)
+        if info.source == "gguf" and info.path:
+            before.size_on_disk_bytes = before.weights_file_bytes = Path(info.path).stat().st_size
+        timings["measure before"] = time.perf_counter() - t
+        prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
+
+    ctx = RunContext(calibration=calib, progress=prog.span("compress", "save"), cancel_event=cancel_event,
+                     seed=seed, log_lines=log_lines)
+    t = time.perf_counter()
+    with _RssSampler() as rss:
+        torch.manual_seed(seed)
+        compressed = compressor.compress(model, tokenizer, cfg, ctx)
+    model = compressed if compressed is not None else model
+    timings["compress"] = time.perf_counter() - t
+
+    prog("save", _STAGES["save"], f"saving packed checkpoint to {out / 'model'}")
+    t = time.perf_counter()
+    from compressors.storage import save_packed, update_manifest
+
+    ckpt = save_packed(model, tokenizer, out / "model", method=method_id, config=cfg.to_dict(),
+                       extra={"source_model": str(model_ref), "source_architecture": info.architecture})
+    timings["save"] = time.perf_counter() - t
+    del model, compressed
+    gc.collect()
+
+    prog("measure after", _STAGES["measure after"], "loading the saved checkpoint back")
+    t = time.perf_counter()
+    model, _ = load_model(ckpt, with_tokenizer=False)
+    span = prog.span("measure after", "export")
+    after = evaluate(model, tokenizer, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
+                     checkpoint_dir=ckpt, cancel_event=cancel_event,
+                     progress=lambda s, f: span("measure after", f, ""), measure_speed=measure_speed)
+    timings["measure after"] = time.perf_counter() - t
+    prog("measure after", _STAGES["export"], f"perplexity {after.perplexity:.3f}")
+
+    artifacts = Artifacts(checkpoint_dir=str(ckpt))
+    t = time.perf_counter()
+    if export:
+        prog("export", _STAGES["export"], "exporting to compressed-tensors")
+        try:
+            from compressors.export import ExportUnsupported, export_compressed_tensors
+
+            artifacts.export_dir = str(export_compressed_tensors(model, tokenizer, out / "compressed-tensors"))
+        except ExportUnsupported as exc:
+            artifacts.export_note = str(exc)
+        except ModuleNotFoundError as exc:
+            artifacts.export_note = f"export unavailable: {exc}"
+    timings["export"] = time.perf_counter() - t
+    del model
+    gc.collect()
+    timings["total"] = time.perf_counter() - t_run
+
+    result = RunResult(
+        model_ref=str(model_ref), method_id=method_id, config=cfg.to_dict(), model_info=info.to_dict(),
+        before=before, after=after, timings=timings, artifacts=artifacts,
+        estimate=None if estimate is None else asdict(estimate), compress_peak_rss_bytes=rss.peak,
+        text_source=texts.source, calibration_shape=None if calib is None else list(calib.shape),
+        log=log_lines, machine=machine_info(),
+    )
+    update_manifest(ckpt, results={"before": None if before is None else before.to_dict(),
+                                   "after": after.to_dict(), "timings": timings})
+    if archive:
+        from compressors.storage import make_archive
+
+        artifacts.archive = str(make_archive(ckpt, archive, out / f"model.{archive}"))
+    artifacts.report_json = str(out / "report.json")
+    artifacts.report_md = str(out / "report.md")
+    Path(artifacts.report_json).write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    Path(artifacts.report_md).write_text(result.to_markdown())
+    prog("done", 1.0, f"done in {timings['total']:.0f} s")
+    return result
+
+
+def load_run(out_dir: str | Path) -> dict[str, Any]:
+    """The ``report.json`` of a finished run, as a dict."""
+    p = Path(out_dir) / "report.json"
+    if not p.is_file():
+        raise CompressionError(f"{out_dir} holds no finished run (report.json missing)")
+    return json.loads(p.read_text())

@@ -1,0 +1,362 @@
+"""Shrinkwise's packed checkpoint format, and safe archives of checkpoint folders.
+
+A compressed model is saved as a folder that any transformers user recognises, plus one manifest:
+
+* ``config.json`` (+ ``generation_config.json``): the original model's config, unchanged;
+* tokenizer files;
+* ``model.safetensors``: for every packed module (see :mod:`compressors.packed`) the tensors of its
+  ``packed_state()`` under ``<module path>.<name>`` (e.g. ``model.layers.0.mlp.up_proj.qweight``, int32
+  words of packed 4-bit codes), and every other parameter at its own dtype (a tied embedding once);
+* ``shrinkwise.json``: format version, method, config, each packed module's type and metadata, and the
+  measured results.
+
+Because the packed tensors are what is written, the weights file's size is the stored bits of
+:func:`compressors.evaluate.storage_bits` divided by eight, plus the safetensors header (a few tens of
+kilobytes); a test checks this.
+
+Loading builds the model from ``config.json`` without initialising weights, swaps in the packed
+modules, and loads the rest. :func:`make_archive` and :func:`safe_extract` move checkpoint folders
+through uploads and downloads; extraction refuses path traversal, absolute paths, links, device files,
+and archives with too many files or too many bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from compressors.base import CompressionError
+from compressors.packed import PackedModule, get_packed_type, packed_modules
+
+log = logging.getLogger(__name__)
+
+FORMAT = "shrinkwise-packed"
+FORMAT_VERSION = 1
+MANIFEST = "shrinkwise.json"
+WEIGHTS = "model.safetensors"
+
+
+class CheckpointError(CompressionError):
+    """A packed checkpoint is missing something or inconsistent; the message says what."""
+
+
+class UnsafeArchive(CompressionError):
+    """An archive was refused (traversal, links, devices, size); nothing outside the target was written."""
+
+
+def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, b in model.named_buffers():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        if attr not in getattr(module, "_non_persistent_buffers_set", set()):
+            out[name] = b
+    return out
+
+
+def checkpoint_tensors(model: nn.Module, dense_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+    """The tensors :func:`save_packed` writes: packed states, then dense parameters (tied ones once)."""
+    packed = packed_modules(model)
+    tensors: dict[str, torch.Tensor] = {}
+    for path, m in packed.items():
+        for k, t in m.packed_state().items():
+            tensors[f"{path}.{k}"] = t.detach().contiguous()
+    inside = tuple(p + "." for p in packed)
+    seen: set[int] = set()
+    for name, p in model.named_parameters():  # named_parameters() yields a tied tensor once
+        if name.startswith(inside) or id(p) in seen:
+            continue
+        seen.add(id(p))
+        t = p.detach()
+        if dense_dtype is not None and t.is_floating_point():
+            t = t.to(dense_dtype)
+        tensors[name] = t.contiguous()
+    for name, b in _persistent_buffers(model).items():
+        if not name.startswith(inside) and name not in tensors:
+            tensors[name] = b.detach().contiguous()
+    return tensors
+
+
+def save_packed(model: nn.Module, tokenizer, out_dir: str | Path, *, method: str, config: dict[str, Any],
+                results: Optional[dict[str, Any]] = None, dense_dtype: Optional[torch.dtype] = None,
+                extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write ``model`` (with its packed modules) to ``out_dir`` in the packed format; returns the folder.
+
+    ``dense_dtype`` (e.g. ``torch.float16``) converts the parameters that are not packed; by default they
+    keep their dtype, so the only change measured is the compressor's.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = checkpoint_tensors(model, dense_dtype)
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    cfg.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:
+        try:
+            model.generation_config.save_pretrained(out)
+        except Exception as exc:  # an invalid generation config must not lose the compressed model
+            log.warning("generation_config not saved: %s", exc)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "producer": FORMAT})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "config": config,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dense_dtype": None if dense_dtype is None else str(dense_dtype).replace("torch.", ""),
+        "modules": {path: {"type": m.packed_type, "meta": m.meta()} for path, m in packed_modules(model).items()},
+        "results": results or {},
+        **(extra or {}),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return out
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    p = Path(folder) / MANIFEST
+    if not p.is_file():
+        raise CheckpointError(f"{folder} is not a Shrinkwise packed checkpoint: {MANIFEST} is missing")
+    manifest = json.loads(p.read_text())
+    if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: format {manifest.get('format')!r} version {manifest.get('format_version')} is not readable "
+            f"by this Shrinkwise (reads {FORMAT} up to version {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def update_manifest(folder: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into the manifest (e.g. ``results=...`` after measuring)."""
+    manifest = read_manifest(folder)
+    manifest.update(fields)
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def build_empty(config, dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """The model of ``config`` with uninitialised weights (fast; the weights are loaded next)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    d = dtype or getattr(config, "dtype", None) or torch.float32
+    if isinstance(d, str):
+        d = getattr(torch, d)
+    with no_init_weights():
+        return AutoModelForCausalLM.from_config(config, dtype=d)
+
+
+def load_packed(folder: str | Path) -> nn.Module:
+    """Rebuild a runnable model from a packed checkpoint folder (eval mode, CPU)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    from compressors.layers import set_module
+    from compressors.models import check_safetensors
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    wfile = folder / WEIGHTS
+    if not wfile.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS} is missing")
+    check_safetensors(wfile)
+    config = AutoConfig.from_pretrained(folder)
+    model = build_empty(config)
+    tensors = load_file(str(wfile))
+    for path, spec in manifest.get("modules", {}).items():
+        try:
+            cls = get_packed_type(spec["type"])
+        except KeyError as exc:
+            raise CheckpointError(f"{folder}: module {path}: {exc.args[0]}") from None
+        prefix = path + "."
+        state = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)
+                                                             and "." not in k[len(prefix):]]}
+        if not state:
+            raise CheckpointError(f"{folder}: no tensors for packed module {path} in {WEIGHTS}")
+        set_module(model, path, cls.from_packed(state, spec["meta"]))
+    result = model.load_state_dict(tensors, strict=False, assign=True)
+    packed_prefixes = tuple(p + "." for p in manifest.get("modules", {}))
+    tied = _tied_keys(model)
+    missing = [k for k in result.missing_keys if not k.startswith(packed_prefixes) and k not in tied]
+    if missing:
+        raise CheckpointError(f"{folder}: {WEIGHTS} lacks {len(missing)} tensors, e.g. {missing[:3]}")
+    if result.unexpected_keys:
+        raise CheckpointError(f"{folder}: {WEIGHTS} has unknown tensors, e.g. {result.unexpected_keys[:3]}")
+    if getattr(config, "tie_word_embeddings", False) or tied:
+        model.tie_weights()
+    model.eval()
+    # dynamic methods (LazyLLM, AIM, TEAL) saved untouched weights plus a record in config.json
+    # ("shrinkwise_dynamic"); re-apply them so the loaded model behaves as the compressed one did
+    from compressors.dynamic.manifest import reinstall
+
+    reinstall(model, manifest.get("dynamic"))
+    return model
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    keys = getattr(model, "_tied_weights_keys", None) or {}
+    if isinstance(keys, dict):
+        return set(keys)
+    return set(keys)
+
+
+# ---------------------------------------------------------------------------------------------------
+# archives
+
+
+def make_archive(folder: str | Path, fmt: str = "zip", out_path: Optional[str | Path] = None) -> Path:
+    """Archive ``folder`` as ``.zip`` or ``.tar.gz`` (members under the folder's name); returns the path."""
+    folder = Path(folder)
+    if fmt not in ("zip", "tar.gz"):
+        raise ValueError(f"fmt={fmt!r}; choose 'zip' or 'tar.gz'")
+    out = Path(out_path) if out_path else folder.with_name(folder.name + "." + fmt)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    if fmt == "zip":
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for p in files:
+                z.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
+    else:
+        with tarfile.open(out, "w:gz", compresslevel=1) as t:
+            for p in files:
+                t.add(p, f"{folder.name}/{p.relative_to(folder).as_posix()}", recursive=False)
+    return out
+
+
+def _safe_member_path(name: str, dest: Path) -> Path:
+    if not name or "\x00" in name:
+        raise UnsafeArchive(f"refused archive member with an empty or invalid name: {name!r}")
+    norm = name.replace("\\", "/")
+    pp = PurePosixPath(norm)
+    if norm.startswith("/") or pp.is_absolute() or (len(norm) > 1 and norm[1] == ":"):
+        raise UnsafeArchive(f"refused archive member with an absolute path: {name!r}")
+    if any(part == ".." for part in pp.parts):
+        raise UnsafeArchive(f"refused archive member that leaves the folder: {name!r}")
+    target = (dest / Path(*[p for p in pp.parts if p not in ("", ".")])).resolve()
+    if target != dest and dest not in target.parents:
+        raise UnsafeArchive(f"refused archive member that leaves the folder: {name!r}")
+    return target
+
+
+def safe_extract(archive: str | Path, dest: str | Path, *, max_files: int = 1000,
+                 max_total_bytes: int = 64 * 2**30) -> Path:
+    """Extract a ``.zip``/``.tar``/``.tar.gz`` into ``dest`` refusing anything unsafe; returns ``dest``.
+
+    Every member is checked before anything is written (absolute paths, ``..``, symlinks and hard
+    links, devices/FIFOs, more than ``max_files`` files, declared sizes over ``max_total_bytes``), and
+    bytes are counted while writing so an archive that lies about its sizes is stopped too. On refusal
+    the partially extracted ``dest`` is removed.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
+    name = archive.name.lower()
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, dest, max_files, max_total_bytes)
+        elif name.endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(archive):
+            _extract_tar(archive, dest, max_files, max_total_bytes)
+        else:
+            raise UnsafeArchive(f"{archive.name} is not a .zip, .tar or .tar.gz archive")
+    except (UnsafeArchive, zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, UnsafeArchive):
+            raise
+        raise UnsafeArchive(f"{archive.name} is not a readable archive: {exc}") from None
+    return dest
+
+
+def _copy_limited(src, dst: Path, budget: list[int], limit: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "wb") as out:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            budget[0] += len(chunk)
+            if budget[0] > limit:
+                raise UnsafeArchive(f"archive expands to more than {limit} bytes; refused")
+            out.write(chunk)
+
+
+def _extract_zip(archive: Path, dest: Path, max_files: int, max_total: int) -> None:
+    with zipfile.ZipFile(archive) as z:
+        infos = z.infolist()
+        files = [i for i in infos if not i.is_dir()]
+        if len(files) > max_files:
+            raise UnsafeArchive(f"archive has {len(files)} files; at most {max_files} are accepted")
+        if sum(i.file_size for i in files) > max_total:
+            raise UnsafeArchive(f"archive expands to more than {max_total} bytes; refused")
+        targets = []
+        for i in infos:
+            mode = (i.external_attr >> 16) & 0xFFFF
+            if mode and (stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                         or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+                raise UnsafeArchive(f"refused archive member {i.filename!r}: links and device files are not accepted")
+            targets.append((i, _safe_member_path(i.filename, dest)))
+        budget = [0]
+        for i, target in targets:
+            if i.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            with z.open(i) as src:
+                _copy_limited(src, target, budget, max_total)
+
+
+def _extract_tar(archive: Path, dest: Path, max_files: int, max_total: int) -> None:
+    with tarfile.open(archive, "r:*") as t:
+        members = t.getmembers()
+        for m in members:
+            if m.issym() or m.islnk():
+                raise UnsafeArchive(f"refused archive member {m.name!r}: links are not accepted")
+            if not (m.isfile() or m.isdir()):
+                raise UnsafeArchive(f"refused archive member {m.name!r}: device files and FIFOs are not accepted")
+        files = [m for m in members if m.isfile()]
+        if len(files) > max_files:
+            raise UnsafeArchive(f"archive has {len(files)} files; at most {max_files} are accepted")
+        if sum(m.size for m in files) > max_total:
+            raise UnsafeArchive(f"archive expands to more than {max_total} bytes; refused")
+        targets = [(m, _safe_member_path(m.name, dest)) for m in members]
+        budget = [0]
+        for m, target in targets:
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            src = t.extractfile(m)
+            if src is None:
+                raise UnsafeArchive(f"cannot read archive member {m.name!r}")
+            with src:
+                _copy_limited(src, target, budget, max_total)
+
+
+def find_model_root(folder: str | Path) -> Path:
+    """The folder holding ``config.json`` (or a single ``.gguf``) inside an extracted upload.
+
+    Accepts the files at the top level or inside one wrapping folder (what archiving a folder gives).
+    """
+    folder = Path(folder)
+    for cand in [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", ".")))[:1] \
+            if folder.is_dir() else []:
+        if (cand / "config.json").is_file():
+            return cand
+        ggufs = sorted(cand.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ggufs[0]
+    raise CheckpointError(
+        f"no model found in {folder.name}: expected config.json (with *.safetensors and tokenizer files) "
+        "or a single .gguf at the top level or inside one folder"
+    )
