@@ -133,10 +133,15 @@ def constraint_symbols(c: Constraints) -> dict[str, Any]:
     }
 
 
-def method_symbols(
-    m: Method, est: Estimate, pos: Position, evidence_count: int, baseline_memory_gb: float
-) -> dict[str, Any]:
-    """The ``m_*`` half of the context for one method and its estimate."""
+#: Symbols that depend on the method alone, cached per Method object (methods are immutable).
+_STATIC_CACHE: dict[int, tuple[Method, dict[str, Any]]] = {}
+_STATIC_CACHE_MAX = 4096
+
+
+def _static_method_symbols(m: Method) -> dict[str, Any]:
+    hit = _STATIC_CACHE.get(id(m))
+    if hit is not None and hit[0] is m:
+        return hit[1]
     grades = grade_tables()
     engines: list[str] = []
     for f in m.formats:
@@ -144,7 +149,7 @@ def method_symbols(
             if e.value not in engines:
                 engines.append(e.value)
     changes = tuple(ch.value for ch in m.changes)
-    return {
+    out = {
         "m_id": m.id,
         "m_name": m.name,
         "m_phase": m.phase.value,
@@ -166,23 +171,39 @@ def method_symbols(
         "m_size_score": grades["size_reduction_score"][m.grades.size_reduction.value],
         "m_quality_grade_score": grades["quality_grade_score"][m.grades.quality_drop.value],
         "m_weight_quantizer": m.family is Family.QUANTIZATION and "weights" in changes,
-        "m_bits_per_weight": float(est.bits_per_weight),
-        "m_param_fraction": float(est.param_fraction),
         "m_compute_fraction": float(m.footprint.compute_fraction or 1.0),
-        "m_memory_gb": float(est.memory_gb),
-        "m_memory_saved_gb": float(baseline_memory_gb - est.memory_gb),
-        "m_fits": est.fits is not False,
-        "m_quality_drop_pct": float(est.quality_drop_pct),
-        "m_quality_from_evidence": est.quality_basis == "evidence",
-        "m_evidence_count": float(evidence_count),
-        "m_phase_position": pos.phase_position,
-        "m_predictability": pos.predictability,
-        "m_adaptivity": pos.adaptivity,
         "m_in_paper": m.in_paper,
         "m_fills_gap": m.fills_gap,
         "m_has_compressor": bool(m.compressor),
         "m_compressor": m.compressor or "",
     }
+    if len(_STATIC_CACHE) >= _STATIC_CACHE_MAX:
+        _STATIC_CACHE.clear()
+    _STATIC_CACHE[id(m)] = (m, out)
+    return out
+
+
+def method_symbols(
+    m: Method, est: Estimate, pos: Position, evidence_count: int, baseline_memory_gb: float
+) -> dict[str, Any]:
+    """The ``m_*`` half of the context for one method and its estimate."""
+    out = dict(_static_method_symbols(m))
+    out.update(
+        {
+            "m_bits_per_weight": float(est.bits_per_weight),
+            "m_param_fraction": float(est.param_fraction),
+            "m_memory_gb": float(est.memory_gb),
+            "m_memory_saved_gb": float(baseline_memory_gb - est.memory_gb),
+            "m_fits": est.fits is not False,
+            "m_quality_drop_pct": float(est.quality_drop_pct),
+            "m_quality_from_evidence": est.quality_basis == "evidence",
+            "m_evidence_count": float(evidence_count),
+            "m_phase_position": pos.phase_position,
+            "m_predictability": pos.predictability,
+            "m_adaptivity": pos.adaptivity,
+        }
+    )
+    return out
 
 
 def display(ctx: Mapping[str, Any]) -> dict[str, Any]:

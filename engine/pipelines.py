@@ -118,27 +118,14 @@ def candidate_graph(evals: Sequence[Evaluation]) -> nx.DiGraph:
     g = nx.DiGraph()
     for e in kept:
         g.add_node(e.id, evaluation=e)
+    compatible: dict[tuple[str, str], bool] = {}
+    for a, b in itertools.combinations(kept, 2):
+        compatible[(a.id, b.id)] = compatible[(b.id, a.id)] = conflict(a.method, b.method) is None
+    g.graph["compatible"] = compatible  # every pair, for checking whole stacks
     for a, b in itertools.permutations(kept, 2):
-        if _can_follow(a.method, b.method) and conflict(a.method, b.method) is None:
+        if compatible[(a.id, b.id)] and _can_follow(a.method, b.method):
             g.add_edge(a.id, b.id)
     return g
-
-
-def _paths(g: nx.DiGraph, max_length: int) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-
-    def walk(path: tuple[str, ...]) -> None:
-        out.append(path)
-        if len(path) == max_length:
-            return
-        for nxt in sorted(g.successors(path[-1])):
-            # every pair in the stack must be compatible, not only neighbours
-            if all(conflict(g.nodes[p]["evaluation"].method, g.nodes[nxt]["evaluation"].method) is None for p in path):
-                walk(path + (nxt,))
-
-    for node in sorted(g.nodes):
-        walk((node,))
-    return out
 
 
 def combine(evals: Sequence[Evaluation], constraints: Constraints) -> Estimate:
@@ -162,39 +149,69 @@ def combine(evals: Sequence[Evaluation], constraints: Constraints) -> Estimate:
     )
 
 
+def _pipeline(members: Sequence[Evaluation], constraints: Constraints) -> Pipeline:
+    pairs = [(a.method, b.method) for a, b in itertools.combinations(members, 2) if composes(a.method, b.method)]
+    bonus = COMPOSE_BONUS * len(pairs)
+    notes = [f"{a.id} lists {b.id} as composable" for a, b in pairs]
+    if len(members) > 1:
+        notes.append("order: " + " -> ".join(f"{e.id} ({e.method.phase.value})" for e in members))
+    waived = [e.id for e in members if e.excluded]
+    if waived:
+        notes.append(f"{', '.join(waived)} alone would not pass the memory/quality limits; the stack does")
+    return Pipeline(
+        methods=tuple(e.method for e in members),
+        score=sum(e.score for e in members) + bonus,
+        compatibility_bonus=bonus,
+        estimate=combine(members, constraints),
+        notes=tuple(notes),
+    )
+
+
 def build_pipelines(evals: Sequence[Evaluation], constraints: Constraints, k: int = 3) -> list[Pipeline]:
-    """The best ``k`` distinct stacks for these evaluations (see module docstring)."""
+    """The best ``k`` distinct stacks for these evaluations (see module docstring).
+
+    Paths are walked over the DAG with running totals (score, fewest bits, parameter fraction, summed
+    drop) and pairwise compatibility looked up in a table built once, so only the chosen few become
+    :class:`Pipeline` objects.
+    """
     g = candidate_graph(evals)
-    scored: list[Pipeline] = []
-    for path in _paths(g, MAX_LENGTH):
-        members = [g.nodes[n]["evaluation"] for n in path]
-        est = combine(members, constraints)
-        if est.fits is False or est.quality_drop_pct > constraints.max_quality_drop:
-            continue
-        pairs = [(a.method, b.method) for a, b in itertools.combinations(members, 2) if composes(a.method, b.method)]
-        bonus = COMPOSE_BONUS * len(pairs)
-        notes = [f"{a.id} lists {b.id} as composable" for a, b in pairs]
-        if len(members) > 1:
-            notes.append("order: " + " -> ".join(f"{e.id} ({e.method.phase.value})" for e in members))
-        waived = [e.id for e in members if e.excluded]
-        if waived:
-            notes.append(f"{', '.join(waived)} alone would not pass the memory/quality limits; the stack does")
-        scored.append(
-            Pipeline(
-                methods=tuple(e.method for e in members),
-                score=sum(e.score for e in members) + bonus,
-                compatibility_bonus=bonus,
-                estimate=est,
-                notes=tuple(notes),
-            )
-        )
-    scored.sort(key=lambda p: (-round(p.score, 9), p.ids))
-    chosen: list[Pipeline] = []
-    for p in scored:
+    ids = sorted(g.nodes)
+    ev = {i: g.nodes[i]["evaluation"] for i in ids}
+    ok = g.graph["compatible"]
+    bonus = {(a, b): COMPOSE_BONUS if composes(ev[a].method, ev[b].method) else 0.0
+             for a in ids for b in ids if a != b}
+    succ = {i: sorted(g.successors(i)) for i in ids}
+    params, budget, max_drop = constraints.model_params, constraints.memory_gb, constraints.max_quality_drop
+    found: list[tuple[float, tuple[str, ...]]] = []
+
+    def walk(path: tuple[str, ...], score: float, bits: float, fraction: float, drop: float) -> None:
+        mem = weight_memory_gb(params, bits, fraction)
+        if (budget is None or mem <= budget) and drop <= max_drop:
+            found.append((score, path))
+        if len(path) == MAX_LENGTH:
+            return
+        for nxt in succ[path[-1]]:
+            if all(ok[(p, nxt)] for p in path):  # every pair in the stack, not only neighbours
+                e = ev[nxt].estimate
+                walk(
+                    path + (nxt,),
+                    score + ev[nxt].score + sum(bonus[(p, nxt)] for p in path),
+                    min(bits, e.bits_per_weight),
+                    fraction * e.param_fraction,
+                    drop + max(0.0, e.quality_drop_pct),
+                )
+
+    for i in ids:
+        e = ev[i].estimate
+        walk((i,), ev[i].score, e.bits_per_weight, e.param_fraction, max(0.0, e.quality_drop_pct))
+
+    found.sort(key=lambda sp: (-round(sp[0], 9), sp[1]))
+    chosen: list[tuple[str, ...]] = []
+    for _, path in found:
         if len(chosen) >= k:
             break
-        s = set(p.ids)
-        if any(len(s & set(c.ids)) / len(s | set(c.ids)) >= MAX_OVERLAP for c in chosen):
+        s = set(path)
+        if any(len(s & set(c)) / len(s | set(c)) >= MAX_OVERLAP for c in chosen):
             continue
-        chosen.append(p)
-    return chosen
+        chosen.append(path)
+    return [_pipeline([ev[i] for i in path], constraints) for path in chosen]

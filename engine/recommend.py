@@ -164,6 +164,8 @@ def evaluate(
     by_method = index_evidence(evidence)
     cctx = constraint_symbols(constraints)
     baseline_gb = cctx["c_baseline_memory_gb"]
+    # the compiled closure where there is one (all bundled rules), rule-engine's evaluator otherwise
+    checks = [(rule, rule.fast or rule.parsed.matches) for rule in rules]
     mapping = _as_mapping(methods)
     out: list[Evaluation] = []
     for mid in sorted(mapping):
@@ -177,8 +179,8 @@ def evaluate(
         reasons: list[Reason] = []
         exclusions: list[Reason] = []
         standalone = True
-        for rule in rules:
-            if not rule.matches(ctx):
+        for rule, test in checks:
+            if not test(ctx):
                 continue
             if shown is None:
                 shown = display(ctx)

@@ -64,6 +64,7 @@ class Rule:
     standalone: bool
     parsed: rule_engine.Rule
     fast: Optional[Evaluator]  # compiled closure, None when rule-engine's evaluator is used
+    source: str  # "paper claim 1, 5; <reference>", what the user reads as the origin
 
     def matches(self, ctx: Mapping[str, Any]) -> bool:
         if self.fast is not None:
@@ -76,14 +77,14 @@ class Rule:
     def text(self, display_ctx: Mapping[str, Any]) -> str:
         return self.description.format_map(display_ctx)
 
-    @property
-    def source(self) -> str:
-        parts = []
-        if self.claims:
-            parts.append("paper claim " + ", ".join(str(c) for c in self.claims))
-        if self.reference:
-            parts.append(self.reference)
-        return "; ".join(parts)
+
+def _source(claims: list[int], reference: Optional[str]) -> str:
+    parts = []
+    if claims:
+        parts.append("paper claim " + ", ".join(str(c) for c in claims))
+    if reference:
+        parts.append(reference)
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ def _parse_rule(raw: Any, index: int, where: str, ctx: rule_engine.Context) -> R
         standalone=standalone,
         parsed=parsed,
         fast=compile_rule(parsed),
+        source=_source(claims, reference),
     )
 
 
