@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.estimates import (
+    bits_from_setting,
     estimate,
     expected_quality_drop,
     grade_tables,
@@ -107,3 +108,25 @@ def test_real_gptq_estimate_uses_its_7b_evidence(methods, evidence):
     assert set(d) == {"bits_per_weight", "param_fraction", "memory_gb", "fits", "quality_drop_pct",
                       "quality_basis", "quality_note", "evidence"}
     assert {"model", "metric", "value", "baseline", "source"} <= set(d["evidence"][0])
+
+
+@pytest.mark.parametrize(
+    "setting, bits",
+    [("4-bit, no grouping", 4.0), ("SpQR, 3.94 average bits per weight", 3.94), ("3 bit, g128", 3.0),
+     ("50% unstructured", None)],
+)
+def test_bits_from_setting(setting, bits):
+    assert bits_from_setting(setting) == bits
+
+
+def test_quantizer_quality_uses_rows_at_its_own_bit_width():
+    m = make_method("q4", "post-training", "static")  # 4.25 bits per weight
+    rows = [make_evidence("q4", "LLaMA-7B", 6.09, 5.68), make_evidence("q4", "LLaMA-7B", 8.07, 5.68)]
+    rows[0] = rows[0].model_copy(update={"setting": "4-bit, no grouping"})
+    rows[1] = rows[1].model_copy(update={"setting": "3-bit, no grouping"})
+    q = expected_quality_drop(m, rows, 7e9)
+    assert [r.setting for r in q.rows] == ["4-bit, no grouping"]
+    assert q.pct == pytest.approx((6.09 - 5.68) / 5.68 * 100)
+    # without any row at its width, every row counts
+    m2 = make_method("q4", "post-training", "static", footprint={"bits_per_weight": 2.0})
+    assert len(expected_quality_drop(m2, rows, 7e9).rows) == 2

@@ -90,7 +90,7 @@ def test_recommend_over_the_catalog_is_fast(methods, evidence):
     recommend(c, methods, evidence)
     runs = []
     for _ in range(5):
-        t = time.perf_counter()
+        t = time.process_time()  # CPU time: the test machine is shared, wall time measures the neighbours
         recommend(c, methods, evidence)
-        runs.append(time.perf_counter() - t)
-    assert sorted(runs)[2] < 0.05  # the bound, with room for a busy test machine
+        runs.append(time.process_time() - t)
+    assert sorted(runs)[2] < 0.05  # the bound (measured: ~6-9 ms, benchmarks/recommend_speed.py)
