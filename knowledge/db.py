@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from sqlalchemy import event, func
+from sqlalchemy import event, func, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
@@ -34,6 +36,7 @@ ENV_HOME = "SHRINKWISE_HOME"
 DB_FILENAME = "shrinkwise.db"
 
 _engines: dict[str, Engine] = {}
+_initialized: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -128,17 +131,34 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _initialized.clear()
 
 
 def init_db(url: Optional[str] = None) -> Engine:
-    """Create the tables that do not exist yet; returns the engine."""
+    """Create the tables that do not exist yet; returns the engine.
+
+    Safe when two processes start together: if the other one created a table between our check and
+    our CREATE, the error is ignored and the check runs again.
+    """
     engine = get_engine(url)
-    SQLModel.metadata.create_all(engine, tables=[
+    key = str(engine.url)
+    if key in _initialized:  # queue functions call this on every use; check the schema once per process
+        return engine
+    wanted = [
         tables.MethodRow.__table__,  # type: ignore[attr-defined]
         tables.CompressionRun.__table__,  # type: ignore[attr-defined]
         tables.EvidenceRow.__table__,  # type: ignore[attr-defined]
         tables.SavedRecommendation.__table__,  # type: ignore[attr-defined]
-    ])
+    ]
+    for attempt in range(3):
+        try:
+            SQLModel.metadata.create_all(engine, tables=wanted)
+            break
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if attempt == 2 or "already exists" not in str(exc).lower() and "duplicate" not in str(exc).lower():
+                raise
+            time.sleep(0.2)
+    _initialized.add(key)
     return engine
 
 
@@ -185,8 +205,30 @@ def sync_catalog(url: Optional[str] = None, data: Optional[KnowledgeData] = None
     """
     data = data or load_all(data_dir)
     init_db(url)
+    for attempt in range(3):
+        try:
+            return _sync(url, data)
+        except (IntegrityError, OperationalError) as exc:
+            # another process (the app and a worker starting together) synced at the same moment
+            if attempt == 2:
+                raise
+            log.info("sync_catalog raced another writer (%s); retrying", type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+#: Key of the PostgreSQL advisory lock that serialises syncs (any fixed 64-bit number).
+_SYNC_LOCK_KEY = 0x5348524B  # "SHRK"
+
+
+def _sync(url: Optional[str], data: KnowledgeData) -> SyncReport:
     added = updated = 0
     with session(url) as s:
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            # two syncs at once would each delete the (not yet committed) rows of the other and both
+            # insert: serialise them; the lock ends with the transaction. SQLite serialises writers itself.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SYNC_LOCK_KEY})
         existing = {row.id: row for row in s.exec(select(MethodRow)).all()}
         wanted = set()
         for position, m in enumerate(data.methods):

@@ -114,3 +114,34 @@ def test_postgresql_end_to_end(postgres_url, monkeypatch):
     cat = load_catalog()
     assert len(cat.evidence_for("rtn", measured=True)) == 5 + 2  # evidence.md's five SmolLM2 RTN rows + this run's two
     assert counts["methods"] == len(cat.methods)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_syncs_do_not_fail_or_duplicate(backend, request, monkeypatch):
+    """The app and a worker may start together; their syncs race on the same rows and both succeed."""
+    import threading
+
+    from sqlalchemy import text
+
+    if backend == "postgresql":
+        monkeypatch.setenv(db.ENV_URL, request.getfixturevalue("postgres_url"))
+        with db.init_db().connect() as conn:
+            conn.execute(text("TRUNCATE evidence, saved_recommendation, compression_run, method RESTART IDENTITY CASCADE"))
+            conn.commit()
+    errors: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            db.sync_catalog()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sync) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    data = load_all()
+    assert db.counts()["methods"] == len(data.methods)
+    assert db.counts()["evidence"] == len(data.evidence)
