@@ -24,7 +24,11 @@ tokens*:
 
 Works with ``generate`` (the cache object is returned in the output and passed back by generate) for
 one sequence at a time; a batch of several sequences or a padded mask falls back to the untouched
-forward (logged), since each row would drop different tokens.
+forward (logged), since each row would drop different tokens. A forward with ``use_cache=False`` (a
+teacher-forced scoring pass such as the harness's window perplexity, where every position is an
+output) also runs untouched: pruning only serves the next tokens after a prompt. Rows of the output for
+tokens that stopped early hold their hidden state where they stopped (only the last row is the
+method's prediction).
 """
 
 from __future__ import annotations
@@ -327,6 +331,15 @@ def _token_plan_forward(self: Any, input_ids: Optional[torch.LongTensor] = None,
     foreign_cache = past_key_values is not None and not isinstance(past_key_values, PrunedCache) \
         and past_key_values.get_seq_length() > 0
     wants_extra = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")
+    if use_cache is None:
+        use_cache = bool(getattr(self.config, "use_cache", True))
+    if not use_cache and past_key_values is None:
+        # no cache is being built, so no generation follows: a teacher-forced scoring pass (perplexity,
+        # training) where every position is an output. Token pruning only serves the prompt's next tokens,
+        # so this pass runs the untouched model.
+        return self._shrinkwise_original_forward(input_ids=input_ids, attention_mask=attention_mask,
+                                                 position_ids=position_ids, past_key_values=None,
+                                                 inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
     if batch != 1 or padded or foreign_cache or wants_extra:
         if isinstance(past_key_values, PrunedCache):
             raise CompressionError("a pruned cache can only continue one unpadded sequence")
@@ -334,8 +347,6 @@ def _token_plan_forward(self: Any, input_ids: Optional[torch.LongTensor] = None,
         return self._shrinkwise_original_forward(input_ids=input_ids, attention_mask=attention_mask,
                                                  position_ids=position_ids, past_key_values=past_key_values,
                                                  inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
-    if use_cache is None:
-        use_cache = bool(getattr(self.config, "use_cache", True))
     cache = past_key_values if isinstance(past_key_values, PrunedCache) else PrunedCache()
     if inputs_embeds is None:
         inputs_embeds = self.embed_tokens(input_ids)
