@@ -152,3 +152,9 @@ def test_every_rule_fires_for_some_method_in_some_scenario(methods, evidence):
         for e in evaluate(c, methods, evidence):
             fired |= {r.rule_id for r in e.reasons} | {r.rule_id for r in e.exclusions}
     assert {r.id for r in default_rules()} - fired == set()
+
+
+def test_rules_readme_lists_every_symbol():
+    text = (RULES_FILE.parent / "README.md").read_text()
+    missing = [name for name in SYMBOLS if f"`{name}`" not in text]
+    assert missing == []
