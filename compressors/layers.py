@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from compressors.base import CompressionError
+from compressors.packed import PackedModule
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def find_blocks(model: nn.Module) -> tuple[str, list[nn.Module]]:
                 candidates.append((path, mod))
     for path, mod in candidates:
         blocks = list(mod)
-        if blocks and any(is_linear(m) for m in blocks[0].modules()):
+        if blocks and any(is_linear(m) or isinstance(m, PackedModule) for m in blocks[0].modules()):
             return path, blocks
     raise CompressionError(
         f"{type(model).__name__}: no list of decoder blocks with linear layers found; looked for "

@@ -1,0 +1,247 @@
+"""``shrinkwise compress / evaluate / generate / methods``: run the bundled compressors from a terminal.
+
+::
+
+    shrinkwise methods [--json]
+    shrinkwise compress MODEL --method ID [--bits N] [--group-size G] [--sparsity S] [--set key=value ...]
+                        [--calib FILE] [--eval FILE] --out DIR [--calib-samples N] [--quick] [--json]
+    shrinkwise evaluate MODEL [--eval FILE] [--json]
+    shrinkwise generate MODEL --prompt TEXT [--max-new-tokens N]
+
+``MODEL`` is ``demo``, a model folder, a ``.gguf`` file, a Shrinkwise packed checkpoint or a hub id.
+Exit codes: 0 fine, 2 a problem the user can fix (the message says what; no traceback), 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    _err.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _coerce(value: str, ftype: str) -> Any:
+    """A ``--set`` value parsed for the config field's declared type."""
+    t = ftype.lower()
+    if "bool" in t:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{value!r} is not a boolean (true/false)")
+    if "int" in t and "float" not in t:
+        return int(value)
+    if "float" in t:
+        return float(value)
+    if value.lower() in ("none", "null"):
+        return None
+    return value
+
+
+def build_config(method: str, sets: list[str], shortcuts: dict[str, Any]) -> dict[str, Any]:
+    """The method config dict from ``--set key=value`` and shortcut options, typed by the config fields."""
+    from compressors.base import ConfigError, get_compressor
+
+    fields = {f["name"]: f for f in get_compressor(method).config_cls.describe()}
+    cfg: dict[str, Any] = {}
+    for key, value in shortcuts.items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to {method}; its settings: {sorted(fields)}")
+        cfg[key] = value
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write key=value (settings of {method}: {sorted(fields)})")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"unknown setting {key!r} for {method}; allowed: {sorted(fields)}")
+        try:
+            cfg[key] = _coerce(value.strip(), str(fields[key]["type"]))
+        except ValueError as exc:
+            raise ConfigError(f"--set {key}={value}: {exc}") from None
+    return cfg
+
+
+def _pct(x: Optional[float]) -> str:
+    return "" if x is None else f"{100 * x:+.1f}%"
+
+
+def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the bundled compressors with their flags and settings."""
+    from compressors.base import all_compressors
+
+    rows = []
+    for cid, cls in all_compressors().items():
+        rows.append({"id": cid, "name": cls.name, "phase": cls.phase, "impact": cls.impact,
+                     "needs_calibration": cls.needs_calibration, "needs_gradients": cls.needs_gradients,
+                     "needs_gpu": cls.needs_gpu, "output_format": cls.output_format, "summary": cls.summary,
+                     "settings": [{k: v for k, v in f.items()} for f in cls.config_cls.describe()]})
+    if json_out:
+        _out.print_json(json.dumps(rows, default=str))
+        return
+    t = Table(title="Bundled compressors")
+    for col in ("id", "phase", "impact", "calibration", "settings (default)", "summary"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        settings = ", ".join(f"{s['name']}={s['default']}" for s in r["settings"])
+        t.add_row(r["id"], r["phase"], r["impact"], "yes" if r["needs_calibration"] else "no", settings, r["summary"])
+    _out.print(t)
+
+
+def compress(
+    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
+    method: str = typer.Option(..., "--method", "-m", help="Compressor id (see `shrinkwise methods`)"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (packed model, archive, export, report)"),
+    sets: list[str] = typer.Option([], "--set", help="Method setting key=value (repeatable)"),
+    bits: Optional[int] = typer.Option(None, "--bits", help="Shortcut for --set bits=N"),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Shortcut for --set group_size=G"),
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Shortcut for --set sparsity=S"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="Evaluation text file (default: held-out built-in)"),
+    calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration windows"),
+    calib_seq_len: int = typer.Option(512, "--calib-seq-len", help="Tokens per calibration window"),
+    eval_windows: int = typer.Option(20, "--eval-windows", help="Evaluation windows of --eval-seq-len tokens"),
+    eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per evaluation window"),
+    no_before: bool = typer.Option(False, "--no-before", help="Skip measuring the original model"),
+    no_export: bool = typer.Option(False, "--no-export", help="Skip the compressed-tensors export"),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+) -> None:
+    """Compress MODEL with a bundled method, measure before/after and write the packed model."""
+    from compressors.base import Cancelled, CompressionError
+    from compressors.run import comparison_rows, compress_and_measure
+
+    try:
+        cfg = build_config(method, sets, {"bits": bits, "group_size": group_size, "sparsity": sparsity})
+    except CompressionError as exc:
+        _fail(str(exc))
+    for f in (calib, eval_file):
+        if f is not None and not f.is_file():
+            _fail(f"text file {f} not found")
+    cancel = threading.Event()
+    progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                        TimeElapsedColumn(), console=_err, transient=json_out, disable=not _err.is_terminal and json_out)
+    try:
+        with progress:
+            task = progress.add_task("starting", total=1.0)
+
+            def on_progress(stage: str, frac: float, msg: str) -> None:
+                progress.update(task, completed=frac, description=stage[:28])
+
+            result = compress_and_measure(
+                model, method, cfg, out_dir=out, calib_text=calib, eval_text=eval_file, progress=on_progress,
+                cancel_event=cancel, n_calib_samples=calib_samples, calib_seq_len=calib_seq_len,
+                eval_windows=eval_windows, eval_seq_len=eval_seq_len, measure_before=not no_before,
+                export=not no_export)
+    except KeyboardInterrupt:
+        cancel.set()
+        _fail("cancelled", 130)
+    except Cancelled:
+        _fail("cancelled", 130)
+    except (CompressionError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(result.to_dict(), default=str, indent=2))
+        return
+    t = Table(title=f"{method} on {model}  ({json.dumps(result.config, sort_keys=True)})")
+    t.add_column("figure")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    for name, b, a in comparison_rows(result.before, result.after):
+        t.add_row(name, b, a)
+    _out.print(t)
+    ch = result.changes()
+    if ch:
+        _out.print(f"perplexity {_pct(ch['perplexity'])}, size on disk {_pct(ch['size_on_disk'])}, "
+                   f"decode speed {_pct(ch['decode_tokens_per_s'])}")
+    if result.before is not None:
+        _out.print(f"before: {result.before.generation!r}")
+    _out.print(f"after:  {result.after.generation!r}")
+    a = result.artifacts
+    _out.print(f"packed model: {a.checkpoint_dir}" + (f"\narchive: {a.archive}" if a.archive else ""))
+    _out.print(f"compressed-tensors export: {a.export_dir or a.export_note}")
+    _out.print(f"report: {a.report_md}   (compression took {result.timings.get('compress', 0):.1f} s)")
+
+
+def evaluate_cmd(
+    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="Evaluation text file (default: held-out built-in)"),
+    eval_windows: int = typer.Option(20, "--eval-windows"),
+    eval_seq_len: int = typer.Option(512, "--eval-seq-len"),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON"),
+) -> None:
+    """Measure MODEL: perplexity, size, bits per weight, speed, memory, a greedy generation."""
+    from compressors.base import CompressionError
+    from compressors.evaluate import evaluate
+    from compressors.models import inspect_checkpoint, load_model
+    from compressors.run import comparison_rows
+    from compressors.text import resolve_texts
+
+    try:
+        if eval_file is not None and not eval_file.is_file():
+            _fail(f"text file {eval_file} not found")
+        info = inspect_checkpoint(model)
+        texts = resolve_texts(None, eval_file)
+        m, tok = load_model(model)
+        with _err.status("measuring..."):
+            r = evaluate(m, tok, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
+                         checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None)
+    except (CompressionError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps({"model": info.to_dict(), "result": r.to_dict()}, default=str, indent=2))
+        return
+    t = Table(title=f"{model}: {info.architecture}, {info.n_params:,} parameters")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for name, _, a in comparison_rows(None, r):
+        t.add_row(name, a)
+    _out.print(t)
+    _out.print(f"generation for {r.generation_prompt!r}: {r.generation!r}")
+
+
+def generate(
+    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, max=4096),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the tokenizer's chat template"),
+) -> None:
+    """Greedy generation with MODEL (works on packed checkpoints too)."""
+    from compressors.base import CompressionError
+    from compressors.evaluate import greedy_generate
+    from compressors.models import load_model
+
+    try:
+        m, tok = load_model(model)
+        text = prompt
+        if chat and getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+        out = greedy_generate(m, tok, text, max_new_tokens)
+    except (CompressionError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    print(prompt + out if not chat else out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``compress``, ``evaluate``, ``generate`` and ``methods`` to the main app."""
+    app.command("compress")(compress)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("generate")(generate)
+    app.command("methods")(methods)
