@@ -215,7 +215,7 @@ def rank_key(score: float, method_id: str) -> tuple[float, str]:
 
 
 def recommend(
-    constraints: Constraints,
+    constraints: Constraints | Mapping[str, Any],
     methods: Mapping[str, Method] | Iterable[Method],
     evidence: Sequence[Evidence] = (),
     top: Optional[int] = None,
@@ -225,9 +225,12 @@ def recommend(
 ) -> Recommendation:
     """Rank every method for ``constraints`` (or exclude it, with the rules that excluded it).
 
+    ``constraints`` may also be a plain mapping (validated, :class:`ConstraintsError` on bad values);
     ``top`` truncates the ranked list (pipelines are still built from every eligible method);
     ``rules`` defaults to the bundled ``engine/rules/rules.yaml``, parsed once per process.
     """
+    if not isinstance(constraints, Constraints):
+        constraints = Constraints.from_dict(constraints)
     from .pipelines import build_pipelines  # pipelines import this module's types
 
     if top is not None and top < 0:

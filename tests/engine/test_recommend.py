@@ -94,3 +94,13 @@ def test_recommend_over_the_catalog_is_fast(methods, evidence):
         recommend(c, methods, evidence)
         runs.append(time.process_time() - t)
     assert sorted(runs)[2] < 0.05  # the bound (measured: ~6-9 ms, benchmarks/recommend_speed.py)
+
+
+def test_constraints_may_be_a_plain_mapping(methods, evidence):
+    a = recommend({"phases": "inference", "keep_original": "true"}, methods, evidence)
+    b = recommend(Constraints(phases=("inference",), keep_original=True), methods, evidence)
+    assert a.to_dict() == b.to_dict()
+    from engine import ConstraintsError
+
+    with pytest.raises(ConstraintsError, match="priority"):
+        recommend({"priority": "speed"}, methods, evidence)
