@@ -160,12 +160,14 @@ class Catalog:
 
 def _measured_from_db() -> tuple[Evidence, ...]:
     """Evidence that users' runs added to the database; empty when there is no database yet."""
+    from knowledge import paths
+
+    if not paths.database_exists():  # checked before importing SQLAlchemy: a first run stays fast
+        return ()
     try:
         from knowledge import db, runs
     except ImportError as exc:  # sqlmodel missing: the catalog still works from the files
         log.warning("measured evidence unavailable (%s)", exc)
-        return ()
-    if not db.database_exists():
         return ()
     try:
         return tuple(runs.measured_evidence())
@@ -193,7 +195,7 @@ def load_catalog(include_measured: bool = True, data_dir: Path | str | None = No
     """
     url: Optional[str] = None
     if include_measured:
-        from knowledge.db import database_url
+        from knowledge.paths import database_url
 
         url = database_url()
     return _cached(include_measured, str(Path(data_dir or DATA_DIR).resolve()), url)

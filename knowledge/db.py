@@ -12,7 +12,6 @@ are upserted, evidence from the data files is replaced, and evidence measured by
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -26,49 +25,25 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
 from knowledge import tables
+from knowledge.paths import (  # noqa: F401  (re-exported: db is where callers look for them)
+    DB_FILENAME,
+    ENV_HOME,
+    ENV_URL,
+    data_home,
+    database_exists,
+    database_url,
+    default_database_url,
+    normalize_url,
+    sqlite_path,
+)
 from knowledge.loader import DATA_DIR, KnowledgeData, load_all
 from knowledge.tables import EvidenceOrigin, EvidenceRow, MethodRow, utcnow
 
 log = logging.getLogger(__name__)
 
-ENV_URL = "SHRINKWISE_DATABASE_URL"
-ENV_HOME = "SHRINKWISE_HOME"
-DB_FILENAME = "shrinkwise.db"
-
 _engines: dict[str, Engine] = {}
 _initialized: set[str] = set()
 _lock = threading.Lock()
-
-
-def data_home() -> Path:
-    """Shrinkwise's per-user data folder (database, uploads, run outputs); created when missing."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        path = Path(home).expanduser()
-    else:
-        import platformdirs
-
-        path = Path(platformdirs.user_data_dir("shrinkwise", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def default_database_url() -> str:
-    return f"sqlite:///{data_home() / DB_FILENAME}"
-
-
-def normalize_url(url: str) -> str:
-    """Map driver-less PostgreSQL URLs to psycopg 3 (SQLAlchemy would otherwise ask for psycopg2)."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def database_url() -> str:
-    """The URL in use: ``SHRINKWISE_DATABASE_URL`` if set, else the SQLite file in the data folder."""
-    url = os.environ.get(ENV_URL, "").strip()
-    return normalize_url(url) if url else default_database_url()
 
 
 def describe_url(url: str) -> str:
@@ -77,20 +52,6 @@ def describe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database URL>"
-
-
-def sqlite_path(url: Optional[str] = None) -> Optional[Path]:
-    """The file of a SQLite URL (None for in-memory or other databases)."""
-    u = make_url(url or database_url())
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
-
-
-def database_exists(url: Optional[str] = None) -> bool:
-    """False only when the database is a SQLite file that is not there yet (reading creates nothing)."""
-    path = sqlite_path(url)
-    return path is None or path.exists()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

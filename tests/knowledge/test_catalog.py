@@ -68,12 +68,16 @@ def test_cached_catalog_is_fast():
     assert (time.perf_counter() - start) / 100 < 0.001
 
 
-def test_catalog_import_does_not_pull_torch():
+def test_catalog_pulls_neither_torch_nor_sqlalchemy_without_a_database(isolated_home):
+    import os
     import subprocess
 
-    code = "import sys, knowledge.catalog as c; c.load_catalog(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    code = ("import sys, knowledge.catalog as c; c.load_catalog(); "
+            "print('torch' in sys.modules, 'sqlalchemy' in sys.modules)")
+    env = {**os.environ, "SHRINKWISE_HOME": str(isolated_home)}
+    env.pop("SHRINKWISE_DATABASE_URL", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "False"]
 
 
 def test_measured_runs_join_the_catalog():
