@@ -139,3 +139,8 @@ def test_most_method_formats_resolve(data):
     names = [f.format for m in data.methods for f in m.formats]
     unresolved = [n for n in names if resolve_format(n, data.formats) is None]
     assert names and not unresolved, unresolved
+
+
+def test_bundled_data_has_no_warnings(data):
+    """Every method's output format resolves and every listed engine loads it (formats.yaml)."""
+    assert [str(w) for w in data.warnings] == []
