@@ -58,7 +58,7 @@ def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover) -> None:
         items = list(groups.items())
         fig.add_trace(go.Scatter(
             x=[k[0] for k, _ in items], y=[k[1] for k, _ in items], mode="markers+text", meta=POINT_TRACE,
-            name=impact, text=[_ranks([c.rank for c in g]) for _, g in items], textposition="top center",
+            name=impact, text=[_ranks([c.rank for c in g]) for _, g in items], textposition="middle right",
             textfont=dict(size=11), customdata=[[c.method_id for c in g] for _, g in items],
             hovertext=["<br>".join(hover(c) for c in g) for _, g in items],
             hovertemplate="%{hovertext}<extra></extra>",
@@ -80,11 +80,11 @@ def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[fl
     fig.add_hline(y=max_drop, line=dict(color="#d98c00", dash="dot"),
                   annotation_text=f"acceptable drop {max_drop:g}%", annotation_position="top left")
     if original_gb:
-        fig.add_vline(x=original_gb, line=dict(color="gray", dash="dot"),
-                      annotation_text="original (fp16)", annotation_position="bottom")
+        # No label on this line: the markers of dynamic methods (weights untouched) sit on it.
+        fig.add_vline(x=original_gb, line=dict(color="gray", dash="dot", width=1))
     fig.update_layout(
         height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0),
-        xaxis=dict(title="weight memory after compression (GB)", rangemode="tozero"),
+        xaxis=dict(title="weights after compression (GB)", rangemode="tozero"),
         yaxis=dict(title="expected quality drop (%)", rangemode="tozero"),
     )
     return fig

@@ -200,8 +200,8 @@ def card(rank: int, r: dict) -> None:
                 mark = ":green[▲]" if num and w > 0 else (":red[▼]" if num and w < 0 else ":gray[•]")
                 wtxt = f" `{w:+.2f}`" if num and w else ""
                 src = f" :gray[({reason['source']})]" if reason.get("source") else ""
-                lines.append(f"- {mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
-            st.markdown("**Why**\n" + "\n".join(lines))
+                lines.append(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
+            st.markdown("**Why**  \n" + "  \n".join(lines))
         with right:
             m1, m2 = st.columns(2)
             m1.metric("Score", f"{float(r.get('score', 0)):.2f}")
@@ -256,6 +256,8 @@ if pipelines:
             f" · ~{drop:.1f}%" if drop is not None else "")
         views.append(PipelineView(label=label, steps=steps))
     st.plotly_chart(pipeline_figure(views), key="rec_pipelines", config={"displayModeBar": False})
+    for view in views:
+        st.markdown(f"**{view.label}**: " + " → ".join(f"{s.name} ({s.phase})" for s in view.steps))
 
 st.subheader("The trade-off")
 from engine import axes  # noqa: E402  (the engine's positions: the chart and the rules agree)
@@ -270,8 +272,9 @@ for i, r in enumerate(ranked[:15], 1):
                            est.get("memory_gb"), est.get("quality_drop_pct"), axes.position(m).adaptivity, i))
 t1, t2 = st.tabs(["Memory vs quality drop", "Predictability vs adaptivity"])
 with t1:
-    st.caption("The top candidates by estimated memory and expected quality drop; the number is the rank. "
-               "Below the dotted line and left of the dashed one fits both limits.")
+    st.caption("The top candidates by estimated memory and expected quality drop; the label is the rank. "
+               "Below the orange line (and left of the red budget line, if you set one) fits your limits; "
+               f"the grey dotted line is the 16-bit original ({original_gb:.1f} GB).")
     st.plotly_chart(memory_quality_figure(cands, cons.memory_gb, cons.max_quality_drop, original_gb),
                     key="rec_tradeoff_mem", config={"displayModeBar": False})
 with t2:
