@@ -182,9 +182,11 @@ def evaluate(
         for rule, test in checks:
             if not test(ctx):
                 continue
+            weight = rule.weight_for(ctx) if rule.effect == "score" else 0.0
+            if rule.effect == "score" and weight == 0.0:
+                continue  # scaled to nothing (e.g. size grade 'low'): not a reason
             if shown is None:
                 shown = display(ctx)
-            weight = rule.weight_for(ctx) if rule.effect == "score" else 0.0
             reason = Reason(rule.id, rule.text(shown), rule.effect, weight, rule.source)
             if rule.effect == "exclude":
                 exclusions.append(reason)

@@ -23,6 +23,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.constraints import Constraints, ConstraintsError
@@ -44,7 +45,7 @@ def build_constraints(file: Optional[Path], overrides: dict[str, Any]) -> Constr
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    _err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -118,7 +119,7 @@ def _fmt_gb(x: float) -> str:
 def _print_human(rec: Any) -> None:
     c = rec.constraints
     summary = ", ".join(f"{k}={v}" for k, v in c.to_query().items())
-    _out.print(f"[bold]Constraints[/]: {summary}", highlight=False)
+    _out.print(f"[bold]Constraints[/]: {escape(summary)}", highlight=False)
 
     table = Table(title="Recommended methods (best first)", show_lines=True)
     for col, kw in (
@@ -136,10 +137,10 @@ def _print_human(rec: Any) -> None:
         fits = "—" if est.fits is None else ("yes" if est.fits else "no")
         basis = "" if est.quality_basis == "evidence" else "*"
         top_reasons = [x for x in r.reasons if x.effect != "note"][:2]
-        reasons = "\n".join(f"{x.weight:+.1f} {x.text}" for x in top_reasons)
+        reasons = escape("\n".join(f"{x.weight:+.1f} {x.text}" for x in top_reasons))
         table.add_row(
             str(i),
-            f"{r.id}\n[dim]{r.method.phase.value} / {r.method.impact.value}[/]",
+            f"{escape(r.id)}\n[dim]{r.method.phase.value} / {r.method.impact.value}[/]",
             f"{r.score:.2f}",
             _fmt_gb(est.memory_gb),
             fits,
@@ -162,7 +163,7 @@ def _print_human(rec: Any) -> None:
             est = p.estimate
             pt.add_row(
                 str(i),
-                " → ".join(f"{m.id} ({m.phase.value})" for m in p.methods),
+                escape(" → ".join(f"{m.id} ({m.phase.value})" for m in p.methods)),
                 f"{p.score:.2f}",
                 f"{est.bits_per_weight:g}",
                 _fmt_gb(est.memory_gb),

@@ -92,3 +92,10 @@ def test_bad_file_field_exits_2(cli, tmp_path):
     f.write_text("hardwre: cpu\n")
     res = cli("--constraints", str(f))
     assert res.exit_code == 2 and "did you mean 'hardware'" in res.output
+
+
+def test_messages_with_brackets_are_printed_verbatim(cli, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("phases: []\n")
+    res = cli("--constraints", str(f))
+    assert res.exit_code == 2 and "phases: [] is not allowed" in " ".join(res.output.split())
