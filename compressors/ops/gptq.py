@@ -143,7 +143,7 @@ def gptq_quantize(
                 elif col % gs == 0:
                     # the group's current weights: updated ones inside this block, lazily
                     # updated ones beyond it (as in the reference implementation)
-                    group = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
+                    group = torch.cat([W1[:, i : i + gs], W[:, i2 : i2 + gs]], dim=1)[:, :gs]
                     s, z = row_params(group, bits, sym=sym, mse=mse)
                     scale, zero = s[:, None], z[:, None]
                     scales[:, col // gs], zeros[:, col // gs] = s, z
