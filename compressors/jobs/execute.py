@@ -60,6 +60,17 @@ def text_sources(calibration: Optional[dict[str, Any]]) -> tuple[Optional[Path],
     return calib, evalp
 
 
+#: Keys of a job's ``calibration`` dict passed on to compress_and_measure (how much text is used).
+RUN_OPTIONS = {"n_calib_samples": int, "calib_seq_len": int, "eval_windows": int, "eval_seq_len": int,
+               "measure_speed": bool}
+
+
+def run_options(calibration: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The text-budget options a job asks for (missing ones keep compress_and_measure's defaults)."""
+    cal = calibration or {}
+    return {k: conv(cal[k]) for k, conv in RUN_OPTIONS.items() if cal.get(k) is not None}
+
+
 def execute(run: Any, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
     """Run the job described by ``run`` (a ``CompressionRun``); returns the columns to store."""
     from compressors.run import compress_and_measure
@@ -67,12 +78,12 @@ def execute(run: Any, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
     calib, evalp = text_sources(run.calibration)
     result = compress_and_measure(
         run.model_ref, run.compressor, dict(run.config or {}), calib_text=calib, eval_text=evalp,
-        out_dir=out_dir / "checkpoint", progress=ctx.progress, cancel_event=ctx.cancel_event,
+        out_dir=out_dir, progress=ctx.progress, cancel_event=ctx.cancel_event, **run_options(run.calibration),
     )
-    return result_columns(result, out_dir)
+    return result_columns(result)
 
 
-def result_columns(result: Any, out_dir: Path) -> dict[str, Any]:
+def result_columns(result: Any) -> dict[str, Any]:
     """Map a ``RunResult`` to the run row's result columns."""
     r = _as_dict(result) if not hasattr(result, "before") else None
     before = getattr(result, "before", None) if r is None else r.get("before")
@@ -81,6 +92,9 @@ def result_columns(result: Any, out_dir: Path) -> dict[str, Any]:
     before_m, after_m = metrics_of(before), metrics_of(after)
     artifacts = {k: str(v) for k, v in (_as_dict(get("artifacts")) or {}).items() if v}
     timings = {k: float(v) for k, v in (_as_dict(get("timings")) or {}).items() if isinstance(v, (int, float))}
+    for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine"):
+        if get(key) is not None:
+            after_m[key] = get(key)
     samples = {
         "prompt": after_m.get("generation_prompt") or before_m.get("generation_prompt"),
         "before": before_m.get("generation"),

@@ -1,0 +1,208 @@
+"""Streamlit pieces shared by the "Run it" pages (Compress, Run result, History): the job runner, the
+live job panel, the before/after table. Layout and formatting only; the work is in ``compressors.jobs``.
+
+Page files and URL parameters (a link from another page opens a pre-filled form)::
+
+    st.switch_page(PAGE_COMPRESS, query_params={"method": "gptq", "bits": "4", "group_size": "128"})
+    st.page_link(PAGE_RESULT, query_params={"run": "12"})
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import streamlit as st
+
+from compressors.jobs.runner import JobInfo, LocalJobRunner
+from knowledge.tables import RunStatus
+
+PAGE_COMPRESS = "views/compress.py"
+PAGE_RESULT = "views/run_result.py"
+PAGE_HISTORY = "views/history.py"
+
+#: Set to 0 to keep the app from starting a worker pool (tests drive the worker themselves).
+ENV_AUTOSTART = "SHRINKWISE_JOBS_AUTOSTART"
+
+STATUS_BADGE = {
+    RunStatus.QUEUED: ":gray-badge[queued]",
+    RunStatus.RUNNING: ":blue-badge[running]",
+    RunStatus.SUCCEEDED: ":green-badge[succeeded]",
+    RunStatus.FAILED: ":red-badge[failed]",
+    RunStatus.CANCELLED: ":orange-badge[cancelled]",
+}
+
+
+def autostart() -> bool:
+    return os.environ.get(ENV_AUTOSTART, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def runner() -> LocalJobRunner:
+    """The job runner (cheap to build; the database engine behind it is cached by knowledge.db)."""
+    return LocalJobRunner(autostart=autostart())
+
+
+def ensure_worker_for_queue() -> None:
+    """Start the worker pool when jobs wait and none runs (e.g. after a server restart)."""
+    if not autostart():
+        return
+    r = runner()
+    if r.list(status=[RunStatus.QUEUED], limit=1):
+        r.ensure_worker()
+
+
+# ---------------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "–"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_seconds(s: Optional[float]) -> str:
+    if s is None:
+        return "–"
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def fmt_params(n: Optional[float]) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{int(n):,}"
+
+
+def settings_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items())
+
+
+def job_title(info: JobInfo) -> str:
+    return f"Job #{info.id}: {info.compressor} on {info.model_name}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# the job panel
+
+
+def job_panel(job_id: int, *, key: str = "job") -> Optional[JobInfo]:
+    """The state of one job; while it is queued or running it refreshes itself every second."""
+    try:
+        info = runner().status(job_id)
+    except KeyError:
+        st.warning(f"There is no job #{job_id} in this database. It may have been deleted; see the History page.")
+        return None
+    if info.active:
+        if info.status is RunStatus.QUEUED:
+            ensure_worker_for_queue()
+        _live_panel(job_id, key)
+    else:
+        _render(info, key)
+    return info
+
+
+@st.fragment(run_every=1.0)
+def _live_panel(job_id: int, key: str) -> None:
+    info = runner().status(job_id)
+    _render(info, key)
+    if info.finished:
+        st.rerun()  # the job ended: redraw the whole page without the timer
+
+
+def _render(info: JobInfo, key: str) -> None:
+    with st.container(border=True):
+        st.markdown(f"**{job_title(info)}** {STATUS_BADGE[info.status]}")
+        st.caption(f"{settings_text(info.config)}")
+        if info.status is RunStatus.QUEUED:
+            ahead = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id < info.id]
+            st.progress(0.0, text=f"Waiting for the worker ({len(ahead)} job(s) ahead)")
+        elif info.status is RunStatus.RUNNING:
+            stage = info.stage or "starting"
+            st.progress(min(1.0, max(0.0, info.fraction)), text=f"{stage} · {100 * info.fraction:.0f}%")
+            st.caption(f"Elapsed {fmt_seconds(info.elapsed_s)}" + (" · stopping…" if info.cancel_requested else ""))
+        if info.active:
+            if st.button("Cancel", key=f"{key}_cancel_{info.id}", disabled=info.cancel_requested,
+                         help="Stops the job within seconds; the uploaded model is kept."):
+                runner().cancel(info.id)
+                st.rerun(scope="fragment")
+        elif info.status is RunStatus.SUCCEEDED:
+            b, a = info.before_metrics, info.after_metrics
+            if b.get("perplexity") and a.get("perplexity"):
+                st.success(f"Done in {fmt_seconds(info.elapsed_s)}: perplexity {b['perplexity']:.2f} → "
+                           f"{a['perplexity']:.2f}, size {fmt_bytes(b.get('size_bytes'))} → "
+                           f"{fmt_bytes(a.get('size_bytes'))}.")
+            else:
+                st.success(f"Done in {fmt_seconds(info.elapsed_s)}.")
+            st.page_link(PAGE_RESULT, label="Open the result", icon="📊", query_params={"run": str(info.id)})
+        elif info.status is RunStatus.FAILED:
+            st.error(f"The job failed: {info.error}")
+            if _is_upload(info.model_ref):
+                st.caption(f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again.")
+        elif info.status is RunStatus.CANCELLED:
+            st.info(f"The job was cancelled ({info.error or 'by the user'}).")
+        if info.log_tail:
+            with st.expander("Log", expanded=info.active or info.status is RunStatus.FAILED):
+                st.code("\n".join(info.log_tail.splitlines()[-15:]), language=None)
+
+
+def _is_upload(model_ref: str) -> bool:
+    return "/uploads/" in model_ref.replace("\\", "/")
+
+
+def active_jobs(exclude: Optional[int] = None) -> list[JobInfo]:
+    """Queued and running jobs (every tab and user), with links to follow them."""
+    jobs = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
+    if jobs:
+        with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
+            for j in jobs:
+                st.page_link(PAGE_COMPRESS, label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
+                             + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
+                             query_params={"job": str(j.id)})
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------------
+# results
+
+
+#: (label, metrics key, formatter, lower is better?)
+COMPARISON = [
+    ("Perplexity (held-out)", "perplexity", lambda v: f"{v:.3f}", True),
+    ("Size on disk", "size_bytes", fmt_bytes, True),
+    ("Bits per weight, compressed layers", "bits_per_weight", lambda v: f"{v:.3f}", True),
+    ("Bits per weight, whole model", "model_bits_per_weight", lambda v: f"{v:.3f}", True),
+    ("Parameters", "params", fmt_params, True),
+    ("Sparsity of linear layers", "sparsity", lambda v: f"{100 * v:.1f}%", False),
+    ("Prefill tokens/s", "prefill_tokens_per_s", lambda v: f"{v:.1f}", False),
+    ("Decode tokens/s", "decode_tokens_per_s", lambda v: f"{v:.2f}", False),
+    ("Peak memory while measuring", "peak_memory_bytes", fmt_bytes, True),
+    ("Model tensors in memory", "model_memory_bytes", fmt_bytes, True),
+]
+
+
+def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
+    """Rows of the before/after table; the change column is relative (``+3.1%``)."""
+    rows = []
+    for label, key, fmt, _ in COMPARISON:
+        b, a = before.get(key), after.get(key)
+        if b is None and a is None:
+            continue
+        change = ""
+        if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
+            change = f"{100 * (a - b) / b:+.1f}%"
+        rows.append({"figure": label, "before": "–" if b is None else fmt(b),
+                     "after": "–" if a is None else fmt(a), "change": change})
+    if after.get("compress_peak_rss_bytes"):
+        rows.append({"figure": "Peak memory while compressing", "before": "–",
+                     "after": fmt_bytes(after["compress_peak_rss_bytes"]), "change": ""})
+    return rows

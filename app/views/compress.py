@@ -1,0 +1,312 @@
+"""Compress: pick a model (upload, server path or the demo), a method and its settings, and run it as a
+background job; the page follows the job live. URL parameters: ``?method=<method or compressor id>``
+and any setting (``&bits=4&group_size=128``) pre-fill the form; ``?job=<id>`` shows that job."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import streamlit as st
+
+from app import jobs_ui, state
+from compressors.base import CompressionError, all_compressors
+from compressors.jobs import preflight
+from compressors.jobs.runner import JobSpec
+from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+
+P = "cmp_"  # session-state prefix of this page
+DEMO = "Demo model (SmolLM2-135M-Instruct)"
+UPLOAD = "Upload a checkpoint"
+SERVER = "Path on the server"
+BUILTIN_TEXT = "Built-in text (Python's documentation, no download)"
+OWN_TEXT = "Upload text files"
+
+st.title("Compress a model")
+st.caption("Runs a bundled compressor on your model in the background, measures it before and after on the "
+           "same held-out text, and keeps the compressed checkpoint for download.")
+
+qp = st.query_params
+job_param = qp.get("job")
+if job_param:
+    try:
+        jobs_ui.job_panel(int(job_param), key="cmp_job")
+    except ValueError:
+        st.warning(f"?job={job_param!r} is not a job number.")
+jobs_ui.active_jobs(exclude=int(job_param) if job_param and job_param.isdigit() else None)
+
+problems: list[str] = []
+
+# --- 1. the model --------------------------------------------------------------------------------
+st.subheader("1. Model")
+SOURCES = {"demo": DEMO, "upload": UPLOAD, "path": SERVER}
+source = st.radio("Model source", list(SOURCES.values()), key=P + "source", horizontal=True,
+                  index=list(SOURCES).index(qp.get("source")) if qp.get("source") in SOURCES else 0,
+                  help="The demo model ships with Shrinkwise. An upload is a .zip/.tar.gz of a Hugging Face model "
+                       "folder, its loose files (config.json, *.safetensors, tokenizer files), or one .gguf.")
+model_ref: Optional[str] = None
+if source == DEMO:
+    model_ref = "demo"
+elif source == UPLOAD:
+    files = st.file_uploader(
+        "Checkpoint", accept_multiple_files=True, key=P + "files",
+        type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES] + ["gz", "json", "safetensors", "gguf", "txt", "model",
+                                                          "bin", "pt", "pth", "jinja"],
+        help="One archive, or the loose files of one model folder, or one .gguf. Saved on the server under "
+             "uploads/ and kept after the run.")
+    if files:
+        sig = hashlib.sha1(repr([(f.name, f.size, f.file_id) for f in files]).encode()).hexdigest()
+        if st.session_state.get(P + "upload_sig") != sig:
+            st.session_state[P + "upload_sig"] = sig
+            st.session_state.pop(P + "upload_ref", None)
+            st.session_state.pop(P + "upload_error", None)
+            with st.spinner("Saving and checking the upload…"):
+                try:
+                    saved = save_model_upload([(f.name, f) for f in files])
+                    st.session_state[P + "upload_ref"] = saved.model_ref
+                except CompressionError as exc:
+                    st.session_state[P + "upload_error"] = str(exc)
+        if st.session_state.get(P + "upload_error"):
+            st.error(st.session_state[P + "upload_error"])
+            problems.append("the upload was refused")
+        model_ref = st.session_state.get(P + "upload_ref")
+    else:
+        st.info("Choose the files of a model to upload.")
+else:
+    path = st.text_input("Path on the server", key=P + "path", value=qp.get("path", ""),
+                         placeholder="/models/my-model (a folder with config.json) or /models/model.gguf")
+    model_ref = path.strip() or None
+
+
+@st.cache_data(show_spinner="Reading the model's config…", max_entries=32)
+def _inspect(ref: str, _stamp: float) -> tuple[Any, Optional[str]]:
+    try:
+        return preflight.check_model(ref), None
+    except CompressionError as exc:
+        return None, str(exc)
+    except Exception as exc:  # an unexpected reader error: show it, never crash the page
+        return None, f"cannot read this model: {type(exc).__name__}: {exc}"
+
+
+def _stamp(ref: str) -> float:
+    import os
+
+    try:
+        return os.stat(ref).st_mtime
+    except OSError:
+        return 0.0
+
+
+info = None
+if model_ref:
+    info, error = _inspect(model_ref, _stamp(model_ref))
+    if error:
+        st.error(error)
+        problems.append("the model cannot be used")
+    else:
+        cols = st.columns(5)
+        cols[0].metric("Architecture", info.architecture)
+        cols[1].metric("Parameters", jobs_ui.fmt_params(info.n_params))
+        cols[2].metric("Weights dtype", info.dtype)
+        cols[3].metric("Size on disk", jobs_ui.fmt_bytes(info.size_on_disk_bytes))
+        cols[4].metric("Layers", info.n_layers)
+        st.caption(f"`{info.path or info.ref}` · {info.model_type}, hidden size {info.hidden_size}, "
+                   f"vocabulary {info.vocab_size:,}, files: {', '.join(info.weight_files[:4])}"
+                   + (" …" if len(info.weight_files) > 4 else ""))
+else:
+    problems.append("no model chosen")
+
+# --- 2. method and settings --------------------------------------------------------------------------
+st.subheader("2. Method and settings")
+compressors = all_compressors()
+catalog = state.catalog()
+wanted = qp.get("method")
+wanted_cid = None
+if wanted:
+    m = catalog.methods.get(wanted)
+    wanted_cid = m.compressor if m is not None and m.compressor else wanted
+    if wanted_cid not in compressors:
+        st.warning(f"No bundled compressor runs the method {wanted!r}; choose one of the methods below.")
+        wanted_cid = None
+ids = list(compressors)
+cid = st.selectbox(
+    "Method", ids, index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
+    key=P + "method", format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})")
+comp_cls = compressors[cid]
+if comp_cls.summary:
+    st.caption(comp_cls.summary)
+method_id = wanted if (wanted and wanted_cid == cid) else next(
+    (mid for mid, m in catalog.methods.items() if m.compressor == cid), cid)
+
+
+def _from_query(raw: str, typ: str) -> Any:
+    if typ == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    return {"int": int, "float": float}.get(typ, str)(raw)
+
+
+values: dict[str, Any] = {}
+fields = comp_cls.config_cls.describe()
+cols = st.columns(3)
+for i, f in enumerate(fields):
+    name, typ, default = f["name"], f["type"], f["default"]
+    if name in qp:
+        try:
+            default = _from_query(qp[name], typ)
+        except ValueError:
+            st.warning(f"Ignored ?{name}={qp[name]!r}: not a {typ}.")
+        lo, hi = f.get("min"), f.get("max")
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                (lo is not None and default < lo) or (hi is not None and default > hi)):
+            st.warning(f"?{name}={default} is outside {lo}..{hi}; using {f['default']} instead.")
+            default = f["default"]
+    label, help_ = name.replace("_", " "), f.get("help")
+    key = f"{P}{cid}_{name}"
+    with cols[i % 3]:
+        if f.get("choices"):
+            choices = list(f["choices"])
+            values[name] = st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
+                                        key=key, help=help_)
+        elif typ == "bool":
+            values[name] = st.checkbox(label, value=bool(default), key=key, help=help_)
+        elif typ == "int":
+            values[name] = int(st.number_input(label, value=int(default), step=1, key=key, help=help_,
+                                               min_value=f.get("min"), max_value=f.get("max")))
+        elif typ == "float":
+            values[name] = float(st.number_input(label, value=float(default), key=key, help=help_, format="%g",
+                                                 step=0.01, min_value=f.get("min"), max_value=f.get("max")))
+        else:
+            values[name] = st.text_input(label, value="" if default is None else str(default), key=key, help=help_)
+
+cost = None
+try:
+    config = comp_cls.config_cls.from_dict(values).to_dict()
+except CompressionError as exc:
+    st.error(f"These settings are not accepted: {exc}")
+    problems.append("settings rejected")
+    config = None
+if config is not None and info is not None:
+    try:
+        cost = preflight.estimate_cost(cid, info, config)
+    except CompressionError as exc:
+        st.error(f"{comp_cls.name} cannot run on this model with these settings: {exc}")
+        problems.append("settings rejected")
+if cost is not None:
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
+    c2.metric("Estimated time", jobs_ui.fmt_seconds(cost.estimate.seconds),
+              help="The compressor's own estimate for this machine, from the model's shape; the before and "
+                   "after measurements add to it.")
+    c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
+    if cost.estimate.note:
+        st.caption(cost.estimate.note)
+    if cost.warning:
+        st.warning(cost.warning)
+
+# --- 3. text -------------------------------------------------------------------------------------------
+st.subheader("3. Calibration and evaluation text")
+text_choice = st.radio("Text", [BUILTIN_TEXT, OWN_TEXT], key=P + "text", horizontal=True,
+                       help="Calibration text feeds the compressor (GPTQ, SparseGPT, Wanda, …); evaluation text "
+                            "measures perplexity. They never overlap.")
+calib_path = eval_path = None
+if text_choice == OWN_TEXT:
+    t1, t2 = st.columns(2)
+    calib_file = t1.file_uploader("Calibration text (.txt)", type=["txt"], key=P + "calib_file",
+                                  help="Split 4:1 into calibration and evaluation when no evaluation file is given.")
+    eval_file = t2.file_uploader("Evaluation text (.txt, optional)", type=["txt"], key=P + "eval_file")
+    for upl, slot in ((calib_file, "calib"), (eval_file, "eval")):
+        if upl is None:
+            st.session_state.pop(f"{P}{slot}_saved", None)
+            continue
+        sig = (upl.name, upl.size, upl.file_id)
+        saved = st.session_state.get(f"{P}{slot}_saved")
+        if not saved or saved[0] != sig:
+            try:
+                saved = (sig, str(save_text_upload(upl.name, upl)), None)
+            except CompressionError as exc:
+                saved = (sig, None, str(exc))
+            st.session_state[f"{P}{slot}_saved"] = saved
+        if saved[2]:
+            st.error(saved[2])
+            problems.append("a text file was refused")
+        elif slot == "calib":
+            calib_path = saved[1]
+        else:
+            eval_path = saved[1]
+    if calib_file is None and eval_file is None:
+        st.info("Choose a text file, or use the built-in text.")
+        problems.append("no text chosen")
+
+
+def _qp_int(name: str, default: int, lo: int, hi: int) -> int:
+    try:
+        v = int(qp.get(name, default))
+    except ValueError:
+        return default
+    return v if lo <= v <= hi else default
+
+
+with st.expander("How much text the run uses"):
+    b1, b2, b3 = st.columns(3)
+    n_calib = b1.number_input("Calibration windows", 1, 1024, _qp_int("calib_samples", 128, 1, 1024), key=P + "n_calib",
+                              help="Windows of text the compressor sees (GPTQ's paper uses 128 of 2048 tokens).")
+    n_eval = b2.number_input("Evaluation windows", 1, 200, _qp_int("eval_windows", 20, 1, 200), key=P + "n_eval",
+                             help="Non-overlapping held-out windows for perplexity (the same for before and after).")
+    seq_len = b3.number_input("Window length (tokens)", 16, 4096, _qp_int("seq_len", 512, 16, 4096), key=P + "seq_len")
+budget = {"n_calib_samples": int(n_calib), "calib_seq_len": int(seq_len), "eval_windows": int(n_eval),
+          "eval_seq_len": int(seq_len)}
+
+
+@st.cache_data(show_spinner="Counting tokens…", max_entries=32)
+def _check_text(ref: str, calib: Optional[str], evalp: Optional[str], needs_calibration: bool,
+                n_eval: int, seq_len: int) -> tuple[Any, Optional[str]]:
+    try:
+        return preflight.check_texts(ref, calib, evalp, needs_calibration=needs_calibration, eval_windows=n_eval,
+                                     eval_seq_len=seq_len, calib_seq_len=seq_len), None
+    except CompressionError as exc:
+        return None, str(exc)
+
+
+if info is not None and not (text_choice == OWN_TEXT and calib_path is None and eval_path is None):
+    text_check, text_error = _check_text(model_ref, calib_path, eval_path, comp_cls.needs_calibration,
+                                          int(n_eval), int(seq_len))
+    if text_error:
+        st.error(text_error)
+        problems.append("text too short")
+    else:
+        st.caption(f"{text_check.source}: {text_check.calibration_tokens:,} calibration tokens, "
+                   f"{text_check.evaluation_tokens:,} evaluation tokens with this model's tokenizer.")
+
+def _model_name(info: Any) -> str:
+    """A readable, stable name for grouping runs of the same model in the history."""
+    if info.source == "demo":
+        return "SmolLM2-135M-Instruct"
+    p = Path(info.path or info.ref)
+    name = p.stem if p.suffix == ".gguf" else p.name
+    if name in ("model", ""):
+        name = info.architecture
+    return f"{name} ({jobs_ui.fmt_params(info.n_params)})"
+
+
+# --- 4. run --------------------------------------------------------------------------------------------
+st.subheader("4. Run")
+if problems:
+    st.caption("Fix first: " + "; ".join(dict.fromkeys(problems)) + ".")
+if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
+    spec = JobSpec(model_ref="demo" if info.source == "demo" else str(info.path or info.ref),
+                   model_name=_model_name(info), method=method_id, compressor=cid, config=config or {},
+                   calibration={**{k: v for k, v in (("calib_path", calib_path), ("eval_path", eval_path)) if v},
+                                "eval": Path(eval_path or calib_path).name if (eval_path or calib_path)
+                                else "pydoc_data.topics (held-out part)", **budget})
+    try:
+        job_id = jobs_ui.runner().submit(spec)
+    except CompressionError as exc:
+        st.error(f"Not queued: {exc}")
+    else:
+        st.query_params["job"] = str(job_id)
+        st.rerun()

@@ -1,0 +1,153 @@
+"""The Compress page: what the model is before anything runs, the form from the compressor's config,
+pre-filled from the URL, the cost estimate, and a job that is queued, followed live, cancelled, found
+again after a reload, and finished with a link to its result. Tiny random models only."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from compressors.jobs.worker import Worker
+from knowledge import runs as runs_db
+from knowledge.tables import RunStatus
+from tests.app.conftest import open_page, text_of
+from tests.compressors.jobs.checkpoints import tiny_checkpoint
+
+FAKE = "tests.compressors.jobs.fake_executors"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    from knowledge import db
+
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
+    db.dispose_engines()
+    yield tmp_path / "home"
+    db.dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def run_button(at):
+    return at.button(key="cmp_run")
+
+
+def wait_for(pred, worker: Worker | None = None, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        if worker is not None:
+            worker.tick()
+        time.sleep(0.1)
+
+
+def test_shows_what_the_model_is_before_anything_runs(home, tiny):
+    at = open_page("compress", {"source": "path", "path": str(tiny)})
+    m = metrics(at)
+    assert m["Architecture"] == "LlamaForCausalLM"
+    assert m["Layers"] == "2" and m["Weights dtype"] == "float32"
+    assert m["Parameters"] == "113,256"
+    assert "Estimated peak memory" in m and "Estimated time" in m
+    assert not at.error
+    assert run_button(at).disabled is False
+    assert runs_db.list_runs() == []  # looking runs nothing
+
+
+def test_url_preselects_method_and_settings(home, tiny):
+    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "sparsegpt",
+                                "sparsity": "0.3", "blocksize": "64"})
+    assert at.selectbox(key="cmp_method").value == "sparsegpt"
+    assert at.number_input(key="cmp_sparsegpt_blocksize").value == 64
+    sparsity = [w for w in at.get("number_input") if w.key == "cmp_sparsegpt_sparsity"]
+    sel = [w for w in at.selectbox if w.key == "cmp_sparsegpt_sparsity"]
+    assert (sparsity and sparsity[0].value == pytest.approx(0.3)) or (sel and sel[0].value == 0.3)
+
+
+def test_form_fields_come_from_the_config(home, tiny):
+    from compressors.base import get_compressor
+
+    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq"})
+    names = {f["name"] for f in get_compressor("gptq").config_cls.describe()}
+    keys = {w.key for kind in ("selectbox", "checkbox", "number_input", "text_input") for w in getattr(at, kind)}
+    assert {f"cmp_gptq_{n}" for n in names} <= keys
+    assert at.selectbox(key="cmp_gptq_bits").options == ["2", "3", "4", "8"]
+
+
+def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
+    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq", "bits": "4"})
+    run_button(at).click().run()
+    assert not at.exception
+    job = int(at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"])
+    run = runs_db.get_run(job)
+    assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
+    assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
+    assert "Waiting for the worker" in [p.proto.text for p in at.get("progress")][0]
+
+    # a second tab (fresh session) with the URL finds the same job
+    other = open_page("compress", {"job": str(job)})
+    assert f"Job #{job}" in text_of(other)
+
+    w = Worker(executor=f"{FAKE}:slow", max_jobs=1, use_lock=False)
+    try:
+        wait_for(lambda: (runs_db.get_run(job).fraction or 0) > 0.02, w)
+        at.run()
+        progress = [p.proto.text for p in at.get("progress")]
+        assert progress and progress[0].startswith("layer")
+        at.button(key=f"cmp_job_cancel_{job}").click().run()
+        assert runs_db.get_run(job).cancel_requested
+        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w, timeout=20)
+    finally:
+        w.stop()
+    at.run()
+    assert runs_db.get_run(job).status == "cancelled"
+    assert "cancelled" in text_of(at)
+
+
+def test_a_finished_job_links_to_its_result(home, tiny):
+    (job,) = [int(runs_db.create_run(model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq",
+                                     config={"bits": 4}).id)]
+    w = Worker(executor=f"{FAKE}:quick", max_jobs=1, use_lock=False)
+    try:
+        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w)
+    finally:
+        w.stop()
+    at = open_page("compress", {"job": str(job)})
+    assert any("perplexity 10.00 → 10.50" in s.value for s in at.success)
+    links = [el for el in at.get("page_link")]
+    assert any("Open the result" in el.proto.label for el in links)
+
+
+@pytest.mark.slow
+def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
+    """Press Run, the worker runs the real compress_and_measure, the result page shows measured figures."""
+    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq", "bits": "4",
+                                "group_size": "32", "calib_samples": "8", "eval_windows": "2", "seq_len": "128"})
+    run_button(at).click().run()
+    job = int(runs_db.list_runs()[0].id)
+    w = Worker(max_jobs=1, use_lock=False)
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w, timeout=300)
+    finally:
+        w.stop()
+    run = runs_db.get_run(job)
+    assert run.status == "succeeded", (run.error, run.log_tail)
+    print(f"tiny GPTQ job: {time.monotonic() - t0:.1f} s")
+    assert run.after_metrics["bits_per_weight"] < 5 and run.before_metrics["bits_per_weight_model"] == 32
+    assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
+    res = open_page("run_result", {"run": str(job)})
+    table = res.dataframe[0].value
+    assert "Perplexity (held-out)" in list(table["figure"])
+    assert {b.proto.label for b in res.get("download_button")} >= {"Compressed checkpoint (.zip)", "Report (JSON)"}
+    ev = runs_db.measured_evidence(method="gptq", model="tiny-llama (113,256)")
+    assert any(e.metric.value == "perplexity" for e in ev)
