@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2))
         return 0
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=110)  # piped: keep the scenario names whole
     table = Table(
         title=f"recommend() over {len(catalog.methods)} methods, {len(catalog.evidence)} evidence rows, "
         f"{len(rules)} rules; {args.n} runs each"
