@@ -33,7 +33,7 @@ pages = {
     ],
     "Run it": [  # app/jobs_ui.py: compress a model in a background job, its result, all runs
         st.Page("views/compress.py", title="Compress", icon=":material/play_circle:", url_path="compress"),
-        st.Page("views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run"),
+        st.Page("views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run_result"),
         st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
     ],
 }

@@ -1,0 +1,119 @@
+"""History and Run result pages on stored runs, and the Pareto front of the size-vs-quality chart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.figures.history import FRONT_TRACE, RUN_TRACE, pareto_front, points_from_runs, size_quality_figure
+from knowledge import runs as runs_db
+from tests.app.conftest import figures, open_page, text_of
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    from knowledge import db
+
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
+    db.dispose_engines()
+    yield tmp_path / "home"
+    db.dispose_engines()
+
+
+def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, **config) -> int:
+    run = runs_db.create_run(model_ref="demo", model_name=model, method=method, compressor=method, config=config)
+    runs_db.claim_next_run("host:1:t")
+    before = {"perplexity": 20.0, "size_bytes": 540e6, "bits_per_weight": None, "model_bits_per_weight": 32.0,
+              "params": 134.5e6, "sparsity": 0.0, "decode_tokens_per_s": 30.0, "prefill_tokens_per_s": 900.0,
+              "peak_memory_bytes": 900e6, "generation": "Python is a programming language that is easy",
+              "generation_prompt": "Python is a programming language that"}
+    after = dict(before, perplexity=ppl, size_bytes=size_mb * 1e6, bits_per_weight=4.5, model_bits_per_weight=7.0,
+                 generation="Python is a programming language that is used")
+    artifacts = {}
+    if tmp is not None:
+        ckpt = tmp / f"run{run.id}" / "model"
+        ckpt.mkdir(parents=True)
+        (ckpt / "shrinkwise.json").write_text("{}")
+        report = tmp / f"run{run.id}" / "report.md"
+        report.write_text("# report")
+        artifacts = {"checkpoint_dir": str(ckpt), "report_md": str(report),
+                     "export_note": "SpQR's outliers cannot be expressed in compressed-tensors"}
+    runs_db.finish_run(int(run.id), before_metrics=before, after_metrics=after, artifacts=artifacts,
+                       samples={"prompt": before["generation_prompt"], "before": before["generation"],
+                                "after": after["generation"]}, timings={"compress": 61.0, "total": 140.0})
+    return int(run.id)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(100, 5.0), (80, 9.0), (120, 2.0), (110, 6.0), (80, 12.0), (60, 30.0)]
+    assert pareto_front(pts) == [5, 1, 0, 2]  # sorted by size; (110, 6) and (80, 12) are dominated
+    assert pareto_front([(1, 1), (1, 1)]) == [0, 1]
+    assert pareto_front([]) == []
+
+
+def test_figure_marks_the_front_and_every_run(home):
+    ids = [finished_run("m", "gptq", 80, 21.0, bits=4), finished_run("m", "rtn", 80, 23.0, bits=4),
+           finished_run("m", "gptq", 60, 26.0, bits=3)]
+    points, original = points_from_runs(runs_db.list_runs())
+    assert original == pytest.approx(540.0)
+    fig = size_quality_figure(points, original)
+    runs = [t for t in fig.data if t.meta == RUN_TRACE]
+    assert sorted(r for t in runs for r, *_ in t.customdata) == sorted(ids)
+    (front,) = [t for t in fig.data if t.meta == FRONT_TRACE]
+    assert [c[0] for c in front.customdata] == [ids[2], ids[0]]  # rtn at 80 MB is beaten by gptq at 80 MB
+    assert [round(y, 1) for y in front.y] == [30.0, 5.0]
+
+
+def test_history_lists_runs_and_filters_by_method(home):
+    finished_run("SmolLM2-135M-Instruct", "gptq", 80, 21.0, bits=4)
+    finished_run("SmolLM2-135M-Instruct", "rtn", 80, 23.0, bits=4)
+    finished_run("other-model", "gptq", 10, 30.0, bits=4)
+    at = open_page("history")
+    table = at.dataframe[0].value
+    assert len(table) == 3 and set(table["method"]) == {"gptq", "rtn"}
+    spec = figures(at)[0]
+    assert sum(len(t.get("customdata", [])) for t in spec["data"] if t.get("meta") == RUN_TRACE) == 2
+    at.multiselect(key="hist_methods").set_value(["rtn"]).run()
+    assert list(at.dataframe[0].value["method"]) == ["rtn"]
+    assert "1 of 3 runs." in text_of(at)
+
+
+def test_history_url_selects_the_model(home):
+    finished_run("a-model", "gptq", 80, 21.0)
+    finished_run("b-model", "gptq", 80, 21.0)
+    at = open_page("history", {"model": "b-model"})
+    assert list(at.dataframe[0].value["model"]) == ["b-model"]
+    assert at.selectbox(key="hist_chart_model").value == "b-model"
+
+
+def test_empty_history_says_how_to_start(home):
+    at = open_page("history")
+    assert "No runs yet" in text_of(at)
+
+
+def test_result_page_shows_before_after_generations_settings_and_downloads(home, tmp_path):
+    run = finished_run("SmolLM2-135M-Instruct", "gptq", 80, 21.0, tmp=tmp_path, bits=4, group_size=128)
+    at = open_page("run_result", {"run": str(run)})
+    table = at.dataframe[0].value
+    row = table[table["figure"] == "Perplexity (held-out)"].iloc[0]
+    assert (row["before"], row["after"], row["change"]) == ("20.000", "21.000", "+5.0%")
+    size = table[table["figure"] == "Size on disk"].iloc[0]
+    assert (size["before"], size["after"]) == ("540.0 MB", "80.0 MB")
+    texts = [t.value for t in at.text]
+    assert "Python is a programming language that is easy" in texts and "Python is a programming language that is used" in texts
+    settings = at.dataframe[1].value
+    assert dict(zip(settings["setting"], settings["value"])) == {"bits": "4", "group_size": "128"}
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert labels == {"Compressed checkpoint (.zip)", "Report (Markdown)", "Report (JSON)"}
+    assert "cannot be expressed in compressed-tensors" in text_of(at)
+
+
+def test_result_page_of_a_failed_run_shows_the_error(home):
+    run = runs_db.create_run(model_ref="demo", model_name="m", method="gptq", compressor="gptq")
+    runs_db.claim_next_run("host:1:t")
+    runs_db.fail_run(int(run.id), "loading the weights of demo failed: out of memory")
+    at = open_page("run_result", {"run": str(run.id)})
+    assert any("out of memory" in e.value for e in at.error)
