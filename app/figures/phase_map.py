@@ -45,24 +45,43 @@ class GapCell:
     fillers: tuple[str, ...]
 
 
+#: The two ways to draw the grid: "wide" is the paper's Figure 1 (phases as columns); "tall" turns it
+#: a quarter for a phone (phases as rows, top to bottom; static left, dynamic right), so that each
+#: cell keeps enough width for the names.
+WIDE, TALL = "wide", "tall"
+#: Columns vs rows of a cell's grid in the tall layout (cells are narrower there: two columns).
+_TALL_ASPECT = 0.2
+
+
 def _row_of(impact: str) -> int:
     """Static above (row 1), dynamic below (row 0), as the paper draws it."""
     return 1 if str(impact) == "static" else 0
 
 
-def cell_positions(n: int, phase: str, impact: str, aspect: float = _CELL_ASPECT) -> list[tuple[float, float]]:
+def cell_origin(phase: str, impact: str, orientation: str = WIDE) -> tuple[int, int]:
+    """Lower-left corner of the cell (phase, impact) in data units (every cell is 1 x 1)."""
+    if orientation == TALL:
+        return (0 if str(impact) == "static" else 1, 3 - phase_index(phase))
+    return (phase_index(phase), _row_of(impact))
+
+
+def cell_positions(n: int, phase: str, impact: str, aspect: float | None = None,
+                   orientation: str = WIDE) -> list[tuple[float, float]]:
     """Centres of ``n`` markers on a grid inside the cell (phase, impact), in reading order.
 
-    Columns are chosen so that the grid's cells are about square on screen; positions are the centres
-    of the grid's cells, so two markers are always at least one grid step apart.
+    Columns grow as sqrt(n * aspect); positions are the centres of the grid's cells, so two markers are
+    always at least one grid step apart.
     """
     if n <= 0:
         return []
+    if aspect is None:
+        aspect = _TALL_ASPECT if orientation == TALL else _CELL_ASPECT
     cols = max(1, math.ceil(math.sqrt(n * aspect)))
     rows = math.ceil(n / cols)
-    x0 = phase_index(phase) + _PAD_X
+    cx, cy = cell_origin(phase, impact, orientation)
+    x0 = cx + _PAD_X
     width = 1 - 2 * _PAD_X
-    y_top = _row_of(impact) + 1 - _TOP_BAND
+    y_top = cy + 1 - _TOP_BAND
     height = 1 - _TOP_BAND - _PAD_BOTTOM
     step_x, step_y = width / cols, height / rows
     out = []
@@ -75,7 +94,7 @@ def cell_positions(n: int, phase: str, impact: str, aspect: float = _CELL_ASPECT
     return out
 
 
-def layout_methods(methods: Iterable[Method]) -> dict[str, tuple[float, float]]:
+def layout_methods(methods: Iterable[Method], orientation: str = WIDE) -> dict[str, tuple[float, float]]:
     """Position of every method: grouped by cell, ordered by family then name so families cluster."""
     by_cell: dict[tuple[str, str], list[Method]] = {}
     for m in methods:
@@ -83,7 +102,7 @@ def layout_methods(methods: Iterable[Method]) -> dict[str, tuple[float, float]]:
     pos: dict[str, tuple[float, float]] = {}
     for (phase, impact), ms in by_cell.items():
         ms.sort(key=lambda m: (str(m.family), m.name.lower()))
-        for m, xy in zip(ms, cell_positions(len(ms), phase, impact)):
+        for m, xy in zip(ms, cell_positions(len(ms), phase, impact, orientation=orientation)):
             pos[m.id] = xy
     return pos
 
@@ -135,7 +154,8 @@ def phase_impact_map(
     faded: Iterable[str] = (),
     gaps: Sequence[GapCell] = (),
     labels: bool = True,
-    height: int = 720,
+    orientation: str = WIDE,
+    height: int | None = None,
 ) -> go.Figure:
     """Figure 1 of the paper with ``methods`` as markers, one per method.
 
@@ -144,14 +164,15 @@ def phase_impact_map(
     that fill them. Each marker's ``customdata`` starts with the method id, for selection events.
     """
     highlighted, faded = set(highlighted), set(faded)
-    pos = layout_methods(methods)
+    tall = orientation == TALL
+    pos = layout_methods(methods, orientation)
     fig = go.Figure()
 
     # The grid: one rectangle per cell, gap cells tinted.
     gap_at = {(g.phase, g.impact): g for g in gaps}
     for phase in PHASES:
         for impact in ("static", "dynamic"):
-            x0, y0 = phase_index(phase), _row_of(impact)
+            x0, y0 = cell_origin(phase, impact, orientation)
             gap = gap_at.get((phase, impact))
             fig.add_shape(
                 type="rect", x0=x0 + 0.01, x1=x0 + 0.99, y0=y0 + 0.01, y1=y0 + 0.99, layer="below",
@@ -189,13 +210,13 @@ def phase_impact_map(
                 meta=METHOD_TRACE,
                 text=[short_label(m.name, m.aliases) for m in ms] if labels else None,
                 textposition="bottom center",
-                textfont=dict(size=10),
+                textfont=dict(size=9 if tall else 10),
                 cliponaxis=False,
                 customdata=[[m.id, _hover(m)] for m in ms],
                 hovertemplate="%{customdata[1]}<extra></extra>",
                 marker=dict(
                     color=family_colour(family),
-                    size=[17 if m.id in highlighted else 13 for m in ms],
+                    size=[(15 if tall else 17) if m.id in highlighted else (10 if tall else 13) for m in ms],
                     symbol=["diamond" if m.in_paper else "circle" for m in ms],
                     opacity=[0.22 if m.id in faded else 0.95 for m in ms],
                     line=dict(
@@ -206,23 +227,31 @@ def phase_impact_map(
             )
         )
 
+    phase_ticks = [PHASE_LABELS[p] for p in PHASES]
+    impact_ticks = ["<b>Dynamic</b><br>per input,<br>weights kept", "<b>Static</b><br>weights<br>changed"]
+    if tall:
+        xaxis = dict(range=[0, 2], tickvals=[0.5, 1.5], side="top",
+                     ticktext=["<b>Static</b>: weights changed", "<b>Dynamic</b>: per input"])
+        yaxis = dict(range=[0, 4], tickvals=[3.5, 2.5, 1.5, 0.5],
+                     ticktext=[t.replace("-", "-<br>") for t in phase_ticks],
+                     title=dict(text="↓ later phase: more adaptive, less predictable", font=dict(size=11)))
+    else:
+        xaxis = dict(range=[0, 4], tickvals=[i + 0.5 for i in range(4)], ticktext=phase_ticks, side="bottom",
+                     title=dict(text="phase of application → closer to inference: more adaptive, less "
+                                     "predictable", font=dict(size=12)))
+        yaxis = dict(range=[0, 2], tickvals=[0.5, 1.5], ticktext=impact_ticks)
+    for axis in (xaxis, yaxis):
+        axis.update(fixedrange=True, showgrid=False, zeroline=False)
     fig.update_layout(
-        height=height,
+        height=height or (1500 if tall else 720),
         margin=dict(l=10, r=10, t=30, b=10),
         clickmode="event+select",
         dragmode=False,
         hoverlabel=dict(align="left"),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0, title_text="family: "),
-        xaxis=dict(
-            range=[0, 4], tickvals=[i + 0.5 for i in range(4)], fixedrange=True, showgrid=False,
-            ticktext=[PHASE_LABELS[p] for p in PHASES], zeroline=False, side="bottom",
-            title=dict(text="phase of application → closer to inference: more adaptive, less predictable",
-                       font=dict(size=12)),
-        ),
-        yaxis=dict(
-            range=[0, 2], tickvals=[0.5, 1.5], fixedrange=True, showgrid=False, zeroline=False,
-            ticktext=["<b>Dynamic</b><br>per input,<br>weights kept", "<b>Static</b><br>weights<br>changed"],
-        ),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0 if not tall else 1.02, xanchor="left", x=0,
+                    title_text="family: "),
+        xaxis=xaxis,
+        yaxis=yaxis,
     )
     return fig
 

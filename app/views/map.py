@@ -15,7 +15,7 @@ st.markdown(
     "the gain is predictable, the original is gone) or only **while answering** (*dynamic*, lower row: "
     "computation adapts to each input, the original weights stay usable, the gain depends on the "
     "hardware and the request)? This grid is Figure 1 of Bayazitov (2026); the closer to inference, "
-    "the more adaptive and the less predictable the gain."
+    "the more adaptive and the less predictable the gain. On a phone, choose the *Tall* layout."
 )
 
 cat = state.catalog()
@@ -33,9 +33,14 @@ family = c2.multiselect("Family", families, key="map_family", placeholder="all f
 targets = sorted({str(h.target) for m in methods for h in m.hardware})
 hardware = c3.multiselect("Hardware target", targets, key="map_hardware", placeholder="any hardware",
                           help="Keep methods that give a real gain on this hardware.")
-c4, c5 = st.columns([1.2, 2.8])
-labels = c4.toggle("Show names", value=True, key="map_labels", help="Turn off on a narrow screen.")
-fits = c5.toggle(
+c4, c5, c6 = st.columns([1.2, 1.4, 1.4])
+layout = c4.segmented_control(
+    "Layout", ["Wide", "Tall"], default="Wide", key="map_layout",
+    help="Wide is the paper's figure (phases left to right). Tall turns it for a phone: phases top to "
+         "bottom, static left, dynamic right.",
+)
+labels = c5.toggle("Show names", value=True, key="map_labels", help="Names under the markers.")
+fits = c6.toggle(
     "Only what fits my constraints", value=False, key="map_fits", disabled=rec is None,
     help="Hide the methods your last recommendation excluded."
     if rec is not None else "Get a recommendation on the Recommend page first.",
@@ -54,7 +59,8 @@ if fits and rec is not None:
     shown = [m for m in shown if m.id in set(ranked_ids)]
 
 gaps = ui.gap_cells()
-fig = phase_impact_map(shown, highlighted=ranked_ids[:5], faded=excluded_ids, gaps=gaps, labels=labels)
+fig = phase_impact_map(shown, highlighted=ranked_ids[:5], faded=excluded_ids, gaps=gaps, labels=labels,
+                       orientation="tall" if layout == "Tall" else "wide")
 st.caption(
     f"**{len(shown)}** methods shown. ◆ diamonds are the paper's eight, ● circles the rest of the "
     "knowledge base; colour is the family. Hover a marker for its grades, click it to open its page."

@@ -14,16 +14,23 @@ from tests.app.conftest import make_method
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 20, 40])
 @pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("impact", ["static", "dynamic"])
-def test_markers_stay_inside_their_cell_and_apart(n, phase, impact):
-    pts = cell_positions(n, phase, impact)
+@pytest.mark.parametrize("orientation", ["wide", "tall"])
+def test_markers_stay_inside_their_cell_and_apart(n, phase, impact, orientation):
+    pts = cell_positions(n, phase, impact, orientation=orientation)
     assert len(pts) == n
-    col = PHASES.index(phase)
-    row = 1 if impact == "static" else 0
+    if orientation == "wide":
+        col, row = PHASES.index(phase), (1 if impact == "static" else 0)
+    else:
+        col, row = (0 if impact == "static" else 1), 3 - PHASES.index(phase)
     for x, y in pts:
         assert col < x < col + 1 and row < y < row + 1
-    # Any two markers are at least one grid step apart (>= 1/(2*sqrt(n)) of the cell for these n).
-    min_gap = min((abs(a[0] - b[0]) + abs(a[1] - b[1]) for a, b in itertools.combinations(pts, 2)), default=1)
-    assert min_gap > 0.8 / (n ** 0.5 + 1) * 0.5
+    # No two markers overlap on screen: on a typical plot area (wide: 1100 x 560 px at 1280 px;
+    # tall: 330 x 1400 px on a phone) any two centres are at least one marker (13 px) apart in x or y.
+    # The largest cell of the knowledge base holds about 20 methods; beyond that only distinctness.
+    px_x, px_y = (1100 / 4, 560 / 2) if orientation == "wide" else (330 / 2, 1400 / 4)
+    for a, b in itertools.combinations(pts, 2):
+        apart = max(abs(a[0] - b[0]) * px_x, abs(a[1] - b[1]) * px_y)
+        assert apart >= (13 if n <= 20 else 1), (a, b, apart)
 
 
 def test_static_is_drawn_above_dynamic():
@@ -33,12 +40,20 @@ def test_static_is_drawn_above_dynamic():
     assert xs == xd
 
 
-def test_figure_holds_one_marker_per_method_coloured_by_family():
+def test_tall_layout_runs_phases_top_to_bottom_static_left():
+    (xp, yp), = cell_positions(1, "pre-training", "static", orientation="tall")
+    (xi, yi), = cell_positions(1, "inference", "dynamic", orientation="tall")
+    assert yp > 3 > 1 > yi
+    assert xp < 1 < xi
+
+
+@pytest.mark.parametrize("orientation", ["wide", "tall"])
+def test_figure_holds_one_marker_per_method_coloured_by_family(orientation):
     methods = [make_method(f"q{i}") for i in range(14)] + [
         make_method("tok", phase="inference", impact="dynamic", family="token-pruning", in_paper=True),
         make_method("moe", phase="pre-training", impact="dynamic", family="dynamic-network"),
     ]
-    fig = phase_impact_map(methods)
+    fig = phase_impact_map(methods, orientation=orientation)
     ids = marker_ids(fig)
     assert sorted(ids) == sorted(m.id for m in methods)
     assert {t.name for t in fig.data if t.meta == "methods"} == {"quantization", "token-pruning", "dynamic-network"}
