@@ -57,17 +57,22 @@ def default_documents(section_chars: int = SECTION_CHARS) -> list[str]:
 
     Topics are taken in sorted key order (deterministic for one Python version). Sections rather than
     whole topics are the unit because a few topics hold most of the text: holding out every 5th topic
-    leaves only 7.3 k evaluation tokens (SmolLM2's tokenizer); every 5th of the 157 sections gives
-    24 k evaluation and 90 k calibration tokens, and each section is coherent prose.
+    leaves only 7.3 k evaluation tokens (SmolLM2's tokenizer); every 5th section gives ~24 k
+    evaluation and ~90 k calibration tokens, and each section is coherent prose. Paragraphs that
+    recur in several topics are kept once, so no paragraph is on both sides.
     """
     from pydoc_data.topics import topics
 
     docs: list[str] = []
+    seen: set[str] = set()  # some topics repeat paragraphs of others; keep the first copy only
     for key in sorted(topics):
         if not topics[key].strip():
             continue
         current: list[str] = []
         for para in text_documents(topics[key]):
+            if para in seen:
+                continue
+            seen.add(para)
             current.append(para)
             if sum(len(p) for p in current) >= section_chars:
                 docs.append("\n\n".join(current))
