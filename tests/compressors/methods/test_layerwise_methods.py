@@ -128,3 +128,21 @@ def test_flags_and_estimates():
         assert est.peak_memory_bytes > shape.n_params * 4 and est.seconds > 0
     assert get_compressor("spqr").estimate(shape, get_compressor("spqr").config_cls()).seconds > \
         get_compressor("rtn").estimate(shape, get_compressor("rtn").config_cls()).seconds
+
+
+@pytest.mark.parametrize("cid,cfg", [("gptq", {"bits": 3, "group_size": 32, "act_order": True}), ("spqr", {}),
+                                     ("sparsegpt", {"pattern": "2:4"})])
+def test_compressed_model_saves_packed_and_loads_back_identical(tmp_path, cid, cfg):
+    from compressors.storage import load_packed, save_packed
+
+    model, _ = _run("llama", cid, cfg)
+    x = _calib(1, 24, seed=9)
+    with torch.no_grad():
+        ref = model(x).logits
+    save_packed(model, None, tmp_path / "out", method=cid, config=cfg)
+    again = load_packed(tmp_path / "out")
+    with torch.no_grad():
+        out = again(x).logits
+    assert torch.allclose(out, ref, atol=1e-5)
+    kinds = {type(m).__name__ for m in packed_modules(again).values()}
+    assert kinds == {type(m).__name__ for m in packed_modules(model).values()}
