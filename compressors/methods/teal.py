@@ -37,8 +37,8 @@ class TEALConfig(CompressorConfig):
     calib_samples: int = field(default=16, metadata={
         "help": "Calibration sequences used to fit the thresholds", "min": 1, "max": 1024})
     max_samples_per_layer: int = field(default=1 << 18, metadata={
-        "help": "Input magnitudes kept per layer and sequence for the quantile (random subsample)",
-        "min": 1024, "max": 1 << 24})
+        "help": "Input magnitudes sampled per layer (over all sequences) for the quantile; 4 bytes each",
+        "min": 1024, "max": (1 << 24) - 1})
 
     def __post_init__(self) -> None:
         check_range("sparsity", self.sparsity, 0.0, 0.95)
@@ -47,7 +47,7 @@ class TEALConfig(CompressorConfig):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be an integer")
         check_range("calib_samples", self.calib_samples, 1, 1024)
-        check_range("max_samples_per_layer", self.max_samples_per_layer, 1024, 1 << 24)
+        check_range("max_samples_per_layer", self.max_samples_per_layer, 1024, (1 << 24) - 1)
 
 
 @register
@@ -68,7 +68,7 @@ class TEAL(Compressor):
         tokens = config.calib_samples * seq
         forward = 2 * shape.n_params * tokens / FLOPS_PER_SECOND
         n_linear = 7 * shape.n_layers
-        samples = n_linear * config.calib_samples * min(config.max_samples_per_layer, seq * shape.intermediate_size) * 4
+        samples = n_linear * min(config.max_samples_per_layer, tokens * shape.intermediate_size) * 4
         acts = seq * (shape.intermediate_size * 4 + shape.hidden_size * 8) * 4 + shape.n_heads * seq * seq * 4
         linear = shape.linear_params or 12 * shape.n_layers * shape.hidden_size ** 2
         kernel_copy = linear * shape.dtype_bytes if config.kernel != "torch" else 0
@@ -108,7 +108,7 @@ class TEAL(Compressor):
         with torch.no_grad():
             thresholds = calibrate_thresholds(model, (tokens[i:i + 1] for i in range(n)), config.sparsity,
                                               max_samples=config.max_samples_per_layer, seed=ctx.seed,
-                                              on_batch=on_batch)
+                                              n_batches=n, on_batch=on_batch)
         ctx.report("install", 0.95, f"{len(thresholds)} thresholds; kernel={config.kernel}")
         self.install(model, config, {"thresholds": thresholds})
         ctx.report("install", 1.0, "TEAL installed (weights untouched)")
