@@ -103,17 +103,25 @@ if rules:
         text = text.replace("{m_name}", "the method")
         return re.sub(r"\{([a-z_]+)(:[^}]*)?\}", lambda mt: f"<{mt.group(1)}>", text)
 
-    st.caption(f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a rule, `c_…` are your "
-               "constraints and `m_…` the method's data; `<…>` is filled in when you read it on a result.")
-    st.dataframe(
-        pd.DataFrame([
-            {"id": r.get("id", ""), "what the user reads": _sentence(r), "condition": str(r.get("condition", "")),
-             "effect": _effect(r), "source": _source(r)}
-            for r in rules
-        ]),
-        hide_index=True,
-        column_config={"what the user reads": st.column_config.TextColumn(width="large")},
-    )
+    st.caption(f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a condition, `c_…` are your "
+               "constraints and `m_…` the method's data; `<…>` in a sentence is filled in on a result.")
+    groups = (("exclude", "Exclusions: rules that rule a method out"),
+              ("score", "Score adjustments: rules that raise or lower a method's score"),
+              ("note", "Notes: sentences shown beside a method, no score change"))
+    for effect, title in groups:
+        chosen = [r for r in rules if str(r.get("effect")) == effect]
+        if not chosen:
+            continue
+        with st.expander(f"{title} ({len(chosen)})", expanded=effect == "exclude"):
+            for r in chosen:
+                src = _source(r)
+                st.markdown(
+                    f"**{r.get('id', '')}** · {_effect(r)}" + (f" · :gray[{src}]" if src else "")
+                    + f"  \n{_sentence(r)}  \n`{' '.join(str(r.get('condition', '')).split())}`"
+                )
+    others = [r for r in rules if str(r.get("effect")) not in {g[0] for g in groups}]
+    for r in others:
+        st.markdown(f"**{r.get('id', '')}** · {_effect(r)}  \n{_sentence(r)}")
 
 st.header("How to add a method")
 st.markdown(
@@ -140,13 +148,33 @@ def _type_name(annotation) -> str:
     return str(annotation)
 
 
+#: Plain meanings for the fields whose schema has no description of its own.
+MEANINGS = {
+    "id": "Unique id, lower-case words joined by '-' (used in URLs, the CLI and composes_with).",
+    "name": "Display name.",
+    "family": "Kind of method (the colour on the map).",
+    "phase": "When it is applied: the paper's first axis.",
+    "impact": "static (the model is changed for good) or dynamic (per input, weights kept).",
+    "grades": "The paper's four grades (Table 1).",
+    "changes": "What it touches; two methods rewriting the same thing do not stack.",
+    "footprint": "Stored bits per weight, share of parameters kept, sparsity: used for memory estimates.",
+    "requirements": "Calibration data, gradients, training compute.",
+    "hardware": "Targets where it gives a real gain, with the kernels or engines that deliver it.",
+    "formats": "Output formats and the serving engines that load them.",
+    "composes_with": "Ids of methods it stacks with (pipelines).",
+    "excludes": "Ids of methods it cannot be combined with.",
+    "citation": "The paper: authors, title, venue, year, arXiv id or DOI, URL.",
+    "in_paper": "true for the paper's eight methods only.",
+    "aliases": "Other names people search for.",
+}
 fields = [
-    {"field": name, "required": f.is_required(), "type / allowed values": _type_name(f.annotation),
-     "meaning": f.description or ""}
+    {"field": name, "required": f.is_required(), "meaning": f.description or MEANINGS.get(name, ""),
+     "type / allowed values": _type_name(f.annotation)}
     for name, f in Method.model_fields.items()
 ]
 st.dataframe(pd.DataFrame(fields), hide_index=True,
-             column_config={"type / allowed values": st.column_config.TextColumn(width="large")})
+             column_config={"meaning": st.column_config.TextColumn(width="large"),
+                            "type / allowed values": st.column_config.TextColumn(width="large")})
 example = state.catalog().methods.get("gptq") or next(iter(state.catalog().methods.values()), None)
 if example is not None:
     with st.expander(f"A complete entry: `{example.id}`"):

@@ -99,21 +99,23 @@ else:
     st.caption("No figures recorded yet for this method.")
 
 st.subheader("Composes with")
-for label, others in (("Stacks well with", m.composes_with), ("Conflicts with", m.excludes)):
-    if others:
-        st.markdown(f"**{label}:**")
-        cols = st.columns(min(4, len(others)))
-        for i, other in enumerate(others):
-            if cols[i % len(cols)].button(state.method_name(other), key=f"method_link_{label}_{other}",
-                                          width="stretch"):
-                state.open_method(other)
+st.caption("Methods it can be stacked with across the lifecycle, and methods it cannot be combined with. "
+           "Pick one to open its page.")
+for label, others, key in (("Stacks well with", m.composes_with, "method_composes"),
+                           ("Conflicts with", m.excludes, "method_excludes")):
+    known = [o for o in others if o in cat.methods]
+    if known:
+        picked = st.pills(label, known, format_func=state.method_name, key=f"{key}_{m.id}")
+        if picked:
+            state.open_method(picked)
 if not m.composes_with and not m.excludes:
     st.caption("No composition recorded.")
 
 st.subheader("Citation")
 cit = m.citation
 ident = f" arXiv:{cit.arxiv}." if cit.arxiv else (f" doi:{cit.doi}." if cit.doi else "")
-st.markdown(f"{cit.authors}. *{cit.title}*. {cit.venue}, {cit.year}.{ident} [{cit.url}]({cit.url})")
+venue = cit.venue if str(cit.year) in cit.venue else f"{cit.venue}, {cit.year}"
+st.markdown(f"{cit.authors}. *{cit.title}*. {venue}.{ident} [{cit.url}]({cit.url})")
 
 st.subheader("Run it")
 if m.compressor:

@@ -170,6 +170,18 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
         "() => { const p = document.querySelector('.js-plotly-plot');"
         " return p && p.querySelectorAll('g.trace.scatter path.point').length === 8 }", timeout=60_000)
     _shot(page, f"map-paper-{tag}.png")
+
+    # Clicking a marker opens that method's page (plotly selection event -> st.switch_page).
+    point = page.locator(".js-plotly-plot g.trace.scatter path.point").first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**/method?id=*", timeout=60_000)
+    method_id = page.url.rsplit("id=", 1)[1]
+    assert method_id in {"sparse-pretraining", "spqr", "gptq", "llm-pruner", "selective-distillation",
+                         "cpu-inference", "aim", "lazyllm"}
+    page.get_by_role("heading", name="Evidence").wait_for()
+    _shot(page, f"method-{tag}.png")
     page.close()
 
     line = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())

@@ -28,6 +28,6 @@ def test_compose_button_opens_the_other_method(catalog):
     m = next(m for m in catalog.methods.values() if m.composes_with)
     at = open_page("method", {"id": m.id})
     other = m.composes_with[0]
-    at.button(key=f"method_link_Stacks well with_{other}").click().run()
+    at.pills(key=f"method_composes_{m.id}").set_value(other).run()
     assert not at.exception
     assert at.title[0].value == catalog.methods[other].name
