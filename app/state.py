@@ -31,9 +31,14 @@ PAGE_METHOD = "views/method.py"
 PAGE_ABOUT = "views/about.py"
 
 
-@st.cache_resource(show_spinner="Loading the knowledge base…")
 def catalog():
-    """The validated knowledge base: methods and evidence from knowledge/data."""
+    """The validated knowledge base: methods and evidence from knowledge/data, plus the evidence that
+    runs measured here (from the database).
+
+    Loaded once per process by ``knowledge.catalog.load_catalog``'s own cache rather than
+    ``st.cache_resource``: ``knowledge.runs`` clears that cache when a run records new evidence, so the
+    pages show "measured here" rows at once, which a Streamlit cache would hide until a restart.
+    """
     from knowledge.catalog import load_catalog
 
     return load_catalog()
@@ -41,26 +46,30 @@ def catalog():
 
 @st.cache_resource(show_spinner=False)
 def database():
-    """The database (SQLite by default, SHRINKWISE_DATABASE_URL to change), synced with the data files
-    once per server process. Returns None when it cannot be opened: the pages read methods from the
-    catalog, so the app stays usable and says why in the log."""
+    """The database engine (SQLite file by default, ``SHRINKWISE_DATABASE_URL`` for any SQLAlchemy URL),
+    its tables created once per server process; open sessions with ``knowledge.db.session()``.
+    Returns None when it cannot be opened: the pages read methods from the data files, so the app
+    stays usable and the log says why."""
     try:
         from knowledge import db
 
-        db.init_db()
-        db.sync_catalog()
-        return db
+        return db.init_db()
     except Exception:  # the app must still open on a read-only or misconfigured database
         log.exception("database unavailable; pages fall back to the data files")
         return None
 
 
-@st.cache_resource(show_spinner=False)
-def gap_report():
-    """The engine's phase x impact gap analysis of the catalog."""
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _gap_report(_catalog, key: int):
     from engine.gaps import gap_report as build
 
-    return build(catalog())
+    return build(_catalog)
+
+
+def gap_report():
+    """The engine's phase x impact gap analysis of the current catalog (cached per catalog)."""
+    cat = catalog()
+    return _gap_report(cat, id(cat))
 
 
 def rules_path() -> Path:
@@ -90,14 +99,15 @@ def open_method(method_id: str) -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _recommend_cached(query: tuple[tuple[str, str], ...]):
+def _recommend_cached(_catalog, key: int, query: tuple[tuple[str, str], ...]):
     from engine.constraints import Constraints
     from engine.recommend import recommend as run
 
-    cat = catalog()
-    return run(Constraints.from_query(dict(query)), cat.methods, cat.evidence)
+    return run(Constraints.from_query(dict(query)), _catalog.methods, _catalog.evidence)
 
 
 def recommend(constraints):
-    """The engine's recommendation for ``constraints`` over the whole catalog (cached per constraints)."""
-    return _recommend_cached(tuple(sorted(constraints.to_query().items())))
+    """The engine's recommendation for ``constraints`` over the current catalog (cached per
+    constraints and catalog, so new measured evidence gives a fresh recommendation)."""
+    cat = catalog()
+    return _recommend_cached(cat, id(cat), tuple(sorted(constraints.to_query().items())))

@@ -8,6 +8,7 @@ can be shared as a link.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -285,8 +286,13 @@ with t2:
 st.subheader("Share and download")
 st.caption("The page's address now holds these constraints: copy it to share this recommendation.")
 st.page_link(state.PAGE_MAP, label="See the ranked methods highlighted on the map", icon=":material/map:")
+base = (st.context.url or "").split("?")[0]
+share = f"{base}?{urlencode(cons.to_query())}" if base else None
+if share:
+    st.code(share, language=None)
 d1, d2 = st.columns(2)
-d1.download_button("Report (Markdown)", report.to_markdown(doc, state.method_name), file_name="shrinkwise-report.md",
+d1.download_button("Report (Markdown)", report.to_markdown(doc, state.method_name, link=share),
+                   file_name="shrinkwise-report.md",
                    mime="text/markdown", key="rec_dl_md", width="stretch", on_click="ignore")
 d2.download_button("Report (JSON)", json.dumps(doc, indent=2, default=str), file_name="shrinkwise-report.json",
                    mime="application/json", key="rec_dl_json", width="stretch", on_click="ignore")
