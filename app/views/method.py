@@ -72,11 +72,12 @@ with right:
         st.markdown("**Footprint:** " + "; ".join(facts))
 
     st.subheader("Hardware and formats")
-    st.dataframe(pd.DataFrame([{"target": str(h.target), "kernels / engines": ", ".join(h.kernels)}
-                               for h in m.hardware]), hide_index=True)
+    st.markdown("**Real gain on:**\n" + "\n".join(
+        f"- {h.target}" + (f": {', '.join(h.kernels)}" if h.kernels else "") for h in m.hardware))
     if m.formats:
-        st.dataframe(pd.DataFrame([{"format": f.format, "loaded by": ", ".join(str(e) for e in f.engines)}
-                                   for f in m.formats]), hide_index=True)
+        st.markdown("**Output formats** (and the engines that load them):\n" + "\n".join(
+            f"- `{f.format}`" + (f": {', '.join(str(e) for e in f.engines)}" if f.engines else "")
+            for f in m.formats))
 
 st.subheader("Evidence")
 rows = cat.evidence_for(m.id)
