@@ -52,3 +52,18 @@ def test_paper_gaps_are_marked_and_name_their_fillers(catalog):
 def test_fits_filter_is_disabled_without_a_recommendation():
     at = open_page("map")
     assert at.toggle(key="map_fits").disabled
+
+
+def test_fallback_select_box_opens_the_method_page(catalog):
+    at = open_page("map")
+    at.selectbox(key="map_pick").set_value("lazyllm").run()
+    assert not at.exception
+    assert at.title[0].value == catalog.methods["lazyllm"].name
+
+
+def test_tall_layout_keeps_one_marker_per_method(catalog):
+    at = open_page("map")
+    at.segmented_control(key="map_layout").set_value("Tall").run()
+    (spec,) = figures(at)
+    assert sorted(marker_ids_in(spec)) == sorted(catalog.methods)
+    assert spec["layout"]["yaxis"]["range"] == [0, 4], "tall: phases are rows"
