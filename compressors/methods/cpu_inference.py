@@ -68,9 +68,13 @@ class Int8DynamicLinear(PackedModule):
 
     def _prepacked(self):
         if self._packed_params is None:
-            qw = torch._make_per_channel_quantized_tensor(
-                self.qweight, self.scales.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
-            self._packed_params = torch.ops.quantized.linear_prepack(qw, self.bias)
+            import warnings
+
+            with warnings.catch_warnings():  # torch 2.13 marks quantized-tensor creation as deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                qw = torch._make_per_channel_quantized_tensor(
+                    self.qweight, self.scales.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
+                self._packed_params = torch.ops.quantized.linear_prepack(qw, self.bias)
         return self._packed_params
 
     def _apply(self, fn, recurse=True):

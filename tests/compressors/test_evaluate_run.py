@@ -1,0 +1,138 @@
+"""The evaluation harness and compress_and_measure on tiny models; the CLI's exit codes and output."""
+
+import json
+import math
+import threading
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from compressors.base import Cancelled, ConfigError
+from compressors.evaluate import evaluate, storage_bits
+from compressors.run import compress_and_measure
+from compressors.text import TextTooShort, default_split
+from tests.compressors.tiny import rtn_quantize_model, tiny_model, tiny_tokenizer
+
+FAST = dict(n_windows=2, seq_len=32, prefill_len=16, decode_tokens=4, max_new_tokens=4)
+RUN_FAST = dict(n_calib_samples=4, calib_seq_len=32, eval_windows=2, eval_seq_len=32, archive=None)
+
+
+@pytest.fixture(scope="module")
+def eval_text():
+    return default_split().evaluation[:20000]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path / "m")
+    tiny_tokenizer().save_pretrained(tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_evaluate_dense_tiny_model(eval_text):
+    model = tiny_model("llama")
+    r = evaluate(model, tiny_tokenizer(), eval_text, **FAST)
+    assert math.isfinite(r.perplexity) and 1 < r.perplexity < 2 * 320  # random model: near uniform over 320
+    assert r.eval_tokens == 64 and r.bits_per_weight_model == 32.0 and r.bits_per_weight_compressed is None
+    assert r.n_params == sum(p.numel() for p in model.parameters())
+    assert r.decode_tokens_per_s > 0 and r.prefill_tokens_per_s > 0 and r.peak_rss_bytes > 0
+    assert isinstance(r.generation, str) and json.dumps(r.to_dict())
+
+
+def test_evaluate_reports_bits_of_packed_layers(eval_text):
+    model = rtn_quantize_model(tiny_model("mistral"), bits=4, group_size=32)
+    r = evaluate(model, tiny_tokenizer(), eval_text, measure_speed=False, **FAST)
+    # 64-wide layers, g=32: 4 bits + 16/32 (fp16 scale) + 4/32 (packed zero) = 4.625 bits
+    assert r.bits_per_weight_compressed == pytest.approx(4.625, abs=0.01)
+    total, params, _, _ = storage_bits(model)
+    assert r.bits_per_weight_model == pytest.approx(total / params)
+    assert r.packed_layer_types == {"quantized_linear": 14}
+
+
+def test_evaluate_needs_enough_text():
+    with pytest.raises(TextTooShort, match="need 64 tokens"):
+        evaluate(tiny_model("llama"), tiny_tokenizer(), "too short", **FAST)
+
+
+def test_compress_and_measure_end_to_end(tiny_folder, tmp_path):
+    seen = []
+    r = compress_and_measure(tiny_folder, "rtn", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "run",
+                             progress=lambda s, f, m: seen.append((s, f)), **RUN_FAST)
+    fracs = [f for _, f in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0
+    stages = {s for s, _ in seen}
+    assert {"load", "measure before", "save", "measure after", "done"} <= stages
+    assert r.after.bits_per_weight_compressed < 5.5 and r.before.bits_per_weight_model == 32.0
+    assert r.after.size_on_disk_bytes < r.before.size_on_disk_bytes
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["after"]["perplexity"] == pytest.approx(r.after.perplexity)
+    manifest = json.loads((tmp_path / "run" / "model" / "shrinkwise.json").read_text())
+    assert manifest["results"]["after"]["perplexity"] == pytest.approx(r.after.perplexity)
+
+
+def test_bad_setting_is_refused_before_loading(tiny_folder, tmp_path):
+    with pytest.raises(ConfigError, match="bits"):
+        compress_and_measure(tiny_folder, "rtn", {"bits": 5}, out_dir=tmp_path / "r", **RUN_FAST)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        compress_and_measure(tiny_folder, "rtn", {"nope": 1}, out_dir=tmp_path / "r", **RUN_FAST)
+
+
+def test_cancel_stops_the_run(tiny_folder, tmp_path):
+    cancel = threading.Event()
+
+    def progress(stage, frac, msg):
+        if stage == "measure before" and frac > 0.06:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        compress_and_measure(tiny_folder, "rtn", {}, out_dir=tmp_path / "r", progress=progress,
+                             cancel_event=cancel, **RUN_FAST)
+    assert not (tmp_path / "r" / "model").exists()
+
+
+def test_cli_compress_methods_and_errors(tiny_folder, tmp_path):
+    from app.cli.main import app, _register
+
+    _register()
+    runner = CliRunner()
+    res = runner.invoke(app, ["methods", "--json"])
+    assert res.exit_code == 0 and "cpu-inference" in res.output
+    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "rtn", "--bits", "3", "--group-size", "32",
+                              "--out", str(tmp_path / "o"), "--eval-windows", "2", "--eval-seq-len", "32",
+                              "--no-export", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout[res.stdout.index("{"):])
+    assert data["config"]["bits"] == 3 and data["after"]["bits_per_weight_compressed"] < 4.5
+    res = runner.invoke(app, ["generate", str(tmp_path / "o" / "model"), "--prompt", "def", "-n", "3"])
+    assert res.exit_code == 0 and res.stdout.startswith("def")
+    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "rtn", "--bits", "7", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "bits" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["compress", str(tmp_path / "missing"), "--method", "rtn", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "not found" in res.output
+    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "nosuch", "--out", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "known" in res.output
+
+
+def test_cpu_inference_int8_saves_packed_and_matches_float(tmp_path):
+    from compressors.base import RunContext, get_compressor
+    from compressors.methods.cpu_inference import Int8DynamicLinear
+    from compressors.packed import packed_modules
+    from compressors.storage import load_packed, save_packed
+
+    model = tiny_model("qwen2")
+    tokens = torch.randint(0, 300, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(tokens).logits
+    comp = get_compressor("cpu-inference")
+    comp.compress(model, None, comp.config_cls(), RunContext())
+    assert all(isinstance(m, Int8DynamicLinear) for m in packed_modules(model).values())
+    with torch.no_grad():
+        out = model(tokens).logits
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    save_packed(model, None, tmp_path, method="cpu-inference", config={})
+    with torch.no_grad():
+        assert torch.allclose(load_packed(tmp_path)(tokens).logits, out, atol=1e-5)
+    m = next(iter(packed_modules(model).values()))
+    assert m.stored_bits() == m.n_weights * 8 + m.out_features * 32 + m.out_features * 32  # int8 + fp32 scale + bias
