@@ -29,6 +29,7 @@ PAGE_MAP = "views/map.py"
 PAGE_CATALOGUE = "views/catalogue.py"
 PAGE_METHOD = "views/method.py"
 PAGE_ABOUT = "views/about.py"
+PAGE_COMPRESS = "views/compress.py"  # the "Run it" pages (issue 7), when registered in app/main.py
 
 
 def catalog():

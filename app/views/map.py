@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import state, ui
+from app.figures.palette import PHASE_LABELS
 from app.figures.phase_map import phase_impact_map, selected_ids
 
 st.title("The phase × impact map")
@@ -75,7 +76,7 @@ if picked:
 with st.container(border=True):
     st.markdown("**The paper's gaps.** Cells where none of the paper's eight methods sits (dashed, tinted):")
     for g in gaps:
-        where = f"{g.phase} · {g.impact}"
+        where = f"{PHASE_LABELS.get(g.phase, g.phase)} · {g.impact}"
         if g.fillers:
             st.markdown(f"- **{where}**: now filled by {', '.join(g.fillers)}.")
         else:

@@ -123,5 +123,11 @@ if m.compressor:
     st.markdown(f"Shrinkwise bundles a compressor for this method (`{m.compressor}`). "
                 "Run it on the demo model from a terminal:")
     st.code(f"shrinkwise compress demo --method {m.compressor} --out out/", language="bash")
+    # The Compress page (the "Run it" pages) opens pre-filled with ?method=<compressor id>.
+    try:
+        st.page_link(state.PAGE_COMPRESS, label=f"Or compress a model with {m.name} in the browser",
+                     icon=":material/play_circle:", query_params={"method": m.compressor})
+    except Exception:  # noqa: BLE001  the Run-it pages are not registered in this build
+        pass
 else:
     st.caption("No bundled compressor implements this method yet.")

@@ -44,7 +44,7 @@ def test_paper_gaps_are_marked_and_name_their_fillers(catalog):
     assert notes, "the paper's empty cells must be marked on the map"
     prose = text_of(at)
     # The paper's gap (claim 7): no dynamic method at pre-training; the knowledge base fills it.
-    assert "pre-training · dynamic" in prose
+    assert "Pre-training · dynamic" in prose
     filler = next(m for m in catalog.methods.values() if m.phase.value == "pre-training" and m.impact.value == "dynamic")
     assert filler.name in prose
 
