@@ -83,6 +83,23 @@ def fmt_params(n: Optional[float]) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{int(n):,}"
 
 
+TIMING_LABELS = {"load": "load the model", "measure before": "measure before", "compress": "compress",
+                 "save": "save packed", "measure after": "measure after (reloaded)", "export": "export",
+                 "total": "all stages", "job_total_s": "job process (with start-up)"}
+
+
+def timing_rows(timings: dict[str, float], elapsed_s: Optional[float]) -> list[dict[str, str]]:
+    rows = [{"stage": TIMING_LABELS.get(k, k), "time": fmt_seconds(v)} for k, v in timings.items()]
+    if elapsed_s is not None:
+        rows.append({"stage": "from start to result", "time": fmt_seconds(elapsed_s)})
+    return rows
+
+
+def table_height(n_rows: int) -> int:
+    """Pixels for a dataframe that shows ``n_rows`` without scrolling."""
+    return 38 + 35 * n_rows
+
+
 def settings_text(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in config.items())
 
@@ -143,13 +160,13 @@ def _render(info: JobInfo, key: str) -> None:
                            f"{fmt_bytes(a.get('size_bytes'))}.")
             else:
                 st.success(f"Done in {fmt_seconds(info.elapsed_s)}.")
-            st.page_link(PAGE_RESULT, label="Open the result", icon="📊", query_params={"run": str(info.id)})
+            st.page_link(PAGE_RESULT, label="Open the result", icon=":material/analytics:", query_params={"run": str(info.id)})
         elif info.status is RunStatus.FAILED:
             st.error(f"The job failed: {info.error}")
             if _is_upload(info.model_ref):
                 st.caption(f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again.")
         elif info.status is RunStatus.CANCELLED:
-            st.info(f"The job was cancelled ({info.error or 'by the user'}).")
+            st.info(f"The job was {info.error or 'cancelled by the user'}.")
         if info.log_tail:
             with st.expander("Log", expanded=info.active or info.status is RunStatus.FAILED):
                 st.code("\n".join(info.log_tail.splitlines()[-15:]), language=None)

@@ -105,7 +105,7 @@ if model_ref:
         st.error(error)
         problems.append("the model cannot be used")
     else:
-        cols = st.columns(5)
+        cols = st.columns([2, 1, 1, 1, 1])
         cols[0].metric("Architecture", info.architecture)
         cols[1].metric("Parameters", jobs_ui.fmt_params(info.n_params))
         cols[2].metric("Weights dtype", info.dtype)

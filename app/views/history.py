@@ -19,7 +19,7 @@ runner = jobs_ui.runner()
 runs = runner.list()
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
-    st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon="🗜️")
+    st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
     st.stop()
 
 models = sorted({r.model_name for r in runs})
@@ -62,7 +62,7 @@ if shown:
                                                       for r in shown if r.id == i))
     with o2:
         st.write("")
-        st.page_link(jobs_ui.PAGE_RESULT, label="Open", icon="📊", query_params={"run": str(open_id)})
+        st.page_link(jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)})
 
 # --- size vs quality on one model ------------------------------------------------------------------------
 st.subheader("Size vs quality on one model")

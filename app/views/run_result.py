@@ -19,7 +19,7 @@ runner = jobs_ui.runner()
 runs = runner.list(limit=200)
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
-    st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon="🗜️")
+    st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
     st.stop()
 
 wanted = st.query_params.get("run")
@@ -56,7 +56,7 @@ if info.status is not RunStatus.SUCCEEDED:
 b, a = info.before_metrics, info.after_metrics
 st.subheader("Before and after")
 rows = jobs_ui.comparison_rows(b, a)
-st.dataframe(rows, hide_index=True, width="stretch",
+st.dataframe(rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(rows)),
              column_config={"figure": st.column_config.TextColumn("Figure", width="large")})
 if a.get("eval_tokens"):
     st.caption(f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "
@@ -81,17 +81,16 @@ if samples.get("before") is not None or samples.get("after") is not None:
 s1, s2 = st.columns(2)
 with s1:
     st.subheader("Settings")
-    st.dataframe([{"setting": k, "value": str(v)} for k, v in info.config.items()], hide_index=True, width="stretch")
+    st.dataframe([{"setting": k, "value": str(v)} for k, v in info.config.items()], hide_index=True, width="stretch",
+                 height=jobs_ui.table_height(len(info.config)))
     est = a.get("estimate") or {}
     if est:
         st.caption(f"Estimated before the run: {jobs_ui.fmt_bytes(est.get('peak_memory_bytes'))} peak, "
                    f"{jobs_ui.fmt_seconds(est.get('seconds'))} for the compression itself.")
 with s2:
     st.subheader("Timings")
-    timing_rows = [{"stage": k, "time": jobs_ui.fmt_seconds(v)} for k, v in info.timings.items()]
-    if info.elapsed_s is not None:
-        timing_rows.append({"stage": "job (from start to result)", "time": jobs_ui.fmt_seconds(info.elapsed_s)})
-    st.dataframe(timing_rows, hide_index=True, width="stretch")
+    timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s)
+    st.dataframe(timing_rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(timing_rows)))
 
 # --- downloads -----------------------------------------------------------------------------------------
 st.subheader("Downloads")
@@ -148,7 +147,7 @@ with d4:
     st.download_button("Report (JSON)", json.dumps(report, indent=2, default=str), file_name=f"run-{info.id}-report.json",
                        mime="application/json", key="res_dl_json")
 
-st.page_link(jobs_ui.PAGE_HISTORY, label="Compare with other runs on this model", icon="📈",
+st.page_link(jobs_ui.PAGE_HISTORY, label="Compare with other runs on this model", icon=":material/history:",
              query_params={"model": info.model_name})
 if info.log_tail:
     with st.expander("Log"):

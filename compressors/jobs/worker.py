@@ -57,7 +57,7 @@ LOG_NAME = "worker.log"
 #: A running job whose heartbeat is older than this is taken as abandoned (its worker died).
 STALE_AFTER_S = 60.0
 #: How long a cancelled job may take to stop by itself before the pool terminates its process.
-CANCEL_GRACE_S = 5.0
+CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
 RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
 
@@ -240,6 +240,12 @@ class Worker:
     def stop(self, cancel_children: bool = True) -> None:
         """Terminate running children (their jobs are failed with the restart reason) and unlock."""
         for child in list(self.children.values()):
+            run = runs_db.get_run(child.run_id, url=self.url)
+            if child.proc.poll() is None and run is not None and RunStatus(run.status).finished:
+                try:  # the job has ended and is writing its last rows (evidence): let it finish
+                    child.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    pass
             if child.proc.poll() is None and cancel_children:
                 child.proc.terminate()
                 try:
@@ -350,7 +356,8 @@ class Worker:
         if run is None or RunStatus(run.status).finished:
             return
         if run.cancel_requested:
-            runs_db.mark_cancelled(child.run_id, url=self.url, reason="cancelled by the user (the job was stopped)")
+            runs_db.mark_cancelled(child.run_id, url=self.url,
+                                   reason="cancelled by the user (it did not stop by itself, so it was terminated)")
             return
         code = child.proc.returncode
         if default_error is None:

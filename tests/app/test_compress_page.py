@@ -110,7 +110,7 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
         w.stop()
     at.run()
     assert runs_db.get_run(job).status == "cancelled"
-    assert "cancelled" in text_of(at)
+    assert "cancelled by the user" in text_of(at)
 
 
 def test_a_finished_job_links_to_its_result(home, tiny):

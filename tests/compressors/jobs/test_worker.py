@@ -72,6 +72,7 @@ def test_cancel_stops_a_running_job_within_seconds(home):
     finally:
         w.stop()
     assert status(job) is RunStatus.CANCELLED
+    print(f"cooperative cancel took {took:.2f} s")
     assert took < 5.0, f"cancel took {took:.1f} s"
     assert not w.children
 
@@ -87,7 +88,8 @@ def test_cancel_terminates_a_job_that_ignores_it(home):
     finally:
         w.stop()
     run = runs_db.get_run(job)
-    assert run.status == "cancelled" and "stopped" in run.error
+    assert run.status == "cancelled" and "terminated" in run.error
+    print(f"cancel of a stuck job took {took:.2f} s")
     assert took < 8.0
 
 

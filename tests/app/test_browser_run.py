@@ -1,0 +1,207 @@
+"""End to end in a real browser: upload a small checkpoint as an archive, run GPTQ 4-bit on it, watch the
+progress, see the result, download the compressed archive and load it back with Shrinkwise.
+
+Its own Streamlit server on a fresh data folder, with the job worker started by the app itself (as in
+production). Screenshots of every state of the Compress page go to ``artifacts/browser/`` (or
+``$SHRINKWISE_ARTIFACTS``); the time from pressing Run to the result is printed and written to
+``run-timing.txt``. Uses Debian's Chromium through Playwright (see tests/app/test_browser.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.app.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _shot, _wait_idle
+from tests.compressors.jobs import checkpoints as ck
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+QUERY = "method=gptq&bits=4&group_size=32&calib_samples=8&eval_windows=2&seq_len=128"
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser-home")
+
+
+@pytest.fixture(scope="module")
+def run_server(app_home):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: run scripts/install-system-deps.sh")
+    port = _free_port()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SHRINKWISE_HOME=str(app_home), SHRINKWISE_JOBS_AUTOSTART="1")
+    env.pop("SHRINKWISE_DATABASE_URL", None)
+    with open(ARTIFACTS / "streamlit-run.log", "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start; log:\n{(ARTIFACTS / 'streamlit-run.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        _stop_worker(app_home)
+
+
+def _stop_worker(home: Path) -> None:
+    """Stop the worker pool the app started for this test (its pid is in worker.json)."""
+    try:
+        pid = json.loads((home / "worker.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    folder = ck.tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+    path = folder.parent / "tiny-llama.zip"
+    path.write_bytes(ck.zip_bytes(folder))
+    return path
+
+
+def test_upload_run_gptq_watch_result_download_and_load_back(run_server, browser, archive, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page.goto(f"{run_server}/compress?source=upload&{QUERY}")
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    _wait_idle(page, 90_000)
+    _shot(page, "compress-empty-upload.png")
+
+    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
+    try:
+        page.get_by_text("LlamaForCausalLM").first.wait_for(timeout=120_000)
+    except Exception:
+        _shot(page, "compress-upload-timeout.png")
+        raise
+    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
+    _wait_idle(page, 90_000)
+    _shot(page, "compress-model-found.png")
+
+    run = page.get_by_role("button", name="Run", exact=True)
+    assert run.is_enabled()
+    t0 = time.perf_counter()
+    run.click()
+    page.get_by_text("Job #1").first.wait_for(timeout=60_000)
+    # progress: a stage with a percentage, then the result
+    page.locator("[data-testid='stProgress']").first.wait_for(timeout=60_000)
+    seen_running = False
+    for _ in range(600):
+        if page.get_by_text("Open the result").count():
+            break
+        if page.get_by_text("running", exact=True).count() and not seen_running:
+            seen_running = True
+            _shot(page, "compress-running.png")
+        if page.get_by_text("The job failed").count():
+            _shot(page, "compress-failed.png")
+            pytest.fail(page.locator("[data-testid='stAlert']").first.inner_text())
+        page.wait_for_timeout(500)
+    page.get_by_text("Open the result").wait_for(timeout=5_000)
+    took = time.perf_counter() - t0
+    assert "job=1" in page.url
+    _shot(page, "compress-succeeded.png")
+
+    page.get_by_text("Open the result").click()
+    page.get_by_role("heading", name="Before and after").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Report (JSON)").wait_for(timeout=60_000)
+    page.locator("[data-testid='stDataFrame']").nth(2).wait_for(timeout=60_000)
+    _wait_idle(page)
+    page.wait_for_timeout(1000)
+    _shot(page, "run-result.png")
+    with page.expect_download(timeout=120_000) as dl:
+        page.get_by_role("button", name="Compressed checkpoint (.zip)").click()
+    zip_path = tmp_path / "downloaded.zip"
+    dl.value.save_as(zip_path)
+
+    from compressors.models import load_model
+    from compressors.packed import packed_modules
+    from compressors.storage import find_model_root, safe_extract
+
+    folder = find_model_root(safe_extract(zip_path, tmp_path / "unzipped"))
+    model, tok = load_model(str(folder))
+    packed = packed_modules(model)
+    assert packed and {m.packed_type for m in packed.values()} == {"quantized_linear"}
+    assert {m.bits for m in packed.values()} == {4}
+    out = model.generate(**tok("Python is", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > 2
+
+    page.goto(f"{run_server}/history")
+    page.get_by_role("heading", name="Run history").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "history.png")
+    page.close()
+    line = f"tiny Llama (113 k parameters), GPTQ 4-bit g32, 8x128 calibration, 2x128 evaluation: Run -> result {took:.1f} s"
+    print("\n" + line)
+    (ARTIFACTS / "run-timing.txt").write_text(line + "\n")
+
+
+def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    bad = tmp_path / "photos.zip"
+    bad.write_bytes(ck.zip_with({"holiday/readme.md": b"# hi"}))
+    page.goto(f"{run_server}/compress?source=upload&{QUERY}")
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(bad))
+    page.get_by_text("does not hold a model").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.get_by_role("button", name="Run", exact=True).is_disabled()
+    _shot(page, "compress-bad-upload.png")
+
+    # a real job with the full text budget, cancelled while it runs
+    page.goto(f"{run_server}/compress?source=upload&method=gptq&bits=4&group_size=32")
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
+    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
+    _wait_idle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
+    page.get_by_text("running", exact=True).wait_for(timeout=120_000)
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("The job was cancelled").wait_for(timeout=60_000)
+    print(f"\ncancel in the browser: {time.perf_counter() - t0:.1f} s from the click to the page saying so")
+    _shot(page, "compress-cancelled.png")
+    page.close()
