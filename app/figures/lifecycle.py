@@ -73,7 +73,7 @@ def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 150
             marker=dict(size=16, color=colours, symbol=symbols, line=dict(color="white", width=1)),
             showlegend=False,
         ))
-        fig.add_annotation(x=0.02, y=y + 0.47, xanchor="left", yanchor="top", showarrow=False,
+        fig.add_annotation(x=0.02, y=y + 0.44, xanchor="left", yanchor="top", showarrow=False,
                            text=f"<b>{pipe.label}</b>", font=dict(size=11))
     fig.update_layout(
         height=max(180, 70 + height_per_row * n),

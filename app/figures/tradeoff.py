@@ -45,17 +45,35 @@ def _ranks(ranks: Sequence[int]) -> str:
     return ",".join(out)
 
 
-def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover) -> None:
-    """Candidates as markers, static squares and dynamic circles; candidates at the same spot are
-    drawn as one bigger marker whose label lists their ranks (no marker hides another)."""
+#: Candidates closer than this share of the axis range (x, y) would cover each other on screen.
+_NEAR = (1 / 40, 1 / 20)
+
+
+def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover,
+            span: tuple[float, float] | None = None) -> None:
+    """Candidates as markers, static squares and dynamic circles; candidates that would cover each
+    other on screen are drawn as one bigger marker whose label lists their ranks."""
+    if not cands:
+        return
+    xs, ys = [x(c) for c in cands], [y(c) for c in cands]
+    # The axes' spans decide what "near" means on screen (pass them when lines widen the axes).
+    sx, sy = span or (max(xs) - min(xs), max(ys) - min(ys))
+    bx = max(sx, 1e-9) * _NEAR[0]
+    by = max(sy, 1e-9) * _NEAR[1]
     for impact, (symbol, colour) in IMPACT_STYLE.items():
-        groups: dict[tuple[float, float], list[Candidate]] = {}
-        for c in cands:
-            if c.impact == impact:
-                groups.setdefault((round(x(c), 3), round(y(c), 3)), []).append(c)
+        groups: list[list[Candidate]] = []
+        for c in cands:  # greedy: join the first group whose first member is near enough
+            if c.impact != impact:
+                continue
+            for g in groups:
+                if abs(x(g[0]) - x(c)) < bx and abs(y(g[0]) - y(c)) < by:
+                    g.append(c)
+                    break
+            else:
+                groups.append([c])
         if not groups:
             continue
-        items = list(groups.items())
+        items = [((sum(x(c) for c in g) / len(g), sum(y(c) for c in g) / len(g)), g) for g in groups]
         fig.add_trace(go.Scatter(
             x=[k[0] for k, _ in items], y=[k[1] for k, _ in items], mode="markers+text", meta=POINT_TRACE,
             name=impact, text=[_ranks([c.rank for c in g]) for _, g in items], textposition="middle right",
@@ -72,8 +90,12 @@ def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[fl
     """Memory after compression (x) vs expected quality drop (y); the label of a marker is its rank."""
     shown = [c for c in cands if c.memory_gb is not None and c.quality_drop_pct is not None]
     fig = go.Figure()
+    # Both axes start at zero and reach the budget, the acceptable drop and the original's size.
+    span = (max([c.memory_gb for c in shown] + [memory_budget or 0, original_gb or 0, 1e-9]),
+            max([c.quality_drop_pct for c in shown] + [max_drop, 1e-9]))
     _points(fig, shown, lambda c: c.memory_gb, lambda c: c.quality_drop_pct,
-            lambda c: f"#{c.rank} <b>{c.name}</b><br>{c.memory_gb:.2f} GB · ~{c.quality_drop_pct:.1f}% drop")
+            lambda c: f"#{c.rank} <b>{c.name}</b><br>{c.memory_gb:.2f} GB · ~{c.quality_drop_pct:.1f}% drop",
+            span=span)
     if memory_budget:
         fig.add_vline(x=memory_budget, line=dict(color="#d62728", dash="dash"),
                       annotation_text=f"budget {memory_budget:g} GB", annotation_position="top")
@@ -93,8 +115,10 @@ def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[fl
 def adaptivity_figure(cands: Sequence[Candidate]) -> go.Figure:
     """Place on the trade-off (x: 0 predictable … 1 adaptive) vs score (y)."""
     fig = go.Figure()
+    scores = [c.score for c in cands] or [0.0]
     _points(fig, cands, lambda c: c.adaptivity, lambda c: c.score,
-            lambda c: f"#{c.rank} <b>{c.name}</b><br>score {c.score:.2f} · adaptivity {c.adaptivity:.2f}")
+            lambda c: f"#{c.rank} <b>{c.name}</b><br>score {c.score:.2f} · adaptivity {c.adaptivity:.2f}",
+            span=(1.2, max(scores) - min(scores)))
     fig.update_layout(
         height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0),
         xaxis=dict(title="← predictable (static, early phase)   ·   adaptive (dynamic, near inference) →",
