@@ -35,8 +35,10 @@ targets = sorted({str(h.target) for m in methods for h in m.hardware})
 hardware = c3.multiselect("Hardware target", targets, key="map_hardware", placeholder="any hardware",
                           help="Keep methods that give a real gain on this hardware.")
 c4, c5, c6 = st.columns([1.2, 1.4, 1.4])
+# Phones get the tall layout first (the browser says so in its User-Agent); anyone can switch.
+agent = (st.context.headers or {}).get("User-Agent", "") if st.context.headers is not None else ""
 layout = c4.segmented_control(
-    "Layout", ["Wide", "Tall"], default="Wide", key="map_layout",
+    "Layout", ["Wide", "Tall"], default="Tall" if "Mobi" in agent else "Wide", key="map_layout",
     help="Wide is the paper's figure (phases left to right). Tall turns it for a phone: phases top to "
          "bottom, static left, dynamic right.",
 )
