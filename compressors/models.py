@@ -363,7 +363,7 @@ def _architecture(config) -> str:
         return archs[0]
     from transformers import AutoModelForCausalLM
 
-    cls = AutoModelForCausalLM._model_mapping.get(type(config))
+    cls = AutoModelForCausalLM._model_mapping.get(type(config), None)
     return cls.__name__ if cls is not None else type(config).__name__
 
 

@@ -18,3 +18,12 @@ def test_demo_model_loads_and_perplexity_is_near_the_recorded_value():
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     ppl = perplexity(model, eval_windows(tok, default_split().evaluation, 4, 512))
     assert math.isfinite(ppl) and 5 < ppl < 25
+
+
+def test_demo_gguf_is_described_from_its_metadata():
+    from compressors.demo import demo_gguf_path
+    from compressors.models import inspect_checkpoint
+
+    info = inspect_checkpoint(demo_gguf_path())
+    assert (info.source, info.architecture, info.n_params) == ("gguf", "LlamaForCausalLM", 134515008)
+    assert 80e6 < info.size_on_disk_bytes < 120e6  # Q4_1: ~5 bits per weight, embeddings included
