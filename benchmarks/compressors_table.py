@@ -49,6 +49,7 @@ SETTINGS: list[tuple[str, dict]] = [
     ("wanda", {"pattern": "2:4"}),
     ("sparsegpt", {"pattern": "2:4"}),
     ("cpu-inference", {}),
+    ("cpu-inference", {"include_lm_head": True}),
 ]
 
 
@@ -128,11 +129,16 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=None, help="calibration windows of 512 tokens (default 128)")
     p.add_argument("--eval-windows", type=int, default=None, help="evaluation windows of 512 tokens (default 20)")
     p.add_argument("--only", nargs="*", default=None, help="settings like gptq:bits=3,group_size=64")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (default 1: steadier timings on a shared machine)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compressors.md")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "CONFIG_JSON"), help=argparse.SUPPRESS)
     p.add_argument("--child-original", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
     calib = a.calib or (16 if a.quick else 128)
     ev = a.eval_windows or (4 if a.quick else 20)
     if a.child:
@@ -143,7 +149,7 @@ def main() -> None:
         return
 
     settings = [parse_setting(s) for s in a.only] if a.only else SETTINGS
-    common = ["--calib", str(calib), "--eval-windows", str(ev)]
+    common = ["--calib", str(calib), "--eval-windows", str(ev), "--threads", str(a.threads)]
     tmp = Path(tempfile.mkdtemp(prefix="sw-bench-"))
     print(f"original model ({ev}x512 evaluation tokens)...", file=sys.stderr)
     base = _child(common + ["--child-original"], tmp / "original.json")
@@ -158,14 +164,12 @@ def main() -> None:
             rows.append({"method": method, "setting": setting_label(cfg), **r})
     import platform
 
-    import torch
-
     header = (f"# Compressors on SmolLM2-135M-Instruct (demo model)\n\n"
               f"Calibration {calib}x512 tokens (seed 0), held-out evaluation {ev}x512 tokens, built-in pydoc text. "
               f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
               f"other processes may have shared the CPU, so speeds are indicative. Command: "
-              f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''}`.")
+              f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`.")
     md = table(rows, base_ppl, base_decode, header)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(md)
