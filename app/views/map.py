@@ -61,13 +61,16 @@ excluded_ids = [e.id for e in rec.excluded] if rec is not None else []
 if fits and rec is not None:
     shown = [m for m in shown if m.id in set(ranked_ids)]
 
+if rec is not None:
+    st.caption(f"Your last recommendation ranked **{len(ranked_ids)}** methods and excluded "
+               f"**{len(excluded_ids)}**: the top five are outlined, the excluded ones faded.")
+    st.page_link(state.PAGE_RECOMMEND, label="Back to the recommendation", icon=":material/explore:")
 gaps = ui.gap_cells()
 fig = phase_impact_map(shown, highlighted=ranked_ids[:5], faded=excluded_ids, gaps=gaps, labels=labels,
                        orientation="tall" if layout == "Tall" else "wide")
 st.caption(
     f"**{len(shown)}** methods shown. ◆ diamonds are the paper's eight, ● circles the rest of the "
     "knowledge base; colour is the family. Hover a marker for its grades, click it to open its page."
-    + (" Outlined: your top 5 recommended; faded: excluded by your constraints." if rec is not None else "")
 )
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="map_chart",
                         config={"displayModeBar": False})

@@ -209,9 +209,14 @@ def card(rank: int, r: dict) -> None:
             mem = est.get("memory_gb")
             fits = est.get("fits")
             budget = f" of {cons.memory_gb:g} GB" if cons.memory_gb else ""
+            if fits is not None:
+                delta, colour = ("fits" + budget, "normal") if fits else ("over budget" + budget, "inverse")
+            elif mem is not None:  # no budget: show the saving against the 16-bit original
+                delta, colour = f"{(mem / original_gb - 1) * 100:+.0f}% vs 16-bit", "inverse"
+            else:
+                delta, colour = None, "off"
             m2.metric("Weights after", f"{mem:.1f} GB" if mem is not None else "n/a",
-                      delta=None if fits is None else ("fits" + budget if fits else "over budget" + budget),
-                      delta_color="normal" if fits else "inverse",
+                      delta=delta, delta_color=colour,
                       help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
                            f"{float(est.get('param_fraction', 1)):.0%} of parameters kept")
             drop = est.get("quality_drop_pct")
