@@ -234,16 +234,20 @@ for i, r in enumerate(ranked[:TOP_CARDS], 1):
     card(i, r)
 if len(ranked) > TOP_CARDS:
     with st.expander(f"{len(ranked) - TOP_CARDS} more ranked methods"):
+        rows = []
         for i, r in enumerate(ranked[TOP_CARDS:], TOP_CARDS + 1):
             est = r.get("estimate") or {}
-            st.markdown(f"**{i}. {state.method_name(r['id'])}**: score {float(r.get('score', 0)):.2f}, "
+            rows.append(f"{i}. **{state.method_name(r['id'])}**: score {float(r.get('score', 0)):.2f}, "
                         f"{est.get('memory_gb', 0):.1f} GB, ~{est.get('quality_drop_pct', 0):.1f}% drop")
+        st.markdown("\n".join(rows))  # one element, not one per method: the page stays light
 
 with st.expander(f"Excluded methods ({len(excluded)}): why each one is ruled out"):
+    lines = []
     for e in excluded:
         why = "; ".join(str(x.get("text") or x.get("rule_id")) if isinstance(x, dict) else str(x)
                         for x in e.get("reasons", []))
-        st.markdown(f"- **{state.method_name(e['id'])}**: {why}")
+        lines.append(f"- **{state.method_name(e['id'])}**: {why}")
+    st.markdown("\n".join(lines))
 
 if pipelines:
     st.subheader("Best pipelines across the lifecycle")

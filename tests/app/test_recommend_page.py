@@ -54,7 +54,10 @@ def test_paper_scenario_frozen_model_on_cpu_ranks_the_papers_cpu_inference_first
     assert cards == [f"{i}. {r.method.name}" for i, r in enumerate(expected.ranked[: len(cards)], 1)]
     assert all(r.method.impact.value == "dynamic" for r in expected.ranked)
     assert at.query_params["keep_original"] == "true" and at.query_params["phases"] == "inference"
-    assert any("Excluded methods" in e.label for e in at.expander)
+    (excluded,) = [e for e in at.expander if e.label.startswith("Excluded methods")]
+    listed = excluded.markdown[0].value
+    gptq = expected.get("gptq")
+    assert f"**{catalog.methods['gptq'].name}**: {gptq.reasons[0].text}" in listed
 
 
 def test_fine_tuning_resources_and_predictability_put_a_static_method_first(catalog):
