@@ -136,3 +136,21 @@ def test_cpu_inference_int8_saves_packed_and_matches_float(tmp_path):
         assert torch.allclose(load_packed(tmp_path)(tokens).logits, out, atol=1e-5)
     m = next(iter(packed_modules(model).values()))
     assert m.stored_bits() == m.n_weights * 8 + m.out_features * 32 + m.out_features * 32  # int8 + fp32 scale + bias
+
+
+def test_int8_lm_head_of_a_tied_model_saves_and_loads(tmp_path):
+    from compressors.base import RunContext, get_compressor
+    from compressors.methods.cpu_inference import Int8DynamicLinear
+    from compressors.storage import load_packed, save_packed
+
+    model = tiny_model("llama")  # tied embeddings
+    comp = get_compressor("cpu-inference")
+    comp.compress(model, None, comp.config_cls(include_lm_head=True), RunContext())
+    tokens = torch.randint(0, 300, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(tokens).logits
+    save_packed(model, None, tmp_path, method="cpu-inference", config={"include_lm_head": True})
+    loaded = load_packed(tmp_path)
+    assert isinstance(loaded.lm_head, Int8DynamicLinear)
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens).logits, ref)
