@@ -6,12 +6,14 @@ function (defined here, using only torch, and run by both processes). llm-compre
 virtual environment (``benchmarks/.venv-llmc``, created on first run with ``torch==2.13.0`` pinned so
 pip does not pull a CUDA build, then ``llmcompressor``, which may bring an older transformers).
 
-Schemes (group 64 for both: llm-compressor refuses 128 on SmolLM2's 576-wide layers... and group 64
-divides every width, so both tools see the same groups):
+Schemes (group 64 on both sides: llm-compressor refuses group 128 on SmolLM2's 576-wide layers, and 64
+divides every width of this model, so both tools form the same groups):
   * W4A16 g64: 4-bit symmetric weights, groups of 64 (llm-compressor's ``W4A16`` preset with group 64);
   * W3A16 g64: the same at 3 bits.
 Each scheme is run with the same GPTQ options on both sides: symmetric, act-order with static groups
-(llm-compressor's default ``actorder="static"``), dampening 0.01, block 128.
+(llm-compressor's default ``actorder="static"``), dampening 0.01, block 128, and every linear layer of
+a decoder block calibrated from one pass over that block (llm-compressor's sequential pipeline; ours
+with ``true_sequential=False``; ``--true-sequential`` turns on our finer order).
 
 Usage::
 
@@ -102,14 +104,14 @@ def ensure_venv() -> Path:
     return py
 
 
-def ours(model_dir: Path, calib: torch.Tensor, ev: torch.Tensor, scheme: dict, threads: int) -> dict:
+def ours(model_dir: Path, calib: torch.Tensor, ev: torch.Tensor, scheme: dict, true_sequential: bool) -> dict:
     from compressors.base import RunContext, get_compressor
     from compressors.models import load_model
 
     model, _ = load_model(str(model_dir))
     comp = get_compressor("gptq")
     cfg = comp.config_cls(bits=scheme["bits"], group_size=scheme["group_size"], sym=True, act_order=True,
-                          static_groups=True, percdamp=0.01, blocksize=128, true_sequential=True)
+                          static_groups=True, percdamp=0.01, blocksize=128, true_sequential=true_sequential)
     t = time.perf_counter()
     comp.compress(model, None, cfg, RunContext(calibration=calib))
     secs = time.perf_counter() - t
@@ -122,7 +124,14 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--eval", type=int, default=20, help="held-out windows (512 tokens each)")
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    ap.add_argument("--true-sequential", action="store_true",
+                    help="ours calibrates o_proj on quantized q/k/v etc. (llm-compressor calibrates a whole decoder "
+                         "layer from one pass, which is the default here so both run the same algorithm)")
+    ap.add_argument("--side", choices=["both", "ours", "llmc"], default="both",
+                    help="run one side only (e.g. both sides as two concurrent processes on a busy machine)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in both processes (0: default)")
+    ap.add_argument("--base-ppl", type=float, default=None,
+                    help="perplexity of the original on the same windows from an earlier run (skips measuring it)")
     ap.add_argument("--workdir", default=str(HERE / "results" / "llmc"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--scheme", help=argparse.SUPPRESS)
@@ -141,7 +150,7 @@ def main() -> None:
     from compressors.models import load_model
     from compressors.text import calibration_windows, default_split, eval_windows
 
-    py = ensure_venv()
+    py = ensure_venv() if args.side != "ours" else None
     model_dir = ensure_demo_checkpoint()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -149,24 +158,30 @@ def main() -> None:
     split = default_split()
     calib = calibration_windows(tok, split.calibration, n_samples=args.calib, seq_len=args.seq)
     ev = eval_windows(tok, split.evaluation, n_windows=args.eval, seq_len=args.seq)
-    data = work / "windows.pt"
+    data = work / f"windows-{'-'.join(args.schemes)}.pt"
     torch.save({"calib": calib, "eval": ev}, data)
-    base = perplexity(model, ev)
+    base = args.base_ppl if args.base_ppl else perplexity(model, ev)
     del model
     print(f"original: ppl {base:.3f}  (calibration {args.calib}×{args.seq}, held-out {args.eval}×{args.seq} tokens)", flush=True)
 
     rows = []
     for name in args.schemes:
         scheme = SCHEMES[name]
-        r_ours = ours(model_dir, calib, ev, scheme, args.threads)
-        print(f"  shrinkwise   {name}: ppl {r_ours['ppl']:.3f} in {r_ours['seconds']:.0f} s", flush=True)
         res = work / f"llmc-{name}.json"
-        env = dict(os.environ, PYTHONPATH="")
-        subprocess.run([str(py), __file__, "--worker", "--scheme", name, "--model", str(model_dir), "--data", str(data),
-                        "--result", str(res), "--threads", str(args.threads)], check=True, env=env)
-        r_llmc = json.loads(res.read_text())
-        print(f"  llm-compressor {r_llmc['version']} {name}: ppl {r_llmc['ppl']:.3f} in {r_llmc['seconds']:.0f} s", flush=True)
-        rows.append((name, r_ours, r_llmc))
+        mine = work / f"ours-{name}.json"
+        if args.side in ("both", "llmc"):
+            env = dict(os.environ, PYTHONPATH="")
+            subprocess.run([str(py), __file__, "--worker", "--scheme", name, "--model", str(model_dir), "--data",
+                            str(data), "--result", str(res), "--threads", str(args.threads)], check=True, env=env)
+            r_llmc = json.loads(res.read_text())
+            print(f"  llm-compressor {r_llmc['version']} {name}: ppl {r_llmc['ppl']:.3f} in {r_llmc['seconds']:.0f} s", flush=True)
+        if args.side in ("both", "ours"):
+            r_ours = ours(model_dir, calib, ev, scheme, args.true_sequential)
+            mine.write_text(json.dumps(r_ours))
+            print(f"  shrinkwise   {name}: ppl {r_ours['ppl']:.3f} in {r_ours['seconds']:.0f} s", flush=True)
+        if not (res.is_file() and mine.is_file()):
+            continue  # the other side runs in another process; rerun with --side of the missing one
+        rows.append((name, json.loads(mine.read_text()), json.loads(res.read_text())))
 
     print()
     print("| scheme | ours ppl (Δ) | llm-compressor ppl (Δ) | ours s | llm-compressor s | ppl ratio | time ratio |")
@@ -174,7 +189,7 @@ def main() -> None:
     for name, a, b in rows:
         print(f"| {name} | {a['ppl']:.3f} ({100 * (a['ppl'] / base - 1):+.1f}%) | {b['ppl']:.3f} ({100 * (b['ppl'] / base - 1):+.1f}%) "
               f"| {a['seconds']:.0f} | {b['seconds']:.0f} | {a['ppl'] / b['ppl']:.3f} | {a['seconds'] / b['seconds']:.2f} |")
-    (work / "summary.json").write_text(json.dumps({"base": base, "rows": [
+    (work / f"summary-{'-'.join(args.schemes)}.json").write_text(json.dumps({"base": base, "rows": [
         {"scheme": n, "ours": a, "llmcompressor": b} for n, a, b in rows]}, indent=1))
 
 
