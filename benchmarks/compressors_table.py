@@ -107,10 +107,15 @@ def _child(args: list[str], out_json: Path) -> dict | None:
     return json.loads(out_json.read_text())
 
 
+def _est(r: dict) -> str:
+    e = r.get("estimate")
+    return "-" if not e else f"{e['seconds']:.0f} s / {e['peak_memory_bytes'] / 1e6:.0f} MB"
+
+
 def table(rows: list[dict], base_ppl: float, base_decode: float, header: str) -> str:
     lines = [header, "",
-             "| method | setting | ppl | Δppl | size on disk | bits/w (layers) | bits/w (model) | compress s | peak RSS | decode tok/s | export |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | setting | ppl | Δppl | size on disk | bits/w (layers) | bits/w (model) | compress s | peak RSS | estimate: s / peak | decode tok/s | export |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         a = r["after"]
         bl = a["bits_per_weight_compressed"]
@@ -118,7 +123,7 @@ def table(rows: list[dict], base_ppl: float, base_decode: float, header: str) ->
             f"| {r['method']} | {r['setting']} | {a['perplexity']:.2f} | "
             f"{100 * (a['perplexity'] / base_ppl - 1):+.1f}% | {a['size_on_disk_bytes'] / 1e6:.1f} MB | "
             f"{'-' if bl is None else f'{bl:.3f}'} | {a['bits_per_weight_model']:.2f} | "
-            f"{r['timings']['compress']:.1f} | {r['compress_peak_rss_bytes'] / 1e6:.0f} MB | "
+            f"{r['timings']['compress']:.1f} | {r['compress_peak_rss_bytes'] / 1e6:.0f} MB | {_est(r)} | "
             f"{a['decode_tokens_per_s']:.1f} ({a['decode_tokens_per_s'] / base_decode:.2f}x) | {r.get('export', '-')} |")
     return "\n".join(lines) + "\n"
 
