@@ -142,7 +142,7 @@ def _render(info: JobInfo, key: str) -> None:
         st.caption(f"{settings_text(info.config)}")
         if info.status is RunStatus.QUEUED:
             ahead = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id < info.id]
-            st.progress(0.0, text=f"Waiting for the worker ({len(ahead)} job(s) ahead)")
+            st.progress(0.0, text=f"Queued: {len(ahead)} job(s) ahead" if ahead else "Queued: the worker is starting it")
         elif info.status is RunStatus.RUNNING:
             stage = info.stage or "starting"
             st.progress(min(1.0, max(0.0, info.fraction)), text=f"{stage} · {100 * info.fraction:.0f}%")

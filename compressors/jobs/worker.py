@@ -337,10 +337,13 @@ class Worker:
         run = runs_db.get_run(child.run_id, url=self.url)
         if run is None or not run.cancel_requested:
             return
-        if child.cancel_seen_at is None:
+        # a job still starting up (importing torch) has done nothing worth a graceful stop
+        starting = run.stage in (None, "starting") and run.fraction == 0
+        if child.cancel_seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
-        elif time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
-            log.warning("job #%s did not stop %.0f s after Cancel; terminating it", child.run_id, self.cancel_grace_s)
+        elif starting or time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
+            log.warning("job #%s %s; terminating it", child.run_id,
+                        "was cancelled while starting" if starting else f"did not stop {self.cancel_grace_s:.0f} s after Cancel")
             child.proc.terminate()
             try:
                 child.proc.wait(5)

@@ -189,7 +189,7 @@ def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
     assert page.get_by_role("button", name="Run", exact=True).is_disabled()
     _shot(page, "compress-bad-upload.png")
 
-    # a real job with the full text budget, cancelled while it runs
+    # a real job with the full text budget, a second one queued behind it; cancel both
     page.goto(f"{run_server}/compress?source=upload&method=gptq&bits=4&group_size=32")
     page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
     _wait_idle(page)
@@ -197,11 +197,56 @@ def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
     page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
     _wait_idle(page)
     page.get_by_role("button", name="Run", exact=True).click()
-    page.get_by_role("button", name="Cancel").wait_for(timeout=60_000)
+    page.wait_for_url("**job=*", timeout=60_000)
+    page.get_by_role("button", name="Cancel").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    first_url = page.url
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_function("(u) => window.location.href !== u", arg=first_url, timeout=60_000)
+    page.get_by_text("1 job(s) ahead").wait_for(timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "compress-queued.png")
+    page.get_by_role("button", name="Cancel").first.click()
+    page.get_by_text("cancelled before it started").wait_for(timeout=30_000)
+
+    page.goto(first_url)
     page.get_by_text("running", exact=True).wait_for(timeout=120_000)
     t0 = time.perf_counter()
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel").first.click()
     page.get_by_text("The job was cancelled").wait_for(timeout=60_000)
-    print(f"\ncancel in the browser: {time.perf_counter() - t0:.1f} s from the click to the page saying so")
+    took = time.perf_counter() - t0
+    print(f"\ncancel in the browser: {took:.1f} s from the click to the page saying so")
     _shot(page, "compress-cancelled.png")
+    (ARTIFACTS / "cancel-timing.txt").write_text(f"cancel in the browser: {took:.1f} s from the click to the page saying so\n")
     page.close()
+
+
+def test_failed_job_and_narrow_window(run_server, browser, tmp_path):
+    """A checkpoint whose headers are valid but whose weights do not fit its config: accepted by the page,
+    the job fails while loading, the page says why and that the upload is kept. Then the narrow layout."""
+    bad = ck.mismatched_checkpoint(tmp_path / "mismatched")
+    zip_path = tmp_path / "mismatched.zip"
+    zip_path.write_bytes(ck.zip_bytes(bad, prefix="mismatched"))
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{run_server}/compress?source=upload&{QUERY}")
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(zip_path))
+    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
+    _wait_idle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("The job failed").wait_for(timeout=180_000)
+    page.get_by_text("Your uploaded model is kept").wait_for(timeout=10_000)
+    _wait_idle(page)
+    _shot(page, "compress-failed.png")
+    page.close()
+
+    narrow = browser.new_page(viewport={"width": 420, "height": 900})
+    for path, name in (("compress?source=demo&method=gptq&bits=4", "compress-narrow.png"),
+                       ("run_result?run=1", "run-result-narrow.png"), ("history", "history-narrow.png")):
+        narrow.goto(f"{run_server}/{path}")
+        narrow.wait_for_timeout(3000)
+        _wait_idle(narrow, 180_000)
+        narrow.wait_for_timeout(2000)
+        _shot(narrow, name)
+    narrow.close()

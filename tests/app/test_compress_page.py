@@ -91,7 +91,7 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     run = runs_db.get_run(job)
     assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
     assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
-    assert "Waiting for the worker" in [p.proto.text for p in at.get("progress")][0]
+    assert "Queued: the worker is starting it" in [p.proto.text for p in at.get("progress")][0]
 
     # a second tab (fresh session) with the URL finds the same job
     other = open_page("compress", {"job": str(job)})

@@ -94,3 +94,15 @@ UNKNOWN_CONFIG = {"architectures": ["FlorpForCausalLM"], "model_type": "florp", 
 HUGE_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
                "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
                "num_key_value_heads": 32, "vocab_size": 32000}
+
+
+def mismatched_checkpoint(folder: Path) -> Path:
+    """A Llama config with a Mistral's weights: every header is valid, so the page accepts it, but the
+    weights do not fit the config: the job fails while loading (a crash mid-way, for the browser test)."""
+    import shutil
+
+    llama = tiny_checkpoint(folder.parent / (folder.name + "-llama"))
+    mistral = tiny_checkpoint(folder.parent / (folder.name + "-mistral"), arch="mistral")
+    shutil.copytree(llama, folder)
+    shutil.copy(mistral / "model.safetensors", folder / "model.safetensors")
+    return folder
