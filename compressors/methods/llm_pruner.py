@@ -26,7 +26,8 @@ from compressors.base import (Compressor, CompressorConfig, CostEstimate, ModelS
 from compressors.training import lora, structural
 from compressors.training.config import TrainingConfig, check_float, check_int
 from compressors.training.data import prepare
-from compressors.training.loop import (lm_loss, n_params, perplexity, step_seconds, train, train_memory_bytes)
+from compressors.training.loop import (eval_seconds, lm_loss, n_params, perplexity, step_seconds, train,
+                                       train_memory_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class LLMPruner(Compressor):
         rank_params = config.lora_rank * small.n_layers * (
             4 * small.hidden_size + 2 * small.hidden_size + 3 * (small.hidden_size + small.intermediate_size))
         recovery = config.steps * step_seconds(small, tokens, rank_params)
-        evals = 3 * max(config.val_windows, 1) * config.seq_len * 2 * shape.n_params / 20e9
+        evals = eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len)
         mem = max(train_memory_bytes(shape, config.batch_size, config.seq_len, 0) + int(block_linear) * 4 * 2,
                   train_memory_bytes(small, config.batch_size, config.seq_len, rank_params) + shape.n_params * shape.dtype_bytes)
         return CostEstimate(peak_memory_bytes=int(mem), seconds=float(importance + recovery + evals + 2.0),

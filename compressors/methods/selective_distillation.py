@@ -35,7 +35,8 @@ from compressors.base import (CompressionError, Compressor, CompressorConfig, Co
 from compressors.training import distill, structural, student as student_mod
 from compressors.training.config import TrainingConfig, check_float
 from compressors.training.data import prepare
-from compressors.training.loop import n_params, perplexity, step_seconds, train, train_memory_bytes, trainable
+from compressors.training.loop import (eval_seconds, n_params, perplexity, step_seconds, train, train_memory_bytes,
+                                       trainable)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class SelectiveDistillation(Compressor):
         tokens = config.batch_size * config.seq_len
         teacher_ratio = shape.n_params / max(s_params, 1)
         seconds = config.steps * step_seconds(small, tokens, trained, forward_models=1.0 + teacher_ratio)
-        seconds += 3 * max(config.val_windows, 1) * config.seq_len * 2 * shape.n_params / 20e9 + 2.0
+        seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len) + 2.0
         mem = train_memory_bytes(small, config.batch_size, config.seq_len, trained) + shape.n_params * shape.dtype_bytes \
             + tokens * shape.vocab_size * 4 * 2  # teacher logits and softmax
         return CostEstimate(int(mem), float(seconds), note=(

@@ -29,7 +29,8 @@ from compressors.methods.layerwise import PATTERNS, check_pattern, layerwise_est
 from compressors.training import masked
 from compressors.training.config import TrainingConfig
 from compressors.training.data import cut_windows, prepare, run_tokens
-from compressors.training.loop import lm_loss, perplexity, step_seconds, train, train_memory_bytes, trainable
+from compressors.training.loop import (eval_seconds, lm_loss, perplexity, step_seconds, train, train_memory_bytes,
+                                       trainable)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class SparsePretraining(Compressor):
         trained = shape.n_params if config.train_embeddings else shape.n_params - emb
         tokens = config.batch_size * config.seq_len
         seconds = one.seconds + config.steps * step_seconds(shape, tokens, trained)
-        seconds += 3 * max(config.val_windows, 1) * config.seq_len * 2 * shape.n_params / 20e9
+        seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len)
         mem = max(one.peak_memory_bytes,
                   train_memory_bytes(shape, config.batch_size, config.seq_len, trained) + trained)  # + bool masks
         return CostEstimate(int(mem), float(seconds), note=(

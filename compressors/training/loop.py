@@ -27,9 +27,13 @@ from compressors.training.data import BatchSampler
 
 log = logging.getLogger(__name__)
 
-# Effective float32 training throughput on this project's shared 2-core CPU, fitted to measured steps
-# of the demo model (benchmarks/training_methods.py prints the measured step times next to the estimate).
-TRAIN_FLOPS_PER_SECOND = 12e9
+# Effective float32 throughput on this project's 2-core CPU *while shared with other jobs* (load average
+# 15-25), measured on the demo model: a LoRA step of 2×64 tokens took ~20 s with one job of ours running
+# (≈ 2.8 GFLOP/s by the FLOP count below; small batches train far below the forward-pass rate), a forward
+# pass of 4×128 tokens 23 s (≈ 6 GFLOP/s). An idle machine or a GPU is several times faster; the estimate
+# is meant to separate seconds from minutes from hours (benchmarks/results/training.md: measured vs est.).
+TRAIN_FLOPS_PER_SECOND = 3e9
+FORWARD_FLOPS_PER_SECOND = 6e9
 STEP_OVERHEAD_S = 0.05
 
 
@@ -165,6 +169,11 @@ def step_seconds(shape: ModelShape, tokens_per_step: int, trained_params: int, f
     n = shape.n_params
     flops = tokens_per_step * (2 * n + 2 * n + 2 * trained_params + 2 * n * max(forward_models - 1.0, 0.0))
     return flops / TRAIN_FLOPS_PER_SECOND + STEP_OVERHEAD_S
+
+
+def eval_seconds(shape: ModelShape, tokens: int) -> float:
+    """Estimated seconds of forward passes over ``tokens`` tokens (perplexity measurements)."""
+    return 2 * shape.n_params * tokens / FORWARD_FLOPS_PER_SECOND
 
 
 def train_memory_bytes(shape: ModelShape, batch: int, seq: int, trained_params: int, models: float = 1.0) -> int:
