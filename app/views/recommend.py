@@ -185,49 +185,48 @@ if not ranked:
 
 
 def card(rank: int, r: dict) -> None:
+    """One ranked method: what it is, its numbers (first, so a phone shows them before the reasons),
+    where the quality estimate comes from, then every rule that moved its score."""
     m = cat.methods.get(r["id"])
     est = r.get("estimate") or {}
     with st.container(border=True):
-        left, right = st.columns([3, 2], gap="medium")
-        with left:
-            st.markdown(f"#### {rank}. {m.name if m else r['id']}")
-            if m:
-                ui.badges(m)
-                st.caption(m.summary)
-            lines = []
-            for reason in r.get("reasons", []):
-                w = reason.get("weight")
-                num = isinstance(w, (int, float))
-                mark = ":green[▲]" if num and w > 0 else (":red[▼]" if num and w < 0 else ":gray[•]")
-                wtxt = f" `{w:+.2f}`" if num and w else ""
-                src = f" :gray[({reason['source']})]" if reason.get("source") else ""
-                lines.append(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
-            st.markdown("**Why**  \n" + "  \n".join(lines))
-        with right:
-            m1, m2 = st.columns(2)
-            m1.metric("Score", f"{float(r.get('score', 0)):.2f}")
-            mem = est.get("memory_gb")
-            fits = est.get("fits")
-            budget = f" of {cons.memory_gb:g} GB" if cons.memory_gb else ""
-            if fits is not None:
-                delta, colour = ("fits" + budget, "normal") if fits else ("over budget" + budget, "inverse")
-            elif mem is not None:  # no budget: show the saving against the 16-bit original
-                delta, colour = f"{(mem / original_gb - 1) * 100:+.0f}% vs 16-bit", "inverse"
-            else:
-                delta, colour = None, "off"
-            m2.metric("Weights after", f"{mem:.1f} GB" if mem is not None else "n/a",
-                      delta=delta, delta_color=colour,
-                      help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
-                           f"{float(est.get('param_fraction', 1)):.0%} of parameters kept")
-            drop = est.get("quality_drop_pct")
-            st.metric("Expected quality drop", f"~{drop:.1f}%" if drop is not None else "n/a",
-                      help="Relative perplexity rise or accuracy loss")
-            st.caption(est.get("quality_note") or "")
-            for ev in (est.get("evidence") or [])[:3]:
-                st.caption(f"Source: {ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs "
-                           f"{ev.get('baseline')} ({ev.get('source')})")
-            if st.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
-                state.open_method(r["id"])
+        st.markdown(f"#### {rank}. {m.name if m else r['id']}")
+        if m:
+            ui.badges(m)
+            st.caption(m.summary)
+        m1, m2, m3, m4 = st.columns([1, 1.3, 1.3, 1.4], vertical_alignment="top")
+        m1.metric("Score", f"{float(r.get('score', 0)):.2f}", help="Sum of the rule weights below")
+        mem = est.get("memory_gb")
+        fits = est.get("fits")
+        budget = f" of {cons.memory_gb:g} GB" if cons.memory_gb else ""
+        if fits is not None:
+            delta, colour = ("fits" + budget, "normal") if fits else ("over budget" + budget, "inverse")
+        elif mem is not None:  # no budget: show the saving against the 16-bit original
+            delta, colour = f"{(mem / original_gb - 1) * 100:+.0f}% vs 16-bit", "inverse"
+        else:
+            delta, colour = None, "off"
+        m2.metric("Weights after", f"{mem:.1f} GB" if mem is not None else "n/a",
+                  delta=delta, delta_color=colour,
+                  help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
+                       f"{float(est.get('param_fraction', 1)):.0%} of parameters kept")
+        drop = est.get("quality_drop_pct")
+        m3.metric("Expected quality drop", f"~{drop:.1f}%" if drop is not None else "n/a",
+                  help="Relative perplexity rise or accuracy loss")
+        if m4.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
+            state.open_method(r["id"])
+        sources = [f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
+                   f"({ev.get('source')})" for ev in (est.get("evidence") or [])[:3]]
+        st.caption("Quality estimate: " + (est.get("quality_note") or "n/a")
+                   + ("  \n" + "  \n".join(sources) if sources else ""))
+        lines = []
+        for reason in r.get("reasons", []):
+            w = reason.get("weight")
+            num = isinstance(w, (int, float))
+            mark = ":green[▲]" if num and w > 0 else (":red[▼]" if num and w < 0 else ":gray[•]")
+            wtxt = f" `{w:+.2f}`" if num and w else ""
+            src = f" :gray[({reason['source']})]" if reason.get("source") else ""
+            lines.append(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
+        st.markdown("**Why**  \n" + "  \n".join(lines))
 
 
 for i, r in enumerate(ranked[:TOP_CARDS], 1):
