@@ -154,3 +154,15 @@ def test_int8_lm_head_of_a_tied_model_saves_and_loads(tmp_path):
     assert isinstance(loaded.lm_head, Int8DynamicLinear)
     with torch.no_grad():
         assert torch.equal(loaded(tokens).logits, ref)
+
+
+def test_cli_evaluate_json(tiny_folder):
+    from app.cli.main import _register, app
+
+    _register()
+    res = CliRunner().invoke(app, ["evaluate", str(tiny_folder), "--eval-windows", "2", "--eval-seq-len", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout[res.stdout.index("{"):])
+    assert data["model"]["architecture"] == "LlamaForCausalLM" and data["result"]["eval_tokens"] == 64
+    res = CliRunner().invoke(app, ["evaluate", str(tiny_folder / "config.json") + ".missing"])
+    assert res.exit_code == 2
