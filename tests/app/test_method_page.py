@@ -31,3 +31,9 @@ def test_compose_button_opens_the_other_method(catalog):
     at.pills(key=f"method_composes_{m.id}").set_value(other).run()
     assert not at.exception
     assert at.title[0].value == catalog.methods[other].name
+
+
+def test_without_an_id_the_page_asks_for_a_method():
+    at = open_page("method")
+    assert at.selectbox[0].value is None
+    assert "Pick a method" in at.info[0].value
