@@ -40,9 +40,9 @@ def _row(r) -> dict:
     change = (100 * (a["perplexity"] - b["perplexity"]) / b["perplexity"]
               if b.get("perplexity") and a.get("perplexity") else None)
     return {
-        "run": r.id, "queued": r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
-        "model": r.model_name, "method": r.method, "settings": jobs_ui.settings_text(r.config),
-        "status": r.status.value,
+        "run": r.id, "status": r.status.value, "model": r.model_name, "method": r.method,
+        "queued": r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
+        "settings": jobs_ui.settings_text(r.config),
         "perplexity": a.get("perplexity"), "ppl change %": None if change is None else round(change, 2),
         "size MB": None if a.get("size_bytes") is None else round(a["size_bytes"] / 1e6, 1),
         "bits/weight": a.get("bits_per_weight"), "time": jobs_ui.fmt_seconds(r.elapsed_s),
