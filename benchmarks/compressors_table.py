@@ -96,6 +96,47 @@ def measure_original(eval_windows: int, out_json: Path) -> None:
                                     "compress_peak_rss_bytes": r.peak_rss_bytes}, default=str))
 
 
+def int8_speedup(rounds: int, out_json: Path) -> None:
+    """float32 vs dynamic int8, measured alternately in one process so both see the same machine load."""
+    import copy
+    import statistics
+
+    from compressors.base import RunContext, get_compressor
+    from compressors.evaluate import speed
+    from compressors.models import load_model
+    from compressors.text import default_split, tokenize
+
+    model, tok = load_model("demo")
+    comp = get_compressor("cpu-inference")
+    variants = {"float32": model}
+    for label, cfg in (("int8 (blocks)", {}), ("int8 (blocks + lm_head)", {"include_lm_head": True})):
+        m = copy.deepcopy(model)
+        comp.compress(m, tok, comp.config_cls.from_dict(cfg), RunContext())
+        variants[label] = m
+    prompt = tokenize(tok, default_split().evaluation)[:256]
+    res: dict[str, dict[str, list[float]]] = {k: {"prefill": [], "decode": []} for k in variants}
+    for _ in range(rounds):
+        for label, m in variants.items():
+            p, d = speed(m, prompt, decode_tokens=32, repeats=1)
+            res[label]["prefill"].append(p)
+            res[label]["decode"].append(d)
+    out = {k: {"prefill": statistics.median(v["prefill"]), "decode": statistics.median(v["decode"])}
+           for k, v in res.items()}
+    out_json.write_text(json.dumps({"rounds": rounds, "median": out}))
+
+
+def speedup_table(d: dict, threads: int) -> str:
+    base = d["median"]["float32"]
+    lines = ["", f"## Dynamic int8 vs float32, interleaved ({d['rounds']} rounds, medians, {threads} thread(s))", "",
+             "Prefill: 256-token prompt. Decode: 32 greedy tokens with the KV cache. Each round measures every "
+             "variant once, in the same process, so all see the same machine load.", "",
+             "| model | prefill tok/s | speed-up | decode tok/s | speed-up |", "|---|---|---|---|---|"]
+    for k, v in d["median"].items():
+        lines.append(f"| {k} | {v['prefill']:.1f} | {v['prefill'] / base['prefill']:.2f}x | "
+                     f"{v['decode']:.2f} | {v['decode'] / base['decode']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def _child(args: list[str], out_json: Path) -> dict | None:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *args, "--child-out", str(out_json)],
@@ -139,6 +180,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compressors.md")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "CONFIG_JSON"), help=argparse.SUPPRESS)
     p.add_argument("--child-original", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-speedup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--speed-rounds", type=int, default=5, help="rounds of the interleaved int8/float32 speed test")
+    p.add_argument("--no-speedup", action="store_true", help="skip the interleaved int8/float32 speed test")
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     import torch
@@ -151,6 +195,9 @@ def main() -> None:
         return
     if a.child_original:
         measure_original(ev, a.child_out)
+        return
+    if a.child_speedup:
+        int8_speedup(a.speed_rounds, a.child_out)
         return
 
     settings = [parse_setting(s) for s in a.only] if a.only else SETTINGS
@@ -176,6 +223,12 @@ def main() -> None:
               f"other processes may have shared the CPU, so speeds are indicative. Command: "
               f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`.")
     md = table(rows, base_ppl, base_decode, header)
+    if not a.no_speedup:
+        print("interleaved int8 / float32 speed test...", file=sys.stderr)
+        sp = _child(["--threads", str(a.threads), "--speed-rounds", str(a.speed_rounds), "--child-speedup"],
+                    tmp / "speedup.json")
+        if sp is not None:
+            md += speedup_table(sp, a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(md)
     print(md)
