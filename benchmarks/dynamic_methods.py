@@ -195,6 +195,34 @@ def teal_benchmark(model, tokenizer, texts, args) -> list[dict]:
     return rows
 
 
+def decode_ab(model, tokenizer, texts, args) -> list[dict]:
+    """Decode speed of dense vs TEAL (kernel at 0/25/40/50 %) measured in alternation, ``--ab`` rounds.
+
+    The CPU is shared with other processes, so a single measurement drifts with their load; alternating
+    the variants within each round and taking the median per variant compares them under the same load.
+    """
+    from compressors.dynamic.teal import calibrate_thresholds
+    from compressors.text import calibration_windows, eval_windows
+
+    prompt = eval_windows(tokenizer, texts.evaluation, 1, 512)[0, :128]
+    calib = calibration_windows(tokenizer, texts.calibration, args.calib, 512, seed=0)
+    th = calibrate_thresholds(model, (calib[i:i + 1] for i in range(calib.shape[0])), [0.0] + TEAL_SPARSITIES,
+                              n_batches=calib.shape[0])
+    variants = ["dense"] + [f"kernel {s:.0%}" for s in [0.0] + TEAL_SPARSITIES]
+    speeds: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.ab):
+        for v, s in zip(variants, [None, 0.0] + TEAL_SPARSITIES):
+            if s is not None:
+                install_teal(model, th[s], kernel="cpp", skip_zero=False)
+            speeds[v].append(decode_speed(model, prompt, args.decode, 1))
+            uninstall_teal(model)
+    med = {v: sorted(x)[len(x) // 2] for v, x in speeds.items()}
+    rows = [{"variant": v, "median_tps": med[v], "runs": speeds[v], "speedup": med[v] / med["dense"]} for v in variants]
+    for r in rows:
+        print(r, flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=3, help="long prompts (distinct held-out offsets)")
@@ -206,8 +234,10 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--decode", type=int, default=48)
     ap.add_argument("--skip-teal", action="store_true")
+    ap.add_argument("--ab", type=int, default=0, help="rounds of the alternating dense/TEAL decode comparison")
     ap.add_argument("--skip-tokens", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default="dynamic", help="output file stem (<name>.md, <name>.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -224,6 +254,7 @@ def main() -> None:
 
     token_rows = [] if args.skip_tokens else token_benchmark(model, prompts, conts, args.repeats)
     teal_rows = [] if args.skip_teal else teal_benchmark(model, tokenizer, texts, args)
+    ab_rows = decode_ab(model, tokenizer, texts, args) if args.ab else []
 
     lines = [
         "# Dynamic methods on the demo model (SmolLM2-135M-Instruct, float32, CPU)",
@@ -265,11 +296,22 @@ def main() -> None:
                          f"{r['decode_tps']:.1f} | {r['speedup']:.2f}× | {r['measured_sparsity']:.1%} | "
                          f"{r['flops_skipped']:.1%} | {r['calib_s']:.1f} |")
         lines.append("")
+    if ab_rows:
+        lines += [
+            f"## TEAL decode, alternating comparison: {args.ab} rounds, each variant once per round "
+            f"({args.decode} greedy tokens after a 128-token prompt), median tokens per CPU-second",
+            "",
+            "| variant | median tok/CPU-s | speed-up vs dense | all runs |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {r['variant']} | {r['median_tps']:.1f} | {r['speedup']:.2f}× | "
+                  f"{', '.join(f'{x:.1f}' for x in r['runs'])} |" for r in ab_rows]
+        lines.append("")
     text = "\n".join(lines)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dynamic.md").write_text(text)
-    (args.out / "dynamic.json").write_text(json.dumps({"tokens": token_rows, "teal": teal_rows}, indent=2))
+    (args.out / f"{args.name}.md").write_text(text)
+    (args.out / f"{args.name}.json").write_text(json.dumps({"tokens": token_rows, "teal": teal_rows, "teal_decode_ab": ab_rows}, indent=2))
 
 
 if __name__ == "__main__":
