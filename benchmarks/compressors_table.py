@@ -214,15 +214,9 @@ def main() -> None:
         r = _child(common + ["--child", method, json.dumps(cfg)], tmp / f"run{i}.json")
         if r is not None:
             rows.append({"method": method, "setting": setting_label(cfg), **r})
-    import platform
-
-    header = (f"# Compressors on SmolLM2-135M-Instruct (demo model)\n\n"
-              f"Calibration {calib}x512 tokens (seed 0), held-out evaluation {ev}x512 tokens, built-in pydoc text. "
-              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-              f"other processes may have shared the CPU, so speeds are indicative. Command: "
-              f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`.")
-    md = table(rows, base_ppl, base_decode, header)
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(table(rows, base_ppl, base_decode, _header(a, calib, ev)))  # partial results
+    md = table(rows, base_ppl, base_decode, _header(a, calib, ev))
     if not a.no_speedup:
         print("interleaved int8 / float32 speed test...", file=sys.stderr)
         sp = _child(["--threads", str(a.threads), "--speed-rounds", str(a.speed_rounds), "--child-speedup"],
@@ -232,6 +226,19 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(md)
     print(md)
+
+
+def _header(a, calib: int, ev: int) -> str:
+    import platform
+
+    import torch
+
+    return (f"# Compressors on SmolLM2-135M-Instruct (demo model)\n\n"
+              f"Calibration {calib}x512 tokens (seed 0), held-out evaluation {ev}x512 tokens, built-in pydoc text. "
+              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+              f"other processes may have shared the CPU, so speeds are indicative. Command: "
+              f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`.")
 
 
 if __name__ == "__main__":
