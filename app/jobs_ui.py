@@ -179,6 +179,8 @@ def _is_upload(model_ref: str) -> bool:
 def active_jobs(exclude: Optional[int] = None) -> list[JobInfo]:
     """Queued and running jobs (every tab and user), with links to follow them."""
     jobs = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
+    if any(j.status is RunStatus.QUEUED for j in jobs):
+        ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue
     if jobs:
         with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
             for j in jobs:
