@@ -237,3 +237,21 @@ def test_settings_the_compressor_rejects_are_refused_before_queueing(home):
     job = runner.submit(JobSpec(model_ref="demo", method="gptq", compressor="gptq", config={"bits": 3}))
     info = runner.status(job)
     assert info.status is RunStatus.QUEUED and info.config["bits"] == 3 and info.config["group_size"] == 128
+
+
+def test_on_demand_pool_runs_queued_jobs_then_exits_when_idle(home, monkeypatch):
+    """What the app does after a restart: jobs are queued, no pool runs, ensure_worker starts the real
+    ``python -m compressors.jobs.worker`` process, which runs them and exits once idle."""
+    monkeypatch.setenv("SHRINKWISE_JOB_EXECUTOR", f"{FAKE}:quick")
+    jobs = queue(2)
+    assert not pool_running()
+    assert ensure_worker(idle_exit_s=2.0) is True
+    t0 = time.monotonic()
+    while not all(status(j).finished for j in jobs):
+        assert time.monotonic() - t0 < 90, [status(j) for j in jobs]
+        time.sleep(0.3)
+    assert [status(j) for j in jobs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    while pool_running():
+        assert time.monotonic() - t0 < 120, "the idle pool did not exit"
+        time.sleep(0.3)
+    assert "no jobs for 2 s" in (home / "worker.log").read_text()
