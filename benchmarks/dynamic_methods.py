@@ -268,7 +268,7 @@ def main() -> None:
             f"## Token pruning: {args.prompts} held-out prompts of {args.prompt_len} tokens, "
             f"{args.cont} continuation tokens each",
             "",
-            "TTFT = prefill forward time, the process's CPU time (1 thread, so insensitive to the other "
+            "TTFT = prefill forward time, the process's CPU time (1 thread; far less disturbed than wall time by the other "
             "processes sharing the CPU) and wall time, best of repeats, mean over prompts; compute = token-layer pairs "
             "computed / full prefill; next token = first generated token vs the unpruned model (top-1 "
             "agreement, KL(full‖pruned)); continuation = real next tokens fed one at a time through the "
