@@ -106,11 +106,23 @@ def network_available(host: str = HUB_HOST, timeout: float = 2.0) -> bool:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return False
+    import concurrent.futures
+
+    def probe() -> bool:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    # name resolution is not covered by the socket timeout; bound the whole probe
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
+        return pool.submit(probe).result(timeout=timeout + 0.5)
+    except concurrent.futures.TimeoutError:
         return False
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _require_network(ref: str) -> None:

