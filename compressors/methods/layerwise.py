@@ -5,12 +5,15 @@ module the storage layer saves, and the cost model behind every ``estimate``.
 
 Cost model (how the constants were obtained): the time of a layer-wise method is
 ``passes · forward`` (running each block on the calibration tokens: ``2 · tokens · params`` FLOPs per
-pass) ``+ solve`` (per layer, a Python loop over input columns whose iteration costs a fixed overhead
-plus a term linear in the number of output rows, and a Cholesky factorisation cubic in the width).
-The constants in :data:`TIME_CONSTANTS` were fitted to the per-layer solve times and total wall times
-that ``sequential_compress`` reports for runs on the demo model (SmolLM2-135M, 32×512 calibration
-tokens, this project's 2-core shared CPU): see ``benchmarks/`` and the report of issue 5. They are
-machine-dependent; the estimate is meant to tell seconds from minutes from hours, not to be exact.
+pass) ``+ solve`` (per layer, a Python loop over input columns with a fixed cost per column, plus a
+per-weight cost for packing and masking). The constants in :data:`TIME_CONSTANTS` were fitted to runs of
+``benchmarks/layerwise_methods.py`` on the demo model (SmolLM2-135M, 8×512 calibration tokens) on this
+project's development machine: 2 CPU cores shared by about ten busy processes (load average ~20), so
+each run had well under one core. For example GPTQ 4-bit g128: 2354 s in all, of which 741 s in layer
+solves (30 blocks × 4992 column iterations: 4.9 ms each) and 1614 s in 2.5 block passes over 4096 tokens
+(2.2 TFLOP: 1.35 GFLOP/s); Wanda: 633 s of forward passes for 1.74 TFLOP (2.8 GFLOP/s); RTN: 47 s for
+106 M weights. On an idle machine expect several times faster; the estimate is meant to tell seconds
+from minutes from hours, and errs on the slow side.
 """
 
 from __future__ import annotations
@@ -80,17 +83,18 @@ def sparse_module(layer: nn.Module, weight: torch.Tensor, pattern: str) -> nn.Mo
 
 # --- cost model -------------------------------------------------------------------------------------
 
-# seconds per column iteration (fixed), per column per output row, per width^3 (Cholesky), per FLOP
+# seconds per column iteration (fixed), per weight (packing, masks), per width^3 (Cholesky), per FLOP
 TIME_CONSTANTS = {
-    "gptq": (1.0e-4, 2.0e-9, 2.0e-11, 1 / 20e9),
-    "sparsegpt": (1.0e-4, 2.0e-9, 2.0e-11, 1 / 20e9),
-    "spqr": (3.0e-4, 1.0e-8, 2.0e-11, 1 / 20e9),
-    "wanda": (0.0, 0.0, 0.0, 1 / 20e9),
-    "rtn": (0.0, 4.0e-9, 0.0, 0.0),
-    "magnitude": (0.0, 4.0e-9, 0.0, 0.0),
+    "gptq": (4.9e-3, 0.0, 0.0, 1 / 1.4e9),
+    "sparsegpt": (4.9e-3, 0.0, 0.0, 1 / 1.4e9),
+    "spqr": (1.5e-2, 0.0, 0.0, 1 / 1.4e9),
+    "wanda": (0.0, 1.1e-6, 0.0, 1 / 2.8e9),
+    "rtn": (0.0, 4.4e-7, 0.0, 0.0),
+    "magnitude": (0.0, 1.3e-6, 0.0, 0.0),
 }
-# forward passes over each block: true-sequential GPTQ runs a partial pass per step plus one full pass
-FORWARD_PASSES = {"gptq": 3.5, "sparsegpt": 3.5, "spqr": 3.5, "wanda": 3.5, "rtn": 0, "magnitude": 0}
+# block passes per calibration sample: true-sequential runs partial passes per step (q/k/v: almost
+# nothing, o: attention, up/gate, down: most of the block) plus one full pass for the outputs
+FORWARD_PASSES = {"gptq": 2.5, "sparsegpt": 2.5, "spqr": 2.5, "wanda": 2.0, "rtn": 0, "magnitude": 0}
 
 
 def block_layer_shapes(shape: ModelShape) -> list[tuple[int, int]]:
