@@ -89,7 +89,7 @@ def main() -> None:
             solve = sum(v["seconds"] for v in rep.layers.values())
             extra += f" (layer solves {solve:.0f} s, forward passes {secs - solve:.0f} s)"
         if hasattr(comp, "last_bits_per_param"):
-            extra = f" bits/param (paper) {comp.last_bits_per_param:.3f}"
+            extra += f" bits/param (paper) {comp.last_bits_per_param:.3f}"
         print(f"{spec}: ppl {ppl:.3f} ({100 * (ppl / base - 1):+.1f}%) in {secs:.0f} s{extra}", flush=True)
         if args.json:
             with open(args.json, "a") as f:
