@@ -15,7 +15,10 @@ Quality. From the method's evidence rows of metric perplexity or accuracy that h
 relative change in percent (perplexity rise, or accuracy loss relative to the baseline), median over the
 rows of the models closest in size to ``model_params`` (within a factor of two of the closest). When
 no such row exists the method's ``quality_drop`` grade is mapped to a nominal percent from
-``engine/data/grades.yaml`` and the estimate says that it is grade-based.
+``engine/data/grades.yaml`` and the estimate says that it is grade-based. When rows measured by
+Shrinkwise itself (``Evidence.measured_here``) are among the pooled rows, the note says so and names
+the model(s) they were measured on ("measured here on SmolLM2-135M-Instruct"), so a reader can tell a
+paper's figure from one of their own runs.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class QualityEstimate:
     basis: str  # "evidence" or "grade"
     note: str
     rows: tuple[Evidence, ...] = ()
+    measured_on: tuple[str, ...] = ()  # models of the pooled rows that Shrinkwise measured itself
 
     @property
     def from_evidence(self) -> bool:
@@ -121,9 +125,15 @@ _BITS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-\s*bit|\s+bits?\b|\s+average bits)", 
 BITS_MATCH = 0.5
 
 
+#: A run's setting names its configuration as ``key=value`` ("gptq (bits=4, group_size=128)"); only the
+#: ``bits`` key counts (not ``qq_bits``, SpQR's bits of its scales).
+_BITS_KEY = re.compile(r"(?<![a-z_])bits\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
 def bits_from_setting(setting: str) -> Optional[float]:
-    """'4-bit, no grouping' -> 4.0; 'SpQR, 3.94 average bits per weight' -> 3.94; None when no width is named."""
-    m = _BITS.search(setting)
+    """'4-bit, no grouping' -> 4.0; 'SpQR, 3.94 average bits per weight' -> 3.94; a measured run's
+    'gptq (bits=4, group_size=128)' -> 4.0; None when no width is named."""
+    m = _BITS.search(setting) or _BITS_KEY.search(setting)
     return float(m.group(1)) if m else None
 
 
@@ -152,8 +162,17 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
         chosen.sort(key=lambda r: (r.model, r.dataset or "", r.setting, r.metric.value, r.value, r.source.locator))
         pct = statistics.median(quality_drop_of(r) for r in chosen)  # type: ignore[misc]
         models = sorted({r.model for r in chosen})
-        note = f"median of {len(chosen)} evidence row(s) on {', '.join(models)}"
-        return QualityEstimate(pct=float(pct), basis=BASIS_EVIDENCE, note=note, rows=tuple(chosen))
+        measured = [r for r in chosen if r.measured_here]
+        measured_on = tuple(sorted({r.model for r in measured}))
+        if measured and len(measured) == len(chosen):
+            note = f"measured here on {', '.join(measured_on)}: median of {len(chosen)} measured row(s)"
+        elif measured:
+            note = (f"median of {len(chosen)} evidence row(s) on {', '.join(models)}, "
+                    f"{len(measured)} of them measured here on {', '.join(measured_on)}")
+        else:
+            note = f"median of {len(chosen)} evidence row(s) on {', '.join(models)}"
+        return QualityEstimate(pct=float(pct), basis=BASIS_EVIDENCE, note=note, rows=tuple(chosen),
+                               measured_on=measured_on)
     grade = method.grades.quality_drop.value
     pct = grade_tables()["quality_drop_pct"][grade]
     note = f"grade-based fallback: no perplexity/accuracy evidence; grade '{grade}' read as ~{pct:g}%"
@@ -188,6 +207,8 @@ class Estimate:
     quality_basis: str
     quality_note: str
     evidence: tuple[Evidence, ...] = field(default=())
+    #: Models on which Shrinkwise itself measured rows used by the quality estimate (empty: papers only).
+    quality_measured_on: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +219,7 @@ class Estimate:
             "quality_drop_pct": round(self.quality_drop_pct, 3),
             "quality_basis": self.quality_basis,
             "quality_note": self.quality_note,
+            "quality_measured_on": list(self.quality_measured_on),
             "evidence": [evidence_row_dict(r) for r in self.evidence],
         }
 
@@ -223,4 +245,5 @@ def estimate(
         quality_basis=q.basis,
         quality_note=q.note,
         evidence=q.rows,
+        quality_measured_on=q.measured_on,
     )

@@ -67,10 +67,13 @@ if rec is not None:
     st.page_link(state.PAGE_RECOMMEND, label="Back to the recommendation", icon=":material/explore:")
 gaps = ui.gap_cells()
 fig = phase_impact_map(shown, highlighted=ranked_ids[:5], faded=excluded_ids, gaps=gaps, labels=labels,
-                       orientation="tall" if layout == "Tall" else "wide")
+                       orientation="tall" if layout == "Tall" else "wide", evidence=cat.evidence)
+n_measured = len({e.method for e in cat.evidence if e.measured_here} & {m.id for m in shown})
 st.caption(
     f"**{len(shown)}** methods shown. ◆ diamonds are the paper's eight, ● circles the rest of the "
     "knowledge base; colour is the family. Hover a marker for its grades, click it to open its page."
+    + (f" A thin ring marks the **{n_measured}** measured here by Shrinkwise itself; their hover shows "
+       "the measured figure next to the papers' grades." if n_measured else "")
 )
 event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="map_chart",
                         config={"displayModeBar": False})

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import state, ui
+from app.figures.phase_map import run_id_of
 
 cat = state.catalog()
 ids = sorted(cat.methods, key=lambda i: cat.methods[i].name.lower())
@@ -79,25 +80,63 @@ with right:
             f"- `{f.format}`" + (f": {', '.join(str(e) for e in f.engines)}" if f.engines else "")
             for f in m.formats))
 
-st.subheader("Evidence")
-rows = cat.evidence_for(m.id)
-if rows:
-    st.caption("Figures reported by the cited sources (or measured here), each with its baseline and where it comes from.")
+def _change(e) -> str:
+    """The relative change against the row's baseline, as the tables show it ("+18.7%"), or ""."""
+    change = e.relative_change
+    return f"{change:+.1%}" if change is not None else ""
+
+
+st.subheader("From the papers")
+papers = cat.evidence_for(m.id, measured=False)
+if papers:
+    st.caption("Figures reported by the cited sources, each with its baseline and where it comes from.")
     st.dataframe(
         pd.DataFrame([
             {
                 "model": e.model, "setting": e.setting, "metric": str(e.metric), "dataset": e.dataset or "",
-                "value": e.value, "baseline": e.baseline, "baseline is": e.baseline_label or "",
+                "value": e.value, "baseline": e.baseline, "change": _change(e), "baseline is": e.baseline_label or "",
                 "source": f"{e.source.paper}, {e.source.locator}", "kind": str(e.source.tag),
                 "link": e.source.url,
             }
-            for e in rows
+            for e in papers
         ]),
         hide_index=True,
         column_config={"link": st.column_config.LinkColumn(display_text="open")},
     )
 else:
-    st.caption("No figures recorded yet for this method.")
+    st.caption("No figures from the papers recorded yet for this method.")
+
+st.subheader("Measured here")
+measured = cat.evidence_for(m.id, measured=True)
+if measured:
+    models = sorted({e.model for e in measured})
+    st.caption(f"Figures Shrinkwise measured itself, on {', '.join(models)}: the same model before and after "
+               "compression, on this machine. Set them next to the papers' figures above, which were "
+               "measured on other (usually larger) models.")
+    st.dataframe(
+        pd.DataFrame([
+            {
+                "model": e.model, "setting": e.setting, "metric": str(e.metric), "dataset": e.dataset or "",
+                "value": e.value, "baseline": e.baseline, "change": _change(e), "baseline is": e.baseline_label or "",
+                "run": f"#{rid}" if (rid := run_id_of(e)) is not None else "", "where": e.source.locator,
+                "note": e.note or "",
+            }
+            for e in measured
+        ]),
+        hide_index=True,
+    )
+    run_ids = sorted({rid for e in measured if (rid := run_id_of(e)) is not None}, reverse=True)
+    for rid in run_ids[:5]:  # the newest runs; the History page lists them all
+        try:
+            st.page_link("views/run_result.py", label=f"Open the result of run #{rid}",
+                         icon=":material/analytics:", query_params={"run": str(rid)})
+        except Exception:  # noqa: BLE001  the Run-it pages are not registered in this build
+            break
+else:
+    how = (f"the Compress page, or `shrinkwise compress demo --method {m.compressor} --out out/`"
+           if m.compressor else "the Compress page or `shrinkwise compress` with a method that has a compressor")
+    st.caption(f"Nothing measured here yet for this method. Run it on a model with {how}: its before/after "
+               "figures then appear in this section and on the map.")
 
 st.subheader("Composes with")
 st.caption("Methods it can be stacked with across the lifecycle, and methods it cannot be combined with. "

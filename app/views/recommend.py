@@ -214,8 +214,12 @@ def card(rank: int, r: dict) -> None:
                   help="Relative perplexity rise or accuracy loss")
         if m4.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
             state.open_method(r["id"])
-        sources = [f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
+        sources = [("**measured here** on " if ev.get("measured_here") else "")
+                   + f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
                    f"({ev.get('source')})" for ev in (est.get("evidence") or [])[:3]]
+        measured_on = est.get("quality_measured_on") or []
+        if measured_on:  # the user's own runs feed this estimate: say so, and on which model
+            st.markdown(f":violet-badge[:material/science: measured here on {', '.join(measured_on)}]")
         st.caption("Quality estimate: " + (est.get("quality_note") or "n/a")
                    + ("  \n" + "  \n".join(sources) if sources else ""))
         lines = []

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.app.conftest import open_page, text_of
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh Shrinkwise home (and database) for tests that store runs."""
+    from knowledge import db
+
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
+    db.dispose_engines()
+    yield tmp_path / "home"
+    db.dispose_engines()
+
+
+def _papers_table(at):
+    return next(df.value for df in at.dataframe if "link" in df.value.columns)
+
+
+def _measured_table(at):
+    return next((df.value for df in at.dataframe if "run" in df.value.columns), None)
 
 
 def test_gptq_page_shows_grades_evidence_and_citation(catalog):
@@ -12,8 +35,11 @@ def test_gptq_page_shows_grades_evidence_and_citation(catalog):
     assert [x.value for x in at.metric][:4] == ["very-high", "minimal", "high", "none"]  # the paper's Table 1
     prose = text_of(at)
     assert m.citation.url in prose and m.mechanism[:40] in prose
-    evidence = [df.value for df in at.dataframe if "source" in df.value.columns]
-    assert evidence and len(evidence[0]) == len(catalog.evidence_for("gptq"))
+    heads = [h.value for h in at.subheader]
+    assert heads.index("From the papers") + 1 == heads.index("Measured here")
+    papers = _papers_table(at)
+    assert len(papers) == len(catalog.evidence_for("gptq", measured=False)) > 0
+    assert (papers["kind"] != "measured").all()
     if m.compressor:
         assert any(f"--method {m.compressor}" in c.value for c in at.code)
 
@@ -37,3 +63,32 @@ def test_without_an_id_the_page_asks_for_a_method():
     at = open_page("method")
     assert at.selectbox[0].value is None
     assert "Pick a method" in at.info[0].value
+
+
+def test_a_run_measured_here_shows_in_its_own_section_with_model_value_and_run_link(home):
+    from knowledge import runs as runs_db
+
+    run = runs_db.create_run(model_ref="demo", model_name="TinyTestLM-1M", method="gptq", compressor="gptq",
+                             config={"bits": 4, "group_size": 128})
+    runs_db.claim_next_run("host:1:t")
+    runs_db.finish_run(int(run.id), before_metrics={"perplexity": 10.05, "size_bytes": 540e6},
+                       after_metrics={"perplexity": 11.93, "size_bytes": 160e6})
+    at = open_page("method", {"id": "gptq"})
+    table = _measured_table(at)
+    assert table is not None, "no 'Measured here' table"
+    ppl = table[table["metric"] == "perplexity"].iloc[0]
+    assert ppl["model"] == "TinyTestLM-1M"
+    assert ppl["value"] == 11.93 and ppl["baseline"] == 10.05 and ppl["change"] == "+18.7%"
+    assert ppl["run"] == f"#{run.id}" and "bits=4" in ppl["setting"]
+    assert "TinyTestLM-1M" in text_of(at)
+    # the papers' table stays the papers' only
+    assert "TinyTestLM-1M" not in set(_papers_table(at)["model"])
+    links = [el for el in at.get("page_link") if f"run #{run.id}" in el.proto.label]
+    assert links and links[0].proto.page == "run_result" and links[0].proto.query_string == f"run={run.id}"
+
+
+def test_without_measured_rows_the_page_says_how_to_measure_one(home):
+    at = open_page("method", {"id": "gptq"})
+    assert _measured_table(at) is None
+    prose = text_of(at)
+    assert "Nothing measured here yet" in prose and "shrinkwise compress demo --method gptq" in prose

@@ -101,3 +101,59 @@ def test_short_labels_prefer_the_familiar_short_form():
     assert short_label("Sparse pre-training (Sparse Llama)") == "Sparse Llama"
     assert short_label("FP8 online quantisation", ["e4m3"]) == "FP8 online q…"
     assert all(len(short_label(n)) <= 13 for n in ["Selective-intervention knowledge distillation", "x" * 40])
+
+
+def _row(method: str, value: float, baseline: float, *, measured: bool, run: int | None = None,
+         metric: str = "perplexity", setting: str = "gptq (bits=4, group_size=128)"):
+    from knowledge.schema import Evidence
+
+    paper = f"Shrinkwise run #{run}" if run is not None else ("Shrinkwise measurement" if measured else "Paper 2024")
+    return Evidence.model_validate({
+        "method": method, "model": "SmolLM2-135M-Instruct" if measured else "LLaMA-7B", "setting": setting,
+        "metric": metric, "value": value, "baseline": baseline,
+        "source": {"paper": paper, "locator": "measured here" if measured else "Table 1",
+                   "tag": "measured" if measured else "primary"},
+    })
+
+
+def _hovers(fig) -> dict[str, str]:
+    return {cd[0]: cd[1] for t in fig.data if t.meta == "methods" for cd in t.customdata}
+
+
+def test_hover_of_a_measured_method_shows_the_measured_figure_and_its_model():
+    methods = [make_method("gptq"), make_method("awq")]
+    rows = [
+        _row("gptq", 11.93, 10.05, measured=True, run=12),  # +18.7%
+        _row("gptq", 1e9, 2e9, measured=True, run=12, metric="size-mb", setting="gptq (bits=4); size on disk"),
+        _row("gptq", 5.90, 5.68, measured=False),  # a paper's row: not a measured line
+        _row("awq", 6.0, 5.68, measured=False),
+    ]
+    fig = phase_impact_map(methods, evidence=rows)
+    hovers = _hovers(fig)
+    assert "Measured here</b>: perplexity +18.7% (SmolLM2-135M-Instruct, gptq (bits=4, group_size=128), run #12)" \
+        in hovers["gptq"].replace("<br>", " ")
+    assert "2 measured rows" in hovers["gptq"]
+    assert "Measured here" not in hovers["awq"]
+    rings = [t for t in fig.data if t.name == "measured here"]
+    assert len(rings) == 1 and len(rings[0].x) == 1 and rings[0].showlegend is not False
+    # the ring sits on the gptq marker and is not counted as a method marker
+    gptq_xy = next((x, y) for t in fig.data if t.meta == "methods"
+                   for x, y, cd in zip(t.x, t.y, t.customdata) if cd[0] == "gptq")
+    assert (rings[0].x[0], rings[0].y[0]) == gptq_xy
+    assert sorted(marker_ids(fig)) == ["awq", "gptq"]
+
+
+def test_hover_shows_the_most_recent_run():
+    from app.figures.phase_map import measured_line
+
+    rows = [_row("gptq", 11.0, 10.0, measured=True, run=3), _row("gptq", 13.0, 10.0, measured=True, run=9),
+            _row("gptq", 10.5, 10.0, measured=True)]  # a bundled row without a run: oldest
+    line = measured_line(rows)
+    assert "+30.0%" in line and "run #9" in line and "3 measured rows" in line
+
+
+def test_without_measured_evidence_there_is_no_ring_and_no_line():
+    methods = [make_method("gptq")]
+    fig = phase_impact_map(methods, evidence=[_row("gptq", 5.9, 5.68, measured=False)])
+    assert not [t for t in fig.data if t.name == "measured here"]
+    assert "Measured here" not in _hovers(fig)["gptq"]

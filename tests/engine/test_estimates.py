@@ -106,14 +106,14 @@ def test_real_gptq_estimate_uses_its_7b_evidence(methods, evidence):
     assert est.fits is True and est.memory_gb == pytest.approx(7e9 * methods["gptq"].footprint.bits_per_weight / 8e9)
     d = est.to_dict()
     assert set(d) == {"bits_per_weight", "param_fraction", "memory_gb", "fits", "quality_drop_pct",
-                      "quality_basis", "quality_note", "evidence"}
+                      "quality_basis", "quality_note", "quality_measured_on", "evidence"}
     assert {"model", "metric", "value", "baseline", "source"} <= set(d["evidence"][0])
 
 
 @pytest.mark.parametrize(
     "setting, bits",
     [("4-bit, no grouping", 4.0), ("SpQR, 3.94 average bits per weight", 3.94), ("3 bit, g128", 3.0),
-     ("50% unstructured", None)],
+     ("50% unstructured", None), ("gptq (bits=4, group_size=128)", 4.0), ("spqr (qq_bits=2)", None)],
 )
 def test_bits_from_setting(setting, bits):
     assert bits_from_setting(setting) == bits
@@ -130,3 +130,52 @@ def test_quantizer_quality_uses_rows_at_its_own_bit_width():
     # without any row at its width, every row counts
     m2 = make_method("q4", "post-training", "static", footprint={"bits_per_weight": 2.0})
     assert len(expected_quality_drop(m2, rows, 7e9).rows) == 2
+
+
+def _measured(method: str, model: str, value: float, baseline: float, run_id: int = 7):
+    """A perplexity row as ``knowledge.runs.evidence_from_run`` writes it for a run of Shrinkwise."""
+    from knowledge.schema import Evidence
+
+    return Evidence.model_validate({
+        "method": method, "model": model, "setting": "gptq (bits=4, group_size=128)", "metric": "perplexity",
+        "value": value, "baseline": baseline, "baseline_label": "same model before compression",
+        "source": {"paper": f"Shrinkwise run #{run_id}", "locator": "measured here on a test CPU",
+                   "tag": "measured"},
+    })
+
+
+def _paper(method: str, model: str, value: float, baseline: float):
+    return make_evidence(method, model, value, baseline).model_copy(update={"setting": "4-bit, group size 128"})
+
+
+def test_estimate_from_measured_rows_names_the_model_it_was_measured_on():
+    m = make_method("q4", "post-training", "static")
+    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68),
+            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    est = estimate(m, rows, 135e6)  # a small model: the 135M measurement is the closest evidence
+    assert est.quality_basis == "evidence"
+    assert est.quality_measured_on == ("SmolLM2-135M-Instruct",)
+    assert "measured here on SmolLM2-135M-Instruct" in est.quality_note
+    assert est.quality_drop_pct == pytest.approx((11.93 - 10.05) / 10.05 * 100)
+    d = est.to_dict()
+    assert d["quality_measured_on"] == ["SmolLM2-135M-Instruct"]
+    assert d["evidence"][0]["measured_here"] is True
+
+
+def test_estimate_from_papers_only_says_nothing_about_measurements():
+    m = make_method("q4", "post-training", "static")
+    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68),
+            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    est = estimate(m, rows, 7e9)  # a 7B model: the paper's 7B row wins, the 135M run is too far in size
+    assert est.quality_measured_on == ()
+    assert "measured" not in est.quality_note and "LLaMA-7B" in est.quality_note
+
+
+def test_mixed_pool_counts_the_measured_rows():
+    m = make_method("q4", "post-training", "static")
+    rows = [_paper("q4", "OPT-125M", 30.0, 27.65),
+            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    est = estimate(m, rows, 135e6)
+    assert est.quality_measured_on == ("SmolLM2-135M-Instruct",)
+    assert "1 of them measured here on SmolLM2-135M-Instruct" in est.quality_note
+    assert "OPT-125M" in est.quality_note
