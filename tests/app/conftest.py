@@ -85,3 +85,20 @@ def catalog():
     from knowledge.catalog import load_catalog
 
     return load_catalog()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh Shrinkwise home (and database) for tests that store runs or jobs.
+
+    The job worker is not started by the pages here (SHRINKWISE_JOBS_AUTOSTART=0): tests that need one
+    run it themselves, so no stray process outlives a test.
+    """
+    from knowledge import db
+
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
+    db.dispose_engines()
+    yield tmp_path / "home"
+    db.dispose_engines()

@@ -18,18 +18,6 @@ from tests.compressors.jobs import checkpoints as ck
 FAKE = "tests.compressors.jobs.fake_executors"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    from knowledge import db
-
-    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
-    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
-    db.dispose_engines()
-    yield tmp_path / "home"
-    db.dispose_engines()
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return ck.tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-llama")

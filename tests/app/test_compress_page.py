@@ -17,18 +17,6 @@ from tests.compressors.jobs.checkpoints import tiny_checkpoint
 FAKE = "tests.compressors.jobs.fake_executors"
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    from knowledge import db
-
-    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
-    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
-    db.dispose_engines()
-    yield tmp_path / "home"
-    db.dispose_engines()
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-llama")

@@ -11,18 +11,6 @@ from knowledge import runs as runs_db
 from tests.app.conftest import figures, open_page, text_of
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    from knowledge import db
-
-    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
-    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
-    db.dispose_engines()
-    yield tmp_path / "home"
-    db.dispose_engines()
-
-
 def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, **config) -> int:
     run = runs_db.create_run(model_ref="demo", model_name=model, method=method, compressor=method, config=config)
     runs_db.claim_next_run("host:1:t")

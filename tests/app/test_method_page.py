@@ -7,19 +7,6 @@ import pytest
 from tests.app.conftest import open_page, text_of
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh Shrinkwise home (and database) for tests that store runs."""
-    from knowledge import db
-
-    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SHRINKWISE_DATABASE_URL", raising=False)
-    monkeypatch.setenv("SHRINKWISE_JOBS_AUTOSTART", "0")
-    db.dispose_engines()
-    yield tmp_path / "home"
-    db.dispose_engines()
-
-
 def _papers_table(at):
     return next(df.value for df in at.dataframe if "link" in df.value.columns)
 
