@@ -181,7 +181,7 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     method_id = page.url.rsplit("id=", 1)[1]
     assert method_id in {"sparse-pretraining", "spqr", "gptq", "llm-pruner", "selective-distillation",
                          "cpu-inference", "aim", "lazyllm"}
-    page.get_by_role("heading", name="Evidence").wait_for()
+    page.get_by_role("heading", name="From the papers").wait_for()
     _shot(page, f"method-{tag}.png")
     page.close()
 
