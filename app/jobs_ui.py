@@ -10,7 +10,7 @@ Page files and URL parameters (a link from another page opens a pre-filled form)
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import streamlit as st
 
@@ -55,7 +55,7 @@ def ensure_worker_for_queue() -> None:
 # formatting
 
 
-def fmt_bytes(n: Optional[float]) -> str:
+def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "–"
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -64,7 +64,7 @@ def fmt_bytes(n: Optional[float]) -> str:
     return f"{int(n)} B"
 
 
-def fmt_seconds(s: Optional[float]) -> str:
+def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "–"
     s = float(s)
@@ -77,18 +77,25 @@ def fmt_seconds(s: Optional[float]) -> str:
     return f"{h} h {m:02d} min"
 
 
-def fmt_params(n: Optional[float]) -> str:
+def fmt_params(n: float | None) -> str:
     if n is None:
         return "–"
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{int(n):,}"
 
 
-TIMING_LABELS = {"load": "load the model", "measure before": "measure before", "compress": "compress",
-                 "save": "save packed", "measure after": "measure after (reloaded)", "export": "export",
-                 "total": "all stages", "job_total_s": "job process (with start-up)"}
+TIMING_LABELS = {
+    "load": "load the model",
+    "measure before": "measure before",
+    "compress": "compress",
+    "save": "save packed",
+    "measure after": "measure after (reloaded)",
+    "export": "export",
+    "total": "all stages",
+    "job_total_s": "job process (with start-up)",
+}
 
 
-def timing_rows(timings: dict[str, float], elapsed_s: Optional[float]) -> list[dict[str, str]]:
+def timing_rows(timings: dict[str, float], elapsed_s: float | None) -> list[dict[str, str]]:
     rows = [{"stage": TIMING_LABELS.get(k, k), "time": fmt_seconds(v)} for k, v in timings.items()]
     if elapsed_s is not None:
         rows.append({"stage": "from start to result", "time": fmt_seconds(elapsed_s)})
@@ -112,12 +119,14 @@ def job_title(info: JobInfo) -> str:
 # the job panel
 
 
-def job_panel(job_id: int, *, key: str = "job") -> Optional[JobInfo]:
+def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
     """The state of one job; while it is queued or running it refreshes itself every second."""
     try:
         info = runner().status(job_id)
     except KeyError:
-        st.warning(f"There is no job #{job_id} in this database. It may have been deleted; see the History page.")
+        st.warning(
+            f"There is no job #{job_id} in this database. It may have been deleted; see the History page."
+        )
         return None
     if info.active:
         if info.status is RunStatus.QUEUED:
@@ -142,29 +151,47 @@ def _render(info: JobInfo, key: str) -> None:
         st.caption(f"{settings_text(info.config)}")
         if info.status is RunStatus.QUEUED:
             ahead = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id < info.id]
-            st.progress(0.0, text=f"Queued: {len(ahead)} job(s) ahead" if ahead else "Queued: the worker is starting it")
+            st.progress(
+                0.0,
+                text=f"Queued: {len(ahead)} job(s) ahead" if ahead else "Queued: the worker is starting it",
+            )
         elif info.status is RunStatus.RUNNING:
             stage = info.stage or "starting"
             st.progress(min(1.0, max(0.0, info.fraction)), text=f"{stage} · {100 * info.fraction:.0f}%")
-            st.caption(f"Elapsed {fmt_seconds(info.elapsed_s)}" + (" · stopping…" if info.cancel_requested else ""))
+            st.caption(
+                f"Elapsed {fmt_seconds(info.elapsed_s)}" + (" · stopping…" if info.cancel_requested else "")
+            )
         if info.active:
-            if st.button("Cancel", key=f"{key}_cancel_{info.id}", disabled=info.cancel_requested,
-                         help="Stops the job within seconds; the uploaded model is kept."):
+            if st.button(
+                "Cancel",
+                key=f"{key}_cancel_{info.id}",
+                disabled=info.cancel_requested,
+                help="Stops the job within seconds; the uploaded model is kept.",
+            ):
                 runner().cancel(info.id)
                 st.rerun(scope="fragment")
         elif info.status is RunStatus.SUCCEEDED:
             b, a = info.before_metrics, info.after_metrics
             if b.get("perplexity") and a.get("perplexity"):
-                st.success(f"Done in {fmt_seconds(info.elapsed_s)}: perplexity {b['perplexity']:.2f} → "
-                           f"{a['perplexity']:.2f}, size {fmt_bytes(b.get('size_bytes'))} → "
-                           f"{fmt_bytes(a.get('size_bytes'))}.")
+                st.success(
+                    f"Done in {fmt_seconds(info.elapsed_s)}: perplexity {b['perplexity']:.2f} → "
+                    f"{a['perplexity']:.2f}, size {fmt_bytes(b.get('size_bytes'))} → "
+                    f"{fmt_bytes(a.get('size_bytes'))}."
+                )
             else:
                 st.success(f"Done in {fmt_seconds(info.elapsed_s)}.")
-            st.page_link(PAGE_RESULT, label="Open the result", icon=":material/analytics:", query_params={"run": str(info.id)})
+            st.page_link(
+                PAGE_RESULT,
+                label="Open the result",
+                icon=":material/analytics:",
+                query_params={"run": str(info.id)},
+            )
         elif info.status is RunStatus.FAILED:
             st.error(f"The job failed: {info.error}")
             if _is_upload(info.model_ref):
-                st.caption(f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again.")
+                st.caption(
+                    f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again."
+                )
         elif info.status is RunStatus.CANCELLED:
             st.info(f"The job was {info.error or 'cancelled by the user'}.")
         if info.log_tail:
@@ -176,7 +203,7 @@ def _is_upload(model_ref: str) -> bool:
     return "/uploads/" in model_ref.replace("\\", "/")
 
 
-def active_jobs(exclude: Optional[int] = None) -> list[JobInfo]:
+def active_jobs(exclude: int | None = None) -> list[JobInfo]:
     """Queued and running jobs (every tab and user), with links to follow them."""
     jobs = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
     if any(j.status is RunStatus.QUEUED for j in jobs):
@@ -184,9 +211,12 @@ def active_jobs(exclude: Optional[int] = None) -> list[JobInfo]:
     if jobs:
         with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
             for j in jobs:
-                st.page_link(PAGE_COMPRESS, label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
-                             + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
-                             query_params={"job": str(j.id)})
+                st.page_link(
+                    PAGE_COMPRESS,
+                    label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
+                    + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
+                    query_params={"job": str(j.id)},
+                )
     return jobs
 
 
@@ -219,9 +249,21 @@ def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[
         change = ""
         if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{100 * (a - b) / b:+.1f}%"
-        rows.append({"figure": label, "before": "–" if b is None else fmt(b),
-                     "after": "–" if a is None else fmt(a), "change": change})
+        rows.append(
+            {
+                "figure": label,
+                "before": "–" if b is None else fmt(b),
+                "after": "–" if a is None else fmt(a),
+                "change": change,
+            }
+        )
     if after.get("compress_peak_rss_bytes"):
-        rows.append({"figure": "Peak memory while compressing", "before": "–",
-                     "after": fmt_bytes(after["compress_peak_rss_bytes"]), "change": ""})
+        rows.append(
+            {
+                "figure": "Peak memory while compressing",
+                "before": "–",
+                "after": fmt_bytes(after["compress_peak_rss_bytes"]),
+                "change": "",
+            }
+        )
     return rows

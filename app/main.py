@@ -23,7 +23,13 @@ st.set_page_config(page_title="Shrinkwise", page_icon=":material/compress:", lay
 
 pages = {
     "Decide": [
-        st.Page(state.PAGE_RECOMMEND, title="Recommend", icon=":material/explore:", default=True, url_path="recommend"),
+        st.Page(
+            state.PAGE_RECOMMEND,
+            title="Recommend",
+            icon=":material/explore:",
+            default=True,
+            url_path="recommend",
+        ),
         st.Page(state.PAGE_MAP, title="Map", icon=":material/map:", url_path="map"),
     ],
     "Knowledge": [
@@ -33,7 +39,9 @@ pages = {
     ],
     "Run it": [  # app/jobs_ui.py: compress a model in a background job, its result, all runs
         st.Page("views/compress.py", title="Compress", icon=":material/play_circle:", url_path="compress"),
-        st.Page("views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run_result"),
+        st.Page(
+            "views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run_result"
+        ),
         st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
     ],
 }

@@ -24,8 +24,9 @@ def _fmt_gb(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.2f} GB"
 
 
-def to_markdown(doc: Mapping[str, Any], name: Callable[[str], str] = str, link: str | None = None,
-                top: int = 10) -> str:
+def to_markdown(
+    doc: Mapping[str, Any], name: Callable[[str], str] = str, link: str | None = None, top: int = 10
+) -> str:
     """A readable report: the constraints, the top ``top`` methods with reasons and estimates, the
     pipelines and every excluded method with why."""
     c = doc.get("constraints", {})
@@ -49,8 +50,10 @@ def to_markdown(doc: Mapping[str, Any], name: Callable[[str], str] = str, link: 
             f"({est.get('quality_note') or est.get('quality_basis') or 'no basis given'})",
         ]
         for ev in est.get("evidence") or []:
-            out.append(f"  - evidence: {ev.get('model')}, {ev.get('setting')}: {ev.get('metric')} "
-                       f"{ev.get('value')} vs {ev.get('baseline')} ({ev.get('source')})")
+            out.append(
+                f"  - evidence: {ev.get('model')}, {ev.get('setting')}: {ev.get('metric')} "
+                f"{ev.get('value')} vs {ev.get('baseline')} ({ev.get('source')})"
+            )
         out.append("- why:")
         for reason in r.get("reasons", []):
             out.append(f"  - {_reason_line(reason)}")
@@ -61,8 +64,10 @@ def to_markdown(doc: Mapping[str, Any], name: Callable[[str], str] = str, link: 
         for i, p in enumerate(pipes, 1):
             est = p.get("estimate") or {}
             steps = " → ".join(name(x) for x in pipeline_ids(p))
-            out.append(f"{i}. {steps}: {_fmt_gb(est.get('memory_gb'))}, "
-                       f"~{_fmt_pct(est.get('quality_drop_pct'))} quality drop")
+            out.append(
+                f"{i}. {steps}: {_fmt_gb(est.get('memory_gb'))}, "
+                f"~{_fmt_pct(est.get('quality_drop_pct'))} quality drop"
+            )
         out.append("")
     excluded = list(doc.get("excluded", []))
     out += [f"## Excluded methods ({len(excluded)})", ""]

@@ -11,7 +11,12 @@ from app import state
 from app.figures.palette import IMPACT_LABELS, PHASE_LABELS
 from app.figures.phase_map import GapCell
 
-PHASE_COLOURS = {"pre-training": "violet", "post-training": "blue", "fine-tuning": "orange", "inference": "green"}
+PHASE_COLOURS = {
+    "pre-training": "violet",
+    "post-training": "blue",
+    "fine-tuning": "orange",
+    "inference": "green",
+}
 
 
 def badges(method: Any) -> None:

@@ -75,9 +75,19 @@ def run_one(method: str, cfg: dict, calib: int, eval_windows: int, out_json: Pat
     from compressors.run import compress_and_measure
 
     with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp:
-        r = compress_and_measure("demo", method, cfg, out_dir=tmp, n_calib_samples=calib, calib_seq_len=512,
-                                 eval_windows=eval_windows, eval_seq_len=512, measure_before=False,
-                                 archive=None, export=True)
+        r = compress_and_measure(
+            "demo",
+            method,
+            cfg,
+            out_dir=tmp,
+            n_calib_samples=calib,
+            calib_seq_len=512,
+            eval_windows=eval_windows,
+            eval_seq_len=512,
+            measure_before=False,
+            archive=None,
+            export=True,
+        )
         d = r.to_dict()
         d["export"] = "yes" if r.artifacts.export_dir else "no"
     out_json.write_text(json.dumps(d, default=str))
@@ -90,10 +100,15 @@ def measure_original(eval_windows: int, out_json: Path) -> None:
 
     info = inspect_checkpoint("demo")
     model, tok = load_model("demo")
-    r = evaluate(model, tok, default_split().evaluation, n_windows=eval_windows, seq_len=512,
-                 checkpoint_dir=info.path)
-    out_json.write_text(json.dumps({"after": r.to_dict(), "timings": {"compress": 0.0},
-                                    "compress_peak_rss_bytes": r.peak_rss_bytes}, default=str))
+    r = evaluate(
+        model, tok, default_split().evaluation, n_windows=eval_windows, seq_len=512, checkpoint_dir=info.path
+    )
+    out_json.write_text(
+        json.dumps(
+            {"after": r.to_dict(), "timings": {"compress": 0.0}, "compress_peak_rss_bytes": r.peak_rss_bytes},
+            default=str,
+        )
+    )
 
 
 def int8_speedup(rounds: int, out_json: Path) -> None:
@@ -120,27 +135,38 @@ def int8_speedup(rounds: int, out_json: Path) -> None:
             p, d = speed(m, prompt, decode_tokens=32, repeats=1)
             res[label]["prefill"].append(p)
             res[label]["decode"].append(d)
-    out = {k: {"prefill": statistics.median(v["prefill"]), "decode": statistics.median(v["decode"])}
-           for k, v in res.items()}
+    out = {
+        k: {"prefill": statistics.median(v["prefill"]), "decode": statistics.median(v["decode"])}
+        for k, v in res.items()
+    }
     out_json.write_text(json.dumps({"rounds": rounds, "median": out}))
 
 
 def speedup_table(d: dict, threads: int) -> str:
     base = d["median"]["float32"]
-    lines = ["", f"## Dynamic int8 vs float32, interleaved ({d['rounds']} rounds, medians, {threads} thread(s))", "",
-             "Prefill: 256-token prompt. Decode: 32 greedy tokens with the KV cache. Each round measures every "
-             "variant once, in the same process, so all see the same machine load.", "",
-             "| model | prefill tok/s | speed-up | decode tok/s | speed-up |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Dynamic int8 vs float32, interleaved ({d['rounds']} rounds, medians, {threads} thread(s))",
+        "",
+        "Prefill: 256-token prompt. Decode: 32 greedy tokens with the KV cache. Each round measures every "
+        "variant once, in the same process, so all see the same machine load.",
+        "",
+        "| model | prefill tok/s | speed-up | decode tok/s | speed-up |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in d["median"].items():
-        lines.append(f"| {k} | {v['prefill']:.1f} | {v['prefill'] / base['prefill']:.2f}x | "
-                     f"{v['decode']:.2f} | {v['decode'] / base['decode']:.2f}x |")
+        lines.append(
+            f"| {k} | {v['prefill']:.1f} | {v['prefill'] / base['prefill']:.2f}x | "
+            f"{v['decode']:.2f} | {v['decode'] / base['decode']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _child(args: list[str], out_json: Path) -> dict | None:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, *args, "--child-out", str(out_json)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args, "--child-out", str(out_json)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         print(f"  failed after {time.perf_counter() - t:.0f} s:\n{tail}", file=sys.stderr)
@@ -154,9 +180,12 @@ def _est(r: dict) -> str:
 
 
 def table(rows: list[dict], base_ppl: float, base_decode: float, header: str) -> str:
-    lines = [header, "",
-             "| method | setting | ppl | Δppl | size on disk | bits/w (layers) | bits/w (model) | compress s | peak RSS | estimate: s / peak | decode tok/s | export |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        "| method | setting | ppl | Δppl | size on disk | bits/w (layers) | bits/w (model) | compress s | peak RSS | estimate: s / peak | decode tok/s | export |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         a = r["after"]
         bl = a["bits_per_weight_compressed"]
@@ -165,7 +194,8 @@ def table(rows: list[dict], base_ppl: float, base_decode: float, header: str) ->
             f"{100 * (a['perplexity'] / base_ppl - 1):+.1f}% | {a['size_on_disk_bytes'] / 1e6:.1f} MB | "
             f"{'-' if bl is None else f'{bl:.3f}'} | {a['bits_per_weight_model']:.2f} | "
             f"{r['timings']['compress']:.1f} | {r['compress_peak_rss_bytes'] / 1e6:.0f} MB | {_est(r)} | "
-            f"{a['decode_tokens_per_s']:.1f} ({a['decode_tokens_per_s'] / base_decode:.2f}x) | {r.get('export', '-')} |")
+            f"{a['decode_tokens_per_s']:.1f} ({a['decode_tokens_per_s'] / base_decode:.2f}x) | {r.get('export', '-')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -173,15 +203,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="16x512 calibration, 4x512 evaluation")
     p.add_argument("--calib", type=int, default=None, help="calibration windows of 512 tokens (default 128)")
-    p.add_argument("--eval-windows", type=int, default=None, help="evaluation windows of 512 tokens (default 20)")
+    p.add_argument(
+        "--eval-windows", type=int, default=None, help="evaluation windows of 512 tokens (default 20)"
+    )
     p.add_argument("--only", nargs="*", default=None, help="settings like gptq:bits=3,group_size=64")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per run (default 1: steadier timings on a shared machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per run (default 1: steadier timings on a shared machine)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compressors.md")
     p.add_argument("--child", nargs=2, metavar=("METHOD", "CONFIG_JSON"), help=argparse.SUPPRESS)
     p.add_argument("--child-original", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-speedup", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--speed-rounds", type=int, default=5, help="rounds of the interleaved int8/float32 speed test")
+    p.add_argument(
+        "--speed-rounds", type=int, default=5, help="rounds of the interleaved int8/float32 speed test"
+    )
     p.add_argument("--no-speedup", action="store_true", help="skip the interleaved int8/float32 speed test")
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -219,8 +257,10 @@ def main() -> None:
     md = table(rows, base_ppl, base_decode, _header(a, calib, ev))
     if not a.no_speedup:
         print("interleaved int8 / float32 speed test...", file=sys.stderr)
-        sp = _child(["--threads", str(a.threads), "--speed-rounds", str(a.speed_rounds), "--child-speedup"],
-                    tmp / "speedup.json")
+        sp = _child(
+            ["--threads", str(a.threads), "--speed-rounds", str(a.speed_rounds), "--child-speedup"],
+            tmp / "speedup.json",
+        )
         if sp is not None:
             md += speedup_table(sp, a.threads)
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,12 +273,14 @@ def _header(a, calib: int, ev: int) -> str:
 
     import torch
 
-    return (f"# Compressors on SmolLM2-135M-Instruct (demo model)\n\n"
-              f"Calibration {calib}x512 tokens (seed 0), held-out evaluation {ev}x512 tokens, built-in pydoc text. "
-              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-              f"other processes may have shared the CPU, so speeds are indicative. Command: "
-              f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`.")
+    return (
+        f"# Compressors on SmolLM2-135M-Instruct (demo model)\n\n"
+        f"Calibration {calib}x512 tokens (seed 0), held-out evaluation {ev}x512 tokens, built-in pydoc text. "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"other processes may have shared the CPU, so speeds are indicative. Command: "
+        f"`.venv/bin/python benchmarks/compressors_table.py{' --quick' if a.quick else ''} --threads {a.threads}`."
+    )
 
 
 if __name__ == "__main__":

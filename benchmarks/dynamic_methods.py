@@ -39,8 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from compressors.base import RunContext, get_compressor  # noqa: E402
-from compressors.dynamic.teal import (install_teal, measured_sparsity, set_counting,  # noqa: E402
-                                      skipped_flops_fraction, uninstall_teal)
+from compressors.dynamic.teal import (  # noqa: E402
+    install_teal,
+    measured_sparsity,
+    set_counting,
+    skipped_flops_fraction,
+    uninstall_teal,
+)
 from compressors.dynamic.tokens import PrunedCache, last_prefill_stats, uninstall_token_plan  # noqa: E402
 
 TOKEN_SETTINGS = [
@@ -114,12 +119,24 @@ def _token_row(method, cfg, res, ref, conts, stats, revived) -> dict:
     first_kl = sum(float(_kl(r[1][0:1], q[1][0:1])) for r, q in zip(ref, res)) / len(res)
     agree = torch.cat([(r[1][1:].argmax(-1) == q[1][1:].argmax(-1)).float() for r, q in zip(ref, res)]).mean()
     kl = torch.cat([_kl(r[1][1:], q[1][1:]) for r, q in zip(ref, res)]).mean()
-    nll = torch.cat([torch.nn.functional.cross_entropy(q[1].float(), c, reduction="none") for q, c in zip(res, conts)])
+    nll = torch.cat(
+        [torch.nn.functional.cross_entropy(q[1].float(), c, reduction="none") for q, c in zip(res, conts)]
+    )
     compute = [s.compute_fraction for s in stats if s is not None]
-    return {"method": method, "config": cfg, "ttft_s": ttft, "ttft_wall_s": wall, "ttft_speedup": ttft_ref / ttft,
-            "compute": sum(compute) / len(compute) if compute else 1.0, "first_top1": first_agree,
-            "first_kl": first_kl, "cont_top1": float(agree), "cont_kl": float(kl),
-            "cont_ppl": math.exp(float(nll.mean())), "revived": sum(revived) / len(revived)}
+    return {
+        "method": method,
+        "config": cfg,
+        "ttft_s": ttft,
+        "ttft_wall_s": wall,
+        "ttft_speedup": ttft_ref / ttft,
+        "compute": sum(compute) / len(compute) if compute else 1.0,
+        "first_top1": first_agree,
+        "first_kl": first_kl,
+        "cont_top1": float(agree),
+        "cont_kl": float(kl),
+        "cont_ppl": math.exp(float(nll.mean())),
+        "revived": sum(revived) / len(revived),
+    }
 
 
 def _fmt_cfg(cfg: dict) -> str:
@@ -128,10 +145,12 @@ def _fmt_cfg(cfg: dict) -> str:
 
 def _fmt_token(r: dict) -> str:
     setting = "-" if r["method"] == "dense" else (_fmt_cfg(r["config"]) if r["config"] else "defaults")
-    return (f"| {r['method']} | {setting} | {r['ttft_s'] * 1000:.0f} | {r['ttft_wall_s'] * 1000:.0f} | "
-            f"{r['ttft_speedup']:.2f}× | "
-            f"{r['compute']:.0%} | {r['first_top1']:.0%} | {r['first_kl']:.3f} | {r['cont_top1']:.1%} | "
-            f"{r['cont_kl']:.3f} | {r['cont_ppl']:.2f} | {r['revived']:.0f} |")
+    return (
+        f"| {r['method']} | {setting} | {r['ttft_s'] * 1000:.0f} | {r['ttft_wall_s'] * 1000:.0f} | "
+        f"{r['ttft_speedup']:.2f}× | "
+        f"{r['compute']:.0%} | {r['first_top1']:.0%} | {r['first_kl']:.3f} | {r['cont_top1']:.1%} | "
+        f"{r['cont_kl']:.3f} | {r['cont_ppl']:.2f} | {r['revived']:.0f} |"
+    )
 
 
 @torch.no_grad()
@@ -162,22 +181,43 @@ def teal_benchmark(model, tokenizer, texts, args) -> list[dict]:
     t = time.perf_counter()
     ppl0 = perplexity(model, windows)
     dense_tps = decode_speed(model, prompt, args.decode, args.repeats)
-    rows.append({"method": "teal", "sparsity": 0.0, "mode": "dense (not installed)", "ppl": ppl0,
-                 "decode_tps": dense_tps, "speedup": 1.0, "measured_sparsity": 0.0, "flops_skipped": 0.0,
-                 "calib_s": 0.0})
+    rows.append(
+        {
+            "method": "teal",
+            "sparsity": 0.0,
+            "mode": "dense (not installed)",
+            "ppl": ppl0,
+            "decode_tps": dense_tps,
+            "speedup": 1.0,
+            "measured_sparsity": 0.0,
+            "flops_skipped": 0.0,
+            "calib_s": 0.0,
+        }
+    )
     print(rows[-1], flush=True)
     if kernel_ok:  # the kernel alone: threshold 0 skips only exact zeros
         zeros = {n: 0.0 for n in calibrate_thresholds(model, [calib[:1]], 0.0)}
         install_teal(model, zeros, kernel="cpp", skip_zero=False)
         tps = decode_speed(model, prompt, args.decode, args.repeats)
         uninstall_teal(model)
-        rows.append({"method": "teal", "sparsity": 0.0, "mode": "C++ kernel, threshold 0", "ppl": ppl0,
-                     "decode_tps": tps, "speedup": tps / dense_tps, "measured_sparsity": 0.0,
-                     "flops_skipped": 0.0, "calib_s": 0.0})
+        rows.append(
+            {
+                "method": "teal",
+                "sparsity": 0.0,
+                "mode": "C++ kernel, threshold 0",
+                "ppl": ppl0,
+                "decode_tps": tps,
+                "speedup": tps / dense_tps,
+                "measured_sparsity": 0.0,
+                "flops_skipped": 0.0,
+                "calib_s": 0.0,
+            }
+        )
         print(rows[-1], flush=True)
     t = time.process_time()
-    all_th = calibrate_thresholds(model, (calib[i:i + 1] for i in range(calib.shape[0])), TEAL_SPARSITIES,
-                                  n_batches=calib.shape[0])
+    all_th = calibrate_thresholds(
+        model, (calib[i : i + 1] for i in range(calib.shape[0])), TEAL_SPARSITIES, n_batches=calib.shape[0]
+    )
     calib_s = time.process_time() - t  # one pass serves every sparsity
     for s in TEAL_SPARSITIES:
         th = all_th[s]
@@ -188,9 +228,19 @@ def teal_benchmark(model, tokenizer, texts, args) -> list[dict]:
         ms, fs = measured_sparsity(model), skipped_flops_fraction(model)
         set_counting(model, False)
         uninstall_teal(model)
-        rows.append({"method": "teal", "sparsity": s, "mode": "C++ kernel" if kernel_ok else "masked dense",
-                     "ppl": ppl, "decode_tps": tps, "speedup": tps / dense_tps, "measured_sparsity": ms,
-                     "flops_skipped": fs, "calib_s": calib_s})
+        rows.append(
+            {
+                "method": "teal",
+                "sparsity": s,
+                "mode": "C++ kernel" if kernel_ok else "masked dense",
+                "ppl": ppl,
+                "decode_tps": tps,
+                "speedup": tps / dense_tps,
+                "measured_sparsity": ms,
+                "flops_skipped": fs,
+                "calib_s": calib_s,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -206,8 +256,12 @@ def decode_ab(model, tokenizer, texts, args) -> list[dict]:
 
     prompt = eval_windows(tokenizer, texts.evaluation, 1, 512)[0, :128]
     calib = calibration_windows(tokenizer, texts.calibration, args.calib, 512, seed=0)
-    th = calibrate_thresholds(model, (calib[i:i + 1] for i in range(calib.shape[0])), [0.0] + TEAL_SPARSITIES,
-                              n_batches=calib.shape[0])
+    th = calibrate_thresholds(
+        model,
+        (calib[i : i + 1] for i in range(calib.shape[0])),
+        [0.0] + TEAL_SPARSITIES,
+        n_batches=calib.shape[0],
+    )
     variants = ["dense"] + [f"kernel {s:.0%}" for s in [0.0] + TEAL_SPARSITIES]
     speeds: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.ab):
@@ -217,7 +271,10 @@ def decode_ab(model, tokenizer, texts, args) -> list[dict]:
             speeds[v].append(decode_speed(model, prompt, args.decode, 1))
             uninstall_teal(model)
     med = {v: sorted(x)[len(x) // 2] for v, x in speeds.items()}
-    rows = [{"variant": v, "median_tps": med[v], "runs": speeds[v], "speedup": med[v] / med["dense"]} for v in variants]
+    rows = [
+        {"variant": v, "median_tps": med[v], "runs": speeds[v], "speedup": med[v] / med["dense"]}
+        for v in variants
+    ]
     for r in rows:
         print(r, flush=True)
     return rows
@@ -234,7 +291,9 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--decode", type=int, default=48)
     ap.add_argument("--skip-teal", action="store_true")
-    ap.add_argument("--ab", type=int, default=0, help="rounds of the alternating dense/TEAL decode comparison")
+    ap.add_argument(
+        "--ab", type=int, default=0, help="rounds of the alternating dense/TEAL decode comparison"
+    )
     ap.add_argument("--skip-tokens", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default="dynamic", help="output file stem (<name>.md, <name>.json)")
@@ -249,8 +308,8 @@ def main() -> None:
     ids = tokenize(tokenizer, texts.evaluation)
     span = args.prompt_len + args.cont
     starts = [i * (ids.numel() - span) // max(args.prompts, 1) for i in range(args.prompts)]
-    prompts = [ids[s:s + args.prompt_len] for s in starts]
-    conts = [ids[s + args.prompt_len:s + span] for s in starts]
+    prompts = [ids[s : s + args.prompt_len] for s in starts]
+    conts = [ids[s + args.prompt_len : s + span] for s in starts]
 
     token_rows = [] if args.skip_tokens else token_benchmark(model, prompts, conts, args.repeats)
     teal_rows = [] if args.skip_teal else teal_benchmark(model, tokenizer, texts, args)
@@ -292,9 +351,11 @@ def main() -> None:
         ]
         p0 = teal_rows[0]["ppl"]
         for r in teal_rows:
-            lines.append(f"| {r['sparsity']:.0%} | {r['mode']} | {r['ppl']:.3f} | {100 * (r['ppl'] / p0 - 1):+.1f}% | "
-                         f"{r['decode_tps']:.1f} | {r['speedup']:.2f}× | {r['measured_sparsity']:.1%} | "
-                         f"{r['flops_skipped']:.1%} | {r['calib_s']:.1f} |")
+            lines.append(
+                f"| {r['sparsity']:.0%} | {r['mode']} | {r['ppl']:.3f} | {100 * (r['ppl'] / p0 - 1):+.1f}% | "
+                f"{r['decode_tps']:.1f} | {r['speedup']:.2f}× | {r['measured_sparsity']:.1%} | "
+                f"{r['flops_skipped']:.1%} | {r['calib_s']:.1f} |"
+            )
         lines.append("")
     if ab_rows:
         lines += [
@@ -304,14 +365,19 @@ def main() -> None:
             "| variant | median tok/CPU-s | speed-up vs dense | all runs |",
             "|---|---|---|---|",
         ]
-        lines += [f"| {r['variant']} | {r['median_tps']:.1f} | {r['speedup']:.2f}× | "
-                  f"{', '.join(f'{x:.1f}' for x in r['runs'])} |" for r in ab_rows]
+        lines += [
+            f"| {r['variant']} | {r['median_tps']:.1f} | {r['speedup']:.2f}× | "
+            f"{', '.join(f'{x:.1f}' for x in r['runs'])} |"
+            for r in ab_rows
+        ]
         lines.append("")
     text = "\n".join(lines)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.md").write_text(text)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"tokens": token_rows, "teal": teal_rows, "teal_decode_ab": ab_rows}, indent=2))
+    (args.out / f"{args.name}.json").write_text(
+        json.dumps({"tokens": token_rows, "teal": teal_rows, "teal_decode_ab": ab_rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

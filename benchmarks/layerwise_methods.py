@@ -56,7 +56,9 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=20, help="held-out windows of 512 tokens")
     ap.add_argument("--json", default=None, help="append one JSON line per result to this file")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--base-ppl", type=float, default=None, help="skip measuring the original (value from an earlier run)")
+    ap.add_argument(
+        "--base-ppl", type=float, default=None, help="skip measuring the original (value from an earlier run)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,8 +95,19 @@ def main() -> None:
         print(f"{spec}: ppl {ppl:.3f} ({100 * (ppl / base - 1):+.1f}%) in {secs:.0f} s{extra}", flush=True)
         if args.json:
             with open(args.json, "a") as f:
-                f.write(json.dumps({"spec": spec, "ppl": ppl, "base": base, "seconds": secs,
-                                    "calib": args.calib, "eval": args.eval}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "spec": spec,
+                            "ppl": ppl,
+                            "base": base,
+                            "seconds": secs,
+                            "calib": args.calib,
+                            "eval": args.eval,
+                        }
+                    )
+                    + "\n"
+                )
     del state
 
 

@@ -75,18 +75,35 @@ def worker(args: argparse.Namespace) -> None:
         dampening_frac=0.01,
         block_size=128,
         actorder="static",
-        config_groups={"group_0": {"targets": ["Linear"], "weights": {
-            "num_bits": scheme["bits"], "type": "int", "symmetric": True, "strategy": "group",
-            "group_size": scheme["group_size"]}}},
+        config_groups={
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {
+                    "num_bits": scheme["bits"],
+                    "type": "int",
+                    "symmetric": True,
+                    "strategy": "group",
+                    "group_size": scheme["group_size"],
+                },
+            }
+        },
     )
     t = time.perf_counter()
-    oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=calib.shape[0],
-            max_seq_length=calib.shape[1], pipeline="sequential")
+    oneshot(
+        model=model,
+        dataset=ds,
+        recipe=recipe,
+        num_calibration_samples=calib.shape[0],
+        max_seq_length=calib.shape[1],
+        pipeline="sequential",
+    )
     secs = time.perf_counter() - t
     ppl = perplexity(model, ev)
     import llmcompressor
 
-    Path(args.result).write_text(json.dumps({"ppl": ppl, "seconds": secs, "version": llmcompressor.__version__}))
+    Path(args.result).write_text(
+        json.dumps({"ppl": ppl, "seconds": secs, "version": llmcompressor.__version__})
+    )
 
 
 # --- the driver (runs in the project's .venv) --------------------------------------------------------
@@ -94,7 +111,10 @@ def worker(args: argparse.Namespace) -> None:
 
 def ensure_venv() -> Path:
     py = VENV / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import llmcompressor"], capture_output=True).returncode == 0:
+    if (
+        py.exists()
+        and subprocess.run([str(py), "-c", "import llmcompressor"], capture_output=True).returncode == 0
+    ):
         return py
     print(f"creating {VENV} (torch==2.13.0 pinned, then llmcompressor)...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
@@ -110,8 +130,16 @@ def ours(model_dir: Path, calib: torch.Tensor, ev: torch.Tensor, scheme: dict, t
 
     model, _ = load_model(str(model_dir))
     comp = get_compressor("gptq")
-    cfg = comp.config_cls(bits=scheme["bits"], group_size=scheme["group_size"], sym=True, act_order=True,
-                          static_groups=True, percdamp=0.01, blocksize=128, true_sequential=true_sequential)
+    cfg = comp.config_cls(
+        bits=scheme["bits"],
+        group_size=scheme["group_size"],
+        sym=True,
+        act_order=True,
+        static_groups=True,
+        percdamp=0.01,
+        blocksize=128,
+        true_sequential=true_sequential,
+    )
     t = time.perf_counter()
     comp.compress(model, None, cfg, RunContext(calibration=calib))
     secs = time.perf_counter() - t
@@ -124,14 +152,25 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--eval", type=int, default=20, help="held-out windows (512 tokens each)")
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
-    ap.add_argument("--true-sequential", action="store_true",
-                    help="ours calibrates o_proj on quantized q/k/v etc. (llm-compressor calibrates a whole decoder "
-                         "layer from one pass, which is the default here so both run the same algorithm)")
-    ap.add_argument("--side", choices=["both", "ours", "llmc"], default="both",
-                    help="run one side only (e.g. both sides as two concurrent processes on a busy machine)")
+    ap.add_argument(
+        "--true-sequential",
+        action="store_true",
+        help="ours calibrates o_proj on quantized q/k/v etc. (llm-compressor calibrates a whole decoder "
+        "layer from one pass, which is the default here so both run the same algorithm)",
+    )
+    ap.add_argument(
+        "--side",
+        choices=["both", "ours", "llmc"],
+        default="both",
+        help="run one side only (e.g. both sides as two concurrent processes on a busy machine)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads in both processes (0: default)")
-    ap.add_argument("--base-ppl", type=float, default=None,
-                    help="perplexity of the original on the same windows from an earlier run (skips measuring it)")
+    ap.add_argument(
+        "--base-ppl",
+        type=float,
+        default=None,
+        help="perplexity of the original on the same windows from an earlier run (skips measuring it)",
+    )
     ap.add_argument("--workdir", default=str(HERE / "results" / "llmc"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--scheme", help=argparse.SUPPRESS)
@@ -162,7 +201,10 @@ def main() -> None:
     torch.save({"calib": calib, "eval": ev}, data)
     base = args.base_ppl if args.base_ppl else perplexity(model, ev)
     del model
-    print(f"original: ppl {base:.3f}  (calibration {args.calib}×{args.seq}, held-out {args.eval}×{args.seq} tokens)", flush=True)
+    print(
+        f"original: ppl {base:.3f}  (calibration {args.calib}×{args.seq}, held-out {args.eval}×{args.seq} tokens)",
+        flush=True,
+    )
 
     rows = []
     for name in args.schemes:
@@ -171,10 +213,30 @@ def main() -> None:
         mine = work / f"ours-{name}.json"
         if args.side in ("both", "llmc"):
             env = dict(os.environ, PYTHONPATH="")
-            subprocess.run([str(py), __file__, "--worker", "--scheme", name, "--model", str(model_dir), "--data",
-                            str(data), "--result", str(res), "--threads", str(args.threads)], check=True, env=env)
+            subprocess.run(
+                [
+                    str(py),
+                    __file__,
+                    "--worker",
+                    "--scheme",
+                    name,
+                    "--model",
+                    str(model_dir),
+                    "--data",
+                    str(data),
+                    "--result",
+                    str(res),
+                    "--threads",
+                    str(args.threads),
+                ],
+                check=True,
+                env=env,
+            )
             r_llmc = json.loads(res.read_text())
-            print(f"  llm-compressor {r_llmc['version']} {name}: ppl {r_llmc['ppl']:.3f} in {r_llmc['seconds']:.0f} s", flush=True)
+            print(
+                f"  llm-compressor {r_llmc['version']} {name}: ppl {r_llmc['ppl']:.3f} in {r_llmc['seconds']:.0f} s",
+                flush=True,
+            )
         if args.side in ("both", "ours"):
             r_ours = ours(model_dir, calib, ev, scheme, args.true_sequential)
             mine.write_text(json.dumps(r_ours))
@@ -184,13 +246,21 @@ def main() -> None:
         rows.append((name, json.loads(mine.read_text()), json.loads(res.read_text())))
 
     print()
-    print("| scheme | ours ppl (Δ) | llm-compressor ppl (Δ) | ours s | llm-compressor s | ppl ratio | time ratio |")
+    print(
+        "| scheme | ours ppl (Δ) | llm-compressor ppl (Δ) | ours s | llm-compressor s | ppl ratio | time ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, a, b in rows:
-        print(f"| {name} | {a['ppl']:.3f} ({100 * (a['ppl'] / base - 1):+.1f}%) | {b['ppl']:.3f} ({100 * (b['ppl'] / base - 1):+.1f}%) "
-              f"| {a['seconds']:.0f} | {b['seconds']:.0f} | {a['ppl'] / b['ppl']:.3f} | {a['seconds'] / b['seconds']:.2f} |")
-    (work / f"summary-{'-'.join(args.schemes)}.json").write_text(json.dumps({"base": base, "rows": [
-        {"scheme": n, "ours": a, "llmcompressor": b} for n, a, b in rows]}, indent=1))
+        print(
+            f"| {name} | {a['ppl']:.3f} ({100 * (a['ppl'] / base - 1):+.1f}%) | {b['ppl']:.3f} ({100 * (b['ppl'] / base - 1):+.1f}%) "
+            f"| {a['seconds']:.0f} | {b['seconds']:.0f} | {a['ppl'] / b['ppl']:.3f} | {a['seconds'] / b['seconds']:.2f} |"
+        )
+    (work / f"summary-{'-'.join(args.schemes)}.json").write_text(
+        json.dumps(
+            {"base": base, "rows": [{"scheme": n, "ours": a, "llmcompressor": b} for n, a, b in rows]},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -78,9 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if args.json:
-        print(json.dumps({"methods": len(catalog.methods), "evidence": len(catalog.evidence), "rules": len(rules),
-                          "runs": args.n, "load_average": os.getloadavg()[0], "cores": os.cpu_count(), "catalog_load_ms": load_ms, "rules_load_ms": rules_ms, "results": rows},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "methods": len(catalog.methods),
+                    "evidence": len(catalog.evidence),
+                    "rules": len(rules),
+                    "runs": args.n,
+                    "load_average": os.getloadavg()[0],
+                    "cores": os.cpu_count(),
+                    "catalog_load_ms": load_ms,
+                    "rules_load_ms": rules_ms,
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
         return 0
     console = Console()
     if not console.is_terminal:
@@ -92,13 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("constraints", "ranked", "excluded", "pipelines", "median ms", "p95 ms", "median CPU ms"):
         table.add_column(col, justify="left" if col == "constraints" else "right")
     for r in rows:
-        table.add_row(r["constraints"], str(r["ranked"]), str(r["excluded"]), str(r["pipelines"]),
-                      f"{r['median_ms']:.2f}", f"{r['p95_ms']:.2f}", f"{r['median_cpu_ms']:.2f}")
+        table.add_row(
+            r["constraints"],
+            str(r["ranked"]),
+            str(r["excluded"]),
+            str(r["pipelines"]),
+            f"{r['median_ms']:.2f}",
+            f"{r['p95_ms']:.2f}",
+            f"{r['median_cpu_ms']:.2f}",
+        )
     console.print(table)
     allw = [r["median_ms"] for r in rows]
-    console.print(f"median over all sets: {statistics.median(allw):.2f} ms wall "
-                  f"(CPU {statistics.median(r['median_cpu_ms'] for r in rows):.2f} ms; CPU time is the steadier "
-                  f"figure on a shared machine); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    console.print(
+        f"median over all sets: {statistics.median(allw):.2f} ms wall "
+        f"(CPU {statistics.median(r['median_cpu_ms'] for r in rows):.2f} ms; CPU time is the steadier "
+        f"figure on a shared machine); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     console.print(f"one-off costs: catalog load {load_ms:.0f} ms, rules parse+compile {rules_ms:.0f} ms")
     return 0
 

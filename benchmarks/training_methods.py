@@ -39,8 +39,9 @@ def load(args):
 
     model, tok = load_model("demo")
     split = default_split()
-    calib = calibration_windows(tok, split.calibration, args.calib, args.calib_seq, seed=0,
-                                ids=tokenize(tok, split.calibration))
+    calib = calibration_windows(
+        tok, split.calibration, args.calib, args.calib_seq, seed=0, ids=tokenize(tok, split.calibration)
+    )
     ev = eval_windows(tok, split.evaluation, args.eval_windows, args.eval_seq)
     return model, tok, calib, ev
 
@@ -58,11 +59,20 @@ def run(method_id: str, cfg: dict, args, setting: str) -> dict:
     t0 = time.perf_counter()
     out = comp.compress(model, tok, config, ctx)
     seconds = time.perf_counter() - t0
-    row = {"method": method_id, "setting": setting, "config": config.to_dict(), "report": comp.last_report,
-           "seconds": round(seconds, 1), "estimate_seconds": round(est.seconds, 1),
-           "estimate_peak_mb": round(est.peak_memory_bytes / 2**20), "eval": f"{args.eval_windows}×{args.eval_seq}",
-           "calibration": f"{args.calib}×{args.calib_seq}", "threads": torch.get_num_threads(),
-           "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    row = {
+        "method": method_id,
+        "setting": setting,
+        "config": config.to_dict(),
+        "report": comp.last_report,
+        "seconds": round(seconds, 1),
+        "estimate_seconds": round(est.seconds, 1),
+        "estimate_peak_mb": round(est.peak_memory_bytes / 2**20),
+        "eval": f"{args.eval_windows}×{args.eval_seq}",
+        "calibration": f"{args.calib}×{args.calib_seq}",
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     if args.save:
         out.save_pretrained(Path(args.save) / setting.replace(" ", "_"))
     with JSONL.open("a") as f:
@@ -75,8 +85,15 @@ def _f(x, nd=2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-DEMO_SHAPE = dict(n_params=134_515_008, n_layers=30, hidden_size=576, intermediate_size=1536, vocab_size=49152,
-                  n_heads=9, n_kv_heads=3)
+DEMO_SHAPE = dict(
+    n_params=134_515_008,
+    n_layers=30,
+    hidden_size=576,
+    intermediate_size=1536,
+    vocab_size=49152,
+    n_heads=9,
+    n_kv_heads=3,
+)
 
 
 def current_estimate(row: dict) -> float:
@@ -89,32 +106,60 @@ def current_estimate(row: dict) -> float:
 
 
 def render() -> str:
-    rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.exists() else []
-    out = ["# Training compressors on the demo model (SmolLM2-135M-Instruct)", "",
-           "Written by `benchmarks/training_methods.py` (one row per run, newest last). Perplexity on held-out",
-           "windows of the built-in evaluation text (never trained on); `eval` gives windows×tokens. "
-           "*before* = after pruning / layer dropping, before any training; *after* = after the training steps.",
-           "Time is the whole `compress` call (importance or one-shot pruning, training and the in-run evaluations);",
-           "*step s* is the measured mean training step, *est. s* the compressor's own estimate of the whole call",
-           "(`estimate()` with the current cost model, evaluation counted as 3×4 windows).", "",
-           "| method | setting | params | ppl original | ppl before training | ppl after training | steps × tokens | step s | time s | est. s | eval |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = (
+        [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()]
+        if JSONL.exists()
+        else []
+    )
+    out = [
+        "# Training compressors on the demo model (SmolLM2-135M-Instruct)",
+        "",
+        "Written by `benchmarks/training_methods.py` (one row per run, newest last). Perplexity on held-out",
+        "windows of the built-in evaluation text (never trained on); `eval` gives windows×tokens. "
+        "*before* = after pruning / layer dropping, before any training; *after* = after the training steps.",
+        "Time is the whole `compress` call (importance or one-shot pruning, training and the in-run evaluations);",
+        "*step s* is the measured mean training step, *est. s* the compressor's own estimate of the whole call",
+        "(`estimate()` with the current cost model, evaluation counted as 3×4 windows).",
+        "",
+        "| method | setting | params | ppl original | ppl before training | ppl after training | steps × tokens | step s | time s | est. s | eval |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rep, c = r["report"], r["config"]
         if r["method"] == "llm-pruner":
             params = f"{rep['params_before'] / 1e6:.1f}M → {rep['params_after'] / 1e6:.1f}M"
-            orig, before, after, tr = rep.get("ppl_dense"), rep.get("ppl_pruned"), rep.get("ppl_recovered"), rep.get("recovery", {})
+            orig, before, after, tr = (
+                rep.get("ppl_dense"),
+                rep.get("ppl_pruned"),
+                rep.get("ppl_recovered"),
+                rep.get("recovery", {}),
+            )
         elif r["method"] == "selective-distillation":
             params = f"{rep['params_teacher'] / 1e6:.1f}M → {rep['params_student'] / 1e6:.1f}M"
-            orig, before, after, tr = rep.get("ppl_teacher"), rep.get("ppl_student_before"), rep.get("ppl_student_after"), rep.get("distillation", {})
+            orig, before, after, tr = (
+                rep.get("ppl_teacher"),
+                rep.get("ppl_student_before"),
+                rep.get("ppl_student_after"),
+                rep.get("distillation", {}),
+            )
         else:
             params = f"{rep.get('mask_sparsity', 0):.0%} sparse"
-            orig, before, after, tr = rep.get("ppl_dense"), rep.get("ppl_one_shot"), rep.get("ppl_trained"), rep.get("training", {})
-        out.append(f"| {r['method']} | {r['setting']} | {params} | {_f(orig)} | {_f(before)} | {_f(after)} | "
-                   f"{c.get('steps')} × {c.get('batch_size')}×{c.get('seq_len')} | {_f(tr.get('step_seconds'), 1)} | "
-                   f"{_f(r['seconds'], 0)} | {_f(current_estimate(r), 0)} | {r['eval']} |")
-    out += ["", f"Machine: {rows[-1]['machine'] if rows else '?'}, torch threads {rows[-1]['threads'] if rows else '?'}, "
-            "a CPU shared with other jobs while these ran (timings vary run to run)."]
+            orig, before, after, tr = (
+                rep.get("ppl_dense"),
+                rep.get("ppl_one_shot"),
+                rep.get("ppl_trained"),
+                rep.get("training", {}),
+            )
+        out.append(
+            f"| {r['method']} | {r['setting']} | {params} | {_f(orig)} | {_f(before)} | {_f(after)} | "
+            f"{c.get('steps')} × {c.get('batch_size')}×{c.get('seq_len')} | {_f(tr.get('step_seconds'), 1)} | "
+            f"{_f(r['seconds'], 0)} | {_f(current_estimate(r), 0)} | {r['eval']} |"
+        )
+    out += [
+        "",
+        f"Machine: {rows[-1]['machine'] if rows else '?'}, torch threads {rows[-1]['threads'] if rows else '?'}, "
+        "a CPU shared with other jobs while these ran (timings vary run to run).",
+    ]
     MD.write_text("\n".join(out) + "\n")
     return MD.read_text()
 
@@ -149,8 +194,12 @@ def main() -> None:
         base = {**common, "drop_ratio": args.drop, "layer_rule": args.rule}
         layers = f"30→{30 - round(args.drop * 30)} layers ({args.rule})"
         run("selective-distillation", {**base, "select_fraction": 1.0}, args, f"{layers}, plain KD (uniform)")
-        run("selective-distillation", {**base, "select_fraction": args.select}, args,
-            f"{layers}, selective top {args.select:.0%} KL tokens")
+        run(
+            "selective-distillation",
+            {**base, "select_fraction": args.select},
+            args,
+            f"{layers}, selective top {args.select:.0%} KL tokens",
+        )
     elif args.what == "sparse":
         cfg = {**common, "sparsity": 0.5, "pattern": "unstructured", "one_shot": args.one_shot}
         run("sparse-pretraining", cfg, args, f"50% unstructured, one-shot {args.one_shot}")

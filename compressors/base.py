@@ -16,8 +16,9 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,11 @@ class CompressorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CompressorConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {unknown} for {cls.__name__}; allowed: {sorted(known)}"
-            )
+            raise ConfigError(f"unknown setting(s) {unknown} for {cls.__name__}; allowed: {sorted(known)}")
         return cls(**data)
 
     @classmethod
@@ -61,11 +60,21 @@ class CompressorConfig:
         """Fields with type, default and UI metadata, in declaration order (for forms and --help)."""
         out = []
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (
+                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+                )
             )
-            out.append({"name": f.name, "type": f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
-                        "default": default, **dict(f.metadata)})
+            out.append(
+                {
+                    "name": f.name,
+                    "type": f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
+                    "default": default,
+                    **dict(f.metadata),
+                }
+            )
         return out
 
 
@@ -110,7 +119,7 @@ class RunContext:
     be called at least once per layer so a cancel stops the work within seconds.
     """
 
-    calibration: Optional[Any] = None  # torch.LongTensor [n_samples, seq_len] of token ids
+    calibration: Any | None = None  # torch.LongTensor [n_samples, seq_len] of token ids
     progress: Callable[[str, float, str], None] = lambda stage, frac, msg="": None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"
@@ -159,7 +168,9 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     """Class decorator adding a compressor to the registry; a duplicate id is a programming error."""
     cid = cls.id
     if cid in _REGISTRY and _REGISTRY[cid] is not cls:
-        raise ValueError(f"compressor id {cid!r} is registered twice ({_REGISTRY[cid].__name__} and {cls.__name__})")
+        raise ValueError(
+            f"compressor id {cid!r} is registered twice ({_REGISTRY[cid].__name__} and {cls.__name__})"
+        )
     _REGISTRY[cid] = cls
     return cls
 

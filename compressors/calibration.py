@@ -23,8 +23,9 @@ one statistic per layer of the current step; nothing is kept across blocks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class LayerStats:
 
 
 # solve(block index, layer name within the block, layer, its statistics) -> replacement module or None
-SolveFn = Callable[[int, str, nn.Module, LayerStats], Optional[nn.Module]]
+SolveFn = Callable[[int, str, nn.Module, LayerStats], nn.Module | None]
 
 
 class _Stop(Exception):
@@ -83,9 +84,11 @@ def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -
     seen: list[tuple[str, int, tuple]] = []
     handles = []
     for name, m in layers.items():
+
         def hook(mod, args, name=name):
             x = args[0]
             seen.append((name, x.data_ptr(), tuple(x.shape)))
+
         handles.append(m.register_forward_pre_hook(hook))
     try:
         run_block(block, hidden[:1], kwargs)
@@ -131,14 +134,20 @@ def sequential_compress(
     if stat not in STATS:
         raise ValueError(f"stat={stat!r} is not known; choose one of {list(STATS)}")
     if tokens is None or tokens.dim() != 2 or tokens.shape[0] == 0:
-        raise CompressionError("this method needs calibration data: pass ctx.calibration as a [n_samples, seq_len] token tensor")
+        raise CompressionError(
+            "this method needs calibration data: pass ctx.calibration as a [n_samples, seq_len] token tensor"
+        )
     t_start = time.perf_counter()
     report = SequentialReport()
     path, blocks = find_blocks(model)
     was_training = model.training
     model.eval()
     use_cache = getattr(getattr(model, "config", None), "use_cache", None)
-    ctx.report(stage, 0.0, f"capturing the inputs of block 0 for {tokens.shape[0]}×{tokens.shape[1]} calibration tokens")
+    ctx.report(
+        stage,
+        0.0,
+        f"capturing the inputs of block 0 for {tokens.shape[0]}×{tokens.shape[1]} calibration tokens",
+    )
     hidden, kwargs = capture_block_inputs(model, tokens)
     n_blocks = len(blocks)
     n = hidden.shape[0]
@@ -157,16 +166,23 @@ def sequential_compress(
                 for name in step:
                     in_f = _in_features(layers[name])
                     shape = (in_f, in_f) if stat == "hessian" else (in_f,)
-                    stats[name] = LayerStats(name, stat, torch.zeros(shape, dtype=torch.float32, device=hidden.device))
+                    stats[name] = LayerStats(
+                        name, stat, torch.zeros(shape, dtype=torch.float32, device=hidden.device)
+                    )
                 called: set[str] = set()
                 last_step = step is steps[-1] or not true_sequential
                 handles = []
                 for name in step:
-                    def hook(mod, args, out, name=name):
+                    # bound as defaults: each step's hooks are removed before the next step starts,
+                    # but binding keeps a stray late call from touching the next step's state
+                    def hook(
+                        mod, args, out, name=name, stats=stats, called=called, last_step=last_step, step=step
+                    ):
                         stats[name].add(args[0])
                         called.add(name)
                         if not last_step and len(called) == len(step):
                             raise _Stop  # the rest of the block is not needed for this step
+
                     handles.append(layers[name].register_forward_hook(hook))
                 try:
                     for i in range(n):
@@ -190,9 +206,14 @@ def sequential_compress(
                     full = f"{path}.{bi}.{name}"
                     report.layers[full] = info
                     done_layers += 1
-                    extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-                    ctx.report(f"block {bi + 1}/{n_blocks}", (bi + done_layers / max(n_layers, 1)) / n_blocks,
-                               f"{name}: {extra}")
+                    extra = ", ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+                    )
+                    ctx.report(
+                        f"block {bi + 1}/{n_blocks}",
+                        (bi + done_layers / max(n_layers, 1)) / n_blocks,
+                        f"{name}: {extra}",
+                    )
                     del stats[name]
             # outputs of the compressed block are the next block's inputs
             out = torch.empty_like(hidden)

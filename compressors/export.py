@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,10 +45,15 @@ class ExportUnsupported(CompressionError):
 def _quant_args(m: QuantizedLinear) -> dict[str, Any]:
     offset = 1 << (m.bits - 1)
     symmetric = m.zero_const is not None and m.zero_const == offset
-    return {"num_bits": m.bits, "type": "int", "symmetric": symmetric,
-            "strategy": "channel" if m.group_size == -1 else "group",
-            "group_size": None if m.group_size == -1 else m.group_size, "dynamic": False,
-            "observer": "minmax"}
+    return {
+        "num_bits": m.bits,
+        "type": "int",
+        "symmetric": symmetric,
+        "strategy": "channel" if m.group_size == -1 else "group",
+        "group_size": None if m.group_size == -1 else m.group_size,
+        "dynamic": False,
+        "observer": "minmax",
+    }
 
 
 def _check_expressible(path: str, m: PackedModule) -> None:
@@ -57,10 +62,12 @@ def _check_expressible(path: str, m: PackedModule) -> None:
             raise ExportUnsupported(
                 f"{path}: group_size {m.group_size} does not divide in_features {m.in_features}; "
                 "compressed-tensors' group strategy requires whole groups (use a group size that divides "
-                f"{m.in_features}, e.g. 32 or 64, or per-channel)")
+                f"{m.in_features}, e.g. 32 or 64, or per-channel)"
+            )
         if m.perm is not None:
-            raise ExportUnsupported(f"{path}: act-order column permutation (g_idx) is not stored by "
-                                    "compressed-tensors 0.20")
+            raise ExportUnsupported(
+                f"{path}: act-order column permutation (g_idx) is not stored by compressed-tensors 0.20"
+            )
         if m.zero_const is None and m.zero_bits is None:
             raise ExportUnsupported(f"{path}: non-integer zero-points cannot be stored in compressed-tensors")
         return
@@ -68,7 +75,8 @@ def _check_expressible(path: str, m: PackedModule) -> None:
         return
     raise ExportUnsupported(
         f"{path}: packed type {m.packed_type!r} has no compressed-tensors equivalent "
-        "(see docs/formats.md: SpQR outliers/3-bit statistics and sparse layers cannot be expressed)")
+        "(see docs/formats.md: SpQR outliers/3-bit statistics and sparse layers cannot be expressed)"
+    )
 
 
 def _scheme_key(m: PackedModule) -> tuple:
@@ -78,8 +86,9 @@ def _scheme_key(m: PackedModule) -> tuple:
     return ("int-quantized", 8, "channel", None, True)
 
 
-def export_compressed_tensors(model: nn.Module, tokenizer, out_dir: str | Path,
-                              dtype: Optional[torch.dtype] = None) -> Path:
+def export_compressed_tensors(
+    model: nn.Module, tokenizer, out_dir: str | Path, dtype: torch.dtype | None = None
+) -> Path:
     """Write ``model`` (with packed layers) as a compressed-tensors checkpoint in ``out_dir``.
 
     Raises :class:`ExportUnsupported` (before writing anything) when some layer cannot be expressed.
@@ -97,8 +106,10 @@ def export_compressed_tensors(model: nn.Module, tokenizer, out_dir: str | Path,
         _check_expressible(path, m)
     keys = {_scheme_key(m) for m in packed.values()}
     if len(keys) > 1:
-        raise ExportUnsupported(f"layers use {len(keys)} different schemes {sorted(map(str, keys))}; "
-                                "this export writes one scheme per model")
+        raise ExportUnsupported(
+            f"layers use {len(keys)} different schemes {sorted(map(str, keys))}; "
+            "this export writes one scheme per model"
+        )
     fmt = next(iter(keys))[0]
     dt = dtype or next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
@@ -131,18 +142,41 @@ def export_compressed_tensors(model: nn.Module, tokenizer, out_dir: str | Path,
 
     if fmt == "pack-quantized":
         weights = _quant_args(first)  # type: ignore[arg-type]
-        scheme = {"targets": ["Linear"], "weights": weights, "input_activations": None, "output_activations": None}
+        scheme = {
+            "targets": ["Linear"],
+            "weights": weights,
+            "input_activations": None,
+            "output_activations": None,
+        }
     else:
-        scheme = {"targets": ["Linear"],
-                  "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel", "dynamic": False},
-                  "input_activations": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token",
-                                        "dynamic": True},
-                  "output_activations": None}
+        scheme = {
+            "targets": ["Linear"],
+            "weights": {
+                "num_bits": 8,
+                "type": "int",
+                "symmetric": True,
+                "strategy": "channel",
+                "dynamic": False,
+            },
+            "input_activations": {
+                "num_bits": 8,
+                "type": "int",
+                "symmetric": True,
+                "strategy": "token",
+                "dynamic": True,
+            },
+            "output_activations": None,
+        }
     quantized = set(packed)
-    ignore = [name for name, mod in model.named_modules()
-              if isinstance(mod, nn.Linear) and name not in quantized]
-    qconfig = QuantizationConfig(config_groups={"group_0": QuantizationScheme(**scheme)}, format=fmt,
-                                 quantization_status="compressed", ignore=ignore)
+    ignore = [
+        name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name not in quantized
+    ]
+    qconfig = QuantizationConfig(
+        config_groups={"group_0": QuantizationScheme(**scheme)},
+        format=fmt,
+        quantization_status="compressed",
+        ignore=ignore,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ linear layers, reads and writes their weights as ``[out, in]`` whatever the laye
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, name, new)
 
 
-def _n_layers(model: nn.Module) -> Optional[int]:
+def _n_layers(model: nn.Module) -> int | None:
     cfg = getattr(model, "config", None)
     if cfg is None:
         return None
@@ -129,7 +130,9 @@ def set_weight(module: nn.Module, weight: torch.Tensor) -> None:
     """Write an ``[out, in]`` weight into the layer in place (transposing for ``Conv1D``)."""
     w = get_weight(module)
     if tuple(w.shape) != tuple(weight.shape):
-        raise ValueError(f"weight shape {tuple(weight.shape)} does not match the layer's [out, in] {tuple(w.shape)}")
+        raise ValueError(
+            f"weight shape {tuple(weight.shape)} does not match the layer's [out, in] {tuple(w.shape)}"
+        )
     with torch.no_grad():
         w.copy_(weight.to(w.dtype))
 
@@ -139,7 +142,7 @@ def in_out_features(module: nn.Module) -> tuple[int, int]:
     return int(in_f), int(out_f)
 
 
-def get_bias(module: nn.Module) -> Optional[torch.Tensor]:
+def get_bias(module: nn.Module) -> torch.Tensor | None:
     return getattr(module, "bias", None)
 
 
@@ -153,8 +156,9 @@ def block_output(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, block_index: int = 0
-                         ) -> tuple[torch.Tensor, dict[str, Any]]:
+def capture_block_inputs(
+    model: nn.Module, tokens: torch.Tensor, block_index: int = 0
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run the model on ``tokens`` ``[n, seq]`` up to block ``block_index`` and return its inputs.
 
     Returns ``(hidden_states [n, seq, hidden], kwargs)``: the block's positional input for every sample,
@@ -195,7 +199,9 @@ def capture_block_inputs(model: nn.Module, tokens: torch.Tensor, block_index: in
     finally:
         handle.remove()
     if len(captured) != tokens.shape[0]:
-        raise CompressionError(f"block {block_index} was not reached by the forward pass of {type(model).__name__}")
+        raise CompressionError(
+            f"block {block_index} was not reached by the forward pass of {type(model).__name__}"
+        )
     first_kwargs.pop("_captured", None)
     first_kwargs["use_cache"] = False
     first_kwargs.pop("past_key_values", None)
@@ -211,7 +217,7 @@ def run_block(block: nn.Module, hidden_states: torch.Tensor, kwargs: dict[str, A
 
 
 @torch.no_grad()
-def pre_block_modules(model: nn.Module, tokens: Optional[torch.Tensor] = None) -> dict[str, nn.Module]:
+def pre_block_modules(model: nn.Module, tokens: torch.Tensor | None = None) -> dict[str, nn.Module]:
     """Modules with parameters or buffers that run before block 0 (embeddings, positions, rotary).
 
     Found by running the model with forward hooks on every module outside the blocks and stopping at

@@ -26,7 +26,7 @@ import socket
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -52,7 +52,7 @@ class ModelInfo:
 
     ref: str
     source: str  # demo | folder | gguf | packed | hub
-    path: Optional[str]
+    path: str | None
     architecture: str
     model_type: str
     n_params: int
@@ -62,8 +62,8 @@ class ModelInfo:
     hidden_size: int
     vocab_size: int
     weight_files: list[str] = field(default_factory=list)
-    packed_method: Optional[str] = None  # for Shrinkwise packed checkpoints
-    shape: Optional[ModelShape] = None
+    packed_method: str | None = None  # for Shrinkwise packed checkpoints
+    shape: ModelShape | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,7 +74,7 @@ class ModelInfo:
 # resolving a reference
 
 
-def _resolve(ref: str | Path) -> tuple[str, Optional[Path]]:
+def _resolve(ref: str | Path) -> tuple[str, Path | None]:
     """Classify a model reference: (source kind, local path or None)."""
     s = str(ref)
     if s == "demo":
@@ -180,7 +180,7 @@ def _dir_size(folder: Path) -> int:
 # config-level checks
 
 
-def _load_config(source: str, path: Optional[Path], ref: str):
+def _load_config(source: str, path: Path | None, ref: str):
     from transformers import AutoConfig
 
     try:
@@ -270,7 +270,9 @@ def model_shape(config) -> ModelShape:
         inter = g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
         layers = g("num_hidden_layers", "n_layer")
         linear = layers * (4 * hidden * hidden + 3 * hidden * inter)
-        n_params = linear + g("vocab_size") * hidden * (1 if getattr(text, "tie_word_embeddings", True) else 2)
+        n_params = linear + g("vocab_size") * hidden * (
+            1 if getattr(text, "tie_word_embeddings", True) else 2
+        )
     return ModelShape(
         n_params=int(n_params),
         n_layers=g("num_hidden_layers", "n_layer", "num_layers"),
@@ -360,12 +362,20 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     shape = model_shape(config)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelInfo(
-        ref=str(ref), source=source, path=str(path) if path else None,
+        ref=str(ref),
+        source=source,
+        path=str(path) if path else None,
         architecture=_architecture(config),
-        model_type=config.model_type, n_params=shape.n_params, dtype=_config_dtype(config),
-        size_on_disk_bytes=size, n_layers=shape.n_layers, hidden_size=shape.hidden_size,
-        vocab_size=getattr(text, "vocab_size", 0) or 0, weight_files=[p.name for p in weight_files],
-        packed_method=packed_method, shape=shape,
+        model_type=config.model_type,
+        n_params=shape.n_params,
+        dtype=_config_dtype(config),
+        size_on_disk_bytes=size,
+        n_layers=shape.n_layers,
+        hidden_size=shape.hidden_size,
+        vocab_size=getattr(text, "vocab_size", 0) or 0,
+        weight_files=[p.name for p in weight_files],
+        packed_method=packed_method,
+        shape=shape,
     )
 
 
@@ -402,8 +412,13 @@ def load_tokenizer(ref: str | Path):
         ) from None
 
 
-def load_model(ref: str | Path, *, dtype: torch.dtype = torch.float32, check_free_memory: bool = True,
-               with_tokenizer: bool = True):
+def load_model(
+    ref: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    check_free_memory: bool = True,
+    with_tokenizer: bool = True,
+):
     """Load ``(model, tokenizer)`` in eval mode on the CPU; ``tokenizer`` is None if ``with_tokenizer=False``.
 
     Validation happens first (see :func:`inspect_checkpoint`); then the weights are read. A Shrinkwise
@@ -428,7 +443,7 @@ def load_model(ref: str | Path, *, dtype: torch.dtype = torch.float32, check_fre
     return model, tok
 
 
-def _load_weights(info: ModelInfo, path: Optional[Path], dtype: torch.dtype):
+def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=False)

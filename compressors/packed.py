@@ -19,7 +19,7 @@ fastest way to run them.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -96,25 +96,27 @@ def packed_words(n_values: int, bits: int) -> int:
 # ---------------------------------------------------------------------------------------------------
 # registry and base class
 
-_PACKED_TYPES: dict[str, type["PackedModule"]] = {}
+_PACKED_TYPES: dict[str, type[PackedModule]] = {}
 
 
-def register_packed(cls: type["PackedModule"]) -> type["PackedModule"]:
+def register_packed(cls: type[PackedModule]) -> type[PackedModule]:
     """Class decorator: make a packed module type loadable by :mod:`compressors.storage`."""
     key = cls.packed_type
     if key in _PACKED_TYPES and _PACKED_TYPES[key] is not cls:
-        raise ValueError(f"packed type {key!r} registered twice ({_PACKED_TYPES[key].__name__} and {cls.__name__})")
+        raise ValueError(
+            f"packed type {key!r} registered twice ({_PACKED_TYPES[key].__name__} and {cls.__name__})"
+        )
     _PACKED_TYPES[key] = cls
     return cls
 
 
-def packed_types() -> dict[str, type["PackedModule"]]:
+def packed_types() -> dict[str, type[PackedModule]]:
     """The registered packed module types (importing the modules that define more of them)."""
     _import_packed_providers()
     return dict(_PACKED_TYPES)
 
 
-def get_packed_type(name: str) -> type["PackedModule"]:
+def get_packed_type(name: str) -> type[PackedModule]:
     _import_packed_providers()
     try:
         return _PACKED_TYPES[name]
@@ -134,7 +136,7 @@ def _import_packed_providers() -> None:
                 raise
 
 
-def _tensor_bits(t: Optional[torch.Tensor]) -> int:
+def _tensor_bits(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.numel() * t.element_size() * 8
 
 
@@ -154,7 +156,7 @@ class PackedModule(nn.Module):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self._w_cache: Optional[torch.Tensor] = None
+        self._w_cache: torch.Tensor | None = None
 
     # -- what subclasses implement ------------------------------------------------------------------
     def packed_state(self) -> dict[str, torch.Tensor]:
@@ -166,7 +168,7 @@ class PackedModule(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> "PackedModule":
+    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> PackedModule:
         raise NotImplementedError
 
     def dequantize(self) -> torch.Tensor:
@@ -219,7 +221,7 @@ class PackedModule(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits/weight={self.bits_per_weight():.3f}"
 
 
-def _as_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+def _as_bias(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if bias is None else bias.detach().to(dtype).contiguous().clone()
 
 
@@ -256,10 +258,20 @@ class QuantizedLinear(PackedModule):
 
     packed_type = "quantized_linear"
 
-    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int,
-                 qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor],
-                 zero_const: Optional[float], zero_bits: Optional[int], perm: Optional[torch.Tensor],
-                 bias: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        group_size: int,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        zeros: torch.Tensor | None,
+        zero_const: float | None,
+        zero_bits: int | None,
+        perm: torch.Tensor | None,
+        bias: torch.Tensor | None,
+    ) -> None:
         super().__init__(in_features, out_features)
         self.bits = int(bits)
         self.group_size = int(group_size)
@@ -280,10 +292,18 @@ class QuantizedLinear(PackedModule):
         return self.in_features if self.group_size == -1 else self.group_size
 
     @classmethod
-    def from_quantized(cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | float, bits: int,
-                       group_size: int, bias: Optional[torch.Tensor] = None,
-                       perm: Optional[torch.Tensor] = None, symmetric: bool = False,
-                       scale_dtype: torch.dtype = torch.float16) -> "QuantizedLinear":
+    def from_quantized(
+        cls,
+        q: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor | float,
+        bits: int,
+        group_size: int,
+        bias: torch.Tensor | None = None,
+        perm: torch.Tensor | None = None,
+        symmetric: bool = False,
+        scale_dtype: torch.dtype = torch.float16,
+    ) -> QuantizedLinear:
         """Build from integer codes ``q`` ``[out, in]`` and per-group ``scale``/``zero`` ``[out, n_groups]``.
 
         ``zero`` may be a scalar (symmetric). ``scale`` is stored as ``scale_dtype`` (float16 by
@@ -302,14 +322,16 @@ class QuantizedLinear(PackedModule):
         if scale.dim() == 1:
             scale = scale[:, None]
         if tuple(scale.shape) != (out_f, n_groups):
-            raise ValueError(f"scale must be [{out_f}, {n_groups}] for in_features={in_f}, group_size={gs}; "
-                             f"got {tuple(scale.shape)}")
+            raise ValueError(
+                f"scale must be [{out_f}, {n_groups}] for in_features={in_f}, group_size={gs}; "
+                f"got {tuple(scale.shape)}"
+            )
         zt = torch.as_tensor(zero).detach().float()
         if zt.dim() == 1 and zt.numel() == out_f:
             zt = zt[:, None]
-        zero_const: Optional[float] = None
-        zeros: Optional[torch.Tensor] = None
-        zero_bits: Optional[int] = None
+        zero_const: float | None = None
+        zeros: torch.Tensor | None = None
+        zero_bits: int | None = None
         if zt.numel() == 1 or bool((zt == zt.reshape(-1)[0]).all()):
             zero_const = float(zt.reshape(-1)[0])
         else:
@@ -329,9 +351,19 @@ class QuantizedLinear(PackedModule):
                 raise ValueError(f"perm must be a permutation of range({in_f})")
             if not torch.equal(perm, torch.arange(in_f)):
                 p = perm.to(torch.int16 if in_f <= 32767 else torch.int32)
-        return cls(in_f, out_f, bits, -1 if group_size in (-1, 0, None) else gs,
-                   pack_bits(q, bits), scale.to(scale_dtype).contiguous(), zeros, zero_const, zero_bits, p,
-                   _as_bias(bias, torch.float32 if bias is None else bias.dtype))
+        return cls(
+            in_f,
+            out_f,
+            bits,
+            -1 if group_size in (-1, 0, None) else gs,
+            pack_bits(q, bits),
+            scale.to(scale_dtype).contiguous(),
+            zeros,
+            zero_const,
+            zero_bits,
+            p,
+            _as_bias(bias, torch.float32 if bias is None else bias.dtype),
+        )
 
     def group_index(self) -> torch.Tensor:
         """``g_idx``: the group of every input column."""
@@ -371,15 +403,31 @@ class QuantizedLinear(PackedModule):
         return state
 
     def meta(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bits": self.bits,
-                "group_size": self.group_size, "zero_const": self.zero_const, "zero_bits": self.zero_bits,
-                "symmetric": self.zero_const is not None}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "zero_const": self.zero_const,
+            "zero_bits": self.zero_bits,
+            "symmetric": self.zero_const is not None,
+        }
 
     @classmethod
-    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> "QuantizedLinear":
-        return cls(meta["in_features"], meta["out_features"], meta["bits"], meta["group_size"],
-                   state["qweight"], state["scales"], state.get("zeros"), meta.get("zero_const"),
-                   meta.get("zero_bits"), state.get("perm"), state.get("bias"))
+    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> QuantizedLinear:
+        return cls(
+            meta["in_features"],
+            meta["out_features"],
+            meta["bits"],
+            meta["group_size"],
+            state["qweight"],
+            state["scales"],
+            state.get("zeros"),
+            meta.get("zero_const"),
+            meta.get("zero_bits"),
+            state.get("perm"),
+            state.get("bias"),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -399,8 +447,16 @@ class SparseLinear(PackedModule):
 
     packed_type = "sparse_linear"
 
-    def __init__(self, in_features: int, out_features: int, pattern: str, values: torch.Tensor,
-                 index: torch.Tensor, nnz: int, bias: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        pattern: str,
+        values: torch.Tensor,
+        index: torch.Tensor,
+        nnz: int,
+        bias: torch.Tensor | None,
+    ) -> None:
         super().__init__(in_features, out_features)
         self.pattern = pattern
         self.nnz = int(nnz)
@@ -416,8 +472,13 @@ class SparseLinear(PackedModule):
         return n, m
 
     @classmethod
-    def from_dense(cls, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   pattern: str = "unstructured", value_dtype: torch.dtype = torch.float16) -> "SparseLinear":
+    def from_dense(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        pattern: str = "unstructured",
+        value_dtype: torch.dtype = torch.float16,
+    ) -> SparseLinear:
         """Store a pruned ``[out, in]`` weight (zeros are the pruned entries)."""
         if weight.dim() != 2:
             raise ValueError(f"weight must be [out, in]; got {tuple(weight.shape)}")
@@ -426,8 +487,15 @@ class SparseLinear(PackedModule):
         if pattern == "unstructured":
             mask = w != 0
             vals = w[mask].to(value_dtype)
-            return cls(in_f, out_f, pattern, vals, pack_bits(mask.to(torch.uint8), 1), int(mask.sum()),
-                       _as_bias(bias, torch.float32 if bias is None else bias.dtype))
+            return cls(
+                in_f,
+                out_f,
+                pattern,
+                vals,
+                pack_bits(mask.to(torch.uint8), 1),
+                int(mask.sum()),
+                _as_bias(bias, torch.float32 if bias is None else bias.dtype),
+            )
         n, m = cls._nm(pattern)
         if in_f % m:
             raise ValueError(f"{pattern} sparsity needs in_features divisible by {m}; got {in_f}")
@@ -442,8 +510,15 @@ class SparseLinear(PackedModule):
         vals = torch.gather(runs, -1, pos).to(value_dtype)
         ibits = max(1, math.ceil(math.log2(m)))
         ibits = next(b for b in SUPPORTED_BITS if b >= ibits)
-        return cls(in_f, out_f, pattern, vals.reshape(-1), pack_bits(pos, ibits), int((w != 0).sum()),
-                   _as_bias(bias, torch.float32 if bias is None else bias.dtype))
+        return cls(
+            in_f,
+            out_f,
+            pattern,
+            vals.reshape(-1),
+            pack_bits(pos, ibits),
+            int((w != 0).sum()),
+            _as_bias(bias, torch.float32 if bias is None else bias.dtype),
+        )
 
     @property
     def sparsity(self) -> float:
@@ -470,13 +545,25 @@ class SparseLinear(PackedModule):
         return state
 
     def meta(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "pattern": self.pattern,
-                "nnz": self.nnz, "value_dtype": _dtype_name(self.values.dtype)}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "pattern": self.pattern,
+            "nnz": self.nnz,
+            "value_dtype": _dtype_name(self.values.dtype),
+        }
 
     @classmethod
-    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> "SparseLinear":
-        return cls(meta["in_features"], meta["out_features"], meta["pattern"], state["values"],
-                   state["index"], meta["nnz"], state.get("bias"))
+    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> SparseLinear:
+        return cls(
+            meta["in_features"],
+            meta["out_features"],
+            meta["pattern"],
+            state["values"],
+            state["index"],
+            meta["nnz"],
+            state.get("bias"),
+        )
 
 
 def packed_modules(model: nn.Module) -> dict[str, PackedModule]:

@@ -18,7 +18,7 @@ paper leaves out.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -40,15 +40,39 @@ class SpQRLinear(PackedModule):
 
     packed_type = "spqr_linear"
 
-    def __init__(self, in_features: int, out_features: int, bits: int, beta1: int, beta2: int, qq_bits: int,
-                 qweight: torch.Tensor, scale_q: torch.Tensor, zero_q: torch.Tensor, scale_stats: torch.Tensor,
-                 zero_stats: torch.Tensor, perm: Optional[torch.Tensor], row_ptr: torch.Tensor,
-                 col_idx: torch.Tensor, values: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        beta1: int,
+        beta2: int,
+        qq_bits: int,
+        qweight: torch.Tensor,
+        scale_q: torch.Tensor,
+        zero_q: torch.Tensor,
+        scale_stats: torch.Tensor,
+        zero_stats: torch.Tensor,
+        perm: torch.Tensor | None,
+        row_ptr: torch.Tensor,
+        col_idx: torch.Tensor,
+        values: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> None:
         super().__init__(in_features, out_features)
         self.bits, self.beta1, self.beta2, self.qq_bits = int(bits), int(beta1), int(beta2), int(qq_bits)
-        for name, t in (("qweight", qweight), ("scale_q", scale_q), ("zero_q", zero_q),
-                        ("scale_stats", scale_stats), ("zero_stats", zero_stats), ("perm", perm),
-                        ("row_ptr", row_ptr), ("col_idx", col_idx), ("values", values), ("bias", bias)):
+        for name, t in (
+            ("qweight", qweight),
+            ("scale_q", scale_q),
+            ("zero_q", zero_q),
+            ("scale_stats", scale_stats),
+            ("zero_stats", zero_stats),
+            ("perm", perm),
+            ("row_ptr", row_ptr),
+            ("col_idx", col_idx),
+            ("values", values),
+            ("bias", bias),
+        ):
             self.register_buffer(name, t)
 
     @property
@@ -60,17 +84,28 @@ class SpQRLinear(PackedModule):
         return int(self.values.numel())
 
     @classmethod
-    def from_result(cls, r: SpQRResult, bias: Optional[torch.Tensor] = None) -> "SpQRLinear":
+    def from_result(cls, r: SpQRResult, bias: torch.Tensor | None = None) -> SpQRLinear:
         out_f, in_f = r.codes.shape
         perm = None
         if r.perm is not None and not torch.equal(r.perm, torch.arange(in_f)):
             perm = r.perm.to(torch.int16 if in_f <= 32767 else torch.int32)
         col_dtype = torch.int16 if in_f <= 32767 else torch.int32
         return cls(
-            in_f, out_f, r.bits, r.beta1, r.beta2, r.qq_bits,
-            pack_bits(r.codes, r.bits), pack_bits(r.scale.codes, r.qq_bits), pack_bits(r.zero.codes, r.qq_bits),
-            r.scale.stats.contiguous(), r.zero.stats.contiguous(), perm,
-            r.row_ptr.to(torch.int32), r.col_idx.to(col_dtype), r.values.to(torch.float16),
+            in_f,
+            out_f,
+            r.bits,
+            r.beta1,
+            r.beta2,
+            r.qq_bits,
+            pack_bits(r.codes, r.bits),
+            pack_bits(r.scale.codes, r.qq_bits),
+            pack_bits(r.zero.codes, r.qq_bits),
+            r.scale.stats.contiguous(),
+            r.zero.stats.contiguous(),
+            perm,
+            r.row_ptr.to(torch.int32),
+            r.col_idx.to(col_dtype),
+            r.values.to(torch.float16),
             None if bias is None else bias.detach().clone(),
         )
 
@@ -91,24 +126,58 @@ class SpQRLinear(PackedModule):
 
     def paper_bits_per_param(self) -> float:
         """Average bits per parameter as the SpQR paper counts them (no row_ptr, no permutation)."""
-        return spqr_bits_per_param(self.bits, self.qq_bits, self.beta1, self.beta2, self.n_outliers / self.n_weights)
+        return spqr_bits_per_param(
+            self.bits, self.qq_bits, self.beta1, self.beta2, self.n_outliers / self.n_weights
+        )
 
     def packed_state(self) -> dict[str, torch.Tensor]:
-        state = {k: getattr(self, k) for k in ("qweight", "scale_q", "zero_q", "scale_stats", "zero_stats",
-                                              "row_ptr", "col_idx", "values")}
+        state = {
+            k: getattr(self, k)
+            for k in (
+                "qweight",
+                "scale_q",
+                "zero_q",
+                "scale_stats",
+                "zero_stats",
+                "row_ptr",
+                "col_idx",
+                "values",
+            )
+        }
         for k in ("perm", "bias"):
             if getattr(self, k) is not None:
                 state[k] = getattr(self, k)
         return state
 
     def meta(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "bits": self.bits,
-                "beta1": self.beta1, "beta2": self.beta2, "qq_bits": self.qq_bits,
-                "n_outliers": self.n_outliers, "paper_bits_per_param": round(self.paper_bits_per_param(), 4)}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bits": self.bits,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "qq_bits": self.qq_bits,
+            "n_outliers": self.n_outliers,
+            "paper_bits_per_param": round(self.paper_bits_per_param(), 4),
+        }
 
     @classmethod
-    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> "SpQRLinear":
-        return cls(meta["in_features"], meta["out_features"], meta["bits"], meta["beta1"], meta["beta2"],
-                   meta["qq_bits"], state["qweight"], state["scale_q"], state["zero_q"], state["scale_stats"],
-                   state["zero_stats"], state.get("perm"), state["row_ptr"], state["col_idx"], state["values"],
-                   state.get("bias"))
+    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> SpQRLinear:
+        return cls(
+            meta["in_features"],
+            meta["out_features"],
+            meta["bits"],
+            meta["beta1"],
+            meta["beta2"],
+            meta["qq_bits"],
+            state["qweight"],
+            state["scale_q"],
+            state["zero_q"],
+            state["scale_stats"],
+            state["zero_stats"],
+            state.get("perm"),
+            state["row_ptr"],
+            state["col_idx"],
+            state["values"],
+            state.get("bias"),
+        )

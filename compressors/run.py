@@ -25,35 +25,49 @@ import logging
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
 from compressors.base import Cancelled, CompressionError, CostEstimate, RunContext, get_compressor
 from compressors.evaluate import EvalResult, _RssSampler, evaluate
 from compressors.models import ModelInfo, inspect_checkpoint, load_model
-from compressors.text import (DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, TextSplit,
-                              calibration_windows, resolve_texts)
+from compressors.text import (
+    DEFAULT_CALIB_SAMPLES,
+    DEFAULT_EVAL_WINDOWS,
+    DEFAULT_SEQ_LEN,
+    TextSplit,
+    calibration_windows,
+    resolve_texts,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float, str], None]
 
 # fraction of the whole run at which each stage starts
-_STAGES = {"load": 0.0, "measure before": 0.05, "compress": 0.20, "save": 0.75, "measure after": 0.80,
-           "export": 0.97, "done": 1.0}
+_STAGES = {
+    "load": 0.0,
+    "measure before": 0.05,
+    "compress": 0.20,
+    "save": 0.75,
+    "measure after": 0.80,
+    "export": 0.97,
+    "done": 1.0,
+}
 
 
 @dataclass
 class Artifacts:
     checkpoint_dir: str
-    archive: Optional[str] = None
-    export_dir: Optional[str] = None
-    export_note: Optional[str] = None  # why there is no export, when there is none
-    report_md: Optional[str] = None
-    report_json: Optional[str] = None
+    archive: str | None = None
+    export_dir: str | None = None
+    export_note: str | None = None  # why there is no export, when there is none
+    report_md: str | None = None
+    report_json: str | None = None
 
 
 @dataclass
@@ -62,14 +76,14 @@ class RunResult:
     method_id: str
     config: dict[str, Any]
     model_info: dict[str, Any]
-    before: Optional[EvalResult]
+    before: EvalResult | None
     after: EvalResult
     timings: dict[str, float]
     artifacts: Artifacts
-    estimate: Optional[dict[str, Any]]
+    estimate: dict[str, Any] | None
     compress_peak_rss_bytes: int
     text_source: str
-    calibration_shape: Optional[list[int]]
+    calibration_shape: list[int] | None
     log: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -77,7 +91,7 @@ class RunResult:
         d = asdict(self)
         return d
 
-    def changes(self) -> dict[str, Optional[float]]:
+    def changes(self) -> dict[str, float | None]:
         """Relative changes after vs before (perplexity, size, decode speed)."""
         if self.before is None:
             return {}
@@ -86,29 +100,36 @@ class RunResult:
         def rel(x, y):
             return None if not x or y is None else (y - x) / x
 
-        return {"perplexity": rel(b.perplexity, a.perplexity),
-                "size_on_disk": rel(b.size_on_disk_bytes, a.size_on_disk_bytes),
-                "decode_tokens_per_s": rel(b.decode_tokens_per_s, a.decode_tokens_per_s),
-                "prefill_tokens_per_s": rel(b.prefill_tokens_per_s, a.prefill_tokens_per_s)}
+        return {
+            "perplexity": rel(b.perplexity, a.perplexity),
+            "size_on_disk": rel(b.size_on_disk_bytes, a.size_on_disk_bytes),
+            "decode_tokens_per_s": rel(b.decode_tokens_per_s, a.decode_tokens_per_s),
+            "prefill_tokens_per_s": rel(b.prefill_tokens_per_s, a.prefill_tokens_per_s),
+        }
 
     def to_markdown(self) -> str:
         return report_markdown(self)
 
 
-def _mb(x: Optional[int]) -> str:
+def _mb(x: int | None) -> str:
     return "n/a" if x is None else f"{x / 1e6:.1f} MB"
 
 
-def comparison_rows(before: Optional[EvalResult], after: EvalResult) -> list[tuple[str, str, str]]:
+def comparison_rows(before: EvalResult | None, after: EvalResult) -> list[tuple[str, str, str]]:
     """``(figure, before, after)`` rows shared by the CLI table and the Markdown report."""
-    def f(r: Optional[EvalResult], fn) -> str:
+
+    def f(r: EvalResult | None, fn) -> str:
         return "n/a" if r is None else fn(r)
 
     rows = [
         ("perplexity (held-out)", lambda r: f"{r.perplexity:.3f}"),
         ("size on disk", lambda r: _mb(r.size_on_disk_bytes)),
-        ("bits/weight, compressed layers", lambda r: "n/a" if r.bits_per_weight_compressed is None
-         else f"{r.bits_per_weight_compressed:.3f}"),
+        (
+            "bits/weight, compressed layers",
+            lambda r: (
+                "n/a" if r.bits_per_weight_compressed is None else f"{r.bits_per_weight_compressed:.3f}"
+            ),
+        ),
         ("bits/weight, whole model", lambda r: f"{r.bits_per_weight_model:.3f}"),
         ("parameters", lambda r: f"{r.n_params:,}"),
         ("sparsity of linear layers", lambda r: f"{100 * r.sparsity:.1f}%"),
@@ -121,11 +142,17 @@ def comparison_rows(before: Optional[EvalResult], after: EvalResult) -> list[tup
 
 
 def report_markdown(r: RunResult) -> str:
-    lines = [f"# Shrinkwise run: {r.method_id} on {r.model_ref}", "",
-             f"Settings: `{json.dumps(r.config, sort_keys=True)}`  ", f"Text: {r.text_source}  ",
-             f"Machine: {r.machine.get('platform', '')}, torch {r.machine.get('torch', '')}, "
-             f"{r.machine.get('threads', '')} threads", "",
-             "| figure | before | after |", "|---|---|---|"]
+    lines = [
+        f"# Shrinkwise run: {r.method_id} on {r.model_ref}",
+        "",
+        f"Settings: `{json.dumps(r.config, sort_keys=True)}`  ",
+        f"Text: {r.text_source}  ",
+        f"Machine: {r.machine.get('platform', '')}, torch {r.machine.get('torch', '')}, "
+        f"{r.machine.get('threads', '')} threads",
+        "",
+        "| figure | before | after |",
+        "|---|---|---|",
+    ]
     lines += [f"| {n} | {b} | {a} |" for n, b, a in comparison_rows(r.before, r.after)]
     ch = r.changes()
     if ch.get("perplexity") is not None:
@@ -145,7 +172,9 @@ def report_markdown(r: RunResult) -> str:
 class _Progress:
     """Maps stage-local fractions onto the whole run and enforces cancellation at every report."""
 
-    def __init__(self, callback: Optional[Progress], cancel_event: threading.Event, log_lines: list[str]) -> None:
+    def __init__(
+        self, callback: Progress | None, cancel_event: threading.Event, log_lines: list[str]
+    ) -> None:
         self.callback = callback
         self.cancel_event = cancel_event
         self.log_lines = log_lines
@@ -166,18 +195,34 @@ class _Progress:
 
 
 def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
-def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional[dict[str, Any]] = None, *,
-                         out_dir: str | Path, calib_text: str | Path | None = None,
-                         eval_text: str | Path | None = None, progress: Optional[Progress] = None,
-                         cancel_event: Optional[threading.Event] = None,
-                         n_calib_samples: int = DEFAULT_CALIB_SAMPLES, calib_seq_len: int = DEFAULT_SEQ_LEN,
-                         eval_windows: int = DEFAULT_EVAL_WINDOWS, eval_seq_len: int = DEFAULT_SEQ_LEN,
-                         measure_before: bool = True, measure_speed: bool = True, export: bool = True,
-                         archive: Optional[str] = "zip", seed: int = 0) -> RunResult:
+def compress_and_measure(
+    model_ref: str | Path,
+    method_id: str,
+    config: dict[str, Any] | None = None,
+    *,
+    out_dir: str | Path,
+    calib_text: str | Path | None = None,
+    eval_text: str | Path | None = None,
+    progress: Progress | None = None,
+    cancel_event: threading.Event | None = None,
+    n_calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_seq_len: int = DEFAULT_SEQ_LEN,
+    eval_windows: int = DEFAULT_EVAL_WINDOWS,
+    eval_seq_len: int = DEFAULT_SEQ_LEN,
+    measure_before: bool = True,
+    measure_speed: bool = True,
+    export: bool = True,
+    archive: str | None = "zip",
+    seed: int = 0,
+) -> RunResult:
     """Compress ``model_ref`` with compressor ``method_id`` and measure before and after.
 
     ``config``: the method's settings as a dict (validated by its config dataclass; unknown keys and
@@ -203,7 +248,7 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
     compressor = get_compressor(method_id)
     cfg = compressor.config_cls.from_dict(dict(config or {}))
     info: ModelInfo = inspect_checkpoint(model_ref)
-    estimate: Optional[CostEstimate] = None
+    estimate: CostEstimate | None = None
     try:
         estimate = compressor.estimate(info.shape, cfg) if info.shape else None
     except Exception as exc:  # an estimate is advisory; it must not block the run
@@ -216,29 +261,48 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
     timings["load"] = time.perf_counter() - t
 
     # tokenise early so too-short text fails before any long step
-    from compressors.text import eval_windows as _ew, tokenize
+    from compressors.text import eval_windows as _ew
+    from compressors.text import tokenize
 
     _ew(tokenizer, texts.evaluation, eval_windows, eval_seq_len)
     calib = None
     if compressor.needs_calibration:
-        calib = calibration_windows(tokenizer, texts.calibration, n_calib_samples, calib_seq_len, seed,
-                                    ids=tokenize(tokenizer, texts.calibration))
+        calib = calibration_windows(
+            tokenizer,
+            texts.calibration,
+            n_calib_samples,
+            calib_seq_len,
+            seed,
+            ids=tokenize(tokenizer, texts.calibration),
+        )
 
     before = None
     if measure_before:
         t = time.perf_counter()
         span = prog.span("measure before", "compress")
-        before = evaluate(model, tokenizer, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
-                          checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None,
-                          cancel_event=cancel_event, progress=lambda s, f: span("measure before", f, ""),
-                          measure_speed=measure_speed)
+        before = evaluate(
+            model,
+            tokenizer,
+            texts.evaluation,
+            n_windows=eval_windows,
+            seq_len=eval_seq_len,
+            checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None,
+            cancel_event=cancel_event,
+            progress=lambda s, f: span("measure before", f, ""),
+            measure_speed=measure_speed,
+        )
         if info.source == "gguf" and info.path:
             before.size_on_disk_bytes = before.weights_file_bytes = Path(info.path).stat().st_size
         timings["measure before"] = time.perf_counter() - t
         prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
 
-    ctx = RunContext(calibration=calib, progress=prog.span("compress", "save"), cancel_event=cancel_event,
-                     seed=seed, log_lines=log_lines)
+    ctx = RunContext(
+        calibration=calib,
+        progress=prog.span("compress", "save"),
+        cancel_event=cancel_event,
+        seed=seed,
+        log_lines=log_lines,
+    )
     t = time.perf_counter()
     with _RssSampler() as rss:
         torch.manual_seed(seed)
@@ -250,8 +314,14 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
     t = time.perf_counter()
     from compressors.storage import save_packed, update_manifest
 
-    ckpt = save_packed(model, tokenizer, out / "model", method=method_id, config=cfg.to_dict(),
-                       extra={"source_model": str(model_ref), "source_architecture": info.architecture})
+    ckpt = save_packed(
+        model,
+        tokenizer,
+        out / "model",
+        method=method_id,
+        config=cfg.to_dict(),
+        extra={"source_model": str(model_ref), "source_architecture": info.architecture},
+    )
     timings["save"] = time.perf_counter() - t
     del model, compressed
     gc.collect()
@@ -260,9 +330,17 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
     t = time.perf_counter()
     model, _ = load_model(ckpt, with_tokenizer=False)
     span = prog.span("measure after", "export")
-    after = evaluate(model, tokenizer, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
-                     checkpoint_dir=ckpt, cancel_event=cancel_event,
-                     progress=lambda s, f: span("measure after", f, ""), measure_speed=measure_speed)
+    after = evaluate(
+        model,
+        tokenizer,
+        texts.evaluation,
+        n_windows=eval_windows,
+        seq_len=eval_seq_len,
+        checkpoint_dir=ckpt,
+        cancel_event=cancel_event,
+        progress=lambda s, f: span("measure after", f, ""),
+        measure_speed=measure_speed,
+    )
     timings["measure after"] = time.perf_counter() - t
     prog("measure after", _STAGES["export"], f"perplexity {after.perplexity:.3f}")
 
@@ -273,7 +351,9 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
         from compressors.export import ExportUnsupported, export_compressed_tensors
 
         try:
-            artifacts.export_dir = str(export_compressed_tensors(model, tokenizer, out / "compressed-tensors"))
+            artifacts.export_dir = str(
+                export_compressed_tensors(model, tokenizer, out / "compressed-tensors")
+            )
         except ExportUnsupported as exc:
             artifacts.export_note = str(exc)
             log.info("no compressed-tensors export: %s", exc)
@@ -283,14 +363,29 @@ def compress_and_measure(model_ref: str | Path, method_id: str, config: Optional
     timings["total"] = time.perf_counter() - t_run
 
     result = RunResult(
-        model_ref=str(model_ref), method_id=method_id, config=cfg.to_dict(), model_info=info.to_dict(),
-        before=before, after=after, timings=timings, artifacts=artifacts,
-        estimate=None if estimate is None else asdict(estimate), compress_peak_rss_bytes=rss.peak,
-        text_source=texts.source, calibration_shape=None if calib is None else list(calib.shape),
-        log=log_lines, machine=machine_info(),
+        model_ref=str(model_ref),
+        method_id=method_id,
+        config=cfg.to_dict(),
+        model_info=info.to_dict(),
+        before=before,
+        after=after,
+        timings=timings,
+        artifacts=artifacts,
+        estimate=None if estimate is None else asdict(estimate),
+        compress_peak_rss_bytes=rss.peak,
+        text_source=texts.source,
+        calibration_shape=None if calib is None else list(calib.shape),
+        log=log_lines,
+        machine=machine_info(),
     )
-    update_manifest(ckpt, results={"before": None if before is None else before.to_dict(),
-                                   "after": after.to_dict(), "timings": timings})
+    update_manifest(
+        ckpt,
+        results={
+            "before": None if before is None else before.to_dict(),
+            "after": after.to_dict(),
+            "timings": timings,
+        },
+    )
     if archive:
         from compressors.storage import make_archive
 

@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import stat
 import tarfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
 from compressors.base import CompressionError
-from compressors.packed import PackedModule, get_packed_type, packed_modules
+from compressors.packed import get_packed_type, packed_modules
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def checkpoint_tensors(model: nn.Module, dense_dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
+def checkpoint_tensors(model: nn.Module, dense_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The tensors :func:`save_packed` writes: packed states, then dense parameters (tied ones once)."""
     packed = packed_modules(model)
     tensors: dict[str, torch.Tensor] = {}
@@ -88,9 +87,17 @@ def checkpoint_tensors(model: nn.Module, dense_dtype: Optional[torch.dtype] = No
     return tensors
 
 
-def save_packed(model: nn.Module, tokenizer, out_dir: str | Path, *, method: str, config: dict[str, Any],
-                results: Optional[dict[str, Any]] = None, dense_dtype: Optional[torch.dtype] = None,
-                extra: Optional[dict[str, Any]] = None) -> Path:
+def save_packed(
+    model: nn.Module,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    method: str,
+    config: dict[str, Any],
+    results: dict[str, Any] | None = None,
+    dense_dtype: torch.dtype | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (with its packed modules) to ``out_dir`` in the packed format; returns the folder.
 
     ``dense_dtype`` (e.g. ``torch.float16``) converts the parameters that are not packed; by default they
@@ -120,7 +127,9 @@ def save_packed(model: nn.Module, tokenizer, out_dir: str | Path, *, method: str
         "config": config,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dense_dtype": None if dense_dtype is None else str(dense_dtype).replace("torch.", ""),
-        "modules": {path: {"type": m.packed_type, "meta": m.meta()} for path, m in packed_modules(model).items()},
+        "modules": {
+            path: {"type": m.packed_type, "meta": m.meta()} for path, m in packed_modules(model).items()
+        },
         "results": results or {},
         **(extra or {}),
     }
@@ -149,7 +158,7 @@ def update_manifest(folder: str | Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-def build_empty(config, dtype: Optional[torch.dtype] = None) -> nn.Module:
+def build_empty(config, dtype: torch.dtype | None = None) -> nn.Module:
     """The model of ``config`` with uninitialised weights (fast; the weights are loaded next)."""
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
@@ -184,8 +193,10 @@ def load_packed(folder: str | Path) -> nn.Module:
         except KeyError as exc:
             raise CheckpointError(f"{folder}: module {path}: {exc.args[0]}") from None
         prefix = path + "."
-        state = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)
-                                                             and "." not in k[len(prefix):]]}
+        state = {
+            k[len(prefix) :]: tensors.pop(k)
+            for k in [k for k in tensors if k.startswith(prefix) and "." not in k[len(prefix) :]]
+        }
         if not state:
             raise CheckpointError(f"{folder}: no tensors for packed module {path} in {WEIGHTS}")
         set_module(model, path, cls.from_packed(state, spec["meta"]))
@@ -219,7 +230,7 @@ def _tied_keys(model: nn.Module) -> set[str]:
 # archives
 
 
-def make_archive(folder: str | Path, fmt: str = "zip", out_path: Optional[str | Path] = None) -> Path:
+def make_archive(folder: str | Path, fmt: str = "zip", out_path: str | Path | None = None) -> Path:
     """Archive ``folder`` as ``.zip`` or ``.tar.gz`` (members under the folder's name); returns the path."""
     folder = Path(folder)
     if fmt not in ("zip", "tar.gz"):
@@ -252,8 +263,9 @@ def _safe_member_path(name: str, dest: Path) -> Path:
     return target
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, max_files: int = 1000,
-                 max_total_bytes: int = 64 * 2**30) -> Path:
+def safe_extract(
+    archive: str | Path, dest: str | Path, *, max_files: int = 1000, max_total_bytes: int = 64 * 2**30
+) -> Path:
     """Extract a ``.zip``/``.tar``/``.tar.gz`` into ``dest`` refusing anything unsafe; returns ``dest``.
 
     Every member is checked before anything is written (absolute paths, ``..``, symlinks and hard
@@ -304,9 +316,16 @@ def _extract_zip(archive: Path, dest: Path, max_files: int, max_total: int) -> N
         targets = []
         for i in infos:
             mode = (i.external_attr >> 16) & 0xFFFF
-            if mode and (stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                         or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-                raise UnsafeArchive(f"refused archive member {i.filename!r}: links and device files are not accepted")
+            if mode and (
+                stat.S_ISLNK(mode)
+                or stat.S_ISCHR(mode)
+                or stat.S_ISBLK(mode)
+                or stat.S_ISFIFO(mode)
+                or stat.S_ISSOCK(mode)
+            ):
+                raise UnsafeArchive(
+                    f"refused archive member {i.filename!r}: links and device files are not accepted"
+                )
             targets.append((i, _safe_member_path(i.filename, dest)))
         budget = [0]
         for i, target in targets:
@@ -324,7 +343,9 @@ def _extract_tar(archive: Path, dest: Path, max_files: int, max_total: int) -> N
             if m.issym() or m.islnk():
                 raise UnsafeArchive(f"refused archive member {m.name!r}: links are not accepted")
             if not (m.isfile() or m.isdir()):
-                raise UnsafeArchive(f"refused archive member {m.name!r}: device files and FIFOs are not accepted")
+                raise UnsafeArchive(
+                    f"refused archive member {m.name!r}: device files and FIFOs are not accepted"
+                )
         files = [m for m in members if m.isfile()]
         if len(files) > max_files:
             raise UnsafeArchive(f"archive has {len(files)} files; at most {max_files} are accepted")
@@ -349,8 +370,12 @@ def find_model_root(folder: str | Path) -> Path:
     Accepts the files at the top level or inside one wrapping folder (what archiving a folder gives).
     """
     folder = Path(folder)
-    for cand in [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", ".")))[:1] \
-            if folder.is_dir() else []:
+    for cand in (
+        [folder]
+        + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("__MACOSX", ".")))[:1]
+        if folder.is_dir()
+        else []
+    ):
         if (cand / "config.json").is_file():
             return cand
         ggufs = sorted(cand.glob("*.gguf"))

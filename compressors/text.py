@@ -20,7 +20,6 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -124,14 +123,18 @@ def default_split(eval_every: int = DEFAULT_EVAL_EVERY) -> TextSplit:
     return split_documents(default_documents(), eval_every, source="pydoc_data.topics")
 
 
-def resolve_texts(calib_text: str | Path | None = None, eval_text: str | Path | None = None,
-                  eval_every: int = DEFAULT_EVAL_EVERY) -> TextSplit:
+def resolve_texts(
+    calib_text: str | Path | None = None,
+    eval_text: str | Path | None = None,
+    eval_every: int = DEFAULT_EVAL_EVERY,
+) -> TextSplit:
     """Calibration and evaluation text from what the user gave.
 
     A ``Path`` is a file to read, a ``str`` is the text itself. Neither: the default pydoc split. Only
     calibration text: it is split into both parts. Only evaluation text: calibration uses the default
     pydoc calibration part. Both: each is used whole for its purpose.
     """
+
     def docs_of(x: str | Path) -> tuple[list[str], str]:
         if isinstance(x, Path):
             return file_documents(x), str(x)
@@ -145,11 +148,21 @@ def resolve_texts(calib_text: str | Path | None = None, eval_text: str | Path | 
     edocs, esrc = docs_of(eval_text)
     if calib_text is None:
         d = default_split(eval_every)
-        return TextSplit(d.calibration, "\n\n".join(edocs), f"calibration: {d.source}; evaluation: {esrc}",
-                         d.n_calibration_docs, len(edocs))
+        return TextSplit(
+            d.calibration,
+            "\n\n".join(edocs),
+            f"calibration: {d.source}; evaluation: {esrc}",
+            d.n_calibration_docs,
+            len(edocs),
+        )
     cdocs, csrc = docs_of(calib_text)
-    return TextSplit("\n\n".join(cdocs), "\n\n".join(edocs), f"calibration: {csrc}; evaluation: {esrc}",
-                     len(cdocs), len(edocs))
+    return TextSplit(
+        "\n\n".join(cdocs),
+        "\n\n".join(edocs),
+        f"calibration: {csrc}; evaluation: {esrc}",
+        len(cdocs),
+        len(edocs),
+    )
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:
@@ -158,9 +171,14 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def calibration_windows(tokenizer, text: str, n_samples: int = DEFAULT_CALIB_SAMPLES,
-                        seq_len: int = DEFAULT_SEQ_LEN, seed: int = 0,
-                        ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+def calibration_windows(
+    tokenizer,
+    text: str,
+    n_samples: int = DEFAULT_CALIB_SAMPLES,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    seed: int = 0,
+    ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``[n_samples, seq_len]`` token windows at seeded random offsets in ``text``."""
     if n_samples < 1 or seq_len < 2:
         raise ValueError(f"n_samples={n_samples} and seq_len={seq_len} must be >= 1 and >= 2")
@@ -172,14 +190,21 @@ def calibration_windows(tokenizer, text: str, n_samples: int = DEFAULT_CALIB_SAM
             "Give a longer text file or lower the sequence length."
         )
     if ids.numel() < n_samples * seq_len:
-        log.warning("calibration text has %d tokens; %d windows of %d will overlap", ids.numel(), n_samples, seq_len)
+        log.warning(
+            "calibration text has %d tokens; %d windows of %d will overlap", ids.numel(), n_samples, seq_len
+        )
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len + 1, (n_samples,), generator=g)
     return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
 
 
-def eval_windows(tokenizer, text: str, n_windows: int = DEFAULT_EVAL_WINDOWS, seq_len: int = DEFAULT_SEQ_LEN,
-                 ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+def eval_windows(
+    tokenizer,
+    text: str,
+    n_windows: int = DEFAULT_EVAL_WINDOWS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The first ``n_windows`` consecutive non-overlapping ``seq_len``-token windows of ``text``."""
     if n_windows < 1 or seq_len < 2:
         raise ValueError(f"n_windows={n_windows} and seq_len={seq_len} must be >= 1 and >= 2")

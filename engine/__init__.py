@@ -17,7 +17,7 @@ from .estimates import Estimate, estimate, weight_memory_gb
 from .gaps import GapCell, GapReport, gap_report
 from .pipelines import Pipeline, build_pipelines
 from .recommend import ExcludedMethod, RankedMethod, Reason, Recommendation, evaluate, recommend
-from .ruleset import Rule, RuleSet, RulesError, default_rules, load_rules
+from .ruleset import Rule, RulesError, RuleSet, default_rules, load_rules
 
 __all__ = [
     "Constraints",

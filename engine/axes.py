@@ -15,8 +15,8 @@ so the chart and the ranking cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from knowledge.schema import PHASE_ORDER, Impact, Method, Phase
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -63,7 +64,7 @@ class TargetEngine(_StrEnum):
 class ConstraintsError(ValueError):
     """Bad constraints; the message names the field, the bad value, the allowed values and the fix."""
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
@@ -106,18 +107,28 @@ class Constraints(BaseModel):
     phases: tuple[Phase, ...] = Field(
         default=PHASE_ORDER, description="Phases you can intervene in (the paper's first axis)."
     )
-    keep_original: bool = Field(default=False, description="The original weights must stay usable as they are.")
-    priority: Priority = Field(default=Priority.BALANCED, description="Predictability vs adaptivity (claim 4).")
+    keep_original: bool = Field(
+        default=False, description="The original weights must stay usable as they are."
+    )
+    priority: Priority = Field(
+        default=Priority.BALANCED, description="Predictability vs adaptivity (claim 4)."
+    )
     hardware: Hardware = Field(default=Hardware.NVIDIA_GPU, description="Where the model runs.")
     model_params: float = Field(default=7e9, gt=0, description="Number of parameters of the model.")
-    memory_gb: Optional[float] = Field(default=None, gt=0, description="Budget for the weights on the target, GB.")
+    memory_gb: float | None = Field(
+        default=None, gt=0, description="Budget for the weights on the target, GB."
+    )
     max_quality_drop: float = Field(
         default=5.0, ge=0, le=100, description="Acceptable drop, percent, on perplexity or task accuracy."
     )
     calibration_data: bool = Field(default=True, description="A sample of representative text is available.")
-    training_budget: TrainingBudget = Field(default=TrainingBudget.NONE, description="Compute for (re)training.")
+    training_budget: TrainingBudget = Field(
+        default=TrainingBudget.NONE, description="Compute for (re)training."
+    )
     workload: Workload = Field(default=Workload.CHAT, description="What the model mostly serves.")
-    serving_engine: Optional[TargetEngine] = Field(default=None, description="The engine that must load the result.")
+    serving_engine: TargetEngine | None = Field(
+        default=None, description="The engine that must load the result."
+    )
 
     # --- normalisation ---------------------------------------------------------------------------------
 
@@ -156,7 +167,7 @@ class Constraints(BaseModel):
     # --- loaders ---------------------------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Constraints":
+    def from_dict(cls, data: Mapping[str, Any]) -> Constraints:
         """Validate a mapping (from a file, flags or a form); raise :class:`ConstraintsError` on bad input."""
         if not isinstance(data, Mapping):
             raise ConstraintsError(
@@ -169,13 +180,15 @@ class Constraints(BaseModel):
             raise _friendly(exc, data) from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Constraints":
+    def from_file(cls, path: str | Path) -> Constraints:
         """Read a YAML or JSON file (YAML is a superset of JSON, so one parser reads both)."""
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConstraintsError(f"cannot read constraints file {str(p)!r}: {exc.strerror or exc}") from None
+            raise ConstraintsError(
+                f"cannot read constraints file {str(p)!r}: {exc.strerror or exc}"
+            ) from None
         try:
             data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
         except (yaml.YAMLError, json.JSONDecodeError) as exc:
@@ -188,7 +201,7 @@ class Constraints(BaseModel):
             raise ConstraintsError(f"{p}: {exc}", field=exc.field) from None
 
     @classmethod
-    def from_query(cls, params: Mapping[str, Any], *, strict: bool = True) -> "Constraints":
+    def from_query(cls, params: Mapping[str, Any], *, strict: bool = True) -> Constraints:
         """Read the flat string mapping written by :meth:`to_query` (e.g. a URL's query parameters).
 
         A value may be a list (repeated query keys); its last item wins, except for ``phases`` where the
@@ -237,7 +250,7 @@ class Constraints(BaseModel):
                 out[key] = str(value)
         return out
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "Constraints":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Constraints:
         """A validated copy with ``overrides`` applied (CLI flags over a file's values)."""
         return Constraints.from_dict({**self.to_dict(), **dict(overrides)})
 
@@ -269,7 +282,7 @@ ALLOWED: dict[str, str] = {
 def _friendly(exc: ValidationError, data: Mapping[str, Any]) -> ConstraintsError:
     """Turn pydantic's report into one message per bad field that says what to type instead."""
     lines: list[str] = []
-    first: Optional[str] = None
+    first: str | None = None
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "?"
         first = first or field

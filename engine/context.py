@@ -10,8 +10,9 @@ asks for a recommendation. Optional constraints are never null here (``c_memory_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import rule_engine
 from rule_engine import DataType
@@ -40,7 +41,7 @@ from .estimates import Estimate, grade_tables
 class Symbol:
     type: Any  # a rule_engine DataType
     doc: str
-    domain: Optional[tuple[str, ...]] = None  # allowed string values (of the scalar or of the array items)
+    domain: tuple[str, ...] | None = None  # allowed string values (of the scalar or of the array items)
 
 
 _S, _F, _B = DataType.STRING, DataType.FLOAT, DataType.BOOLEAN

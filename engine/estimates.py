@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -76,7 +77,7 @@ _RANGE = re.compile(r"(\d+(?:\.\d+)?)\s*([bm])\s*-\s*(\d+(?:\.\d+)?)\s*([bm])(?!
 _SIZE = re.compile(r"(?<![0-9.])(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", re.IGNORECASE)
 
 
-def model_size_from_name(name: str) -> Optional[float]:
+def model_size_from_name(name: str) -> float | None:
     """Parameters read from a model name: 'LLaMA-2-7B' -> 7e9, 'OPT-125M' -> 1.25e8, 'Mixtral-8x7B' -> 5.6e10.
 
     A range ('6B-20B LLMs') gives its geometric middle.
@@ -98,7 +99,7 @@ def model_size_from_name(name: str) -> Optional[float]:
     return count
 
 
-def quality_drop_of(row: Evidence) -> Optional[float]:
+def quality_drop_of(row: Evidence) -> float | None:
     """Percent quality drop of one row: perplexity rise, or accuracy loss, relative to its baseline."""
     if row.metric not in QUALITY_METRICS or row.baseline in (None, 0):
         return None
@@ -130,7 +131,7 @@ BITS_MATCH = 0.5
 _BITS_KEY = re.compile(r"(?<![a-z_])bits\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-def bits_from_setting(setting: str) -> Optional[float]:
+def bits_from_setting(setting: str) -> float | None:
     """'4-bit, no grouping' -> 4.0; 'SpQR, 3.94 average bits per weight' -> 3.94; a measured run's
     'gptq (bits=4, group_size=128)' -> 4.0; None when no width is named."""
     m = _BITS.search(setting) or _BITS_KEY.search(setting)
@@ -146,7 +147,11 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
     usable = [r for r in rows if r.method == method.id and quality_drop_of(r) is not None]
     bits = method.footprint.bits_per_weight
     if usable and bits < 16:
-        matching = [r for r in usable if (b := bits_from_setting(r.setting)) is not None and abs(b - bits) <= BITS_MATCH]
+        matching = [
+            r
+            for r in usable
+            if (b := bits_from_setting(r.setting)) is not None and abs(b - bits) <= BITS_MATCH
+        ]
         if matching:
             usable = matching
     if usable:
@@ -159,7 +164,9 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
         else:
             chosen = usable
         # input order must not matter: the same rows give the same answer and the same listing
-        chosen.sort(key=lambda r: (r.model, r.dataset or "", r.setting, r.metric.value, r.value, r.source.locator))
+        chosen.sort(
+            key=lambda r: (r.model, r.dataset or "", r.setting, r.metric.value, r.value, r.source.locator)
+        )
         pct = statistics.median(quality_drop_of(r) for r in chosen)  # type: ignore[misc]
         models = sorted({r.model for r in chosen})
         measured = [r for r in chosen if r.measured_here]
@@ -167,12 +174,15 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
         if measured and len(measured) == len(chosen):
             note = f"measured here on {', '.join(measured_on)}: median of {len(chosen)} measured row(s)"
         elif measured:
-            note = (f"median of {len(chosen)} evidence row(s) on {', '.join(models)}, "
-                    f"{len(measured)} of them measured here on {', '.join(measured_on)}")
+            note = (
+                f"median of {len(chosen)} evidence row(s) on {', '.join(models)}, "
+                f"{len(measured)} of them measured here on {', '.join(measured_on)}"
+            )
         else:
             note = f"median of {len(chosen)} evidence row(s) on {', '.join(models)}"
-        return QualityEstimate(pct=float(pct), basis=BASIS_EVIDENCE, note=note, rows=tuple(chosen),
-                               measured_on=measured_on)
+        return QualityEstimate(
+            pct=float(pct), basis=BASIS_EVIDENCE, note=note, rows=tuple(chosen), measured_on=measured_on
+        )
     grade = method.grades.quality_drop.value
     pct = grade_tables()["quality_drop_pct"][grade]
     note = f"grade-based fallback: no perplexity/accuracy evidence; grade '{grade}' read as ~{pct:g}%"
@@ -202,7 +212,7 @@ class Estimate:
     bits_per_weight: float
     param_fraction: float
     memory_gb: float
-    fits: Optional[bool]  # None when no memory budget was given
+    fits: bool | None  # None when no memory budget was given
     quality_drop_pct: float
     quality_basis: str
     quality_note: str
@@ -224,12 +234,12 @@ class Estimate:
         }
 
 
-def fits_budget(memory_gb: float, budget_gb: Optional[float]) -> Optional[bool]:
+def fits_budget(memory_gb: float, budget_gb: float | None) -> bool | None:
     return None if budget_gb is None else memory_gb <= budget_gb
 
 
 def estimate(
-    method: Method, rows: Sequence[Evidence], model_params: float, memory_budget_gb: Optional[float] = None
+    method: Method, rows: Sequence[Evidence], model_params: float, memory_budget_gb: float | None = None
 ) -> Estimate:
     """Memory, fit and expected quality drop of ``method`` applied to a ``model_params`` model."""
     fp = method.footprint

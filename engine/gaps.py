@@ -8,8 +8,9 @@ fine-tuning/dynamic and inference/static.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from knowledge.schema import PHASE_ORDER, Impact, Method, Phase
 
@@ -91,7 +92,9 @@ def gap_report(catalog_or_methods: Any) -> GapReport:
     return GapReport(cells=tuple(cells))
 
 
-def phase_counts(methods: Iterable[Method] | Mapping[str, Method], paper_only: bool = False) -> dict[str, int]:
+def phase_counts(
+    methods: Iterable[Method] | Mapping[str, Method], paper_only: bool = False
+) -> dict[str, int]:
     """Methods per phase (claim 8: research concentrates on the late phases)."""
     counts = {p.value: 0 for p in PHASE_ORDER}
     for m in _methods(methods):

@@ -30,8 +30,9 @@ bound within the acceptable quality drop.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import networkx as nx
 
@@ -150,7 +151,9 @@ def combine(evals: Sequence[Evaluation], constraints: Constraints) -> Estimate:
 
 
 def _pipeline(members: Sequence[Evaluation], constraints: Constraints) -> Pipeline:
-    pairs = [(a.method, b.method) for a, b in itertools.combinations(members, 2) if composes(a.method, b.method)]
+    pairs = [
+        (a.method, b.method) for a, b in itertools.combinations(members, 2) if composes(a.method, b.method)
+    ]
     bonus = COMPOSE_BONUS * len(pairs)
     notes = [f"{a.id} lists {b.id} as composable" for a, b in pairs]
     if len(members) > 1:
@@ -178,8 +181,12 @@ def build_pipelines(evals: Sequence[Evaluation], constraints: Constraints, k: in
     ids = sorted(g.nodes)
     ev = {i: g.nodes[i]["evaluation"] for i in ids}
     ok = g.graph["compatible"]
-    bonus = {(a, b): COMPOSE_BONUS if composes(ev[a].method, ev[b].method) else 0.0
-             for a in ids for b in ids if a != b}
+    bonus = {
+        (a, b): COMPOSE_BONUS if composes(ev[a].method, ev[b].method) else 0.0
+        for a in ids
+        for b in ids
+        if a != b
+    }
     succ = {i: sorted(g.successors(i)) for i in ids}
     params, budget, max_drop = constraints.model_params, constraints.memory_gb, constraints.max_quality_drop
     found: list[tuple[float, tuple[str, ...]]] = []

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from knowledge.schema import Evidence, Method
 
@@ -157,7 +158,7 @@ def evaluate(
     methods: Mapping[str, Method] | Iterable[Method],
     evidence: Sequence[Evidence] = (),
     *,
-    rules: Optional[RuleSet] = None,
+    rules: RuleSet | None = None,
 ) -> list[Evaluation]:
     """Every method against every rule, in id order. :func:`recommend` ranks the result."""
     rules = rules if rules is not None else default_rules()
@@ -174,7 +175,7 @@ def evaluate(
         est = estimate(m, rows, constraints.model_params, constraints.memory_gb)
         pos = position(m)
         ctx = cctx | method_symbols(m, est, pos, len(rows), baseline_gb)
-        shown: Optional[dict[str, Any]] = None
+        shown: dict[str, Any] | None = None
         score = 0.0
         reasons: list[Reason] = []
         exclusions: list[Reason] = []
@@ -220,9 +221,9 @@ def recommend(
     constraints: Constraints | Mapping[str, Any],
     methods: Mapping[str, Method] | Iterable[Method],
     evidence: Sequence[Evidence] = (),
-    top: Optional[int] = None,
+    top: int | None = None,
     *,
-    rules: Optional[RuleSet] = None,
+    rules: RuleSet | None = None,
     max_pipelines: int = 3,
 ) -> Recommendation:
     """Rank every method for ``constraints`` (or exclude it, with the rules that excluded it).
@@ -240,11 +241,15 @@ def recommend(
     evals = evaluate(constraints, methods, evidence, rules=rules)
     ranked_evals = sorted((e for e in evals if not e.excluded), key=lambda e: rank_key(e.score, e.id))
     ranked = tuple(
-        RankedMethod(method=e.method, score=e.score, reasons=e.reasons, estimate=e.estimate, position=e.position)
+        RankedMethod(
+            method=e.method, score=e.score, reasons=e.reasons, estimate=e.estimate, position=e.position
+        )
         for e in ranked_evals
     )
     excluded = tuple(
-        ExcludedMethod(method=e.method, reasons=e.exclusions, estimate=e.estimate) for e in evals if e.excluded
+        ExcludedMethod(method=e.method, reasons=e.exclusions, estimate=e.estimate)
+        for e in evals
+        if e.excluded
     )
     pipelines = tuple(build_pipelines(evals, constraints, k=max_pipelines)) if max_pipelines else ()
     log.debug("recommend: %d ranked, %d excluded, %d pipelines", len(ranked), len(excluded), len(pipelines))

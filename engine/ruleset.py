@@ -25,10 +25,11 @@ import difflib
 import logging
 import operator
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import rule_engine
 import yaml
@@ -41,7 +42,17 @@ log = logging.getLogger(__name__)
 RULES_FILE = Path(__file__).parent / "rules" / "rules.yaml"
 
 EFFECTS = ("exclude", "score", "note")
-RULE_KEYS = ("id", "description", "condition", "effect", "weight", "scale", "claims", "reference", "standalone")
+RULE_KEYS = (
+    "id",
+    "description",
+    "condition",
+    "effect",
+    "weight",
+    "scale",
+    "claims",
+    "reference",
+    "standalone",
+)
 PAPER_CLAIMS = tuple(range(1, 9))
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
@@ -58,12 +69,12 @@ class Rule:
     condition: str
     effect: str  # exclude | score | note
     weight: float
-    scale: Optional[str]
+    scale: str | None
     claims: tuple[int, ...]
-    reference: Optional[str]
+    reference: str | None
     standalone: bool
     parsed: rule_engine.Rule
-    fast: Optional[Evaluator]  # compiled closure, None when rule-engine's evaluator is used
+    fast: Evaluator | None  # compiled closure, None when rule-engine's evaluator is used
     source: str  # "paper claim 1, 5; <reference>", what the user reads as the origin
 
     def matches(self, ctx: Mapping[str, Any]) -> bool:
@@ -78,7 +89,7 @@ class Rule:
         return self.description.format_map(display_ctx)
 
 
-def _source(claims: list[int], reference: Optional[str]) -> str:
+def _source(claims: list[int], reference: str | None) -> str:
     parts = []
     if claims:
         parts.append("paper claim " + ", ".join(str(c) for c in claims))
@@ -112,8 +123,15 @@ class RuleSet:
 # --- compiling ---------------------------------------------------------------------------------------------
 
 _CMP = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
-_ARITH = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "tdiv": operator.truediv,
-          "fdiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow}
+_ARITH = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "tdiv": operator.truediv,
+    "fdiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+}
 
 
 class _Unsupported(Exception):
@@ -154,20 +172,27 @@ def _compile(node: Any) -> Evaluator:
     if t is rast.ComparisonExpression:
         left, right = _compile(node.left), _compile(node.right)
         if node.type == "eq":
+
             def eq(ctx: Mapping[str, Any]) -> bool:
                 a, b = left(ctx), right(ctx)
                 return type(a) is type(b) and a == b
+
             return eq
         if node.type == "ne":
+
             def ne(ctx: Mapping[str, Any]) -> bool:
                 a, b = left(ctx), right(ctx)
                 return type(a) is not type(b) or a != b
+
             return ne
         raise _Unsupported(node.type)
     if t is rast.ArithmeticComparisonExpression:
         left, right = _compile(node.left), _compile(node.right)
         op = _CMP[node.type]
-        if not (node.left.result_type == rule_engine.DataType.FLOAT and node.right.result_type == rule_engine.DataType.FLOAT):
+        if not (
+            node.left.result_type == rule_engine.DataType.FLOAT
+            and node.right.result_type == rule_engine.DataType.FLOAT
+        ):
             raise _Unsupported("ordered comparison of non-floats")
         return lambda ctx: op(left(ctx), right(ctx))
     if t is rast.ContainsExpression:
@@ -181,7 +206,10 @@ def _compile(node: Any) -> Evaluator:
             return lambda ctx: -right(ctx)
         raise _Unsupported(node.type)
     if t in (rast.AddExpression, rast.SubtractExpression, rast.ArithmeticExpression):
-        if not (node.left.result_type == rule_engine.DataType.FLOAT and node.right.result_type == rule_engine.DataType.FLOAT):
+        if not (
+            node.left.result_type == rule_engine.DataType.FLOAT
+            and node.right.result_type == rule_engine.DataType.FLOAT
+        ):
             raise _Unsupported("arithmetic on non-floats")
         left, right = _compile(node.left), _compile(node.right)
         aop = _ARITH[node.type]
@@ -192,7 +220,7 @@ def _compile(node: Any) -> Evaluator:
     raise _Unsupported(t.__name__)
 
 
-def compile_rule(parsed: rule_engine.Rule) -> Optional[Evaluator]:
+def compile_rule(parsed: rule_engine.Rule) -> Evaluator | None:
     """The fast evaluator of a parsed rule, or None when it uses a construct we do not compile."""
     try:
         return _compile(parsed.statement)
@@ -202,6 +230,7 @@ def compile_rule(parsed: rule_engine.Rule) -> Optional[Evaluator]:
 
 
 # --- checking ----------------------------------------------------------------------------------------------
+
 
 def _domain_errors(node: Any) -> list[str]:
     """String literals compared with an enumerated symbol must be among its values."""
@@ -222,7 +251,9 @@ def _domain_errors(node: Any) -> list[str]:
             if v not in domain:
                 close = difflib.get_close_matches(v, domain, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                errors.append(f"{v!r} is not a value of {sym.name}{hint}; allowed: {', '.join(d for d in domain if d)}")
+                errors.append(
+                    f"{v!r} is not a value of {sym.name}{hint}; allowed: {', '.join(d for d in domain if d)}"
+                )
 
     def walk(n: Any) -> None:
         t = type(n)
@@ -235,7 +266,16 @@ def _domain_errors(node: Any) -> list[str]:
         if t is rast.ContainsExpression:
             check(n.container, n.member)  # 'x' in m_changes
             check(n.member, n.container)  # m_phase in ['a', 'b']
-        for attr in ("left", "right", "container", "member", "expression", "condition", "case_true", "case_false"):
+        for attr in (
+            "left",
+            "right",
+            "container",
+            "member",
+            "expression",
+            "condition",
+            "case_true",
+            "case_false",
+        ):
             child = getattr(n, attr, None)
             if isinstance(child, rast.ASTNodeBase):
                 walk(child)
@@ -298,9 +338,16 @@ def _parse_rule(raw: Any, index: int, where: str, ctx: rule_engine.Context) -> R
             f"(symbols are listed in engine/context.py SYMBOLS)"
         ) from None
     except rule_engine.errors.EngineError as exc:
-        raise RulesError(f"{label}: condition {raw['condition']!r} does not parse or type-check: {exc.message}") from None
-    if parsed.statement.expression.result_type not in (rule_engine.DataType.BOOLEAN, rule_engine.DataType.UNDEFINED):
-        raise RulesError(f"{label}: condition must be true/false, not {parsed.statement.expression.result_type.name}")
+        raise RulesError(
+            f"{label}: condition {raw['condition']!r} does not parse or type-check: {exc.message}"
+        ) from None
+    if parsed.statement.expression.result_type not in (
+        rule_engine.DataType.BOOLEAN,
+        rule_engine.DataType.UNDEFINED,
+    ):
+        raise RulesError(
+            f"{label}: condition must be true/false, not {parsed.statement.expression.result_type.name}"
+        )
     bad_values = _domain_errors(parsed.statement)
     if bad_values:
         raise RulesError(f"{label}: " + "; ".join(bad_values))

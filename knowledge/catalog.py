@@ -14,10 +14,10 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Iterable, Mapping, Optional
 
 from knowledge.loader import DATA_DIR, KnowledgeData, load_all
 from knowledge.schema import (
@@ -36,7 +36,9 @@ from knowledge.schema import (
 log = logging.getLogger(__name__)
 
 #: The eight cells of the paper's grid, in the map's order: phases left to right, static first.
-CELLS: tuple[tuple[Phase, Impact], ...] = tuple((p, i) for p in PHASE_ORDER for i in (Impact.STATIC, Impact.DYNAMIC))
+CELLS: tuple[tuple[Phase, Impact], ...] = tuple(
+    (p, i) for p in PHASE_ORDER for i in (Impact.STATIC, Impact.DYNAMIC)
+)
 
 
 class UnknownMethodError(KeyError):
@@ -65,9 +67,14 @@ class Catalog:
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def from_data(cls, data: KnowledgeData, extra_evidence: Iterable[Evidence] = ()) -> "Catalog":
-        return cls.build(data.methods, tuple(data.evidence) + tuple(extra_evidence),
-                         data.hardware, data.formats, data.engines)
+    def from_data(cls, data: KnowledgeData, extra_evidence: Iterable[Evidence] = ()) -> Catalog:
+        return cls.build(
+            data.methods,
+            tuple(data.evidence) + tuple(extra_evidence),
+            data.hardware,
+            data.formats,
+            data.engines,
+        )
 
     @classmethod
     def build(
@@ -77,7 +84,7 @@ class Catalog:
         hardware: Iterable[HardwareInfo] = (),
         formats: Iterable[FormatInfo] = (),
         engines: Iterable[EngineInfo] = (),
-    ) -> "Catalog":
+    ) -> Catalog:
         """A catalog from already validated objects (tests build small ones this way)."""
         by_id: dict[str, Method] = {}
         for m in methods:
@@ -92,7 +99,7 @@ class Catalog:
             engines=MappingProxyType({e.id: e for e in engines}),
         )
 
-    def with_evidence(self, extra: Iterable[Evidence]) -> "Catalog":
+    def with_evidence(self, extra: Iterable[Evidence]) -> Catalog:
         """A copy with more evidence rows (e.g. a run just measured)."""
         return Catalog(self.methods, self.evidence + tuple(extra), self.hardware, self.formats, self.engines)
 
@@ -133,9 +140,9 @@ class Catalog:
         self,
         *,
         paper_only: bool = False,
-        phase: Optional[Phase | str] = None,
-        impact: Optional[Impact | str] = None,
-        family: Optional[str] = None,
+        phase: Phase | str | None = None,
+        impact: Impact | str | None = None,
+        family: str | None = None,
     ) -> tuple[Method, ...]:
         out = []
         for m in self.methods.values():
@@ -150,10 +157,11 @@ class Catalog:
             out.append(m)
         return tuple(out)
 
-    def evidence_for(self, method_id: str, *, measured: Optional[bool] = None) -> tuple[Evidence, ...]:
+    def evidence_for(self, method_id: str, *, measured: bool | None = None) -> tuple[Evidence, ...]:
         """Evidence rows of one method; ``measured=True`` only Shrinkwise's own, ``False`` only papers'."""
         return tuple(
-            e for e in self.evidence
+            e
+            for e in self.evidence
             if e.method == method_id and (measured is None or e.measured_here == measured)
         )
 
@@ -177,7 +185,7 @@ def _measured_from_db() -> tuple[Evidence, ...]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(include_measured: bool, data_dir: str, database_url: Optional[str]) -> Catalog:
+def _cached(include_measured: bool, data_dir: str, database_url: str | None) -> Catalog:
     data = load_all(Path(data_dir))
     extra: tuple[Evidence, ...] = ()
     if include_measured:
@@ -193,7 +201,7 @@ def load_catalog(include_measured: bool = True, data_dir: Path | str | None = No
     catalog. Call :func:`clear_cache` after writing evidence (``knowledge.runs`` does).
     Raises :class:`knowledge.loader.DataFileError` when a data file is invalid.
     """
-    url: Optional[str] = None
+    url: str | None = None
     if include_measured:
         from knowledge.paths import database_url
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 from sqlalchemy import event, func, text
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, create_engine, delete, select
 
 from knowledge import tables
+from knowledge.loader import DATA_DIR, KnowledgeData, load_all
 from knowledge.paths import (  # noqa: F401  (re-exported: db is where callers look for them)
     DB_FILENAME,
     ENV_HOME,
@@ -36,7 +37,6 @@ from knowledge.paths import (  # noqa: F401  (re-exported: db is where callers l
     normalize_url,
     sqlite_path,
 )
-from knowledge.loader import DATA_DIR, KnowledgeData, load_all
 from knowledge.tables import EvidenceOrigin, EvidenceRow, MethodRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
-def get_engine(url: Optional[str] = None) -> Engine:
+def get_engine(url: str | None = None) -> Engine:
     """The (cached) SQLAlchemy engine for ``url`` or :func:`database_url`."""
     url = normalize_url(url) if url else database_url()
     with _lock:
@@ -79,7 +79,11 @@ def get_engine(url: Optional[str] = None) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             # an unreachable server should fail in seconds, not hang the app (override in the URL)
-            connect_args = {"connect_timeout": 10} if "connect_timeout" not in u.query and u.get_backend_name() == "postgresql" else {}
+            connect_args = (
+                {"connect_timeout": 10}
+                if "connect_timeout" not in u.query and u.get_backend_name() == "postgresql"
+                else {}
+            )
             engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         _engines[url] = engine
         log.debug("database engine for %s", describe_url(url))
@@ -95,7 +99,7 @@ def dispose_engines() -> None:
         _initialized.clear()
 
 
-def init_db(url: Optional[str] = None) -> Engine:
+def init_db(url: str | None = None) -> Engine:
     """Create the tables that do not exist yet; returns the engine.
 
     Safe when two processes start together: if the other one created a table between our check and
@@ -116,7 +120,11 @@ def init_db(url: Optional[str] = None) -> Engine:
             SQLModel.metadata.create_all(engine, tables=wanted)
             break
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
-            if attempt == 2 or "already exists" not in str(exc).lower() and "duplicate" not in str(exc).lower():
+            if (
+                attempt == 2
+                or "already exists" not in str(exc).lower()
+                and "duplicate" not in str(exc).lower()
+            ):
                 raise
             time.sleep(0.2)
     _initialized.add(key)
@@ -124,7 +132,7 @@ def init_db(url: Optional[str] = None) -> Engine:
 
 
 @contextmanager
-def session(url: Optional[str] = None) -> Iterator[Session]:
+def session(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block ends and rolls back on an exception.
 
     Objects stay readable after the block (``expire_on_commit=False``), so a function can return rows.
@@ -157,8 +165,9 @@ class SyncReport:
         )
 
 
-def sync_catalog(url: Optional[str] = None, data: Optional[KnowledgeData] = None,
-                 data_dir: Path | str = DATA_DIR) -> SyncReport:
+def sync_catalog(
+    url: str | None = None, data: KnowledgeData | None = None, data_dir: Path | str = DATA_DIR
+) -> SyncReport:
     """Load the (validated) data files into the database, in one transaction; safe to run repeatedly.
 
     Methods are upserted by id (rows for ids no longer in the files are deleted), evidence rows from
@@ -182,7 +191,7 @@ def sync_catalog(url: Optional[str] = None, data: Optional[KnowledgeData] = None
 _SYNC_LOCK_KEY = 0x5348524B  # "SHRK"
 
 
-def _sync(url: Optional[str], data: KnowledgeData) -> SyncReport:
+def _sync(url: str | None, data: KnowledgeData) -> SyncReport:
     added = updated = 0
     with session(url) as s:
         conn = s.connection()
@@ -197,12 +206,27 @@ def _sync(url: Optional[str], data: KnowledgeData) -> SyncReport:
             payload = m.model_dump(mode="json")
             row = existing.get(m.id)
             if row is None:
-                s.add(MethodRow(id=m.id, name=m.name, phase=m.phase.value, impact=m.impact.value,
-                                family=m.family.value, in_paper=m.in_paper, position=position, data=payload))
+                s.add(
+                    MethodRow(
+                        id=m.id,
+                        name=m.name,
+                        phase=m.phase.value,
+                        impact=m.impact.value,
+                        family=m.family.value,
+                        in_paper=m.in_paper,
+                        position=position,
+                        data=payload,
+                    )
+                )
                 added += 1
-            elif (row.data != payload or row.position != position):
+            elif row.data != payload or row.position != position:
                 row.name, row.phase, row.impact = m.name, m.phase.value, m.impact.value
-                row.family, row.in_paper, row.position, row.data = m.family.value, m.in_paper, position, payload
+                row.family, row.in_paper, row.position, row.data = (
+                    m.family.value,
+                    m.in_paper,
+                    position,
+                    payload,
+                )
                 row.updated_at = utcnow()
                 s.add(row)
                 updated += 1
@@ -212,28 +236,53 @@ def _sync(url: Optional[str], data: KnowledgeData) -> SyncReport:
             s.delete(row)
         s.exec(delete(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.DATA_FILE.value))  # type: ignore[call-overload]
         for ev in data.evidence:
-            s.add(EvidenceRow(method=ev.method, model=ev.model, metric=ev.metric.value, measured=ev.measured_here,
-                              origin=EvidenceOrigin.DATA_FILE.value, data=ev.model_dump(mode="json")))
+            s.add(
+                EvidenceRow(
+                    method=ev.method,
+                    model=ev.model,
+                    metric=ev.metric.value,
+                    measured=ev.measured_here,
+                    origin=EvidenceOrigin.DATA_FILE.value,
+                    data=ev.model_dump(mode="json"),
+                )
+            )
         s.flush()
-        kept = s.exec(select(func.count()).select_from(EvidenceRow)
-                      .where(EvidenceRow.origin == EvidenceOrigin.RUN.value)).one()
+        kept = s.exec(
+            select(func.count())
+            .select_from(EvidenceRow)
+            .where(EvidenceRow.origin == EvidenceOrigin.RUN.value)
+        ).one()
         total = s.exec(select(func.count()).select_from(MethodRow)).one()
     from knowledge.catalog import clear_cache
 
     clear_cache()
-    return SyncReport(methods_added=added, methods_updated=updated, methods_removed=len(stale),
-                      methods_total=int(total), evidence_from_files=len(data.evidence),
-                      evidence_measured_kept=int(kept))
+    return SyncReport(
+        methods_added=added,
+        methods_updated=updated,
+        methods_removed=len(stale),
+        methods_total=int(total),
+        evidence_from_files=len(data.evidence),
+        evidence_measured_kept=int(kept),
+    )
 
 
-def counts(url: Optional[str] = None) -> dict[str, int]:
+def counts(url: str | None = None) -> dict[str, int]:
     """Rows per table (for `kb load` and tests)."""
     init_db(url)
     out = {}
     with session(url) as s:
-        for name, model in (("methods", MethodRow), ("evidence", EvidenceRow),
-                            ("runs", tables.CompressionRun), ("saved_recommendations", tables.SavedRecommendation)):
+        for name, model in (
+            ("methods", MethodRow),
+            ("evidence", EvidenceRow),
+            ("runs", tables.CompressionRun),
+            ("saved_recommendations", tables.SavedRecommendation),
+        ):
             out[name] = int(s.exec(select(func.count()).select_from(model)).one())
-        out["evidence_measured_by_runs"] = int(s.exec(
-            select(func.count()).select_from(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.RUN.value)).one())
+        out["evidence_measured_by_runs"] = int(
+            s.exec(
+                select(func.count())
+                .select_from(EvidenceRow)
+                .where(EvidenceRow.origin == EvidenceOrigin.RUN.value)
+            ).one()
+        )
     return out

@@ -26,9 +26,10 @@ import difflib
 import logging
 import re
 import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -75,16 +76,18 @@ class Problem:
 
     file: str
     message: str
-    entry: Optional[int] = None  # 1-based position in the file's list
-    entry_id: Optional[str] = None
-    field: Optional[str] = None  # dotted path inside the entry, e.g. "grades.quality_drop"
-    line: Optional[int] = None  # 1-based line in the file
+    entry: int | None = None  # 1-based position in the file's list
+    entry_id: str | None = None
+    field: str | None = None  # dotted path inside the entry, e.g. "grades.quality_drop"
+    line: int | None = None  # 1-based line in the file
     id_key: str = "id"  # what entry_id is: the entry's "id", or the "method" of an evidence row
 
     def __str__(self) -> str:
         parts = [self.file]
         if self.entry is not None:
-            parts.append(f"entry #{self.entry}" + (f" ({self.id_key} {self.entry_id!r})" if self.entry_id else ""))
+            parts.append(
+                f"entry #{self.entry}" + (f" ({self.id_key} {self.entry_id!r})" if self.entry_id else "")
+            )
         if self.field:
             parts.append(self.field)
         text = ": ".join(parts) + ": " + self.message
@@ -132,7 +135,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None,
+                None,
+                None,
                 f"key {key!r} appears twice in one mapping (first on line {seen[key]}); keep one",
                 key_node.start_mark,
             )
@@ -143,7 +147,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _parse_yaml(path: Path, shown: str) -> tuple[Any, Optional[yaml.Node]]:
+def _parse_yaml(path: Path, shown: str) -> tuple[Any, yaml.Node | None]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -164,7 +168,7 @@ def _parse_yaml(path: Path, shown: str) -> tuple[Any, Optional[yaml.Node]]:
     return data, node
 
 
-def _child(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
+def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if k.value == str(key):
@@ -174,7 +178,7 @@ def _child(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
     return None
 
 
-def _key_node(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
+def _key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, _ in node.value:
             if k.value == str(key):
@@ -182,7 +186,7 @@ def _key_node(node: Optional[yaml.Node], key: Any) -> Optional[yaml.Node]:
     return None
 
 
-def _line_of(node: Optional[yaml.Node], loc: Sequence[Any]) -> Optional[int]:
+def _line_of(node: yaml.Node | None, loc: Sequence[Any]) -> int | None:
     """1-based line of the field at ``loc`` under ``node``: its key's line when present, else the line
     of the deepest mapping that exists (where a missing field should be added)."""
     current = node
@@ -221,8 +225,8 @@ def _unwrap(annotation: Any) -> Any:
     return None
 
 
-def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> Optional[type[BaseModel]]:
-    current: Optional[type[BaseModel]] = model
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    current: type[BaseModel] | None = model
     for part in loc:
         if isinstance(part, int):
             continue
@@ -261,7 +265,7 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, .
         return loc, f"expected a mapping of field: value, got {type(given).__name__} {given!r}"
     text = str(err.get("msg", "invalid value"))
     if text.startswith("Value error, "):
-        return loc, text[len("Value error, "):]
+        return loc, text[len("Value error, ") :]
     return loc, f"{text} (got {given!r})"
 
 
@@ -276,17 +280,26 @@ class Entry:
     item: BaseModel
     file: str
     index: int  # 1-based
-    node: Optional[yaml.Node]
+    node: yaml.Node | None
 
     @property
-    def ident(self) -> Optional[str]:
+    def ident(self) -> str | None:
         value = getattr(self.item, "id", None)
         return str(value) if value is not None else None
 
     def problem(self, field_path: str, message: str, loc: Sequence[Any] = ()) -> Problem:
-        key, label = ("id", self.ident) if self.ident is not None else ("method", getattr(self.item, "method", None))
-        return Problem(self.file, message, entry=self.index, entry_id=label, field=field_path, id_key=key,
-                       line=_line_of(self.node, loc) if loc else (self.node.start_mark.line + 1 if self.node else None))
+        key, label = (
+            ("id", self.ident) if self.ident is not None else ("method", getattr(self.item, "method", None))
+        )
+        return Problem(
+            self.file,
+            message,
+            entry=self.index,
+            entry_id=label,
+            field=field_path,
+            id_key=key,
+            line=_line_of(self.node, loc) if loc else (self.node.start_mark.line + 1 if self.node else None),
+        )
 
 
 @dataclass
@@ -297,7 +310,7 @@ class ParsedFile:
     entries: dict[str, list[Entry]] = field(default_factory=dict)
 
 
-def _entry_id(raw: Any) -> tuple[str, Optional[str]]:
+def _entry_id(raw: Any) -> tuple[str, str | None]:
     """("id", value) for entries with an id, ("method", value) for evidence rows."""
     if isinstance(raw, dict):
         for key in ("id", "method"):
@@ -306,7 +319,7 @@ def _entry_id(raw: Any) -> tuple[str, Optional[str]]:
     return "id", None
 
 
-def parse_file(path: Path | str, expected: Optional[Iterable[str]] = None) -> ParsedFile:
+def parse_file(path: Path | str, expected: Iterable[str] | None = None) -> ParsedFile:
     """Read and validate one data file; its kind comes from its top-level key(s).
 
     ``expected`` restricts the allowed top-level keys (e.g. a file under ``methods/`` must hold
@@ -317,25 +330,39 @@ def parse_file(path: Path | str, expected: Optional[Iterable[str]] = None) -> Pa
     data, root = _parse_yaml(path, shown)
     allowed_keys = sorted(KINDS) if expected is None else sorted(expected)
     if not isinstance(data, dict) or not data:
-        raise DataFileError([Problem(
-            shown,
-            f"the file must be a mapping with a top-level key ({' or '.join(allowed_keys)}) holding a list, "
-            f"got {type(data).__name__}",
-        )])
+        raise DataFileError(
+            [
+                Problem(
+                    shown,
+                    f"the file must be a mapping with a top-level key ({' or '.join(allowed_keys)}) holding a list, "
+                    f"got {type(data).__name__}",
+                )
+            ]
+        )
     keys = frozenset(data)
     unknown = sorted(str(k) for k in keys if k not in allowed_keys)
     if unknown:
         close = difflib.get_close_matches(unknown[0], allowed_keys, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataFileError([Problem(
-            shown, f"unknown top-level key {unknown[0]!r}{hint}; allowed: {', '.join(allowed_keys)}",
-            line=_line_of(root, [unknown[0]]),
-        )])
+        raise DataFileError(
+            [
+                Problem(
+                    shown,
+                    f"unknown top-level key {unknown[0]!r}{hint}; allowed: {', '.join(allowed_keys)}",
+                    line=_line_of(root, [unknown[0]]),
+                )
+            ]
+        )
     if not any(keys <= group for group in _FILE_KINDS):
-        raise DataFileError([Problem(
-            shown, f"top-level keys {sorted(keys)} cannot share one file; allowed together: "
-            + "; ".join(" + ".join(sorted(g)) for g in _FILE_KINDS),
-        )])
+        raise DataFileError(
+            [
+                Problem(
+                    shown,
+                    f"top-level keys {sorted(keys)} cannot share one file; allowed together: "
+                    + "; ".join(" + ".join(sorted(g)) for g in _FILE_KINDS),
+                )
+            ]
+        )
     parsed = ParsedFile(path=path, shown=shown, kinds=keys)
     problems: list[Problem] = []
     for key in sorted(keys):
@@ -345,8 +372,14 @@ def parse_file(path: Path | str, expected: Optional[Iterable[str]] = None) -> Pa
         if items is None:
             items = []
         if not isinstance(items, list):
-            problems.append(Problem(shown, f"{key!r} must be a list of entries (each starting with '- '), "
-                                           f"got {type(items).__name__}", line=_line_of(root, [key])))
+            problems.append(
+                Problem(
+                    shown,
+                    f"{key!r} must be a list of entries (each starting with '- '), "
+                    f"got {type(items).__name__}",
+                    line=_line_of(root, [key]),
+                )
+            )
             continue
         entries: list[Entry] = []
         for i, raw in enumerate(items):
@@ -357,8 +390,17 @@ def parse_file(path: Path | str, expected: Optional[Iterable[str]] = None) -> Pa
                 key_name, ident = _entry_id(raw)
                 for err in exc.errors():
                     loc, msg = _describe(err, model)
-                    problems.append(Problem(shown, msg, entry=i + 1, entry_id=ident, id_key=key_name,
-                                            field=_format_loc(loc) or None, line=_line_of(node, loc)))
+                    problems.append(
+                        Problem(
+                            shown,
+                            msg,
+                            entry=i + 1,
+                            entry_id=ident,
+                            id_key=key_name,
+                            field=_format_loc(loc) or None,
+                            line=_line_of(node, loc),
+                        )
+                    )
                 continue
             entries.append(Entry(item=item, file=shown, index=i + 1, node=node))
         parsed.entries[key] = entries
@@ -392,14 +434,14 @@ def evidence_files(data_dir: Path = DATA_DIR) -> list[Path]:
     return sorted((Path(data_dir) / "evidence").glob("*.yaml"))
 
 
-def resolve_format(name: str, formats: Iterable[FormatInfo]) -> Optional[FormatInfo]:
+def resolve_format(name: str, formats: Iterable[FormatInfo]) -> FormatInfo | None:
     """The format a method's free-text format name refers to: longest id/``matches`` prefix wins.
 
     ``"safetensors-fp16 + medusa-heads"`` resolves to ``safetensors``, ``"safetensors-bnb-nf4"`` to
     ``bitsandbytes`` (its ``matches`` holds ``safetensors-bnb``). A prefix must end at a word boundary.
     """
     text = name.strip().lower()
-    best: Optional[FormatInfo] = None
+    best: FormatInfo | None = None
     best_len = -1
     for fmt in formats:
         for prefix in (fmt.id, *fmt.matches):
@@ -433,7 +475,7 @@ def _cross_check(
     engines: list[Entry],
     *,
     reference_only: frozenset[str] = frozenset(),
-    warnings: Optional[list[Problem]] = None,
+    warnings: list[Problem] | None = None,
 ) -> list[Problem]:
     """Checks that need more than one entry; returns the errors and appends soft findings to ``warnings``.
 
@@ -454,8 +496,15 @@ def _cross_check(
                 continue
             if ident in first:
                 f = first[ident]
-                report(e, e.problem("id", f"duplicate {what} id {ident!r}: already defined in {f.file} "
-                                          f"entry #{f.index}; ids must be unique", ["id"]))
+                report(
+                    e,
+                    e.problem(
+                        "id",
+                        f"duplicate {what} id {ident!r}: already defined in {f.file} "
+                        f"entry #{f.index}; ids must be unique",
+                        ["id"],
+                    ),
+                )
             else:
                 first[ident] = e
         return first
@@ -470,60 +519,99 @@ def _cross_check(
         for key in ("composes_with", "excludes"):
             for i, ref in enumerate(getattr(m, key)):
                 if ref not in by_id:
-                    report(e, e.problem(f"{key}[{i}]", f"unknown method id {ref!r}{_suggest(ref, by_id)}",
-                                        [key, i]))
+                    report(
+                        e,
+                        e.problem(
+                            f"{key}[{i}]", f"unknown method id {ref!r}{_suggest(ref, by_id)}", [key, i]
+                        ),
+                    )
         if formats and warnings is not None:
             for i, out in enumerate(m.formats):
                 fmt = resolve_format(out.format, (f.item for f in fmt_by_id.values()))  # type: ignore[misc]
                 if fmt is None:
                     if e.file not in reference_only:
-                        warnings.append(e.problem(
-                            f"formats[{i}].format",
-                            f"output format {out.format!r} matches no format in formats.yaml "
-                            f"(known: {', '.join(fmt_by_id)}); start it with one of those ids or add it there",
-                            ["formats", i, "format"]))
+                        warnings.append(
+                            e.problem(
+                                f"formats[{i}].format",
+                                f"output format {out.format!r} matches no format in formats.yaml "
+                                f"(known: {', '.join(fmt_by_id)}); start it with one of those ids or add it there",
+                                ["formats", i, "format"],
+                            )
+                        )
                     continue
                 for j, eng in enumerate(out.engines):
                     info = eng_by_id.get(str(eng))
                     if info is not None and fmt.id not in info.item.loads:  # type: ignore[attr-defined]
                         if e.file not in reference_only:
-                            warnings.append(e.problem(
-                                f"formats[{i}].engines[{j}]",
-                                f"engine {str(eng)!r} does not load format {fmt.id!r} according to formats.yaml "
-                                f"(it loads: {', '.join(info.item.loads)})",  # type: ignore[attr-defined]
-                                ["formats", i, "engines", j]))
+                            warnings.append(
+                                e.problem(
+                                    f"formats[{i}].engines[{j}]",
+                                    f"engine {str(eng)!r} does not load format {fmt.id!r} according to formats.yaml "
+                                    f"(it loads: {', '.join(info.item.loads)})",  # type: ignore[attr-defined]
+                                    ["formats", i, "engines", j],
+                                )
+                            )
     for e in evidence:
         ev: Evidence = e.item  # type: ignore[assignment]
         if ev.method not in by_id:
-            report(e, e.problem("method", f"evidence for unknown method {ev.method!r}{_suggest(ev.method, by_id)}",
-                                ["method"]))
+            report(
+                e,
+                e.problem(
+                    "method",
+                    f"evidence for unknown method {ev.method!r}{_suggest(ev.method, by_id)}",
+                    ["method"],
+                ),
+            )
     seen_rows: dict[tuple, Entry] = {}
     for e in evidence:
         ev = e.item  # type: ignore[assignment]
         key = (ev.method, ev.model, ev.setting, ev.metric, ev.dataset)
         if key in seen_rows:
             f = seen_rows[key]
-            report(e, e.problem("setting", f"same method, model, setting, metric and dataset as {f.file} "
-                                           f"entry #{f.index}; make the setting say what differs", ["setting"]))
+            report(
+                e,
+                e.problem(
+                    "setting",
+                    f"same method, model, setting, metric and dataset as {f.file} "
+                    f"entry #{f.index}; make the setting say what differs",
+                    ["setting"],
+                ),
+            )
         else:
             seen_rows[key] = e
     if hardware:
         missing = [h.value for h in Hardware if h.value not in hw_by_id]
         if missing:
             files = sorted({h.file for h in hardware})
-            problems.append(Problem(", ".join(files), f"hardware targets without an entry: {', '.join(missing)}; "
-                                                      "every value of schema.Hardware needs one"))
+            problems.append(
+                Problem(
+                    ", ".join(files),
+                    f"hardware targets without an entry: {', '.join(missing)}; "
+                    "every value of schema.Hardware needs one",
+                )
+            )
     if engines:
         missing = [s.value for s in ServingEngine if s.value not in eng_by_id]
         if missing:
             files = sorted({x.file for x in engines})
-            problems.append(Problem(", ".join(files), f"serving engines without an entry: {', '.join(missing)}; "
-                                                      "every value of schema.ServingEngine needs one"))
+            problems.append(
+                Problem(
+                    ", ".join(files),
+                    f"serving engines without an entry: {', '.join(missing)}; "
+                    "every value of schema.ServingEngine needs one",
+                )
+            )
         for e in engines:
             for i, fmt_id in enumerate(e.item.loads):  # type: ignore[attr-defined]
                 if fmt_id not in fmt_by_id:
-                    report(e, e.problem(f"loads[{i}]", f"unknown format {fmt_id!r}{_suggest(fmt_id, fmt_by_id)}",
-                                        ["loads", i]))
+                    report(
+                        e,
+                        e.problem(
+                            f"loads[{i}]",
+                            f"unknown format {fmt_id!r}{_suggest(fmt_id, fmt_by_id)}",
+                            ["loads", i],
+                        ),
+                    )
     return problems
 
 
@@ -555,8 +643,14 @@ def load_all(data_dir: Path | str = DATA_DIR) -> KnowledgeData:
         problems.append(Problem(display_path(data_dir / "methods"), "no methods/*.yaml files found"))
     entries = {k: _collect(parsed, k) for k in KINDS}
     warnings: list[Problem] = []
-    problems += _cross_check(entries["methods"], entries["evidence"], entries["hardware"],
-                             entries["formats"], entries["engines"], warnings=warnings)
+    problems += _cross_check(
+        entries["methods"],
+        entries["evidence"],
+        entries["hardware"],
+        entries["formats"],
+        entries["engines"],
+        warnings=warnings,
+    )
     if problems:
         raise DataFileError(problems)
     for w in warnings:
@@ -605,18 +699,30 @@ def validate_file(path: Path | str, data_dir: Path | str = DATA_DIR) -> FileRepo
     path = Path(path)
     target = parse_file(path)  # raises for schema problems of this file
     data_dir = Path(data_dir)
-    context, ctx_problems = _parse_many((p, k) for p, k in _bundled_paths(data_dir) if p.resolve() != path.resolve())
+    context, ctx_problems = _parse_many(
+        (p, k) for p, k in _bundled_paths(data_dir) if p.resolve() != path.resolve()
+    )
     if ctx_problems:
         log.warning("the bundled data has problems too (run `shrinkwise kb validate`): %s", ctx_problems[0])
     reference = frozenset(p.shown for p in context)
     everything = context + [target]
     entries = {k: _collect(everything, k) for k in KINDS}
     warnings: list[Problem] = []
-    problems = _cross_check(entries["methods"], entries["evidence"], entries["hardware"],
-                            entries["formats"], entries["engines"], reference_only=reference, warnings=warnings)
+    problems = _cross_check(
+        entries["methods"],
+        entries["evidence"],
+        entries["hardware"],
+        entries["formats"],
+        entries["engines"],
+        reference_only=reference,
+        warnings=warnings,
+    )
     # completeness checks (every Hardware has an entry) name the bundled files too; keep only ours
     problems = [p for p in problems if target.shown in p.file]
     if problems:
         raise DataFileError(problems)
-    return FileReport(path=target.shown, counts={k: len(v) for k, v in target.entries.items()},
-                      warnings=tuple(w for w in warnings if w.file == target.shown))
+    return FileReport(
+        path=target.shown,
+        counts={k: len(v) for k, v in target.entries.items()},
+        warnings=tuple(w for w in warnings if w.file == target.shown),
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 from urllib.parse import unquote
 
 ENV_URL = "SHRINKWISE_DATABASE_URL"
@@ -40,7 +39,7 @@ def normalize_url(url: str) -> str:
     """Map driver-less PostgreSQL URLs to psycopg 3 (SQLAlchemy would otherwise ask for psycopg2)."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -50,7 +49,7 @@ def database_url() -> str:
     return normalize_url(url) if url else default_database_url()
 
 
-def sqlite_path(url: Optional[str] = None) -> Optional[Path]:
+def sqlite_path(url: str | None = None) -> Path | None:
     """The file of a SQLite URL (None for in-memory SQLite or another database)."""
     url = url or database_url()
     if not url.startswith("sqlite"):
@@ -62,7 +61,7 @@ def sqlite_path(url: Optional[str] = None) -> Optional[Path]:
     return Path(path)
 
 
-def database_exists(url: Optional[str] = None) -> bool:
+def database_exists(url: str | None = None) -> bool:
     """False only when the database is a SQLite file that is not there yet (reading creates nothing)."""
     path = sqlite_path(url)
     return path is None or path.exists()

@@ -22,9 +22,10 @@ import logging
 import math
 import os
 import platform
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -79,16 +80,24 @@ def create_run(
     model_name: str,
     method: str,
     compressor: str,
-    config: Optional[dict[str, Any]] = None,
-    calibration: Optional[dict[str, Any]] = None,
-    owner: Optional[str] = None,
-    url: Optional[str] = None,
+    config: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
+    owner: str | None = None,
+    url: str | None = None,
 ) -> CompressionRun:
     """Queue a run; returns the stored row (with its id)."""
     init_db(url)
-    run = CompressionRun(model_ref=model_ref, model_name=model_name, method=method, compressor=compressor,
-                         config=dict(config or {}), calibration=calibration, owner=owner,
-                         status=RunStatus.QUEUED.value, stage="queued")
+    run = CompressionRun(
+        model_ref=model_ref,
+        model_name=model_name,
+        method=method,
+        compressor=compressor,
+        config=dict(config or {}),
+        calibration=calibration,
+        owner=owner,
+        status=RunStatus.QUEUED.value,
+        stage="queued",
+    )
     with session(url) as s:
         s.add(run)
         s.flush()
@@ -97,20 +106,20 @@ def create_run(
     return run
 
 
-def get_run(run_id: int, url: Optional[str] = None) -> Optional[CompressionRun]:
+def get_run(run_id: int, url: str | None = None) -> CompressionRun | None:
     with session(url) as s:
         return s.get(CompressionRun, run_id)
 
 
 def list_runs(
     *,
-    status: Optional[RunStatus | str | Iterable[RunStatus | str]] = None,
-    model_name: Optional[str] = None,
-    method: Optional[str] = None,
-    owner: Optional[str] = None,
-    limit: Optional[int] = None,
+    status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+    model_name: str | None = None,
+    method: str | None = None,
+    owner: str | None = None,
+    limit: int | None = None,
     newest_first: bool = True,
-    url: Optional[str] = None,
+    url: str | None = None,
 ) -> list[CompressionRun]:
     """Runs filtered by status (one or several), model, method and owner."""
     init_db(url)
@@ -132,11 +141,11 @@ def list_runs(
         return list(s.exec(q).all())
 
 
-def count_running(url: Optional[str] = None) -> int:
+def count_running(url: str | None = None) -> int:
     return len(list_runs(status=RunStatus.RUNNING, url=url))
 
 
-def claim_next_run(worker_id: str, url: Optional[str] = None) -> Optional[CompressionRun]:
+def claim_next_run(worker_id: str, url: str | None = None) -> CompressionRun | None:
     """Move the oldest queued run to running for ``worker_id``; None when the queue is empty.
 
     Safe with several workers: the UPDATE only succeeds while the row is still queued.
@@ -145,17 +154,27 @@ def claim_next_run(worker_id: str, url: Optional[str] = None) -> Optional[Compre
     for _ in range(20):  # another worker may win a race; try the next candidate
         with session(url) as s:
             candidate = s.exec(
-                select(CompressionRun.id).where(CompressionRun.status == RunStatus.QUEUED.value)
-                .order_by(col(CompressionRun.id).asc()).limit(1)
+                select(CompressionRun.id)
+                .where(CompressionRun.status == RunStatus.QUEUED.value)
+                .order_by(col(CompressionRun.id).asc())
+                .limit(1)
             ).first()
             if candidate is None:
                 return None
             now = utcnow()
             result = s.exec(  # type: ignore[call-overload]
                 update(CompressionRun)
-                .where(col(CompressionRun.id) == candidate, col(CompressionRun.status) == RunStatus.QUEUED.value)
-                .values(status=RunStatus.RUNNING.value, worker_id=worker_id, started_at=now, heartbeat_at=now,
-                        stage="starting", attempts=CompressionRun.attempts + 1)
+                .where(
+                    col(CompressionRun.id) == candidate, col(CompressionRun.status) == RunStatus.QUEUED.value
+                )
+                .values(
+                    status=RunStatus.RUNNING.value,
+                    worker_id=worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    stage="starting",
+                    attempts=CompressionRun.attempts + 1,
+                )
             )
             if result.rowcount == 1:
                 s.commit()
@@ -163,7 +182,7 @@ def claim_next_run(worker_id: str, url: Optional[str] = None) -> Optional[Compre
     return None
 
 
-def _append_log(tail: Optional[str], line: str) -> str:
+def _append_log(tail: str | None, line: str) -> str:
     lines = (tail.splitlines() if tail else []) + line.splitlines()
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
@@ -172,8 +191,8 @@ def update_progress(
     run_id: int,
     stage: str,
     fraction: float,
-    log_line: Optional[str] = None,
-    url: Optional[str] = None,
+    log_line: str | None = None,
+    url: str | None = None,
 ) -> bool:
     """Record progress and a heartbeat; returns True when the user asked to cancel this run."""
     with session(url) as s:
@@ -189,7 +208,7 @@ def update_progress(
         return bool(run.cancel_requested)
 
 
-def heartbeat(run_id: int, url: Optional[str] = None) -> bool:
+def heartbeat(run_id: int, url: str | None = None) -> bool:
     """Touch the heartbeat only; returns True when a cancel was requested."""
     with session(url) as s:
         run = s.get(CompressionRun, run_id)
@@ -200,7 +219,7 @@ def heartbeat(run_id: int, url: Optional[str] = None) -> bool:
         return bool(run.cancel_requested)
 
 
-def request_cancel(run_id: int, url: Optional[str] = None) -> RunStatus:
+def request_cancel(run_id: int, url: str | None = None) -> RunStatus:
     """Cancel a queued run at once, or ask the worker of a running one to stop; returns the new status."""
     with session(url) as s:
         run = s.get(CompressionRun, run_id)
@@ -216,7 +235,7 @@ def request_cancel(run_id: int, url: Optional[str] = None) -> RunStatus:
         return RunStatus(run.status)
 
 
-def _finish(run_id: int, status: RunStatus, url: Optional[str], **values: Any) -> CompressionRun:
+def _finish(run_id: int, status: RunStatus, url: str | None, **values: Any) -> CompressionRun:
     with session(url) as s:
         run = s.get(CompressionRun, run_id)
         if run is None:
@@ -236,21 +255,30 @@ def finish_run(
     *,
     before_metrics: dict[str, Any],
     after_metrics: dict[str, Any],
-    artifacts: Optional[dict[str, str]] = None,
-    samples: Optional[dict[str, Any]] = None,
-    timings: Optional[dict[str, float]] = None,
-    machine: Optional[str] = None,
+    artifacts: dict[str, str] | None = None,
+    samples: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+    machine: str | None = None,
     record_evidence: bool = True,
-    url: Optional[str] = None,
+    url: str | None = None,
 ) -> CompressionRun:
     """Mark a run succeeded with its results and (by default) store its metrics as measured evidence.
 
     Non-finite numbers (a diverged perplexity) are stored as null: JSON has no inf/NaN and PostgreSQL's
     JSONB refuses them. A problem while deriving evidence is logged and does not undo the success.
     """
-    run = _finish(run_id, RunStatus.SUCCEEDED, url, before_metrics=_finite(before_metrics),
-                  after_metrics=_finite(after_metrics), artifacts=artifacts, samples=_finite(samples),
-                  timings=_finite(timings), machine=machine or describe_machine(), fraction=1.0)
+    run = _finish(
+        run_id,
+        RunStatus.SUCCEEDED,
+        url,
+        before_metrics=_finite(before_metrics),
+        after_metrics=_finite(after_metrics),
+        artifacts=artifacts,
+        samples=_finite(samples),
+        timings=_finite(timings),
+        machine=machine or describe_machine(),
+        fraction=1.0,
+    )
     if record_evidence:
         try:
             record_measured_evidence(run_id, url=url)
@@ -270,19 +298,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def fail_run(run_id: int, error: str, url: Optional[str] = None) -> CompressionRun:
+def fail_run(run_id: int, error: str, url: str | None = None) -> CompressionRun:
     return _finish(run_id, RunStatus.FAILED, url, error=error)
 
 
-def mark_cancelled(run_id: int, url: Optional[str] = None, reason: str = "cancelled by the user") -> CompressionRun:
+def mark_cancelled(
+    run_id: int, url: str | None = None, reason: str = "cancelled by the user"
+) -> CompressionRun:
     return _finish(run_id, RunStatus.CANCELLED, url, error=reason)
 
 
 def recover_interrupted(
     *,
-    stale_after_s: Optional[float] = None,
+    stale_after_s: float | None = None,
     reason: str = "the server restarted while this job was running",
-    url: Optional[str] = None,
+    url: str | None = None,
 ) -> list[int]:
     """Mark runs stuck in 'running' as failed; returns their ids.
 
@@ -293,9 +323,15 @@ def recover_interrupted(
     now = utcnow()
     failed = []
     with session(url) as s:
-        for run in s.exec(select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)).all():
+        for run in s.exec(
+            select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
+        ).all():
             if stale_after_s is not None and run.heartbeat_at is not None:
-                beat = run.heartbeat_at if run.heartbeat_at.tzinfo else run.heartbeat_at.replace(tzinfo=now.tzinfo)
+                beat = (
+                    run.heartbeat_at
+                    if run.heartbeat_at.tzinfo
+                    else run.heartbeat_at.replace(tzinfo=now.tzinfo)
+                )
                 if now - beat < timedelta(seconds=stale_after_s):
                     continue
             run.status, run.finished_at, run.stage = RunStatus.FAILED.value, now, "failed"
@@ -307,7 +343,7 @@ def recover_interrupted(
     return failed
 
 
-def delete_run(run_id: int, url: Optional[str] = None) -> None:
+def delete_run(run_id: int, url: str | None = None) -> None:
     """Delete a run and the evidence it produced."""
     with session(url) as s:
         for row in s.exec(select(EvidenceRow).where(EvidenceRow.run_id == run_id)).all():
@@ -354,23 +390,30 @@ def evidence_from_run(run: CompressionRun) -> list[Evidence]:
         if not math.isfinite(value) or (baseline is not None and not math.isfinite(baseline)):
             log.warning("run #%s: metric %r is not finite; no evidence row", run.id, key)
             continue
-        rows.append(Evidence(
-            method=run.method,
-            model=run.model_name,
-            setting=setting,
-            metric=metric,
-            dataset=str(dataset) if dataset else None,
-            value=value,
-            baseline=baseline,
-            baseline_label="same model before compression" if baseline is not None else None,
-            source=Source(paper=f"Shrinkwise run #{run.id}", locator=f"measured here on {machine}",
-                          tag=SourceTag.MEASURED),
-            note=f"run finished {run.finished_at:%Y-%m-%d %H:%M} UTC" if isinstance(run.finished_at, datetime) else None,
-        ))
+        rows.append(
+            Evidence(
+                method=run.method,
+                model=run.model_name,
+                setting=setting,
+                metric=metric,
+                dataset=str(dataset) if dataset else None,
+                value=value,
+                baseline=baseline,
+                baseline_label="same model before compression" if baseline is not None else None,
+                source=Source(
+                    paper=f"Shrinkwise run #{run.id}",
+                    locator=f"measured here on {machine}",
+                    tag=SourceTag.MEASURED,
+                ),
+                note=f"run finished {run.finished_at:%Y-%m-%d %H:%M} UTC"
+                if isinstance(run.finished_at, datetime)
+                else None,
+            )
+        )
     return rows
 
 
-def record_measured_evidence(run_id: int, url: Optional[str] = None) -> int:
+def record_measured_evidence(run_id: int, url: str | None = None) -> int:
     """Store (or re-store) the evidence rows of a succeeded run; returns how many."""
     with session(url) as s:
         run = s.get(CompressionRun, run_id)
@@ -380,14 +423,24 @@ def record_measured_evidence(run_id: int, url: Optional[str] = None) -> int:
         for old in s.exec(select(EvidenceRow).where(EvidenceRow.run_id == run_id)).all():
             s.delete(old)
         for ev in rows:
-            s.add(EvidenceRow(method=ev.method, model=ev.model, metric=ev.metric.value, measured=True,
-                              origin=EvidenceOrigin.RUN.value, run_id=run_id, data=ev.model_dump(mode="json")))
+            s.add(
+                EvidenceRow(
+                    method=ev.method,
+                    model=ev.model,
+                    metric=ev.metric.value,
+                    measured=True,
+                    origin=EvidenceOrigin.RUN.value,
+                    run_id=run_id,
+                    data=ev.model_dump(mode="json"),
+                )
+            )
     _clear_catalog_cache()
     return len(rows)
 
 
-def measured_evidence(method: Optional[str] = None, model: Optional[str] = None,
-                      url: Optional[str] = None) -> list[Evidence]:
+def measured_evidence(
+    method: str | None = None, model: str | None = None, url: str | None = None
+) -> list[Evidence]:
     """Evidence added by runs (not the data files), oldest first."""
     init_db(url)
     q = select(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.RUN.value)

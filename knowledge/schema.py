@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -166,7 +165,7 @@ class Requirements(_Strict):
     calibration_data: bool = Field(description="Needs a sample of representative text (no labels).")
     gradients: bool = Field(description="Needs backward passes through the model (memory ~3-4x inference).")
     training_compute: Grade = Field(description="Coarse training cost: none (one-shot), low, medium, high.")
-    gpu_hours_per_billion: Optional[float] = Field(
+    gpu_hours_per_billion: float | None = Field(
         default=None, ge=0, description="GPU-hours per billion parameters, when the paper reports it."
     )
     retraining_from_scratch: bool = Field(
@@ -191,13 +190,13 @@ class Citation(_Strict):
     title: str
     venue: str
     year: int = Field(ge=1980, le=2100)
-    arxiv: Optional[str] = None
-    doi: Optional[str] = None
+    arxiv: str | None = None
+    doi: str | None = None
     url: str
 
     @field_validator("arxiv")
     @classmethod
-    def _arxiv_shape(cls, v: Optional[str]) -> Optional[str]:
+    def _arxiv_shape(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"\d{4}\.\d{4,5}", v):
             raise ValueError(f"arXiv id {v!r} should look like 2210.17323 (no 'arXiv:' prefix, no version)")
         return v
@@ -214,12 +213,14 @@ class Footprint(_Strict):
 
     bits_per_weight: float = Field(default=16.0, gt=0, le=32)
     param_fraction: float = Field(default=1.0, gt=0, le=1.0)
-    sparsity: Optional[float] = Field(default=None, ge=0, lt=1, description="Unstructured zero fraction reached.")
+    sparsity: float | None = Field(
+        default=None, ge=0, lt=1, description="Unstructured zero fraction reached."
+    )
     sparsity_stored: bool = Field(
         default=False,
         description="True when the zeros are stored compressed (bitmask, 2:4 metadata), so they save memory.",
     )
-    compute_fraction: Optional[float] = Field(
+    compute_fraction: float | None = Field(
         default=None, gt=0, le=1, description="Share of compute left per token, for dynamic methods."
     )
 
@@ -234,7 +235,7 @@ class Method(_Strict):
     impact: Impact
     grades: Grades
     changes: list[Changes] = Field(min_length=1)
-    bits: Optional[list[float]] = Field(default=None, description="Weight/activation bit-widths it reaches.")
+    bits: list[float] | None = Field(default=None, description="Weight/activation bit-widths it reaches.")
     footprint: Footprint = Field(default_factory=Footprint)
     requirements: Requirements
     hardware: list[HardwareTarget] = Field(min_length=1)
@@ -245,7 +246,7 @@ class Method(_Strict):
     mechanism: str = Field(min_length=40, description="How it works, in prose.")
     tradeoff: str = Field(min_length=20, description="What it costs and when to pick it.")
     citation: Citation
-    compressor: Optional[str] = Field(default=None, description="Id of the bundled compressor, if any.")
+    compressor: str | None = Field(default=None, description="Id of the bundled compressor, if any.")
     in_paper: bool = False
     fills_gap: bool = Field(default=False, description="Dynamic at pre-/post-training: the paper's gap.")
     aliases: list[str] = Field(default_factory=list)
@@ -258,7 +259,7 @@ class Method(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Method":
+    def _consistent(self) -> Method:
         if self.id in self.composes_with or self.id in self.excludes:
             raise ValueError(f"method {self.id!r} lists itself in composes_with/excludes")
         both = set(self.composes_with) & set(self.excludes)
@@ -319,7 +320,7 @@ class Source(_Strict):
     paper: str = Field(description="Short citation, e.g. 'Frantar et al. 2022, GPTQ (arXiv 2210.17323)'.")
     locator: str = Field(description="Where in it: 'Table 3', 'Figure 1', 'abstract', 'repo README'.")
     tag: SourceTag
-    url: Optional[str] = None
+    url: str | None = None
 
 
 class Evidence(_Strict):
@@ -329,15 +330,15 @@ class Evidence(_Strict):
     model: str
     setting: str = Field(description="E.g. '4-bit, no grouping, 128x2048 C4 calibration'.")
     metric: Metric
-    dataset: Optional[str] = None
+    dataset: str | None = None
     value: float
-    baseline: Optional[float] = None
-    baseline_label: Optional[str] = Field(default=None, description="What the baseline is: 'FP16', 'dense'.")
+    baseline: float | None = None
+    baseline_label: str | None = Field(default=None, description="What the baseline is: 'FP16', 'dense'.")
     source: Source
-    note: Optional[str] = None
+    note: str | None = None
 
     @property
-    def relative_change(self) -> Optional[float]:
+    def relative_change(self) -> float | None:
         """(value - baseline) / baseline, e.g. +0.05 for a perplexity 5% above the baseline."""
         if self.baseline in (None, 0):
             return None
@@ -358,7 +359,9 @@ class HardwareInfo(_Strict):
 
     id: Hardware
     name: str
-    description: str = Field(min_length=10, max_length=240, description="One line: what it is, what limits it.")
+    description: str = Field(
+        min_length=10, max_length=240, description="One line: what it is, what limits it."
+    )
     typical_memory_gb: list[float] = Field(
         min_length=2, max_length=2, description="[low, high] memory available to the weights, GB."
     )
@@ -400,4 +403,4 @@ class EngineInfo(_Strict):
     description: str = Field(min_length=10, max_length=300)
     loads: list[str] = Field(min_length=1, description="Format ids (formats.yaml) this engine loads.")
     hardware: list[Hardware] = Field(min_length=1, description="Targets it runs on.")
-    url: Optional[str] = None
+    url: str | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -75,7 +75,7 @@ class MethodRow(SQLModel, table=True):
     in_paper: bool = Field(default=False, index=True)
     position: int = Field(default=0, description="Order in the data files, so queries can keep it.")
     data: dict = _json()  # Method.model_dump(mode="json")
-    updated_at: Optional[datetime] = _ts(default_now=True)
+    updated_at: datetime | None = _ts(default_now=True)
 
 
 class CompressionRun(SQLModel, table=True):
@@ -83,8 +83,8 @@ class CompressionRun(SQLModel, table=True):
 
     __tablename__ = "compression_run"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
-    created_at: Optional[datetime] = _ts(nullable=False, index=True, default_now=True)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = _ts(nullable=False, index=True, default_now=True)
     status: str = Field(default=RunStatus.QUEUED.value, index=True, max_length=12)
 
     # what to do
@@ -93,29 +93,29 @@ class CompressionRun(SQLModel, table=True):
     method: str = Field(index=True, max_length=80, description="Knowledge-base method id, e.g. 'gptq'.")
     compressor: str = Field(max_length=80, description="Bundled compressor id that runs it.")
     config: dict = _json(default_factory=dict)
-    calibration: Optional[dict] = _json(default=None, nullable=True)  # source of calibration/eval text
-    owner: Optional[str] = Field(default=None, index=True, description="Browser session or user that queued it.")
+    calibration: dict | None = _json(default=None, nullable=True)  # source of calibration/eval text
+    owner: str | None = Field(default=None, index=True, description="Browser session or user that queued it.")
 
     # results
-    before_metrics: Optional[dict] = _json(default=None, nullable=True)
-    after_metrics: Optional[dict] = _json(default=None, nullable=True)
-    artifacts: Optional[dict] = _json(default=None, nullable=True)  # name -> path (checkpoint, export, report)
-    samples: Optional[dict] = _json(default=None, nullable=True)  # greedy generations before/after
-    timings: Optional[dict] = _json(default=None, nullable=True)  # stage -> seconds
-    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
-    machine: Optional[str] = Field(default=None, description="Where it ran, for 'measured here on ...'.")
+    before_metrics: dict | None = _json(default=None, nullable=True)
+    after_metrics: dict | None = _json(default=None, nullable=True)
+    artifacts: dict | None = _json(default=None, nullable=True)  # name -> path (checkpoint, export, report)
+    samples: dict | None = _json(default=None, nullable=True)  # greedy generations before/after
+    timings: dict | None = _json(default=None, nullable=True)  # stage -> seconds
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    machine: str | None = Field(default=None, description="Where it ran, for 'measured here on ...'.")
 
     # progress, written by the worker while it runs
-    stage: Optional[str] = Field(default=None, max_length=120)
+    stage: str | None = Field(default=None, max_length=120)
     fraction: float = Field(default=0.0)
-    log_tail: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    log_tail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     cancel_requested: bool = Field(default=False)
 
     # worker bookkeeping
-    worker_id: Optional[str] = Field(default=None, max_length=120)
-    heartbeat_at: Optional[datetime] = _ts()
-    started_at: Optional[datetime] = _ts()
-    finished_at: Optional[datetime] = _ts()
+    worker_id: str | None = Field(default=None, max_length=120)
+    heartbeat_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
     attempts: int = Field(default=0)
 
     @property
@@ -123,7 +123,7 @@ class CompressionRun(SQLModel, table=True):
         return RunStatus(self.status)
 
     @property
-    def elapsed_s(self) -> Optional[float]:
+    def elapsed_s(self) -> float | None:
         if self.started_at is None:
             return None
         end = self.finished_at or utcnow()
@@ -138,23 +138,23 @@ def _aware(ts: datetime) -> datetime:
 class EvidenceRow(SQLModel, table=True):
     __tablename__ = "evidence"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     method: str = Field(index=True, max_length=80)
     model: str = Field(index=True)
     metric: str = Field(index=True, max_length=40)
     measured: bool = Field(default=False, index=True)
     origin: str = Field(default=EvidenceOrigin.DATA_FILE.value, index=True, max_length=12)
-    run_id: Optional[int] = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
+    run_id: int | None = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
     data: dict = _json()  # Evidence.model_dump(mode="json")
-    created_at: Optional[datetime] = _ts(default_now=True)
+    created_at: datetime | None = _ts(default_now=True)
 
 
 class SavedRecommendation(SQLModel, table=True):
     __tablename__ = "saved_recommendation"
 
-    id: Optional[int] = Field(default=None, primary_key=True)
-    created_at: Optional[datetime] = _ts(nullable=False, index=True, default_now=True)
-    title: Optional[str] = Field(default=None)
-    owner: Optional[str] = Field(default=None, index=True)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = _ts(nullable=False, index=True, default_now=True)
+    title: str | None = Field(default=None)
+    owner: str | None = Field(default=None, index=True)
     constraints: dict = _json()
     result: dict = _json()

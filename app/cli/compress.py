@@ -14,12 +14,10 @@ Exit codes: 0 fine, 2 a problem the user can fix (the message says what; no trac
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -63,7 +61,9 @@ def build_config(method: str, sets: list[str], shortcuts: dict[str, Any]) -> dic
         if value is None:
             continue
         if key not in fields:
-            raise ConfigError(f"--{key.replace('_', '-')} does not apply to {method}; its settings: {sorted(fields)}")
+            raise ConfigError(
+                f"--{key.replace('_', '-')} does not apply to {method}; its settings: {sorted(fields)}"
+            )
         cfg[key] = value
     for item in sets:
         if "=" not in item:
@@ -79,7 +79,7 @@ def build_config(method: str, sets: list[str], shortcuts: dict[str, Any]) -> dic
     return cfg
 
 
-def _pct(x: Optional[float]) -> str:
+def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:+.1f}%"
 
 
@@ -89,10 +89,20 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
 
     rows = []
     for cid, cls in all_compressors().items():
-        rows.append({"id": cid, "name": cls.name, "phase": cls.phase, "impact": cls.impact,
-                     "needs_calibration": cls.needs_calibration, "needs_gradients": cls.needs_gradients,
-                     "needs_gpu": cls.needs_gpu, "output_format": cls.output_format, "summary": cls.summary,
-                     "settings": [{k: v for k, v in f.items()} for f in cls.config_cls.describe()]})
+        rows.append(
+            {
+                "id": cid,
+                "name": cls.name,
+                "phase": cls.phase,
+                "impact": cls.impact,
+                "needs_calibration": cls.needs_calibration,
+                "needs_gradients": cls.needs_gradients,
+                "needs_gpu": cls.needs_gpu,
+                "output_format": cls.output_format,
+                "summary": cls.summary,
+                "settings": [{k: v for k, v in f.items()} for f in cls.config_cls.describe()],
+            }
+        )
     if json_out:
         _out.print_json(json.dumps(rows, default=str))
         return
@@ -101,23 +111,38 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         t.add_column(col, overflow="fold")
     for r in rows:
         settings = ", ".join(f"{s['name']}={s['default']}" for s in r["settings"])
-        t.add_row(r["id"], r["phase"], r["impact"], "yes" if r["needs_calibration"] else "no", settings, r["summary"])
+        t.add_row(
+            r["id"],
+            r["phase"],
+            r["impact"],
+            "yes" if r["needs_calibration"] else "no",
+            settings,
+            r["summary"],
+        )
     _out.print(t)
 
 
 def compress(
-    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
+    model: str = typer.Argument(
+        ..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"
+    ),
     method: str = typer.Option(..., "--method", "-m", help="Compressor id (see `shrinkwise methods`)"),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (packed model, archive, export, report)"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder (packed model, archive, export, report)"
+    ),
     sets: list[str] = typer.Option([], "--set", help="Method setting key=value (repeatable)"),
-    bits: Optional[int] = typer.Option(None, "--bits", help="Shortcut for --set bits=N"),
-    group_size: Optional[int] = typer.Option(None, "--group-size", help="Shortcut for --set group_size=G"),
-    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="Shortcut for --set sparsity=S"),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: built-in)"),
-    eval_file: Optional[Path] = typer.Option(None, "--eval", help="Evaluation text file (default: held-out built-in)"),
+    bits: int | None = typer.Option(None, "--bits", help="Shortcut for --set bits=N"),
+    group_size: int | None = typer.Option(None, "--group-size", help="Shortcut for --set group_size=G"),
+    sparsity: float | None = typer.Option(None, "--sparsity", help="Shortcut for --set sparsity=S"),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration text file (default: built-in)"),
+    eval_file: Path | None = typer.Option(
+        None, "--eval", help="Evaluation text file (default: held-out built-in)"
+    ),
     calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration windows"),
     calib_seq_len: int = typer.Option(512, "--calib-seq-len", help="Tokens per calibration window"),
-    eval_windows: int = typer.Option(20, "--eval-windows", help="Evaluation windows of --eval-seq-len tokens"),
+    eval_windows: int = typer.Option(
+        20, "--eval-windows", help="Evaluation windows of --eval-seq-len tokens"
+    ),
     eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per evaluation window"),
     no_before: bool = typer.Option(False, "--no-before", help="Skip measuring the original model"),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the compressed-tensors export"),
@@ -135,8 +160,15 @@ def compress(
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
     cancel = threading.Event()
-    progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                        TimeElapsedColumn(), console=_err, transient=json_out, disable=not _err.is_terminal and json_out)
+    progress = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=json_out,
+        disable=not _err.is_terminal and json_out,
+    )
     try:
         with progress:
             task = progress.add_task("starting", total=1.0)
@@ -145,10 +177,21 @@ def compress(
                 progress.update(task, completed=frac, description=stage[:28])
 
             result = compress_and_measure(
-                model, method, cfg, out_dir=out, calib_text=calib, eval_text=eval_file, progress=on_progress,
-                cancel_event=cancel, n_calib_samples=calib_samples, calib_seq_len=calib_seq_len,
-                eval_windows=eval_windows, eval_seq_len=eval_seq_len, measure_before=not no_before,
-                export=not no_export)
+                model,
+                method,
+                cfg,
+                out_dir=out,
+                calib_text=calib,
+                eval_text=eval_file,
+                progress=on_progress,
+                cancel_event=cancel,
+                n_calib_samples=calib_samples,
+                calib_seq_len=calib_seq_len,
+                eval_windows=eval_windows,
+                eval_seq_len=eval_seq_len,
+                measure_before=not no_before,
+                export=not no_export,
+            )
     except KeyboardInterrupt:
         cancel.set()
         _fail("cancelled", 130)
@@ -168,8 +211,10 @@ def compress(
     _out.print(t)
     ch = result.changes()
     if ch:
-        _out.print(f"perplexity {_pct(ch['perplexity'])}, size on disk {_pct(ch['size_on_disk'])}, "
-                   f"decode speed {_pct(ch['decode_tokens_per_s'])}")
+        _out.print(
+            f"perplexity {_pct(ch['perplexity'])}, size on disk {_pct(ch['size_on_disk'])}, "
+            f"decode speed {_pct(ch['decode_tokens_per_s'])}"
+        )
     if result.before is not None:
         _out.print(f"before: {result.before.generation!r}")
     _out.print(f"after:  {result.after.generation!r}")
@@ -180,8 +225,12 @@ def compress(
 
 
 def evaluate_cmd(
-    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
-    eval_file: Optional[Path] = typer.Option(None, "--eval", help="Evaluation text file (default: held-out built-in)"),
+    model: str = typer.Argument(
+        ..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"
+    ),
+    eval_file: Path | None = typer.Option(
+        None, "--eval", help="Evaluation text file (default: held-out built-in)"
+    ),
     eval_windows: int = typer.Option(20, "--eval-windows"),
     eval_seq_len: int = typer.Option(512, "--eval-seq-len"),
     json_out: bool = typer.Option(False, "--json", help="Print JSON"),
@@ -200,8 +249,14 @@ def evaluate_cmd(
         texts = resolve_texts(None, eval_file)
         m, tok = load_model(model)
         with _err.status("measuring..."):
-            r = evaluate(m, tok, texts.evaluation, n_windows=eval_windows, seq_len=eval_seq_len,
-                         checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None)
+            r = evaluate(
+                m,
+                tok,
+                texts.evaluation,
+                n_windows=eval_windows,
+                seq_len=eval_seq_len,
+                checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None,
+            )
     except (CompressionError, ValueError, OSError) as exc:
         _fail(str(exc))
     if json_out:
@@ -217,7 +272,9 @@ def evaluate_cmd(
 
 
 def generate(
-    model: str = typer.Argument(..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"),
+    model: str = typer.Argument(
+        ..., help="demo, a model folder, a .gguf file, a packed checkpoint or a hub id"
+    ),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", min=1, max=4096),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the tokenizer's chat template"),
@@ -231,8 +288,9 @@ def generate(
         m, tok = load_model(model)
         text = prompt
         if chat and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         out = greedy_generate(m, tok, text, max_new_tokens)
     except (CompressionError, ValueError, OSError) as exc:
         _fail(str(exc))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Type
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 # helpers
 
 
-def _choice(value: Optional[str], enum: Type[_StrEnum], option: str) -> Optional[str]:
+def _choice(value: str | None, enum: type[_StrEnum], option: str) -> str | None:
     """Check an option against an enum; a bad value exits 2 with the allowed values."""
     if value is None:
         return None
@@ -114,9 +114,9 @@ def _fmt_change(e: Evidence) -> str:
 @kb_app.command("list")
 def list_methods(
     paper_only: bool = typer.Option(False, "--paper-only", help="Only the paper's eight methods (Table 1)."),
-    phase: Optional[str] = typer.Option(None, "--phase", help=f"One of: {', '.join(Phase.values())}."),
-    impact: Optional[str] = typer.Option(None, "--impact", help=f"One of: {', '.join(Impact.values())}."),
-    family: Optional[str] = typer.Option(None, "--family", help=f"One of: {', '.join(Family.values())}."),
+    phase: str | None = typer.Option(None, "--phase", help=f"One of: {', '.join(Phase.values())}."),
+    impact: str | None = typer.Option(None, "--impact", help=f"One of: {', '.join(Impact.values())}."),
+    family: str | None = typer.Option(None, "--family", help=f"One of: {', '.join(Family.values())}."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """List the methods, optionally filtered by phase, impact, family or the paper's set."""
@@ -127,24 +127,40 @@ def list_methods(
     methods = cat.filter(paper_only=paper_only, phase=phase, impact=impact, family=family)
     counts = {m.id: len(cat.evidence_for(m.id)) for m in methods}
     if as_json:
-        _emit_json({
-            "count": len(methods),
-            "filters": {"paper_only": paper_only, "phase": phase, "impact": impact, "family": family},
-            "methods": [_method_summary(m, counts[m.id]) for m in methods],
-        })
+        _emit_json(
+            {
+                "count": len(methods),
+                "filters": {"paper_only": paper_only, "phase": phase, "impact": impact, "family": family},
+                "methods": [_method_summary(m, counts[m.id]) for m in methods],
+            }
+        )
         return
     # a narrow terminal gets the essentials; the grades and names need about 150 columns
     wide = _out.width >= 150
     table = Table(title=f"{len(methods)} of {len(cat.methods)} methods", show_lines=False)
-    columns = ["id"] + (["name"] if wide else []) + ["family", "phase", "impact"] + (
-        ["size", "quality drop", "hw dep."] if wide else []) + ["evidence"]
+    columns = (
+        ["id"]
+        + (["name"] if wide else [])
+        + ["family", "phase", "impact"]
+        + (["size", "quality drop", "hw dep."] if wide else [])
+        + ["evidence"]
+    )
     for col in columns:
         table.add_column(col, no_wrap=col != "name", overflow="ellipsis")
     for m in methods:
         mark = " *" if m.in_paper else (" +" if m.fills_gap else "")
-        grades = [m.grades.size_reduction.value, m.grades.quality_drop.value, m.grades.hardware_dependence.value]
-        cells = [m.id + mark] + ([m.name] if wide else []) + [m.family.value, m.phase.value, m.impact.value] + (
-            grades if wide else []) + [str(counts[m.id]) if counts[m.id] else ""]
+        grades = [
+            m.grades.size_reduction.value,
+            m.grades.quality_drop.value,
+            m.grades.hardware_dependence.value,
+        ]
+        cells = (
+            [m.id + mark]
+            + ([m.name] if wide else [])
+            + [m.family.value, m.phase.value, m.impact.value]
+            + (grades if wide else [])
+            + [str(counts[m.id]) if counts[m.id] else ""]
+        )
         table.add_row(*cells)
     _out.print(table)
     _out.print("* one of the paper's eight   + fills the paper's gap (dynamic at pre-/post-training)")
@@ -160,8 +176,11 @@ def show(
     if method_id not in cat.methods:
         close = cat.suggest(method_id)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        _err.print(f"Unknown method id {method_id!r}.{hint} `shrinkwise kb list` shows all "
-                   f"{len(cat.methods)} ids.", markup=False, highlight=False)
+        _err.print(
+            f"Unknown method id {method_id!r}.{hint} `shrinkwise kb list` shows all {len(cat.methods)} ids.",
+            markup=False,
+            highlight=False,
+        )
         raise typer.Exit(2)
     m = cat.method(method_id)
     evidence = cat.evidence_for(method_id)
@@ -172,25 +191,54 @@ def show(
     head.add_column(style="bold")
     head.add_column()
     rows: list[tuple[str, str]] = [
-        ("id", m.id), ("name", m.name), ("family", m.family.value),
-        ("cell", f"{m.phase.value} / {m.impact.value}"
-                 + (" (the paper's set)" if m.in_paper else "") + (" (fills the paper's gap)" if m.fills_gap else "")),
-        ("grades", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in m.grades.model_dump(mode="json").items())),
+        ("id", m.id),
+        ("name", m.name),
+        ("family", m.family.value),
+        (
+            "cell",
+            f"{m.phase.value} / {m.impact.value}"
+            + (" (the paper's set)" if m.in_paper else "")
+            + (" (fills the paper's gap)" if m.fills_gap else ""),
+        ),
+        (
+            "grades",
+            ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in m.grades.model_dump(mode="json").items()),
+        ),
         ("changes", ", ".join(c.value for c in m.changes)),
         ("bits", ", ".join(f"{b:g}" for b in m.bits) if m.bits else "-"),
-        ("footprint", ", ".join(f"{k}={v}" for k, v in m.footprint.model_dump(mode="json").items() if v is not None)),
-        ("requires", ", ".join(f"{k}={v}" for k, v in m.requirements.model_dump(mode="json").items() if v is not None)),
-        ("hardware", "; ".join(h.target.value + (f" ({', '.join(h.kernels)})" if h.kernels else "") for h in m.hardware)),
-        ("formats", "; ".join(f.format + (f" -> {', '.join(e.value for e in f.engines)}" if f.engines else "")
-                              for f in m.formats) or "-"),
+        (
+            "footprint",
+            ", ".join(f"{k}={v}" for k, v in m.footprint.model_dump(mode="json").items() if v is not None),
+        ),
+        (
+            "requires",
+            ", ".join(f"{k}={v}" for k, v in m.requirements.model_dump(mode="json").items() if v is not None),
+        ),
+        (
+            "hardware",
+            "; ".join(
+                h.target.value + (f" ({', '.join(h.kernels)})" if h.kernels else "") for h in m.hardware
+            ),
+        ),
+        (
+            "formats",
+            "; ".join(
+                f.format + (f" -> {', '.join(e.value for e in f.engines)}" if f.engines else "")
+                for f in m.formats
+            )
+            or "-",
+        ),
         ("composes with", ", ".join(m.composes_with) or "-"),
         ("excludes", ", ".join(m.excludes) or "-"),
         ("compressor", m.compressor or "- (none bundled)"),
         ("summary", m.summary),
         ("mechanism", m.mechanism),
         ("trade-off", m.tradeoff),
-        ("citation", f"{m.citation.authors}. {m.citation.title}. {m.citation.venue}, {m.citation.year}. "
-                     f"{m.citation.url}"),
+        (
+            "citation",
+            f"{m.citation.authors}. {m.citation.title}. {m.citation.venue}, {m.citation.year}. "
+            f"{m.citation.url}",
+        ),
     ]
     if m.aliases:
         rows.insert(2, ("aliases", ", ".join(m.aliases)))
@@ -203,20 +251,36 @@ def show(
     if _out.width < 150:  # a table of eight columns is unreadable here: one block per row instead
         _out.print(f"\n[bold]Evidence ({len(evidence)} rows)[/]")
         for e in evidence:
-            base = "" if e.baseline is None else f" vs {e.baseline:g}" + (f" {e.baseline_label}" if e.baseline_label else "")
+            base = (
+                ""
+                if e.baseline is None
+                else f" vs {e.baseline:g}" + (f" {e.baseline_label}" if e.baseline_label else "")
+            )
             change = f" ({_fmt_change(e)})" if e.relative_change is not None else ""
-            _out.print(f"- {e.model}, {e.setting}: {e.metric.value}"
-                       f"{' on ' + e.dataset if e.dataset else ''} = {e.value:g}{base}{change}", markup=False)
-            _out.print(f"    {e.source.paper}, {e.source.locator} [{e.source.tag.value}]", markup=False,
-                       highlight=False)
+            _out.print(
+                f"- {e.model}, {e.setting}: {e.metric.value}"
+                f"{' on ' + e.dataset if e.dataset else ''} = {e.value:g}{base}{change}",
+                markup=False,
+            )
+            _out.print(
+                f"    {e.source.paper}, {e.source.locator} [{e.source.tag.value}]",
+                markup=False,
+                highlight=False,
+            )
         return
     table = Table(title=f"Evidence ({len(evidence)} rows)")
     for col in ("model", "setting", "metric", "dataset", "value", "baseline", "change", "source"):
         table.add_column(col)
     for e in evidence:
-        base = "" if e.baseline is None else f"{e.baseline:g}" + (f" ({e.baseline_label})" if e.baseline_label else "")
+        base = (
+            ""
+            if e.baseline is None
+            else f"{e.baseline:g}" + (f" ({e.baseline_label})" if e.baseline_label else "")
+        )
         src = f"{e.source.paper}, {e.source.locator} [{e.source.tag.value}]"
-        table.add_row(e.model, e.setting, e.metric.value, e.dataset or "", f"{e.value:g}", base, _fmt_change(e), src)
+        table.add_row(
+            e.model, e.setting, e.metric.value, e.dataset or "", f"{e.value:g}", base, _fmt_change(e), src
+        )
     _out.print(table)
 
 
@@ -233,16 +297,22 @@ def gaps(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
     for col in ("phase", "impact", "paper's methods", "all methods", "paper gap?", "filled now by"):
         table.add_column(col)
     for c in report.cells:
-        table.add_row(c.phase.value, c.impact.value, ", ".join(c.paper_methods) or "-",
-                      str(len(c.all_methods)), "GAP" if c.is_paper_gap else "",
-                      ", ".join(c.fillers) if c.is_paper_gap else "")
+        table.add_row(
+            c.phase.value,
+            c.impact.value,
+            ", ".join(c.paper_methods) or "-",
+            str(len(c.all_methods)),
+            "GAP" if c.is_paper_gap else "",
+            ", ".join(c.fillers) if c.is_paper_gap else "",
+        )
     _out.print(table)
 
 
 @kb_app.command("validate")
 def validate(
-    path: Optional[Path] = typer.Argument(
-        None, help="A methods/evidence/hardware/formats YAML file; default: every bundled data file."),
+    path: Path | None = typer.Argument(
+        None, help="A methods/evidence/hardware/formats YAML file; default: every bundled data file."
+    ),
 ) -> None:
     """Check data files against the schema and each other; exit 1 with precise messages if invalid."""
     from knowledge.loader import DataFileError, load_all, validate_file
@@ -251,9 +321,11 @@ def validate(
         if path is None:
             data = load_all()
             warnings = data.warnings
-            summary = (f"OK: {len(data.files)} files, {len(data.methods)} methods, {len(data.evidence)} evidence "
-                       f"rows, {len(data.hardware)} hardware targets, {len(data.formats)} formats, "
-                       f"{len(data.engines)} serving engines")
+            summary = (
+                f"OK: {len(data.files)} files, {len(data.methods)} methods, {len(data.evidence)} evidence "
+                f"rows, {len(data.hardware)} hardware targets, {len(data.formats)} formats, "
+                f"{len(data.engines)} serving engines"
+            )
         else:
             report = validate_file(path)
             warnings = report.warnings
@@ -289,4 +361,6 @@ def load() -> None:
     counts = db.counts()
     _out.print(f"Database: {db.describe_url(url)}", markup=False, highlight=False)
     _out.print(str(report), markup=False, highlight=False)
-    _out.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()), markup=False, highlight=False)
+    _out.print(
+        ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()), markup=False, highlight=False
+    )

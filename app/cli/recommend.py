@@ -19,7 +19,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command("recommend")(recommend_command)
 
 
-def build_constraints(file: Optional[Path], overrides: dict[str, Any]) -> Constraints:
+def build_constraints(file: Path | None, overrides: dict[str, Any]) -> Constraints:
     """The constraints file (or the defaults) with the given flags applied on top."""
     base = Constraints.from_file(file) if file is not None else Constraints()
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -50,31 +50,35 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def recommend_command(
-    constraints_file: Optional[Path] = typer.Option(
+    constraints_file: Path | None = typer.Option(
         None, "--constraints", help="YAML or JSON file of constraints (see examples/constraints/)."
     ),
-    phases: Optional[str] = typer.Option(
-        None, "--phases", help="Comma-separated phases you can intervene in: pre-training,post-training,fine-tuning,inference."
+    phases: str | None = typer.Option(
+        None,
+        "--phases",
+        help="Comma-separated phases you can intervene in: pre-training,post-training,fine-tuning,inference.",
     ),
-    keep_original: bool = typer.Option(False, "--keep-original", help="The original weights must stay usable."),
-    priority: Optional[str] = typer.Option(None, "--priority", help="predictability, balanced or adaptivity."),
-    hardware: Optional[str] = typer.Option(
+    keep_original: bool = typer.Option(
+        False, "--keep-original", help="The original weights must stay usable."
+    ),
+    priority: str | None = typer.Option(None, "--priority", help="predictability, balanced or adaptivity."),
+    hardware: str | None = typer.Option(
         None, "--hardware", help="cpu, nvidia-gpu, amd-gpu, apple-silicon or mobile."
     ),
-    model_params: Optional[str] = typer.Option(None, "--model-params", help="Parameters: 7e9, 7B, 135M."),
-    memory_gb: Optional[str] = typer.Option(None, "--memory-gb", help="Memory budget for the weights, GB."),
-    max_quality_drop: Optional[str] = typer.Option(
+    model_params: str | None = typer.Option(None, "--model-params", help="Parameters: 7e9, 7B, 135M."),
+    memory_gb: str | None = typer.Option(None, "--memory-gb", help="Memory budget for the weights, GB."),
+    max_quality_drop: str | None = typer.Option(
         None, "--max-quality-drop", help="Acceptable quality drop, percent (perplexity or accuracy)."
     ),
     no_calibration_data: bool = typer.Option(
         False, "--no-calibration-data", help="You have no calibration text."
     ),
-    training_budget: Optional[str] = typer.Option(None, "--training-budget", help="none, low or high."),
-    workload: Optional[str] = typer.Option(None, "--workload", help="chat, long-context, batch or multimodal."),
-    serving_engine: Optional[str] = typer.Option(
+    training_budget: str | None = typer.Option(None, "--training-budget", help="none, low or high."),
+    workload: str | None = typer.Option(None, "--workload", help="chat, long-context, batch or multimodal."),
+    serving_engine: str | None = typer.Option(
         None, "--serving-engine", help="vllm, llama.cpp, transformers, tensorrt-llm, onnxruntime or openvino."
     ),
-    top: Optional[int] = typer.Option(None, "--top", min=1, help="Show only the N best methods."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Show only the N best methods."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
 ) -> None:
     """Rank compression methods for your constraints, with the rules behind every score."""
@@ -152,8 +156,10 @@ def _print_human(rec: Any) -> None:
 
     by_rule = Counter(reason.rule_id for e in rec.excluded for reason in e.reasons)
     detail = ", ".join(f"{rule} ({n})" for rule, n in sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
-    _out.print(f"[bold]Excluded[/]: {len(rec.excluded)} methods" + (f", by rule: {detail}" if detail else ""),
-               highlight=False)
+    _out.print(
+        f"[bold]Excluded[/]: {len(rec.excluded)} methods" + (f", by rule: {detail}" if detail else ""),
+        highlight=False,
+    )
 
     if rec.pipelines:
         pt = Table(title="Pipelines (stacks across phases, in application order)")

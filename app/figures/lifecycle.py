@@ -44,9 +44,17 @@ def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 150
     """
     fig = go.Figure()
     n = len(pipelines)
-    for i, p in enumerate(PHASES):
-        fig.add_shape(type="rect", x0=i + 0.02, x1=i + 0.98, y0=-0.5, y1=n - 0.5, layer="below",
-                      line=dict(width=0), fillcolor="rgba(128,128,128,0.06)")
+    for i in range(len(PHASES)):
+        fig.add_shape(
+            type="rect",
+            x0=i + 0.02,
+            x1=i + 0.98,
+            y0=-0.5,
+            y1=n - 0.5,
+            layer="below",
+            line=dict(width=0),
+            fillcolor="rgba(128,128,128,0.06)",
+        )
     for row in range(1, n):
         fig.add_hline(y=n - 0.5 - row, line=dict(color="rgba(128,128,128,0.35)", width=1))
     for row, pipe in enumerate(pipelines):
@@ -65,22 +73,48 @@ def pipeline_figure(pipelines: Sequence[PipelineView], height_per_row: int = 150
             colours.append(family_colour(s.family))
             symbols.append("square" if s.impact == "static" else "circle")
             hover.append(f"<b>{s.name}</b><br>{s.family} · {s.phase} · {s.impact}")
-        fig.add_trace(go.Scatter(
-            x=xs, y=ys, mode="lines+markers+text", meta=STEP_TRACE, name=pipe.label,
-            line=dict(color="rgba(90,90,90,0.5)", width=2), text=names, textposition="top center",
-            textfont=dict(size=11), customdata=[s.method_id for s in pipe.steps], hovertext=hover,
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker=dict(size=16, color=colours, symbol=symbols, line=dict(color="white", width=1)),
-            showlegend=False,
-        ))
-        fig.add_annotation(x=0.02, y=y + 0.44, xanchor="left", yanchor="top", showarrow=False,
-                           text=f"<b>{pipe.label}</b>", font=dict(size=11))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers+text",
+                meta=STEP_TRACE,
+                name=pipe.label,
+                line=dict(color="rgba(90,90,90,0.5)", width=2),
+                text=names,
+                textposition="top center",
+                textfont=dict(size=11),
+                customdata=[s.method_id for s in pipe.steps],
+                hovertext=hover,
+                hovertemplate="%{hovertext}<extra></extra>",
+                marker=dict(size=16, color=colours, symbol=symbols, line=dict(color="white", width=1)),
+                showlegend=False,
+            )
+        )
+        fig.add_annotation(
+            x=0.02,
+            y=y + 0.44,
+            xanchor="left",
+            yanchor="top",
+            showarrow=False,
+            text=f"<b>{pipe.label}</b>",
+            font=dict(size=11),
+        )
     fig.update_layout(
         height=max(180, 70 + height_per_row * n),
         margin=dict(l=10, r=10, t=10, b=10),
         dragmode=False,
-        xaxis=dict(range=[0, 4], tickvals=[i + 0.5 for i in range(4)], side="top", fixedrange=True,
-                   ticktext=[PHASE_LABELS[p] for p in PHASES], showgrid=False, zeroline=False),
-        yaxis=dict(range=[-0.5, n - 0.5], fixedrange=True, showgrid=False, showticklabels=False, zeroline=False),
+        xaxis=dict(
+            range=[0, 4],
+            tickvals=[i + 0.5 for i in range(4)],
+            side="top",
+            fixedrange=True,
+            ticktext=[PHASE_LABELS[p] for p in PHASES],
+            showgrid=False,
+            zeroline=False,
+        ),
+        yaxis=dict(
+            range=[-0.5, n - 0.5], fixedrange=True, showgrid=False, showticklabels=False, zeroline=False
+        ),
     )
     return fig

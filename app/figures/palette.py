@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knowledge.schema import Family, Impact, Phase, PHASE_ORDER
+from knowledge.schema import PHASE_ORDER, Family, Impact, Phase
 
 #: One colour per method family (a qualitative palette readable on light and dark backgrounds).
 FAMILY_COLOURS: dict[str, str] = {

@@ -72,8 +72,9 @@ def cell_origin(phase: str, impact: str, orientation: str = WIDE) -> tuple[int, 
     return (phase_index(phase), _row_of(impact))
 
 
-def cell_positions(n: int, phase: str, impact: str, aspect: float | None = None,
-                   orientation: str = WIDE) -> list[tuple[float, float]]:
+def cell_positions(
+    n: int, phase: str, impact: str, aspect: float | None = None, orientation: str = WIDE
+) -> list[tuple[float, float]]:
     """Centres of ``n`` markers on a grid inside the cell (phase, impact), in reading order.
 
     Columns grow as sqrt(n * aspect); positions are the centres of the grid's cells, so two markers are
@@ -142,6 +143,7 @@ def _headline(rows: Sequence[Evidence]) -> Evidence:
     any row with a baseline; among those the most recent run (highest run id; rows of the bundled data
     files, which have none, count as oldest), then the best (smallest quality drop), then the last given.
     The hover says how many rows there are, so the best one is not taken for the only one."""
+
     def rank(item: tuple[int, Evidence]) -> tuple[int, int, int, float, int]:
         i, e = item
         quality = e.metric in (Metric.PERPLEXITY, Metric.ACCURACY)
@@ -160,8 +162,11 @@ def measured_line(rows: Sequence[Evidence]) -> str:
     figure = f"{e.metric} {change:+.1%}" if change is not None else f"{e.metric} {e.value:g}"
     run = run_id_of(e)
     more = f" · {len(rows)} measured rows" if len(rows) > 1 else ""
-    return (f"<b>Measured here</b>: {figure} ({e.model}, {e.setting}"
-            + (f", run #{run}" if run is not None else "") + f"){more}")
+    return (
+        f"<b>Measured here</b>: {figure} ({e.model}, {e.setting}"
+        + (f", run #{run}" if run is not None else "")
+        + f"){more}"
+    )
 
 
 def _hover(m: Method, measured: Sequence[Evidence] = ()) -> str:
@@ -226,15 +231,26 @@ def phase_impact_map(
             x0, y0 = cell_origin(phase, impact, orientation)
             gap = gap_at.get((phase, impact))
             fig.add_shape(
-                type="rect", x0=x0 + 0.01, x1=x0 + 0.99, y0=y0 + 0.01, y1=y0 + 0.99, layer="below",
-                line=dict(color="#d98c00" if gap else "rgba(128,128,128,0.45)", width=2 if gap else 1,
-                          dash="dash" if gap else "solid"),
+                type="rect",
+                x0=x0 + 0.01,
+                x1=x0 + 0.99,
+                y0=y0 + 0.01,
+                y1=y0 + 0.99,
+                layer="below",
+                line=dict(
+                    color="#d98c00" if gap else "rgba(128,128,128,0.45)",
+                    width=2 if gap else 1,
+                    dash="dash" if gap else "solid",
+                ),
                 fillcolor="rgba(255,190,60,0.14)" if gap else "rgba(128,128,128,0.04)",
             )
             if gap:
                 filled = ", ".join(gap.fillers[:6]) + (" …" if len(gap.fillers) > 6 else "")
                 fig.add_annotation(
-                    x=x0 + 0.5, y=y0 + 0.985, yanchor="top", showarrow=False,
+                    x=x0 + 0.5,
+                    y=y0 + 0.985,
+                    yanchor="top",
+                    showarrow=False,
                     text="<b>paper's gap</b>" + (f" · {len(gap.fillers)} now" if gap.fillers else ""),
                     hovertext=("Filled now by: " + filled) if gap.fillers else "No method fills it yet",
                     font=dict(size=11, color="#a86400"),
@@ -248,18 +264,38 @@ def phase_impact_map(
     # Rings under the markers of methods measured here; drawn first so the marker stays clickable.
     ringed = [m for m in methods if m.id in measured]
     if ringed:
-        fig.add_trace(go.Scatter(
-            x=[pos[m.id][0] for m in ringed], y=[pos[m.id][1] for m in ringed], mode="markers",
-            name=MEASURED_TRACE, legendgroup=MEASURED_TRACE, legendrank=2000, hoverinfo="skip",
-            marker=dict(symbol="circle-open", size=[(25 if tall else 29) if m.id in highlighted else (20 if tall else 23)
-                                                    for m in ringed],
-                        color="#6a3d9a", line=dict(width=1.5)),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[m.id][0] for m in ringed],
+                y=[pos[m.id][1] for m in ringed],
+                mode="markers",
+                name=MEASURED_TRACE,
+                legendgroup=MEASURED_TRACE,
+                legendrank=2000,
+                hoverinfo="skip",
+                marker=dict(
+                    symbol="circle-open",
+                    size=[
+                        (25 if tall else 29) if m.id in highlighted else (20 if tall else 23) for m in ringed
+                    ],
+                    color="#6a3d9a",
+                    line=dict(width=1.5),
+                ),
+            )
+        )
     for family in sorted(families):
         ms = families[family]
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=family, legendgroup=family,
-                                 marker=dict(color=family_colour(family), size=11, symbol="circle"),
-                                 hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=family,
+                legendgroup=family,
+                marker=dict(color=family_colour(family), size=11, symbol="circle"),
+                hoverinfo="skip",
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=[pos[m.id][0] for m in ms],
@@ -291,15 +327,29 @@ def phase_impact_map(
     phase_ticks = [PHASE_LABELS[p] for p in PHASES]
     impact_ticks = ["<b>Dynamic</b><br>per input,<br>weights kept", "<b>Static</b><br>weights<br>changed"]
     if tall:
-        xaxis = dict(range=[0, 2], tickvals=[0.5, 1.5], side="top",
-                     ticktext=["<b>Static</b>: weights changed", "<b>Dynamic</b>: per input"])
-        yaxis = dict(range=[0, 4], tickvals=[3.5, 2.5, 1.5, 0.5],
-                     ticktext=[t.replace("-", "-<br>") for t in phase_ticks],
-                     title=dict(text="↓ later phase: more adaptive, less predictable", font=dict(size=11)))
+        xaxis = dict(
+            range=[0, 2],
+            tickvals=[0.5, 1.5],
+            side="top",
+            ticktext=["<b>Static</b>: weights changed", "<b>Dynamic</b>: per input"],
+        )
+        yaxis = dict(
+            range=[0, 4],
+            tickvals=[3.5, 2.5, 1.5, 0.5],
+            ticktext=[t.replace("-", "-<br>") for t in phase_ticks],
+            title=dict(text="↓ later phase: more adaptive, less predictable", font=dict(size=11)),
+        )
     else:
-        xaxis = dict(range=[0, 4], tickvals=[i + 0.5 for i in range(4)], ticktext=phase_ticks, side="bottom",
-                     title=dict(text="phase of application → closer to inference: more adaptive, less "
-                                     "predictable", font=dict(size=12)))
+        xaxis = dict(
+            range=[0, 4],
+            tickvals=[i + 0.5 for i in range(4)],
+            ticktext=phase_ticks,
+            side="bottom",
+            title=dict(
+                text="phase of application → closer to inference: more adaptive, less predictable",
+                font=dict(size=12),
+            ),
+        )
         yaxis = dict(range=[0, 2], tickvals=[0.5, 1.5], ticktext=impact_ticks)
     for axis in (xaxis, yaxis):
         axis.update(fixedrange=True, showgrid=False, zeroline=False)
@@ -309,8 +359,14 @@ def phase_impact_map(
         clickmode="event+select",
         dragmode=False,
         hoverlabel=dict(align="left"),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0 if not tall else 1.02, xanchor="left", x=0,
-                    title_text="family: "),
+        legend=dict(
+            orientation="h",
+            yanchor="bottom",
+            y=1.0 if not tall else 1.02,
+            xanchor="left",
+            x=0,
+            title_text="family: ",
+        ),
         xaxis=xaxis,
         yaxis=yaxis,
     )

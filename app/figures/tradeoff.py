@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import plotly.graph_objects as go
-
 
 POINT_TRACE = "candidate"
 
@@ -25,8 +23,8 @@ class Candidate:
     family: str
     impact: str
     score: float
-    memory_gb: Optional[float]
-    quality_drop_pct: Optional[float]
+    memory_gb: float | None
+    quality_drop_pct: float | None
     adaptivity: float
     rank: int
 
@@ -49,8 +47,9 @@ def _ranks(ranks: Sequence[int]) -> str:
 _NEAR = (1 / 40, 1 / 20)
 
 
-def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover,
-            span: tuple[float, float] | None = None) -> None:
+def _points(
+    fig: go.Figure, cands: Sequence[Candidate], x, y, hover, span: tuple[float, float] | None = None
+) -> None:
     """Candidates as markers, static squares and dynamic circles; candidates that would cover each
     other on screen are drawn as one bigger marker whose label lists their ranks."""
     if not cands:
@@ -74,38 +73,69 @@ def _points(fig: go.Figure, cands: Sequence[Candidate], x, y, hover,
         if not groups:
             continue
         items = [((sum(x(c) for c in g) / len(g), sum(y(c) for c in g) / len(g)), g) for g in groups]
-        fig.add_trace(go.Scatter(
-            x=[k[0] for k, _ in items], y=[k[1] for k, _ in items], mode="markers+text", meta=POINT_TRACE,
-            name=impact, text=[_ranks([c.rank for c in g]) for _, g in items], textposition="middle right",
-            textfont=dict(size=11), customdata=[[c.method_id for c in g] for _, g in items],
-            hovertext=["<br>".join(hover(c) for c in g) for _, g in items],
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker=dict(size=[12 + 3 * min(len(g), 6) for _, g in items], symbol=symbol, color=colour,
-                        opacity=0.85, line=dict(color="white", width=1)),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[k[0] for k, _ in items],
+                y=[k[1] for k, _ in items],
+                mode="markers+text",
+                meta=POINT_TRACE,
+                name=impact,
+                text=[_ranks([c.rank for c in g]) for _, g in items],
+                textposition="middle right",
+                textfont=dict(size=11),
+                customdata=[[c.method_id for c in g] for _, g in items],
+                hovertext=["<br>".join(hover(c) for c in g) for _, g in items],
+                hovertemplate="%{hovertext}<extra></extra>",
+                marker=dict(
+                    size=[12 + 3 * min(len(g), 6) for _, g in items],
+                    symbol=symbol,
+                    color=colour,
+                    opacity=0.85,
+                    line=dict(color="white", width=1),
+                ),
+            )
+        )
 
 
-def memory_quality_figure(cands: Sequence[Candidate], memory_budget: Optional[float], max_drop: float,
-                          original_gb: Optional[float] = None) -> go.Figure:
+def memory_quality_figure(
+    cands: Sequence[Candidate], memory_budget: float | None, max_drop: float, original_gb: float | None = None
+) -> go.Figure:
     """Memory after compression (x) vs expected quality drop (y); the label of a marker is its rank."""
     shown = [c for c in cands if c.memory_gb is not None and c.quality_drop_pct is not None]
     fig = go.Figure()
     # Both axes start at zero and reach the budget, the acceptable drop and the original's size.
-    span = (max([c.memory_gb for c in shown] + [memory_budget or 0, original_gb or 0, 1e-9]),
-            max([c.quality_drop_pct for c in shown] + [max_drop, 1e-9]))
-    _points(fig, shown, lambda c: c.memory_gb, lambda c: c.quality_drop_pct,
-            lambda c: f"#{c.rank} <b>{c.name}</b><br>{c.memory_gb:.2f} GB · ~{c.quality_drop_pct:.1f}% drop",
-            span=span)
+    span = (
+        max([c.memory_gb for c in shown] + [memory_budget or 0, original_gb or 0, 1e-9]),
+        max([c.quality_drop_pct for c in shown] + [max_drop, 1e-9]),
+    )
+    _points(
+        fig,
+        shown,
+        lambda c: c.memory_gb,
+        lambda c: c.quality_drop_pct,
+        lambda c: f"#{c.rank} <b>{c.name}</b><br>{c.memory_gb:.2f} GB · ~{c.quality_drop_pct:.1f}% drop",
+        span=span,
+    )
     if memory_budget:
-        fig.add_vline(x=memory_budget, line=dict(color="#d62728", dash="dash"),
-                      annotation_text=f"budget {memory_budget:g} GB", annotation_position="top")
-    fig.add_hline(y=max_drop, line=dict(color="#d98c00", dash="dot"),
-                  annotation_text=f"acceptable drop {max_drop:g}%", annotation_position="top left")
+        fig.add_vline(
+            x=memory_budget,
+            line=dict(color="#d62728", dash="dash"),
+            annotation_text=f"budget {memory_budget:g} GB",
+            annotation_position="top",
+        )
+    fig.add_hline(
+        y=max_drop,
+        line=dict(color="#d98c00", dash="dot"),
+        annotation_text=f"acceptable drop {max_drop:g}%",
+        annotation_position="top left",
+    )
     if original_gb:
         # No label on this line: the markers of dynamic methods (weights untouched) sit on it.
         fig.add_vline(x=original_gb, line=dict(color="gray", dash="dot", width=1))
     fig.update_layout(
-        height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0),
+        height=420,
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=1.08, x=0),
         xaxis=dict(title="weights after compression (GB)", rangemode="tozero"),
         yaxis=dict(title="expected quality drop (%)", rangemode="tozero"),
     )
@@ -116,13 +146,23 @@ def adaptivity_figure(cands: Sequence[Candidate]) -> go.Figure:
     """Place on the trade-off (x: 0 predictable … 1 adaptive) vs score (y)."""
     fig = go.Figure()
     scores = [c.score for c in cands] or [0.0]
-    _points(fig, cands, lambda c: c.adaptivity, lambda c: c.score,
-            lambda c: f"#{c.rank} <b>{c.name}</b><br>score {c.score:.2f} · adaptivity {c.adaptivity:.2f}",
-            span=(1.2, max(scores) - min(scores)))
+    _points(
+        fig,
+        cands,
+        lambda c: c.adaptivity,
+        lambda c: c.score,
+        lambda c: f"#{c.rank} <b>{c.name}</b><br>score {c.score:.2f} · adaptivity {c.adaptivity:.2f}",
+        span=(1.2, max(scores) - min(scores)),
+    )
     fig.update_layout(
-        height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.08, x=0),
-        xaxis=dict(title="← predictable (static, early phase)   ·   adaptive (dynamic, near inference) →",
-                   range=[-0.08, 1.12], tickvals=[0, 0.25, 0.5, 0.75, 1]),
+        height=420,
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=1.08, x=0),
+        xaxis=dict(
+            title="← predictable (static, early phase)   ·   adaptive (dynamic, near inference) →",
+            range=[-0.08, 1.12],
+            tickvals=[0, 0.25, 0.5, 0.75, 1],
+        ),
         yaxis=dict(title="score"),
     )
     return fig

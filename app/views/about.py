@@ -45,22 +45,35 @@ with c2:
 
 st.header("What the paper claims, in plain words")
 claims = [
-    ("Static = predictable, but the model changes",
-     "Static methods give a predictable resource saving, but they modify the model irreversibly."),
-    ("Dynamic = compatible, but it depends",
-     "Dynamic methods keep the original weights; their benefit shows only at inference and depends on "
-     "the hardware and on the input."),
-    ("Later phase, more adaptive, less predictable",
-     "The closer a method's phase is to inference, the more adaptive and the less predictable its gain."),
+    (
+        "Static = predictable, but the model changes",
+        "Static methods give a predictable resource saving, but they modify the model irreversibly.",
+    ),
+    (
+        "Dynamic = compatible, but it depends",
+        "Dynamic methods keep the original weights; their benefit shows only at inference and depends on "
+        "the hardware and on the input.",
+    ),
+    (
+        "Later phase, more adaptive, less predictable",
+        "The closer a method's phase is to inference, the more adaptive and the less predictable its gain.",
+    ),
     ("The central trade-off", "Structural robustness (predictability) versus contextual adaptivity."),
-    ("Practical guidance",
-     "If the model cannot be fine-tuned or modified after deployment, prefer dynamic methods despite their "
-     "hardware dependence; if fine-tuning resources exist, static methods give a more stable saving."),
-    ("Post-training quantization needs the right engine",
-     "SpQR and GPTQ cut memory sharply with minimal quality loss, but need an inference engine that "
-     "runs their format."),
-    ("The gap", "Among the reviewed works there are no dynamic methods at pre-training or post-training: "
-     "architectures trained with a potential for dynamic compression are the open direction."),
+    (
+        "Practical guidance",
+        "If the model cannot be fine-tuned or modified after deployment, prefer dynamic methods despite their "
+        "hardware dependence; if fine-tuning resources exist, static methods give a more stable saving.",
+    ),
+    (
+        "Post-training quantization needs the right engine",
+        "SpQR and GPTQ cut memory sharply with minimal quality loss, but need an inference engine that "
+        "runs their format.",
+    ),
+    (
+        "The gap",
+        "Among the reviewed works there are no dynamic methods at pre-training or post-training: "
+        "architectures trained with a potential for dynamic compression are the open direction.",
+    ),
     ("Where research is", "Work concentrates on the late phases: fine-tuning and inference."),
 ]
 for i, (head, text) in enumerate(claims, 1):
@@ -103,11 +116,15 @@ if rules:
         text = text.replace("{m_name}", "the method")
         return re.sub(r"\{([a-z_]+)(:[^}]*)?\}", lambda mt: f"<{mt.group(1)}>", text)
 
-    st.caption(f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a condition, `c_…` are your "
-               "constraints and `m_…` the method's data; `<…>` in a sentence is filled in on a result.")
-    groups = (("exclude", "Exclusions: rules that rule a method out"),
-              ("score", "Score adjustments: rules that raise or lower a method's score"),
-              ("note", "Notes: sentences shown beside a method, no score change"))
+    st.caption(
+        f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a condition, `c_…` are your "
+        "constraints and `m_…` the method's data; `<…>` in a sentence is filled in on a result."
+    )
+    groups = (
+        ("exclude", "Exclusions: rules that rule a method out"),
+        ("score", "Score adjustments: rules that raise or lower a method's score"),
+        ("note", "Notes: sentences shown beside a method, no score change"),
+    )
     for effect, title in groups:
         chosen = [r for r in rules if str(r.get("effect")) == effect]
         if not chosen:
@@ -116,7 +133,8 @@ if rules:
             for r in chosen:
                 src = _source(r)
                 st.markdown(
-                    f"**{r.get('id', '')}** · {_effect(r)}" + (f" · :gray[{src}]" if src else "")
+                    f"**{r.get('id', '')}** · {_effect(r)}"
+                    + (f" · :gray[{src}]" if src else "")
                     + f"  \n{_sentence(r)}  \n`{' '.join(str(r.get('condition', '')).split())}`"
                 )
     others = [r for r in rules if str(r.get("effect")) not in {g[0] for g in groups}]
@@ -168,15 +186,31 @@ MEANINGS = {
     "aliases": "Other names people search for.",
 }
 fields = [
-    {"field": name, "required": f.is_required(), "meaning": f.description or MEANINGS.get(name, ""),
-     "type / allowed values": _type_name(f.annotation)}
+    {
+        "field": name,
+        "required": f.is_required(),
+        "meaning": f.description or MEANINGS.get(name, ""),
+        "type / allowed values": _type_name(f.annotation),
+    }
     for name, f in Method.model_fields.items()
 ]
-st.dataframe(pd.DataFrame(fields), hide_index=True,
-             column_config={"meaning": st.column_config.TextColumn(width="large"),
-                            "type / allowed values": st.column_config.TextColumn(width="large")})
+st.dataframe(
+    pd.DataFrame(fields),
+    hide_index=True,
+    column_config={
+        "meaning": st.column_config.TextColumn(width="large"),
+        "type / allowed values": st.column_config.TextColumn(width="large"),
+    },
+)
 example = state.catalog().methods.get("gptq") or next(iter(state.catalog().methods.values()), None)
 if example is not None:
     with st.expander(f"A complete entry: `{example.id}`"):
-        st.code(yaml.safe_dump({"methods": [example.model_dump(mode="json", exclude_defaults=True)]},
-                               sort_keys=False, allow_unicode=True, width=100), language="yaml")
+        st.code(
+            yaml.safe_dump(
+                {"methods": [example.model_dump(mode="json", exclude_defaults=True)]},
+                sort_keys=False,
+                allow_unicode=True,
+                width=100,
+            ),
+            language="yaml",
+        )

@@ -45,13 +45,22 @@ def _row(m) -> dict:
 table = pd.DataFrame([_row(m) for m in sorted(cat.methods.values(), key=lambda m: m.name.lower())])
 
 c1, c2, c3, c4 = st.columns([2, 1.2, 1.2, 1.4])
-query = c1.text_input("Search", key="cat_query", placeholder="name, id, family or words of the summary",
-                      help="Case-insensitive; matches the name, id, aliases, family and summary.")
-phases = c2.multiselect("Phase", ["pre-training", "post-training", "fine-tuning", "inference"],
-                        key="cat_phase", placeholder="all phases")
+query = c1.text_input(
+    "Search",
+    key="cat_query",
+    placeholder="name, id, family or words of the summary",
+    help="Case-insensitive; matches the name, id, aliases, family and summary.",
+)
+phases = c2.multiselect(
+    "Phase",
+    ["pre-training", "post-training", "fine-tuning", "inference"],
+    key="cat_phase",
+    placeholder="all phases",
+)
 impacts = c3.multiselect("Impact", ["static", "dynamic"], key="cat_impact", placeholder="both")
-families = c4.multiselect("Family", sorted(table["family"].unique()), key="cat_family",
-                          placeholder="all families")
+families = c4.multiselect(
+    "Family", sorted(table["family"].unique()), key="cat_family", placeholder="all families"
+)
 paper_only = st.toggle("Only the paper's eight", key="cat_paper", help="The methods of the paper's Table 1.")
 
 view = table
@@ -79,7 +88,9 @@ event = st.dataframe(
     key="cat_table",
     column_config={
         "summary": st.column_config.TextColumn(width="large"),
-        "bits/weight": st.column_config.NumberColumn(format="%.2f", help="Stored bits per weight, scales included"),
+        "bits/weight": st.column_config.NumberColumn(
+            format="%.2f", help="Stored bits per weight, scales included"
+        ),
         "paper's 8": st.column_config.CheckboxColumn(help="One of the eight methods of the paper's Table 1"),
         "calibration": st.column_config.CheckboxColumn(help="Needs a sample of unlabelled text"),
         "gradients": st.column_config.CheckboxColumn(help="Needs backward passes (training memory)"),
@@ -90,7 +101,13 @@ rows = event.selection.rows if event is not None and hasattr(event, "selection")
 if rows:
     state.open_method(view.reset_index(drop=True).iloc[rows[0]]["id"])
 
-pick = st.selectbox("Open a method's page", list(view["id"]), index=None, key="cat_pick",
-                    format_func=state.method_name, placeholder="choose a method…")
+pick = st.selectbox(
+    "Open a method's page",
+    list(view["id"]),
+    index=None,
+    key="cat_pick",
+    format_func=state.method_name,
+    placeholder="choose a method…",
+)
 if pick:
     state.open_method(pick)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import streamlit as st
 
@@ -24,8 +24,10 @@ BUILTIN_TEXT = "Built-in text (Python's documentation, no download)"
 OWN_TEXT = "Upload text files"
 
 st.title("Compress a model")
-st.caption("Runs a bundled compressor on your model in the background, measures it before and after on the "
-           "same held-out text, and keeps the compressed checkpoint for download.")
+st.caption(
+    "Runs a bundled compressor on your model in the background, measures it before and after on the "
+    "same held-out text, and keeps the compressed checkpoint for download."
+)
 
 qp = st.query_params
 job_param = qp.get("job")
@@ -41,20 +43,28 @@ problems: list[str] = []
 # --- 1. the model --------------------------------------------------------------------------------
 st.subheader("1. Model")
 SOURCES = {"demo": DEMO, "upload": UPLOAD, "path": SERVER}
-source = st.radio("Model source", list(SOURCES.values()), key=P + "source", horizontal=True,
-                  index=list(SOURCES).index(qp.get("source")) if qp.get("source") in SOURCES else 0,
-                  help="The demo model ships with Shrinkwise. An upload is a .zip/.tar.gz of a Hugging Face model "
-                       "folder, its loose files (config.json, *.safetensors, tokenizer files), or one .gguf.")
-model_ref: Optional[str] = None
+source = st.radio(
+    "Model source",
+    list(SOURCES.values()),
+    key=P + "source",
+    horizontal=True,
+    index=list(SOURCES).index(qp.get("source")) if qp.get("source") in SOURCES else 0,
+    help="The demo model ships with Shrinkwise. An upload is a .zip/.tar.gz of a Hugging Face model "
+    "folder, its loose files (config.json, *.safetensors, tokenizer files), or one .gguf.",
+)
+model_ref: str | None = None
 if source == DEMO:
     model_ref = "demo"
 elif source == UPLOAD:
     files = st.file_uploader(
-        "Checkpoint", accept_multiple_files=True, key=P + "files",
-        type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES] + ["gz", "json", "safetensors", "gguf", "txt", "model",
-                                                          "bin", "pt", "pth", "jinja"],
+        "Checkpoint",
+        accept_multiple_files=True,
+        key=P + "files",
+        type=[s.lstrip(".") for s in ARCHIVE_SUFFIXES]
+        + ["gz", "json", "safetensors", "gguf", "txt", "model", "bin", "pt", "pth", "jinja"],
         help="One archive, or the loose files of one model folder, or one .gguf. Saved on the server under "
-             "uploads/ and kept after the run.")
+        "uploads/ and kept after the run.",
+    )
     if files:
         sig = hashlib.sha1(repr([(f.name, f.size, f.file_id) for f in files]).encode()).hexdigest()
         if st.session_state.get(P + "upload_sig") != sig:
@@ -74,13 +84,17 @@ elif source == UPLOAD:
     else:
         st.info("Choose the files of a model to upload.")
 else:
-    path = st.text_input("Path on the server", key=P + "path", value=qp.get("path", ""),
-                         placeholder="/models/my-model (a folder with config.json) or /models/model.gguf")
+    path = st.text_input(
+        "Path on the server",
+        key=P + "path",
+        value=qp.get("path", ""),
+        placeholder="/models/my-model (a folder with config.json) or /models/model.gguf",
+    )
     model_ref = path.strip() or None
 
 
 @st.cache_data(show_spinner="Reading the model's config…", max_entries=32)
-def _inspect(ref: str, _stamp: float) -> tuple[Any, Optional[str]]:
+def _inspect(ref: str, _stamp: float) -> tuple[Any, str | None]:
     try:
         return preflight.check_model(ref), None
     except CompressionError as exc:
@@ -111,9 +125,11 @@ if model_ref:
         cols[2].metric("Weights dtype", info.dtype)
         cols[3].metric("Size on disk", jobs_ui.fmt_bytes(info.size_on_disk_bytes))
         cols[4].metric("Layers", info.n_layers)
-        st.caption(f"`{info.path or info.ref}` · {info.model_type}, hidden size {info.hidden_size}, "
-                   f"vocabulary {info.vocab_size:,}, files: {', '.join(info.weight_files[:4])}"
-                   + (" …" if len(info.weight_files) > 4 else ""))
+        st.caption(
+            f"`{info.path or info.ref}` · {info.model_type}, hidden size {info.hidden_size}, "
+            f"vocabulary {info.vocab_size:,}, files: {', '.join(info.weight_files[:4])}"
+            + (" …" if len(info.weight_files) > 4 else "")
+        )
 else:
     problems.append("no model chosen")
 
@@ -131,13 +147,20 @@ if wanted:
         wanted_cid = None
 ids = list(compressors)
 cid = st.selectbox(
-    "Method", ids, index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
-    key=P + "method", format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})")
+    "Method",
+    ids,
+    index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
+    key=P + "method",
+    format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})",
+)
 comp_cls = compressors[cid]
 if comp_cls.summary:
     st.caption(comp_cls.summary)
-method_id = wanted if (wanted and wanted_cid == cid) else next(
-    (mid for mid, m in catalog.methods.items() if m.compressor == cid), cid)
+method_id = (
+    wanted
+    if (wanted and wanted_cid == cid)
+    else next((mid for mid, m in catalog.methods.items() if m.compressor == cid), cid)
+)
 
 
 def _from_query(raw: str, typ: str) -> Any:
@@ -161,8 +184,11 @@ for i, f in enumerate(fields):
         except ValueError:
             st.warning(f"Ignored ?{name}={qp[name]!r}: not a {typ}.")
         lo, hi = f.get("min"), f.get("max")
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
-                (lo is not None and default < lo) or (hi is not None and default > hi)):
+        if (
+            isinstance(default, (int, float))
+            and not isinstance(default, bool)
+            and ((lo is not None and default < lo) or (hi is not None and default > hi))
+        ):
             st.warning(f"?{name}={default} is outside {lo}..{hi}; using {f['default']} instead.")
             default = f["default"]
     label, help_ = name.replace("_", " "), f.get("help")
@@ -170,18 +196,40 @@ for i, f in enumerate(fields):
     with cols[i % 3]:
         if f.get("choices"):
             choices = list(f["choices"])
-            values[name] = st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                                        key=key, help=help_)
+            values[name] = st.selectbox(
+                label, choices, index=choices.index(default) if default in choices else 0, key=key, help=help_
+            )
         elif typ == "bool":
             values[name] = st.checkbox(label, value=bool(default), key=key, help=help_)
         elif typ == "int":
-            values[name] = int(st.number_input(label, value=int(default), step=1, key=key, help=help_,
-                                               min_value=f.get("min"), max_value=f.get("max")))
+            values[name] = int(
+                st.number_input(
+                    label,
+                    value=int(default),
+                    step=1,
+                    key=key,
+                    help=help_,
+                    min_value=f.get("min"),
+                    max_value=f.get("max"),
+                )
+            )
         elif typ == "float":
-            values[name] = float(st.number_input(label, value=float(default), key=key, help=help_, format="%g",
-                                                 step=0.01, min_value=f.get("min"), max_value=f.get("max")))
+            values[name] = float(
+                st.number_input(
+                    label,
+                    value=float(default),
+                    key=key,
+                    help=help_,
+                    format="%g",
+                    step=0.01,
+                    min_value=f.get("min"),
+                    max_value=f.get("max"),
+                )
+            )
         else:
-            values[name] = st.text_input(label, value="" if default is None else str(default), key=key, help=help_)
+            values[name] = st.text_input(
+                label, value="" if default is None else str(default), key=key, help=help_
+            )
 
 cost = None
 try:
@@ -199,9 +247,12 @@ if config is not None and info is not None:
 if cost is not None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
-    c2.metric("Estimated time", jobs_ui.fmt_seconds(cost.estimate.seconds),
-              help="The compressor's own estimate for this machine, from the model's shape; the before and "
-                   "after measurements add to it.")
+    c2.metric(
+        "Estimated time",
+        jobs_ui.fmt_seconds(cost.estimate.seconds),
+        help="The compressor's own estimate for this machine, from the model's shape; the before and "
+        "after measurements add to it.",
+    )
     c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
     if cost.estimate.note:
         st.caption(cost.estimate.note)
@@ -210,14 +261,23 @@ if cost is not None:
 
 # --- 3. text -------------------------------------------------------------------------------------------
 st.subheader("3. Calibration and evaluation text")
-text_choice = st.radio("Text", [BUILTIN_TEXT, OWN_TEXT], key=P + "text", horizontal=True,
-                       help="Calibration text feeds the compressor (GPTQ, SparseGPT, Wanda, …); evaluation text "
-                            "measures perplexity. They never overlap.")
+text_choice = st.radio(
+    "Text",
+    [BUILTIN_TEXT, OWN_TEXT],
+    key=P + "text",
+    horizontal=True,
+    help="Calibration text feeds the compressor (GPTQ, SparseGPT, Wanda, …); evaluation text "
+    "measures perplexity. They never overlap.",
+)
 calib_path = eval_path = None
 if text_choice == OWN_TEXT:
     t1, t2 = st.columns(2)
-    calib_file = t1.file_uploader("Calibration text (.txt)", type=["txt"], key=P + "calib_file",
-                                  help="Split 4:1 into calibration and evaluation when no evaluation file is given.")
+    calib_file = t1.file_uploader(
+        "Calibration text (.txt)",
+        type=["txt"],
+        key=P + "calib_file",
+        help="Split 4:1 into calibration and evaluation when no evaluation file is given.",
+    )
     eval_file = t2.file_uploader("Evaluation text (.txt, optional)", type=["txt"], key=P + "eval_file")
     for upl, slot in ((calib_file, "calib"), (eval_file, "eval")):
         if upl is None:
@@ -253,34 +313,64 @@ def _qp_int(name: str, default: int, lo: int, hi: int) -> int:
 
 with st.expander("How much text the run uses"):
     b1, b2, b3 = st.columns(3)
-    n_calib = b1.number_input("Calibration windows", 1, 1024, _qp_int("calib_samples", 128, 1, 1024), key=P + "n_calib",
-                              help="Windows of text the compressor sees (GPTQ's paper uses 128 of 2048 tokens).")
-    n_eval = b2.number_input("Evaluation windows", 1, 200, _qp_int("eval_windows", 20, 1, 200), key=P + "n_eval",
-                             help="Non-overlapping held-out windows for perplexity (the same for before and after).")
-    seq_len = b3.number_input("Window length (tokens)", 16, 4096, _qp_int("seq_len", 512, 16, 4096), key=P + "seq_len")
-budget = {"n_calib_samples": int(n_calib), "calib_seq_len": int(seq_len), "eval_windows": int(n_eval),
-          "eval_seq_len": int(seq_len)}
+    n_calib = b1.number_input(
+        "Calibration windows",
+        1,
+        1024,
+        _qp_int("calib_samples", 128, 1, 1024),
+        key=P + "n_calib",
+        help="Windows of text the compressor sees (GPTQ's paper uses 128 of 2048 tokens).",
+    )
+    n_eval = b2.number_input(
+        "Evaluation windows",
+        1,
+        200,
+        _qp_int("eval_windows", 20, 1, 200),
+        key=P + "n_eval",
+        help="Non-overlapping held-out windows for perplexity (the same for before and after).",
+    )
+    seq_len = b3.number_input(
+        "Window length (tokens)", 16, 4096, _qp_int("seq_len", 512, 16, 4096), key=P + "seq_len"
+    )
+budget = {
+    "n_calib_samples": int(n_calib),
+    "calib_seq_len": int(seq_len),
+    "eval_windows": int(n_eval),
+    "eval_seq_len": int(seq_len),
+}
 
 
 @st.cache_data(show_spinner="Counting tokens…", max_entries=32)
-def _check_text(ref: str, calib: Optional[str], evalp: Optional[str], needs_calibration: bool,
-                n_eval: int, seq_len: int) -> tuple[Any, Optional[str]]:
+def _check_text(
+    ref: str, calib: str | None, evalp: str | None, needs_calibration: bool, n_eval: int, seq_len: int
+) -> tuple[Any, str | None]:
     try:
-        return preflight.check_texts(ref, calib, evalp, needs_calibration=needs_calibration, eval_windows=n_eval,
-                                     eval_seq_len=seq_len, calib_seq_len=seq_len), None
+        return preflight.check_texts(
+            ref,
+            calib,
+            evalp,
+            needs_calibration=needs_calibration,
+            eval_windows=n_eval,
+            eval_seq_len=seq_len,
+            calib_seq_len=seq_len,
+        ), None
     except CompressionError as exc:
         return None, str(exc)
 
 
 if info is not None and not (text_choice == OWN_TEXT and calib_path is None and eval_path is None):
-    text_check, text_error = _check_text(model_ref, calib_path, eval_path, comp_cls.needs_calibration,
-                                          int(n_eval), int(seq_len))
+    text_check, text_error = _check_text(
+        model_ref, calib_path, eval_path, comp_cls.needs_calibration, int(n_eval), int(seq_len)
+    )
     if text_error:
         st.error(text_error)
         problems.append("text too short")
     else:
-        st.caption(f"{text_check.source}: {text_check.calibration_tokens:,} calibration tokens, "
-                   f"{text_check.evaluation_tokens:,} evaluation tokens with this model's tokenizer.")
+        st.caption(
+            f"{text_check.source}: {text_check.calibration_tokens:,} calibration tokens, "
+            f"{text_check.evaluation_tokens:,} evaluation tokens with this model's tokenizer."
+        )
+
 
 def _model_name(info: Any) -> str:
     """A readable, stable name for grouping runs of the same model in the history."""
@@ -298,11 +388,20 @@ st.subheader("4. Run")
 if problems:
     st.caption("Fix first: " + "; ".join(dict.fromkeys(problems)) + ".")
 if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
-    spec = JobSpec(model_ref="demo" if info.source == "demo" else str(info.path or info.ref),
-                   model_name=_model_name(info), method=method_id, compressor=cid, config=config or {},
-                   calibration={**{k: v for k, v in (("calib_path", calib_path), ("eval_path", eval_path)) if v},
-                                "eval": Path(eval_path or calib_path).name if (eval_path or calib_path)
-                                else "pydoc_data.topics (held-out part)", **budget})
+    spec = JobSpec(
+        model_ref="demo" if info.source == "demo" else str(info.path or info.ref),
+        model_name=_model_name(info),
+        method=method_id,
+        compressor=cid,
+        config=config or {},
+        calibration={
+            **{k: v for k, v in (("calib_path", calib_path), ("eval_path", eval_path)) if v},
+            "eval": Path(eval_path or calib_path).name
+            if (eval_path or calib_path)
+            else "pydoc_data.topics (held-out part)",
+            **budget,
+        },
+    )
     try:
         job_id = jobs_ui.runner().submit(spec)
     except CompressionError as exc:

@@ -11,8 +11,10 @@ from app.figures.history import points_from_runs, size_quality_figure
 from knowledge.tables import RunStatus
 
 st.title("Run history")
-st.caption("Every compression run on this server. Succeeded runs are also measured evidence: the method pages "
-           "show them as “measured here” next to the papers' figures.")
+st.caption(
+    "Every compression run on this server. Succeeded runs are also measured evidence: the method pages "
+    "show them as “measured here” next to the papers' figures."
+)
 
 jobs_ui.ensure_worker_for_queue()
 runner = jobs_ui.runner()
@@ -26,43 +28,75 @@ models = sorted({r.model_name for r in runs})
 methods = sorted({r.method for r in runs})
 wanted_model = st.query_params.get("model")
 f1, f2, f3 = st.columns(3)
-sel_models = f1.multiselect("Model", models, default=[wanted_model] if wanted_model in models else [], key="hist_models",
-                            placeholder="all models")
+sel_models = f1.multiselect(
+    "Model",
+    models,
+    default=[wanted_model] if wanted_model in models else [],
+    key="hist_models",
+    placeholder="all models",
+)
 sel_methods = f2.multiselect("Method", methods, default=[], key="hist_methods", placeholder="all methods")
-sel_status = f3.multiselect("Status", [s.value for s in RunStatus], default=[], key="hist_status",
-                            placeholder="any status")
-shown = [r for r in runs if (not sel_models or r.model_name in sel_models)
-         and (not sel_methods or r.method in sel_methods) and (not sel_status or r.status.value in sel_status)]
+sel_status = f3.multiselect(
+    "Status", [s.value for s in RunStatus], default=[], key="hist_status", placeholder="any status"
+)
+shown = [
+    r
+    for r in runs
+    if (not sel_models or r.model_name in sel_models)
+    and (not sel_methods or r.method in sel_methods)
+    and (not sel_status or r.status.value in sel_status)
+]
 
 
 def _row(r) -> dict:
     b, a = r.before_metrics, r.after_metrics
-    change = (100 * (a["perplexity"] - b["perplexity"]) / b["perplexity"]
-              if b.get("perplexity") and a.get("perplexity") else None)
+    change = (
+        100 * (a["perplexity"] - b["perplexity"]) / b["perplexity"]
+        if b.get("perplexity") and a.get("perplexity")
+        else None
+    )
     return {
-        "run": r.id, "status": r.status.value, "model": r.model_name, "method": r.method,
+        "run": r.id,
+        "status": r.status.value,
+        "model": r.model_name,
+        "method": r.method,
         "queued": r.created_at.strftime("%Y-%m-%d %H:%M") if r.created_at else "",
         "settings": jobs_ui.settings_text(r.config),
-        "perplexity": a.get("perplexity"), "ppl change %": None if change is None else round(change, 2),
+        "perplexity": a.get("perplexity"),
+        "ppl change %": None if change is None else round(change, 2),
         "size MB": None if a.get("size_bytes") is None else round(a["size_bytes"] / 1e6, 1),
-        "bits/weight": a.get("bits_per_weight"), "time": jobs_ui.fmt_seconds(r.elapsed_s),
+        "bits/weight": a.get("bits_per_weight"),
+        "time": jobs_ui.fmt_seconds(r.elapsed_s),
         "error": r.error or "",
     }
 
 
-st.dataframe([_row(r) for r in shown], hide_index=True, width="stretch",
-             column_config={"perplexity": st.column_config.NumberColumn(format="%.3f"),
-                            "bits/weight": st.column_config.NumberColumn(format="%.2f")})
+st.dataframe(
+    [_row(r) for r in shown],
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "perplexity": st.column_config.NumberColumn(format="%.3f"),
+        "bits/weight": st.column_config.NumberColumn(format="%.2f"),
+    },
+)
 st.caption(f"{len(shown)} of {len(runs)} runs.")
 
 if shown:
     o1, o2 = st.columns([3, 1])
-    open_id = o1.selectbox("Open a run", [r.id for r in shown], key="hist_open",
-                           format_func=lambda i: next(f"#{r.id} {r.method} on {r.model_name} ({r.status.value})"
-                                                      for r in shown if r.id == i))
+    open_id = o1.selectbox(
+        "Open a run",
+        [r.id for r in shown],
+        key="hist_open",
+        format_func=lambda i: next(
+            f"#{r.id} {r.method} on {r.model_name} ({r.status.value})" for r in shown if r.id == i
+        ),
+    )
     with o2:
         st.write("")
-        st.page_link(jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)})
+        st.page_link(
+            jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)}
+        )
 
 # --- size vs quality on one model ------------------------------------------------------------------------
 st.subheader("Size vs quality on one model")
@@ -70,8 +104,13 @@ done_models = sorted({r.model_name for r in runs if r.status is RunStatus.SUCCEE
 if not done_models:
     st.info("No succeeded runs yet: the chart appears once a run has finished.")
     st.stop()
-default_model = (sel_models[0] if sel_models and sel_models[0] in done_models
-                 else wanted_model if wanted_model in done_models else done_models[0])
+default_model = (
+    sel_models[0]
+    if sel_models and sel_models[0] in done_models
+    else wanted_model
+    if wanted_model in done_models
+    else done_models[0]
+)
 model = st.selectbox("Model", done_models, index=done_models.index(default_model), key="hist_chart_model")
 on_model = [r for r in runs if r.model_name == model and (not sel_methods or r.method in sel_methods)]
 points, original = points_from_runs(on_model)
@@ -79,5 +118,7 @@ if not points:
     st.info("No succeeded run on this model has both perplexity and size measured.")
 else:
     st.plotly_chart(size_quality_figure(points, original), width="stretch", key="hist_chart")
-    st.caption("Lower and further left is better. The dotted line joins the runs on the Pareto front: no other "
-               "run is both smaller and closer to the original's perplexity.")
+    st.caption(
+        "Lower and further left is better. The dotted line joins the runs on the Pareto front: no other "
+        "run is both smaller and closer to the original's perplexity."
+    )

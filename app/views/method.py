@@ -17,9 +17,15 @@ if wanted not in cat.methods:
         st.warning(f"No method with id {wanted!r} in the knowledge base; pick one below.")
     wanted = None
 
-chosen = st.selectbox("Method", ids, index=ids.index(wanted) if wanted else None, key=f"method_pick_{wanted}",
-                      format_func=state.method_name, placeholder="choose a method…",
-                      help="Every method of the knowledge base; the URL keeps the one shown (?id=…).")
+chosen = st.selectbox(
+    "Method",
+    ids,
+    index=ids.index(wanted) if wanted else None,
+    key=f"method_pick_{wanted}",
+    format_func=state.method_name,
+    placeholder="choose a method…",
+    help="Every method of the knowledge base; the URL keeps the one shown (?id=…).",
+)
 if chosen is None:
     st.title("Method")
     st.info("Pick a method above, or open one from the Map, the Catalogue or a recommendation.")
@@ -35,11 +41,20 @@ st.markdown(f"*{m.summary}*")
 
 g = m.grades
 c = st.columns(4)
-c[0].metric("Size reduction", str(g.size_reduction), help="How much smaller the deployed model gets (the paper's grade)")
+c[0].metric(
+    "Size reduction",
+    str(g.size_reduction),
+    help="How much smaller the deployed model gets (the paper's grade)",
+)
 c[1].metric("Quality drop", str(g.quality_drop), help="Loss of perplexity/accuracy (the paper's grade)")
-c[2].metric("Hardware dependence", str(g.hardware_dependence), help="Does the gain need specific kernels or hardware?")
-c[3].metric("Backward compatibility", str(g.backward_compatibility),
-            help="Does the original model stay usable as it was? Static methods: none (keep a second copy)")
+c[2].metric(
+    "Hardware dependence", str(g.hardware_dependence), help="Does the gain need specific kernels or hardware?"
+)
+c[3].metric(
+    "Backward compatibility",
+    str(g.backward_compatibility),
+    help="Does the original model stay usable as it was? Static methods: none (keep a second copy)",
+)
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -50,7 +65,9 @@ with left:
 with right:
     st.subheader("What it needs")
     r = m.requirements
-    hours = f" (~{r.gpu_hours_per_billion:g} GPU-hours per billion parameters)" if r.gpu_hours_per_billion else ""
+    hours = (
+        f" (~{r.gpu_hours_per_billion:g} GPU-hours per billion parameters)" if r.gpu_hours_per_billion else ""
+    )
     st.markdown(
         f"- calibration data: **{'yes' if r.calibration_data else 'no'}**\n"
         f"- gradients (backward passes): **{'yes' if r.gradients else 'no'}**\n"
@@ -66,19 +83,28 @@ with right:
     if fp.param_fraction < 1:
         facts.append(f"{fp.param_fraction:.0%} of the parameters kept")
     if fp.sparsity:
-        facts.append(f"{fp.sparsity:.0%} zeros" + (" stored compressed" if fp.sparsity_stored else " (stored dense)"))
+        facts.append(
+            f"{fp.sparsity:.0%} zeros" + (" stored compressed" if fp.sparsity_stored else " (stored dense)")
+        )
     if fp.compute_fraction:
         facts.append(f"~{fp.compute_fraction:.0%} of the compute per token")
     if facts:
         st.markdown("**Footprint:** " + "; ".join(facts))
 
     st.subheader("Hardware and formats")
-    st.markdown("**Real gain on:**\n" + "\n".join(
-        f"- {h.target}" + (f": {', '.join(h.kernels)}" if h.kernels else "") for h in m.hardware))
+    st.markdown(
+        "**Real gain on:**\n"
+        + "\n".join(f"- {h.target}" + (f": {', '.join(h.kernels)}" if h.kernels else "") for h in m.hardware)
+    )
     if m.formats:
-        st.markdown("**Output formats** (and the engines that load them):\n" + "\n".join(
-            f"- `{f.format}`" + (f": {', '.join(str(e) for e in f.engines)}" if f.engines else "")
-            for f in m.formats))
+        st.markdown(
+            "**Output formats** (and the engines that load them):\n"
+            + "\n".join(
+                f"- `{f.format}`" + (f": {', '.join(str(e) for e in f.engines)}" if f.engines else "")
+                for f in m.formats
+            )
+        )
+
 
 def _change(e) -> str:
     """The relative change against the row's baseline, as the tables show it ("+18.7%"), or ""."""
@@ -91,15 +117,24 @@ papers = cat.evidence_for(m.id, measured=False)
 if papers:
     st.caption("Figures reported by the cited sources, each with its baseline and where it comes from.")
     st.dataframe(
-        pd.DataFrame([
-            {
-                "model": e.model, "setting": e.setting, "metric": str(e.metric), "dataset": e.dataset or "",
-                "value": e.value, "baseline": e.baseline, "change": _change(e), "baseline is": e.baseline_label or "",
-                "source": f"{e.source.paper}, {e.source.locator}", "kind": str(e.source.tag),
-                "link": e.source.url,
-            }
-            for e in papers
-        ]),
+        pd.DataFrame(
+            [
+                {
+                    "model": e.model,
+                    "setting": e.setting,
+                    "metric": str(e.metric),
+                    "dataset": e.dataset or "",
+                    "value": e.value,
+                    "baseline": e.baseline,
+                    "change": _change(e),
+                    "baseline is": e.baseline_label or "",
+                    "source": f"{e.source.paper}, {e.source.locator}",
+                    "kind": str(e.source.tag),
+                    "link": e.source.url,
+                }
+                for e in papers
+            ]
+        ),
         hide_index=True,
         column_config={"link": st.column_config.LinkColumn(display_text="open")},
     )
@@ -110,39 +145,63 @@ st.subheader("Measured here")
 measured = cat.evidence_for(m.id, measured=True)
 if measured:
     models = sorted({e.model for e in measured})
-    st.caption(f"Figures Shrinkwise measured itself, on {', '.join(models)}: the same model before and after "
-               "compression, on this machine. Set them next to the papers' figures above, which were "
-               "measured on other (usually larger) models.")
+    st.caption(
+        f"Figures Shrinkwise measured itself, on {', '.join(models)}: the same model before and after "
+        "compression, on this machine. Set them next to the papers' figures above, which were "
+        "measured on other (usually larger) models."
+    )
     st.dataframe(
-        pd.DataFrame([
-            {
-                "model": e.model, "setting": e.setting, "metric": str(e.metric), "dataset": e.dataset or "",
-                "value": e.value, "baseline": e.baseline, "change": _change(e), "baseline is": e.baseline_label or "",
-                "run": f"#{rid}" if (rid := run_id_of(e)) is not None else "", "where": e.source.locator,
-                "note": e.note or "",
-            }
-            for e in measured
-        ]),
+        pd.DataFrame(
+            [
+                {
+                    "model": e.model,
+                    "setting": e.setting,
+                    "metric": str(e.metric),
+                    "dataset": e.dataset or "",
+                    "value": e.value,
+                    "baseline": e.baseline,
+                    "change": _change(e),
+                    "baseline is": e.baseline_label or "",
+                    "run": f"#{rid}" if (rid := run_id_of(e)) is not None else "",
+                    "where": e.source.locator,
+                    "note": e.note or "",
+                }
+                for e in measured
+            ]
+        ),
         hide_index=True,
     )
     run_ids = sorted({rid for e in measured if (rid := run_id_of(e)) is not None}, reverse=True)
     for rid in run_ids[:5]:  # the newest runs; the History page lists them all
         try:
-            st.page_link("views/run_result.py", label=f"Open the result of run #{rid}",
-                         icon=":material/analytics:", query_params={"run": str(rid)})
-        except Exception:  # noqa: BLE001  the Run-it pages are not registered in this build
+            st.page_link(
+                "views/run_result.py",
+                label=f"Open the result of run #{rid}",
+                icon=":material/analytics:",
+                query_params={"run": str(rid)},
+            )
+        except Exception:
             break
 else:
-    how = (f"the Compress page, or `shrinkwise compress demo --method {m.compressor} --out out/`"
-           if m.compressor else "the Compress page or `shrinkwise compress` with a method that has a compressor")
-    st.caption(f"Nothing measured here yet for this method. Run it on a model with {how}: its before/after "
-               "figures then appear in this section and on the map.")
+    how = (
+        f"the Compress page, or `shrinkwise compress demo --method {m.compressor} --out out/`"
+        if m.compressor
+        else "the Compress page or `shrinkwise compress` with a method that has a compressor"
+    )
+    st.caption(
+        f"Nothing measured here yet for this method. Run it on a model with {how}: its before/after "
+        "figures then appear in this section and on the map."
+    )
 
 st.subheader("Composes with")
-st.caption("Methods it can be stacked with across the lifecycle, and methods it cannot be combined with. "
-           "Pick one to open its page.")
-for label, others, key in (("Stacks well with", m.composes_with, "method_composes"),
-                           ("Conflicts with", m.excludes, "method_excludes")):
+st.caption(
+    "Methods it can be stacked with across the lifecycle, and methods it cannot be combined with. "
+    "Pick one to open its page."
+)
+for label, others, key in (
+    ("Stacks well with", m.composes_with, "method_composes"),
+    ("Conflicts with", m.excludes, "method_excludes"),
+):
     known = [o for o in others if o in cat.methods]
     if known:
         picked = st.pills(label, known, format_func=state.method_name, key=f"{key}_{m.id}")
@@ -159,14 +218,20 @@ st.markdown(f"{cit.authors}. *{cit.title}*. {venue}.{ident} [{cit.url}]({cit.url
 
 st.subheader("Run it")
 if m.compressor:
-    st.markdown(f"Shrinkwise bundles a compressor for this method (`{m.compressor}`). "
-                "Run it on the demo model from a terminal:")
+    st.markdown(
+        f"Shrinkwise bundles a compressor for this method (`{m.compressor}`). "
+        "Run it on the demo model from a terminal:"
+    )
     st.code(f"shrinkwise compress demo --method {m.compressor} --out out/", language="bash")
     # The Compress page (the "Run it" pages) opens pre-filled with ?method=<compressor id>.
     try:
-        st.page_link(state.PAGE_COMPRESS, label=f"Or compress a model with {m.name} in the browser",
-                     icon=":material/play_circle:", query_params={"method": m.compressor})
-    except Exception:  # noqa: BLE001  the Run-it pages are not registered in this build
+        st.page_link(
+            state.PAGE_COMPRESS,
+            label=f"Or compress a model with {m.name} in the browser",
+            icon=":material/play_circle:",
+            query_params={"method": m.compressor},
+        )
+    except Exception:
         pass
 else:
     st.caption("No bundled compressor implements this method yet.")

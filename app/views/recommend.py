@@ -20,10 +20,19 @@ from engine.constraints import FIELDS, Constraints, ConstraintsError
 PHASES = ["pre-training", "post-training", "fine-tuning", "inference"]
 SIZES = ["135M", "1B", "3B", "7B", "8B", "13B", "34B", "70B"]
 PRIORITY_LABELS = {"predictability": "Predictability", "balanced": "Balanced", "adaptivity": "Adaptivity"}
-HARDWARE_LABELS = {"cpu": "CPU", "nvidia-gpu": "NVIDIA GPU", "amd-gpu": "AMD GPU",
-                   "apple-silicon": "Apple silicon", "mobile": "Mobile / edge"}
-WORKLOADS = {"chat": "Chat (short prompts, interactive)", "long-context": "Long context (documents, RAG)",
-             "batch": "Batch (throughput, offline)", "multimodal": "Multimodal (images + text)"}
+HARDWARE_LABELS = {
+    "cpu": "CPU",
+    "nvidia-gpu": "NVIDIA GPU",
+    "amd-gpu": "AMD GPU",
+    "apple-silicon": "Apple silicon",
+    "mobile": "Mobile / edge",
+}
+WORKLOADS = {
+    "chat": "Chat (short prompts, interactive)",
+    "long-context": "Long context (documents, RAG)",
+    "batch": "Batch (throughput, offline)",
+    "multimodal": "Multimodal (images + text)",
+}
 ENGINES = ["any", "vllm", "llama.cpp", "transformers", "tensorrt-llm", "onnxruntime", "openvino"]
 TOP_CARDS = 6
 
@@ -54,19 +63,21 @@ def widgets_from(c: Constraints) -> None:
 
 def constraints_from_widgets() -> Constraints:
     s = st.session_state
-    return Constraints.from_dict({
-        "phases": list(s["rec_phases"] or []),
-        "keep_original": s["rec_keep"],
-        "priority": s["rec_priority"] or "balanced",
-        "hardware": s["rec_hardware"],
-        "model_params": s["rec_size"],
-        "memory_gb": s["rec_memory"],
-        "max_quality_drop": s["rec_drop"],
-        "calibration_data": s["rec_calib"],
-        "training_budget": s["rec_training"] or "none",
-        "workload": s["rec_workload"],
-        "serving_engine": None if s["rec_engine"] in (None, "any") else s["rec_engine"],
-    })
+    return Constraints.from_dict(
+        {
+            "phases": list(s["rec_phases"] or []),
+            "keep_original": s["rec_keep"],
+            "priority": s["rec_priority"] or "balanced",
+            "hardware": s["rec_hardware"],
+            "model_params": s["rec_size"],
+            "memory_gb": s["rec_memory"],
+            "max_quality_drop": s["rec_drop"],
+            "calibration_data": s["rec_calib"],
+            "training_budget": s["rec_training"] or "none",
+            "workload": s["rec_workload"],
+            "serving_engine": None if s["rec_engine"] in (None, "any") else s["rec_engine"],
+        }
+    )
 
 
 def _query_key(query: dict) -> tuple:
@@ -113,39 +124,90 @@ if query and st.session_state.get("rec_applied_query") != _query_key(query):
 size_options = SIZES if st.session_state["rec_size"] in SIZES else SIZES + [st.session_state["rec_size"]]
 
 with st.form("rec_form", border=True):
-    st.pills("Phases you can intervene in", PHASES, selection_mode="multi", key="rec_phases",
-             help="Pre-training: you train the model yourself. Post-training: you have the finished weights. "
-                  "Fine-tuning: you can train it further. Inference: you control how it is served.")
+    st.pills(
+        "Phases you can intervene in",
+        PHASES,
+        selection_mode="multi",
+        key="rec_phases",
+        help="Pre-training: you train the model yourself. Post-training: you have the finished weights. "
+        "Fine-tuning: you can train it further. Inference: you control how it is served.",
+    )
     a, b, c3 = st.columns(3, gap="medium")
     with a:
-        st.toggle("Keep the original weights usable", key="rec_keep",
-                  help="On if the original model must stay available unchanged (then only dynamic methods "
-                       "apply, or you store two copies).")
-        st.segmented_control("What matters more", list(PRIORITY_LABELS), key="rec_priority",
-                             format_func=PRIORITY_LABELS.get,
-                             help="Predictability: a fixed, guaranteed saving (static). Adaptivity: savings "
-                                  "that follow each request (dynamic). The paper's central trade-off.")
-        st.segmented_control("Training budget", ["none", "low", "high"], key="rec_training",
-                             help="Compute for (re)training: none = one-shot methods only; low = LoRA-scale "
-                                  "fine-tuning; high = full fine-tuning or pre-training runs.")
+        st.toggle(
+            "Keep the original weights usable",
+            key="rec_keep",
+            help="On if the original model must stay available unchanged (then only dynamic methods "
+            "apply, or you store two copies).",
+        )
+        st.segmented_control(
+            "What matters more",
+            list(PRIORITY_LABELS),
+            key="rec_priority",
+            format_func=PRIORITY_LABELS.get,
+            help="Predictability: a fixed, guaranteed saving (static). Adaptivity: savings "
+            "that follow each request (dynamic). The paper's central trade-off.",
+        )
+        st.segmented_control(
+            "Training budget",
+            ["none", "low", "high"],
+            key="rec_training",
+            help="Compute for (re)training: none = one-shot methods only; low = LoRA-scale "
+            "fine-tuning; high = full fine-tuning or pre-training runs.",
+        )
     with b:
-        st.selectbox("Model size (parameters)", size_options, key="rec_size", accept_new_options=True,
-                     help="Pick a common size or type your own, e.g. 1.5B, 405B or 7e9.")
-        st.number_input("Memory budget for the weights (GB)", value=None, min_value=0.1, max_value=10000.0,
-                        step=0.5, key="rec_memory", placeholder="no budget",
-                        help="How much memory the compressed weights may take on the target. Empty = no limit.")
-        st.number_input("Acceptable quality drop (%)", min_value=0.0, max_value=100.0, step=0.5,
-                        key="rec_drop", help="Relative rise in perplexity or loss in task accuracy you accept.")
+        st.selectbox(
+            "Model size (parameters)",
+            size_options,
+            key="rec_size",
+            accept_new_options=True,
+            help="Pick a common size or type your own, e.g. 1.5B, 405B or 7e9.",
+        )
+        st.number_input(
+            "Memory budget for the weights (GB)",
+            value=None,
+            min_value=0.1,
+            max_value=10000.0,
+            step=0.5,
+            key="rec_memory",
+            placeholder="no budget",
+            help="How much memory the compressed weights may take on the target. Empty = no limit.",
+        )
+        st.number_input(
+            "Acceptable quality drop (%)",
+            min_value=0.0,
+            max_value=100.0,
+            step=0.5,
+            key="rec_drop",
+            help="Relative rise in perplexity or loss in task accuracy you accept.",
+        )
     with c3:
-        st.selectbox("Hardware", list(HARDWARE_LABELS), key="rec_hardware", format_func=HARDWARE_LABELS.get,
-                     help="Where the compressed model will run; many gains need specific kernels.")
-        st.selectbox("Workload", list(WORKLOADS), key="rec_workload", format_func=WORKLOADS.get,
-                     help="What the model mostly serves; token and KV-cache methods pay off on long inputs.")
-        st.selectbox("Serving engine", ENGINES, key="rec_engine",
-                     format_func=lambda e: "any / not decided" if e == "any" else e,
-                     help="The engine that must load the result; methods whose format it cannot load are excluded.")
-        st.toggle("I have calibration data", key="rec_calib",
-                  help="A few hundred samples of representative text (no labels). GPTQ, AWQ, SpQR need it.")
+        st.selectbox(
+            "Hardware",
+            list(HARDWARE_LABELS),
+            key="rec_hardware",
+            format_func=HARDWARE_LABELS.get,
+            help="Where the compressed model will run; many gains need specific kernels.",
+        )
+        st.selectbox(
+            "Workload",
+            list(WORKLOADS),
+            key="rec_workload",
+            format_func=WORKLOADS.get,
+            help="What the model mostly serves; token and KV-cache methods pay off on long inputs.",
+        )
+        st.selectbox(
+            "Serving engine",
+            ENGINES,
+            key="rec_engine",
+            format_func=lambda e: "any / not decided" if e == "any" else e,
+            help="The engine that must load the result; methods whose format it cannot load are excluded.",
+        )
+        st.toggle(
+            "I have calibration data",
+            key="rec_calib",
+            help="A few hundred samples of representative text (no labels). GPTQ, AWQ, SpQR need it.",
+        )
     submitted = st.form_submit_button("Recommend", type="primary", width="stretch")
 
 if submitted:
@@ -162,8 +224,10 @@ if submitted:
 rec = ui.last_recommendation()
 cons = st.session_state.get(state.CONSTRAINTS)
 if rec is None or cons is None:
-    st.info("Fill in the form and press **Recommend**. The defaults describe a 7B chat model on an NVIDIA "
-            "GPU with calibration text and no training budget.")
+    st.info(
+        "Fill in the form and press **Recommend**. The defaults describe a 7B chat model on an NVIDIA "
+        "GPU with calibration text and no training budget."
+    )
     st.stop()
 
 # --- the result -----------------------------------------------------------------------------------
@@ -181,7 +245,9 @@ st.markdown(
     "cited papers (or, where there are none, the paper's grade)."
 )
 if not ranked:
-    st.warning("No method passes these constraints. Open *Excluded methods* below to see what ruled each out.")
+    st.warning(
+        "No method passes these constraints. Open *Excluded methods* below to see what ruled each out."
+    )
 
 
 def card(rank: int, r: dict) -> None:
@@ -205,23 +271,36 @@ def card(rank: int, r: dict) -> None:
             delta, colour = f"{(mem / original_gb - 1) * 100:+.0f}% vs 16-bit", "inverse"
         else:
             delta, colour = None, "off"
-        m2.metric("Weights after", f"{mem:.1f} GB" if mem is not None else "n/a",
-                  delta=delta, delta_color=colour,
-                  help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
-                       f"{float(est.get('param_fraction', 1)):.0%} of parameters kept")
+        m2.metric(
+            "Weights after",
+            f"{mem:.1f} GB" if mem is not None else "n/a",
+            delta=delta,
+            delta_color=colour,
+            help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
+            f"{float(est.get('param_fraction', 1)):.0%} of parameters kept",
+        )
         drop = est.get("quality_drop_pct")
-        m3.metric("Expected quality drop", f"~{drop:.1f}%" if drop is not None else "n/a",
-                  help="Relative perplexity rise or accuracy loss")
+        m3.metric(
+            "Expected quality drop",
+            f"~{drop:.1f}%" if drop is not None else "n/a",
+            help="Relative perplexity rise or accuracy loss",
+        )
         if m4.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
             state.open_method(r["id"])
-        sources = [("**measured here** on " if ev.get("measured_here") else "")
-                   + f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
-                   f"({ev.get('source')})" for ev in (est.get("evidence") or [])[:3]]
+        sources = [
+            ("**measured here** on " if ev.get("measured_here") else "")
+            + f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
+            f"({ev.get('source')})"
+            for ev in (est.get("evidence") or [])[:3]
+        ]
         measured_on = est.get("quality_measured_on") or []
         if measured_on:  # the user's own runs feed this estimate: say so, and on which model
             st.markdown(f":violet-badge[:material/science: measured here on {', '.join(measured_on)}]")
-        st.caption("Quality estimate: " + (est.get("quality_note") or "n/a")
-                   + ("  \n" + "  \n".join(sources) if sources else ""))
+        st.caption(
+            "Quality estimate: "
+            + (est.get("quality_note") or "n/a")
+            + ("  \n" + "  \n".join(sources) if sources else "")
+        )
         lines = []
         for reason in r.get("reasons", []):
             w = reason.get("weight")
@@ -240,33 +319,48 @@ if len(ranked) > TOP_CARDS:
         rows = []
         for i, r in enumerate(ranked[TOP_CARDS:], TOP_CARDS + 1):
             est = r.get("estimate") or {}
-            rows.append(f"{i}. **{state.method_name(r['id'])}**: score {float(r.get('score', 0)):.2f}, "
-                        f"{est.get('memory_gb', 0):.1f} GB, ~{est.get('quality_drop_pct', 0):.1f}% drop")
+            rows.append(
+                f"{i}. **{state.method_name(r['id'])}**: score {float(r.get('score', 0)):.2f}, "
+                f"{est.get('memory_gb', 0):.1f} GB, ~{est.get('quality_drop_pct', 0):.1f}% drop"
+            )
         st.markdown("\n".join(rows))  # one element, not one per method: the page stays light
 
 with st.expander(f"Excluded methods ({len(excluded)}): why each one is ruled out"):
     lines = []
     for e in excluded:
-        why = "; ".join(str(x.get("text") or x.get("rule_id")) if isinstance(x, dict) else str(x)
-                        for x in e.get("reasons", []))
+        why = "; ".join(
+            str(x.get("text") or x.get("rule_id")) if isinstance(x, dict) else str(x)
+            for x in e.get("reasons", [])
+        )
         lines.append(f"- **{state.method_name(e['id'])}**: {why}")
     st.markdown("\n".join(lines))
 
 if pipelines:
     st.subheader("Best pipelines across the lifecycle")
-    st.caption("Compatible methods stacked in lifecycle order (■ static, ● dynamic). The estimate is for the "
-               "whole stack.")
+    st.caption(
+        "Compatible methods stacked in lifecycle order (■ static, ● dynamic). The estimate is for the "
+        "whole stack."
+    )
     views = []
     for i, p in enumerate(pipelines, 1):
         est = p.get("estimate") or {}
         steps = tuple(
-            Step(mid, state.method_name(mid), str(cat.methods[mid].phase), str(cat.methods[mid].family),
-                 str(cat.methods[mid].impact))
-            for mid in report.pipeline_ids(p) if mid in cat.methods
+            Step(
+                mid,
+                state.method_name(mid),
+                str(cat.methods[mid].phase),
+                str(cat.methods[mid].family),
+                str(cat.methods[mid].impact),
+            )
+            for mid in report.pipeline_ids(p)
+            if mid in cat.methods
         )
         mem, drop = est.get("memory_gb"), est.get("quality_drop_pct")
-        label = f"#{i}" + (f" · {mem:.1f} GB" if mem is not None else "") + (
-            f" · ~{drop:.1f}%" if drop is not None else "")
+        label = (
+            f"#{i}"
+            + (f" · {mem:.1f} GB" if mem is not None else "")
+            + (f" · ~{drop:.1f}%" if drop is not None else "")
+        )
         views.append(PipelineView(label=label, steps=steps))
     st.plotly_chart(pipeline_figure(views), key="rec_pipelines", config={"displayModeBar": False})
     for view in views:
@@ -281,18 +375,36 @@ for i, r in enumerate(ranked[:15], 1):
     if m is None:
         continue
     est = r.get("estimate") or {}
-    cands.append(Candidate(m.id, m.name, str(m.family), str(m.impact), float(r.get("score", 0)),
-                           est.get("memory_gb"), est.get("quality_drop_pct"), axes.position(m).adaptivity, i))
+    cands.append(
+        Candidate(
+            m.id,
+            m.name,
+            str(m.family),
+            str(m.impact),
+            float(r.get("score", 0)),
+            est.get("memory_gb"),
+            est.get("quality_drop_pct"),
+            axes.position(m).adaptivity,
+            i,
+        )
+    )
 t1, t2 = st.tabs(["Memory vs quality drop", "Predictability vs adaptivity"])
 with t1:
-    st.caption("The top candidates by estimated memory and expected quality drop; the label is the rank. "
-               "Below the orange line (and left of the red budget line, if you set one) fits your limits; "
-               f"the grey dotted line is the 16-bit original ({original_gb:.1f} GB).")
-    st.plotly_chart(memory_quality_figure(cands, cons.memory_gb, cons.max_quality_drop, original_gb),
-                    key="rec_tradeoff_mem", config={"displayModeBar": False})
+    st.caption(
+        "The top candidates by estimated memory and expected quality drop; the label is the rank. "
+        "Below the orange line (and left of the red budget line, if you set one) fits your limits; "
+        f"the grey dotted line is the 16-bit original ({original_gb:.1f} GB)."
+    )
+    st.plotly_chart(
+        memory_quality_figure(cands, cons.memory_gb, cons.max_quality_drop, original_gb),
+        key="rec_tradeoff_mem",
+        config={"displayModeBar": False},
+    )
 with t2:
-    st.caption("Where each candidate sits on the paper's central trade-off: static, early methods give a "
-               "predictable saving (left); dynamic methods near inference adapt to each request (right).")
+    st.caption(
+        "Where each candidate sits on the paper's central trade-off: static, early methods give a "
+        "predictable saving (left); dynamic methods near inference adapt to each request (right)."
+    )
     st.plotly_chart(adaptivity_figure(cands), key="rec_tradeoff_axes", config={"displayModeBar": False})
 
 st.subheader("Share and download")
@@ -303,8 +415,21 @@ share = f"{base}?{urlencode(cons.to_query())}" if base else None
 if share:
     st.code(share, language=None)
 d1, d2 = st.columns(2)
-d1.download_button("Report (Markdown)", report.to_markdown(doc, state.method_name, link=share),
-                   file_name="shrinkwise-report.md",
-                   mime="text/markdown", key="rec_dl_md", width="stretch", on_click="ignore")
-d2.download_button("Report (JSON)", json.dumps(doc, indent=2, default=str), file_name="shrinkwise-report.json",
-                   mime="application/json", key="rec_dl_json", width="stretch", on_click="ignore")
+d1.download_button(
+    "Report (Markdown)",
+    report.to_markdown(doc, state.method_name, link=share),
+    file_name="shrinkwise-report.md",
+    mime="text/markdown",
+    key="rec_dl_md",
+    width="stretch",
+    on_click="ignore",
+)
+d2.download_button(
+    "Report (JSON)",
+    json.dumps(doc, indent=2, default=str),
+    file_name="shrinkwise-report.json",
+    mime="application/json",
+    key="rec_dl_json",
+    width="stretch",
+    on_click="ignore",
+)

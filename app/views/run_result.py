@@ -5,8 +5,8 @@ its compressed-tensors export and the run report."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 
@@ -37,16 +37,22 @@ if wanted_id not in ids:
         st.warning(f"There is no run #{wanted_id}; showing the latest run.")
         wanted_id = ids[0]
 by_id = {r.id: r for r in runs}
-chosen = st.selectbox("Run", ids, index=ids.index(wanted_id), key="res_run",
-                      format_func=lambda i: f"#{i} {by_id[i].compressor} on {by_id[i].model_name} "
-                                            f"({by_id[i].status.value})")
+chosen = st.selectbox(
+    "Run",
+    ids,
+    index=ids.index(wanted_id),
+    key="res_run",
+    format_func=lambda i: f"#{i} {by_id[i].compressor} on {by_id[i].model_name} ({by_id[i].status.value})",
+)
 if str(chosen) != st.query_params.get("run"):
     st.query_params["run"] = str(chosen)
 info = runner.status(chosen)
 
 st.markdown(f"### {jobs_ui.job_title(info)} {jobs_ui.STATUS_BADGE[info.status]}")
-st.caption(f"Method `{info.method}` · model `{info.model_ref}` · queued {info.created_at:%Y-%m-%d %H:%M} UTC"
-           + (f" · ran on {info.machine}" if info.machine else ""))
+st.caption(
+    f"Method `{info.method}` · model `{info.model_ref}` · queued {info.created_at:%Y-%m-%d %H:%M} UTC"
+    + (f" · ran on {info.machine}" if info.machine else "")
+)
 
 if info.status is not RunStatus.SUCCEEDED:
     jobs_ui.job_panel(info.id, key="res_job")
@@ -56,13 +62,21 @@ if info.status is not RunStatus.SUCCEEDED:
 b, a = info.before_metrics, info.after_metrics
 st.subheader("Before and after")
 rows = jobs_ui.comparison_rows(b, a)
-st.dataframe(rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(rows)),
-             column_config={"figure": st.column_config.TextColumn("Figure", width="large")})
+st.dataframe(
+    rows,
+    hide_index=True,
+    width="stretch",
+    height=jobs_ui.table_height(len(rows)),
+    column_config={"figure": st.column_config.TextColumn("Figure", width="large")},
+)
 if a.get("eval_tokens"):
-    st.caption(f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "
-               f"{a.get('eval_seq_len')}); speeds are the best of repeated runs on this machine"
-               + (f"; text: {a['text_source']}" if a.get("text_source") else "") + ". The after figures are "
-               "measured on the model loaded back from the saved packed checkpoint.")
+    st.caption(
+        f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "
+        f"{a.get('eval_seq_len')}); speeds are the best of repeated runs on this machine"
+        + (f"; text: {a['text_source']}" if a.get("text_source") else "")
+        + ". The after figures are "
+        "measured on the model loaded back from the saved packed checkpoint."
+    )
 
 # --- generations ---------------------------------------------------------------------------------------
 samples = info.samples or {}
@@ -81,12 +95,18 @@ if samples.get("before") is not None or samples.get("after") is not None:
 s1, s2 = st.columns(2)
 with s1:
     st.subheader("Settings")
-    st.dataframe([{"setting": k, "value": str(v)} for k, v in info.config.items()], hide_index=True, width="stretch",
-                 height=jobs_ui.table_height(len(info.config)))
+    st.dataframe(
+        [{"setting": k, "value": str(v)} for k, v in info.config.items()],
+        hide_index=True,
+        width="stretch",
+        height=jobs_ui.table_height(len(info.config)),
+    )
     est = a.get("estimate") or {}
     if est:
-        st.caption(f"Estimated before the run: {jobs_ui.fmt_bytes(est.get('peak_memory_bytes'))} peak, "
-                   f"{jobs_ui.fmt_seconds(est.get('seconds'))} for the compression itself.")
+        st.caption(
+            f"Estimated before the run: {jobs_ui.fmt_bytes(est.get('peak_memory_bytes'))} peak, "
+            f"{jobs_ui.fmt_seconds(est.get('seconds'))} for the compression itself."
+        )
 with s2:
     st.subheader("Timings")
     timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s)
@@ -114,14 +134,22 @@ def _zipper(folder: Path, target: Path) -> Callable[[], bytes]:
 
 d1, d2, d3, d4 = st.columns(4)
 ckpt_dir = Path(art["checkpoint_dir"]) if art.get("checkpoint_dir") else None
-archive = Path(art["archive"]) if art.get("archive") else (ckpt_dir.with_name("model.zip") if ckpt_dir else None)
+archive = (
+    Path(art["archive"]) if art.get("archive") else (ckpt_dir.with_name("model.zip") if ckpt_dir else None)
+)
 with d1:
     if archive is not None and (archive.is_file() or (ckpt_dir is not None and ckpt_dir.is_dir())):
         reader = _reader(archive) if archive.is_file() else _zipper(ckpt_dir, archive)
-        st.download_button("Compressed checkpoint (.zip)", reader, file_name=f"run-{info.id}-{archive.name}",
-                           mime="application/zip", key="res_dl_ckpt", type="primary",
-                           help="Shrinkwise packed format; unzip it and load it with `shrinkwise generate <folder>` "
-                                "or compressors.models.load_model(<folder>).")
+        st.download_button(
+            "Compressed checkpoint (.zip)",
+            reader,
+            file_name=f"run-{info.id}-{archive.name}",
+            mime="application/zip",
+            key="res_dl_ckpt",
+            type="primary",
+            help="Shrinkwise packed format; unzip it and load it with `shrinkwise generate <folder>` "
+            "or compressors.models.load_model(<folder>).",
+        )
         if archive.is_file():
             st.caption(jobs_ui.fmt_bytes(archive.stat().st_size))
     else:
@@ -129,26 +157,55 @@ with d1:
 with d2:
     export = Path(art["export_dir"]) if art.get("export_dir") else None
     if export is not None and export.is_dir():
-        st.download_button("compressed-tensors export (.zip)", _zipper(export, export.with_name("compressed-tensors.zip")),
-                           file_name=f"run-{info.id}-compressed-tensors.zip", mime="application/zip",
-                           key="res_dl_export", help="The format vLLM loads.")
+        st.download_button(
+            "compressed-tensors export (.zip)",
+            _zipper(export, export.with_name("compressed-tensors.zip")),
+            file_name=f"run-{info.id}-compressed-tensors.zip",
+            mime="application/zip",
+            key="res_dl_export",
+            help="The format vLLM loads.",
+        )
     else:
         st.caption("No compressed-tensors export: " + (art.get("export_note") or "this result has none."))
 with d3:
     md = Path(art["report_md"]) if art.get("report_md") else None
     if md is not None and md.is_file():
-        st.download_button("Report (Markdown)", _reader(md), file_name=f"run-{info.id}-report.md",
-                           mime="text/markdown", key="res_dl_md")
+        st.download_button(
+            "Report (Markdown)",
+            _reader(md),
+            file_name=f"run-{info.id}-report.md",
+            mime="text/markdown",
+            key="res_dl_md",
+        )
 with d4:
-    report = {"run": info.id, "model": info.model_name, "model_ref": info.model_ref, "method": info.method,
-              "compressor": info.compressor, "config": info.config, "before": b, "after": a,
-              "samples": samples, "timings": info.timings, "machine": info.machine,
-              "artifacts": art}
-    st.download_button("Report (JSON)", json.dumps(report, indent=2, default=str), file_name=f"run-{info.id}-report.json",
-                       mime="application/json", key="res_dl_json")
+    report = {
+        "run": info.id,
+        "model": info.model_name,
+        "model_ref": info.model_ref,
+        "method": info.method,
+        "compressor": info.compressor,
+        "config": info.config,
+        "before": b,
+        "after": a,
+        "samples": samples,
+        "timings": info.timings,
+        "machine": info.machine,
+        "artifacts": art,
+    }
+    st.download_button(
+        "Report (JSON)",
+        json.dumps(report, indent=2, default=str),
+        file_name=f"run-{info.id}-report.json",
+        mime="application/json",
+        key="res_dl_json",
+    )
 
-st.page_link(jobs_ui.PAGE_HISTORY, label="Compare with other runs on this model", icon=":material/history:",
-             query_params={"model": info.model_name})
+st.page_link(
+    jobs_ui.PAGE_HISTORY,
+    label="Compare with other runs on this model",
+    icon=":material/history:",
+    query_params={"model": info.model_name},
+)
 if info.log_tail:
     with st.expander("Log"):
         st.code(info.log_tail, language=None)

@@ -15,7 +15,7 @@ and AIM). The record lives in two places that always agree:
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 from compressors.base import CompressionError, CompressorConfig
 
@@ -25,22 +25,28 @@ CONFIG_KEY = "shrinkwise_dynamic"
 FORMAT_VERSION = 1
 
 
-def record(model: Any, method_id: str, config: CompressorConfig, payload: Optional[dict[str, Any]] = None
-           ) -> dict[str, Any]:
+def record(
+    model: Any, method_id: str, config: CompressorConfig, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Attach the record of an installed dynamic method to ``model.config`` and return it."""
-    section = {"format": FORMAT_VERSION, "method": method_id, "config": config.to_dict(),
-               "payload": payload or {}, "weights": "original (untouched)"}
+    section = {
+        "format": FORMAT_VERSION,
+        "method": method_id,
+        "config": config.to_dict(),
+        "payload": payload or {},
+        "weights": "original (untouched)",
+    }
     setattr(model.config, CONFIG_KEY, section)
     return section
 
 
-def dynamic_section(model: Any) -> Optional[dict[str, Any]]:
+def dynamic_section(model: Any) -> dict[str, Any] | None:
     """The record of the dynamic method installed on ``model`` (or loaded with its config), if any."""
     section = getattr(model.config, CONFIG_KEY, None)
     return dict(section) if isinstance(section, dict) else None
 
 
-def reinstall(model: Any, section: Optional[dict[str, Any]] = None) -> bool:
+def reinstall(model: Any, section: dict[str, Any] | None = None) -> bool:
     """Re-apply the dynamic method recorded in ``section`` (default: the model's config); False if none.
 
     Called by the checkpoint loader after the (original) weights are loaded.
@@ -51,8 +57,10 @@ def reinstall(model: Any, section: Optional[dict[str, Any]] = None) -> bool:
     if not section:
         return False
     if int(section.get("format", 0)) != FORMAT_VERSION:
-        raise CompressionError(f"dynamic record format {section.get('format')!r} is not {FORMAT_VERSION}; "
-                               "re-run the compressor with this version of Shrinkwise")
+        raise CompressionError(
+            f"dynamic record format {section.get('format')!r} is not {FORMAT_VERSION}; "
+            "re-run the compressor with this version of Shrinkwise"
+        )
     comp = get_compressor(section["method"])
     install = getattr(comp, "install", None)
     if install is None:

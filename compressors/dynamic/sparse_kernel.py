@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -70,7 +70,7 @@ _kernel: Any = None
 _tried = False
 
 
-def load_kernel() -> Optional[Any]:
+def load_kernel() -> Any | None:
     """The compiled kernel module (built once, then cached by torch), or ``None`` with a logged reason."""
     global _kernel, _tried
     with _lock:
@@ -79,11 +79,17 @@ def load_kernel() -> Optional[Any]:
             try:
                 from torch.utils.cpp_extension import load_inline
 
-                _kernel = load_inline("shrinkwise_teal_matvec", cpp_sources=_SOURCE,
-                                      functions=["sparse_rows_matvec"],
-                                      extra_cflags=["-O3", "-march=native"], verbose=False)
+                _kernel = load_inline(
+                    "shrinkwise_teal_matvec",
+                    cpp_sources=_SOURCE,
+                    functions=["sparse_rows_matvec"],
+                    extra_cflags=["-O3", "-march=native"],
+                    verbose=False,
+                )
             except Exception as exc:  # no compiler, no headers, ...: fall back to masked dense
-                log.warning("TEAL sparse kernel unavailable (%s); decoding uses the masked dense product", exc)
+                log.warning(
+                    "TEAL sparse kernel unavailable (%s); decoding uses the masked dense product", exc
+                )
                 _kernel = None
         return _kernel
 

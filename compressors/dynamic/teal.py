@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class TealState:
 
     threshold: float
     use_kernel: bool
-    wt: Optional[torch.Tensor] = None  # [in, out] contiguous, only when the kernel is used
+    wt: torch.Tensor | None = None  # [in, out] contiguous, only when the kernel is used
     seen: int = 0  # input entries seen since the counters were reset
     zeroed: int = 0  # of which at or below the threshold
     count: bool = False
@@ -55,9 +56,15 @@ def block_linears(model: nn.Module) -> dict[str, nn.Module]:
 
 
 @torch.no_grad()
-def calibrate_thresholds(model: nn.Module, batches: Iterable[torch.Tensor], sparsity: float | list[float],
-                         max_samples: int = 1 << 18, seed: int = 0, n_batches: Optional[int] = None,
-                         on_batch: Optional[Any] = None) -> dict[str, float]:
+def calibrate_thresholds(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    sparsity: float | list[float],
+    max_samples: int = 1 << 18,
+    seed: int = 0,
+    n_batches: int | None = None,
+    on_batch: Any | None = None,
+) -> dict[str, float]:
     """The ``sparsity``-quantile of |input| of every block linear, from the dense model on ``batches``.
 
     Each layer keeps about ``max_samples`` randomly drawn input magnitudes in all (``max_samples /
@@ -78,6 +85,7 @@ def calibrate_thresholds(model: nn.Module, batches: Iterable[torch.Tensor], spar
             if a.numel() > per_batch:
                 a = a[torch.randint(0, a.numel(), (per_batch,), generator=gen)]
             samples[name].append(a)
+
         return hook
 
     handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in layers.items()]
@@ -120,8 +128,9 @@ def _teal_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return st.original_forward(x * keep)
 
 
-def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "auto",
-                 skip_zero: bool = True) -> nn.Module:
+def install_teal(
+    model: nn.Module, thresholds: dict[str, float], kernel: str = "auto", skip_zero: bool = True
+) -> nn.Module:
     """Install TEAL on ``model`` in place with per-layer ``thresholds`` (from :func:`calibrate_thresholds`).
 
     ``kernel``: "cpp" (compile/load the sparse matvec kernel, fail if impossible), "auto" (use it when
@@ -137,11 +146,15 @@ def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "
     if kernel != "torch":
         use_kernel = load_kernel() is not None
         if kernel == "cpp" and not use_kernel:
-            raise RuntimeError("kernel='cpp' but the TEAL kernel could not be compiled; install g++ or use kernel='auto'")
+            raise RuntimeError(
+                "kernel='cpp' but the TEAL kernel could not be compiled; install g++ or use kernel='auto'"
+            )
     layers = block_linears(model)
     unknown = sorted(set(thresholds) - set(layers))
     if unknown:
-        raise KeyError(f"thresholds for layers this model does not have: {unknown[:5]}; known e.g. {sorted(layers)[:3]}")
+        raise KeyError(
+            f"thresholds for layers this model does not have: {unknown[:5]}; known e.g. {sorted(layers)[:3]}"
+        )
     for name, module in layers.items():
         if name not in thresholds:
             continue
@@ -151,9 +164,14 @@ def install_teal(model: nn.Module, thresholds: dict[str, float], kernel: str = "
         wt = None
         if use_kernel and get_weight(module).dtype == torch.float32:
             w = module.weight
-            wt = w.detach().contiguous() if (bool(Conv1D) and isinstance(module, Conv1D)) else w.detach().t().contiguous()
-        module._shrinkwise_teal = TealState(threshold=t, use_kernel=wt is not None, wt=wt,
-                                            original_forward=module.forward)
+            wt = (
+                w.detach().contiguous()
+                if (bool(Conv1D) and isinstance(module, Conv1D))
+                else w.detach().t().contiguous()
+            )
+        module._shrinkwise_teal = TealState(
+            threshold=t, use_kernel=wt is not None, wt=wt, original_forward=module.forward
+        )
         module.forward = types.MethodType(_teal_forward, module)
     return model
 
@@ -186,7 +204,7 @@ def measured_sparsity(model: nn.Module) -> float:
 def skipped_flops_fraction(model: nn.Module) -> float:
     """Share of the block linears' multiply-adds skipped, weighting each layer's sparsity by its size."""
     total = skipped = 0.0
-    for name, module in block_linears(model).items():
+    for module in block_linears(model).values():
         n_w = get_weight(module).numel()
         total += n_w
         st = getattr(module, "_shrinkwise_teal", None)

@@ -37,7 +37,7 @@ import logging
 import math
 import types
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache
@@ -88,16 +88,23 @@ class TokenPlan:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": {str(k): v for k, v in self.keep.items()},
-                "merge": {str(k): v for k, v in self.merge.items()},
-                "revive": self.revive, "protect_first": self.protect_first, "method": self.method}
+        return {
+            "keep": {str(k): v for k, v in self.keep.items()},
+            "merge": {str(k): v for k, v in self.merge.items()},
+            "revive": self.revive,
+            "protect_first": self.protect_first,
+            "method": self.method,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TokenPlan":
-        return cls(keep={int(k): float(v) for k, v in d.get("keep", {}).items()},
-                   merge={int(k): float(v) for k, v in d.get("merge", {}).items()},
-                   revive=bool(d.get("revive", False)), protect_first=int(d.get("protect_first", 1)),
-                   method=str(d.get("method", "")))
+    def from_dict(cls, d: dict[str, Any]) -> TokenPlan:
+        return cls(
+            keep={int(k): float(v) for k, v in d.get("keep", {}).items()},
+            merge={int(k): float(v) for k, v in d.get("merge", {}).items()},
+            revive=bool(d.get("revive", False)),
+            protect_first=int(d.get("protect_first", 1)),
+            method=str(d.get("method", "")),
+        )
 
 
 @dataclass
@@ -126,19 +133,19 @@ class PrunedCache(DynamicCache):
     def __init__(self) -> None:
         super().__init__()
         self.key_pos: dict[int, torch.Tensor] = {}
-        self.key_bias: dict[int, Optional[torch.Tensor]] = {}
+        self.key_bias: dict[int, torch.Tensor | None] = {}
         self.aux: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.seen = 0
         self.prompt_len = 0
-        self.stats: Optional[PrefillStats] = None
+        self.stats: PrefillStats | None = None
         self.revived_total = 0
 
-    def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:  # noqa: D102
+    def get_seq_length(self, layer_idx: int | None = 0) -> int:
         return self.seen
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
 
 
@@ -153,7 +160,9 @@ def decoder_of(model: Any) -> Any:
     inner = getattr(model, "model", None)
     missing = [a for a in ("embed_tokens", "layers", "norm", "rotary_emb") if not hasattr(inner, a)]
     if inner is None or missing:
-        raise CompressionError(f"{type(model).__name__}.model lacks {missing or ['model']}; cannot install token pruning")
+        raise CompressionError(
+            f"{type(model).__name__}.model lacks {missing or ['model']}; cannot install token pruning"
+        )
     return inner
 
 
@@ -167,20 +176,33 @@ class _Runner:
         self.windows = []
         for layer in self.layers:
             attn = layer.self_attn
-            w = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(inner.config, "sliding_window", None)
+            w = (
+                attn.sliding_window
+                if hasattr(attn, "sliding_window")
+                else getattr(inner.config, "sliding_window", None)
+            )
             self.windows.append(int(w) if w else None)
         self.keep_layers = sorted(plan.keep)
 
     # -- attention pieces -------------------------------------------------------------------------
-    def _mask(self, j: int, q_pos: torch.Tensor, k_pos: torch.Tensor, k_bias: Optional[torch.Tensor],
-              dtype: torch.dtype, prefill: bool) -> Optional[torch.Tensor]:
+    def _mask(
+        self,
+        j: int,
+        q_pos: torch.Tensor,
+        k_pos: torch.Tensor,
+        k_bias: torch.Tensor | None,
+        dtype: torch.dtype,
+        prefill: bool,
+    ) -> torch.Tensor | None:
         w = self.windows[j]
         window_bites = w is not None and bool((q_pos.max() - k_pos.min()) >= w)
         if k_bias is None and not window_bites:
             if q_pos.numel() == 1:
                 return None  # one query after every cached key: attends to all of them
             if prefill and self.sdpa:
-                return None  # keys == queries in order: sdpa's is_causal is exact (as the original model does)
+                return (
+                    None  # keys == queries in order: sdpa's is_causal is exact (as the original model does)
+                )
         allowed = k_pos[None, :] <= q_pos[:, None]
         if w is not None:
             allowed &= k_pos[None, :] > (q_pos[:, None] - w)
@@ -190,8 +212,9 @@ class _Runner:
             mask = mask + k_bias.to(dtype)[None, :]
         return mask[None, None]
 
-    def run_layer(self, j: int, h: torch.Tensor, pos: torch.Tensor, bias: Optional[torch.Tensor],
-                  prefill: bool) -> torch.Tensor:
+    def run_layer(
+        self, j: int, h: torch.Tensor, pos: torch.Tensor, bias: torch.Tensor | None, prefill: bool
+    ) -> torch.Tensor:
         """Run layer ``j`` on tokens at positions ``pos`` and record their keys' positions in the cache."""
         cache = self.cache
         old_pos = cache.key_pos.get(j, pos[:0])
@@ -200,12 +223,22 @@ class _Runner:
         if old_bias is None and bias is None:
             k_bias = None
         else:
-            k_bias = torch.cat([old_bias if old_bias is not None else torch.zeros(old_pos.numel(), device=pos.device),
-                                bias if bias is not None else torch.zeros(pos.numel(), device=pos.device)])
+            k_bias = torch.cat(
+                [
+                    old_bias if old_bias is not None else torch.zeros(old_pos.numel(), device=pos.device),
+                    bias if bias is not None else torch.zeros(pos.numel(), device=pos.device),
+                ]
+            )
         mask = self._mask(j, pos, k_pos, k_bias, h.dtype, prefill and old_pos.numel() == 0)
         cos, sin = self.inner.rotary_emb(h, pos[None])
-        out = self.layers[j](h, attention_mask=mask, position_embeddings=(cos, sin), position_ids=pos[None],
-                             past_key_values=cache, use_cache=True)
+        out = self.layers[j](
+            h,
+            attention_mask=mask,
+            position_embeddings=(cos, sin),
+            position_ids=pos[None],
+            past_key_values=cache,
+            use_cache=True,
+        )
         if isinstance(out, tuple):
             out = out[0]
         cache.key_pos[j], cache.key_bias[j] = k_pos, k_bias
@@ -271,8 +304,8 @@ class _Runner:
             cache.prompt_len = T
             cache.stats = PrefillStats(prompt_tokens=T)
         exits: list[tuple[torch.Tensor, torch.Tensor]] = []
-        sizes: Optional[torch.Tensor] = None
-        h_last_in: Optional[torch.Tensor] = None
+        sizes: torch.Tensor | None = None
+        h_last_in: torch.Tensor | None = None
         revived = 0
         for j in range(len(self.layers)):
             if prefill and j in plan.keep and h_last_in is not None:
@@ -293,7 +326,9 @@ class _Runner:
                 from compressors.dynamic.merging import merge_right_neighbours
 
                 cur = sizes if sizes is not None else torch.ones(h.shape[1], device=h.device)
-                res = merge_right_neighbours(h[0], pos, cur, int(plan.merge[j] * h.shape[1]), plan.protect_first)
+                res = merge_right_neighbours(
+                    h[0], pos, cur, int(plan.merge[j] * h.shape[1]), plan.protect_first
+                )
                 if res.absorbed_positions.numel():
                     exits.append((res.absorbed_positions, res.absorbed_hidden))
                     h, pos, sizes = res.hidden[None], res.positions, res.sizes
@@ -319,17 +354,25 @@ class _Runner:
         return h
 
 
-def _token_plan_forward(self: Any, input_ids: Optional[torch.LongTensor] = None,
-                        attention_mask: Optional[torch.Tensor] = None,
-                        position_ids: Optional[torch.LongTensor] = None, past_key_values: Any = None,
-                        inputs_embeds: Optional[torch.Tensor] = None, use_cache: Optional[bool] = None,
-                        **kwargs: Any) -> BaseModelOutputWithPast:
+def _token_plan_forward(
+    self: Any,
+    input_ids: torch.LongTensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.LongTensor | None = None,
+    past_key_values: Any = None,
+    inputs_embeds: torch.Tensor | None = None,
+    use_cache: bool | None = None,
+    **kwargs: Any,
+) -> BaseModelOutputWithPast:
     """Replacement for the decoder's ``forward`` (bound to the instance by :func:`install_token_plan`)."""
     plan: TokenPlan = self._shrinkwise_token_plan
     batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
     padded = attention_mask is not None and (attention_mask.dim() != 2 or not bool(attention_mask.all()))
-    foreign_cache = past_key_values is not None and not isinstance(past_key_values, PrunedCache) \
+    foreign_cache = (
+        past_key_values is not None
+        and not isinstance(past_key_values, PrunedCache)
         and past_key_values.get_seq_length() > 0
+    )
     wants_extra = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")
     if use_cache is None:
         use_cache = bool(getattr(self.config, "use_cache", True))
@@ -337,16 +380,30 @@ def _token_plan_forward(self: Any, input_ids: Optional[torch.LongTensor] = None,
         # no cache is being built, so no generation follows: a teacher-forced scoring pass (perplexity,
         # training) where every position is an output. Token pruning only serves the prompt's next tokens,
         # so this pass runs the untouched model.
-        return self._shrinkwise_original_forward(input_ids=input_ids, attention_mask=attention_mask,
-                                                 position_ids=position_ids, past_key_values=None,
-                                                 inputs_embeds=inputs_embeds, use_cache=False, **kwargs)
+        return self._shrinkwise_original_forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=None,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
     if batch != 1 or padded or foreign_cache or wants_extra:
         if isinstance(past_key_values, PrunedCache):
             raise CompressionError("a pruned cache can only continue one unpadded sequence")
-        log.warning("%s: batch=%d padded=%s: running the unpruned forward", plan.method or "token plan", batch, padded)
-        return self._shrinkwise_original_forward(input_ids=input_ids, attention_mask=attention_mask,
-                                                 position_ids=position_ids, past_key_values=past_key_values,
-                                                 inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        log.warning(
+            "%s: batch=%d padded=%s: running the unpruned forward", plan.method or "token plan", batch, padded
+        )
+        return self._shrinkwise_original_forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
     cache = past_key_values if isinstance(past_key_values, PrunedCache) else PrunedCache()
     if inputs_embeds is None:
         inputs_embeds = self.embed_tokens(input_ids)
@@ -356,7 +413,9 @@ def _token_plan_forward(self: Any, input_ids: Optional[torch.LongTensor] = None,
     runner = _Runner(self, plan, cache)
     h = runner.forward(inputs_embeds, pos)
     self._shrinkwise_last_stats = cache.stats
-    return BaseModelOutputWithPast(last_hidden_state=self.norm(h), past_key_values=cache if use_cache else None)
+    return BaseModelOutputWithPast(
+        last_hidden_state=self.norm(h), past_key_values=cache if use_cache else None
+    )
 
 
 def install_token_plan(model: Any, plan: TokenPlan) -> Any:
@@ -381,5 +440,5 @@ def uninstall_token_plan(model: Any) -> Any:
     return model
 
 
-def last_prefill_stats(model: Any) -> Optional[PrefillStats]:
+def last_prefill_stats(model: Any) -> PrefillStats | None:
     return getattr(decoder_of(model), "_shrinkwise_last_stats", None)

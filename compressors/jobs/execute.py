@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from compressors.base import RunContext
 
@@ -45,14 +45,18 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 def metrics_of(eval_result: Any) -> dict[str, Any]:
     """An evaluation result as the metrics dict of a run: every field, plus the evidence keys."""
-    d = {k: v for k, v in _as_dict(eval_result).items() if isinstance(v, (int, float, str, bool, type(None), dict, list))}
+    d = {
+        k: v
+        for k, v in _as_dict(eval_result).items()
+        if isinstance(v, (int, float, str, bool, type(None), dict, list))
+    }
     for src, key in METRIC_ALIASES.items():
         if d.get(src) is not None and key not in d:
             d[key] = d[src]
     return d
 
 
-def text_sources(calibration: Optional[dict[str, Any]]) -> tuple[Optional[Path], Optional[Path]]:
+def text_sources(calibration: dict[str, Any] | None) -> tuple[Path | None, Path | None]:
     """The calibration and evaluation text files a job names (None: built-in text)."""
     cal = calibration or {}
     calib = Path(cal["calib_path"]) if cal.get("calib_path") else None
@@ -61,11 +65,16 @@ def text_sources(calibration: Optional[dict[str, Any]]) -> tuple[Optional[Path],
 
 
 #: Keys of a job's ``calibration`` dict passed on to compress_and_measure (how much text is used).
-RUN_OPTIONS = {"n_calib_samples": int, "calib_seq_len": int, "eval_windows": int, "eval_seq_len": int,
-               "measure_speed": bool}
+RUN_OPTIONS = {
+    "n_calib_samples": int,
+    "calib_seq_len": int,
+    "eval_windows": int,
+    "eval_seq_len": int,
+    "measure_speed": bool,
+}
 
 
-def run_options(calibration: Optional[dict[str, Any]]) -> dict[str, Any]:
+def run_options(calibration: dict[str, Any] | None) -> dict[str, Any]:
     """The text-budget options a job asks for (missing ones keep compress_and_measure's defaults)."""
     cal = calibration or {}
     return {k: conv(cal[k]) for k, conv in RUN_OPTIONS.items() if cal.get(k) is not None}
@@ -77,8 +86,15 @@ def execute(run: Any, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
 
     calib, evalp = text_sources(run.calibration)
     result = compress_and_measure(
-        run.model_ref, run.compressor, dict(run.config or {}), calib_text=calib, eval_text=evalp,
-        out_dir=out_dir, progress=ctx.progress, cancel_event=ctx.cancel_event, **run_options(run.calibration),
+        run.model_ref,
+        run.compressor,
+        dict(run.config or {}),
+        calib_text=calib,
+        eval_text=evalp,
+        out_dir=out_dir,
+        progress=ctx.progress,
+        cancel_event=ctx.cancel_event,
+        **run_options(run.calibration),
     )
     return result_columns(result)
 
@@ -88,10 +104,16 @@ def result_columns(result: Any) -> dict[str, Any]:
     r = _as_dict(result) if not hasattr(result, "before") else None
     before = getattr(result, "before", None) if r is None else r.get("before")
     after = getattr(result, "after", None) if r is None else r.get("after")
-    get = (lambda k, default=None: getattr(result, k, default)) if r is None else (lambda k, default=None: r.get(k, default))
+    get = (
+        (lambda k, default=None: getattr(result, k, default))
+        if r is None
+        else (lambda k, default=None: r.get(k, default))
+    )
     before_m, after_m = metrics_of(before), metrics_of(after)
     artifacts = {k: str(v) for k, v in (_as_dict(get("artifacts")) or {}).items() if v}
-    timings = {k: float(v) for k, v in (_as_dict(get("timings")) or {}).items() if isinstance(v, (int, float))}
+    timings = {
+        k: float(v) for k, v in (_as_dict(get("timings")) or {}).items() if isinstance(v, (int, float))
+    }
     for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine"):
         if get(key) is not None:
             after_m[key] = get(key)
@@ -100,5 +122,10 @@ def result_columns(result: Any) -> dict[str, Any]:
         "before": before_m.get("generation"),
         "after": after_m.get("generation"),
     }
-    return {"before_metrics": before_m, "after_metrics": after_m, "artifacts": artifacts,
-            "samples": samples, "timings": timings}
+    return {
+        "before_metrics": before_m,
+        "after_metrics": after_m,
+        "artifacts": artifacts,
+        "samples": samples,
+        "timings": timings,
+    }

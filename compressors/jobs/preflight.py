@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from compressors.base import CostEstimate, get_compressor
 
@@ -44,12 +44,14 @@ class CostCheck:
         return not self.free_memory_bytes or self.estimate.peak_memory_bytes <= self.free_memory_bytes
 
     @property
-    def warning(self) -> Optional[str]:
+    def warning(self) -> str | None:
         if self.fits:
             return None
-        return (f"The run needs about {self.estimate.peak_memory_bytes / 2**30:.1f} GiB at its peak but only "
-                f"{self.free_memory_bytes / 2**30:.1f} GiB is free now: it may be killed for lack of memory. "
-                "Close other programs, pick settings with a lower peak, or use a smaller model.")
+        return (
+            f"The run needs about {self.estimate.peak_memory_bytes / 2**30:.1f} GiB at its peak but only "
+            f"{self.free_memory_bytes / 2**30:.1f} GiB is free now: it may be killed for lack of memory. "
+            "Close other programs, pick settings with a lower peak, or use a smaller model."
+        )
 
 
 def estimate_cost(compressor_id: str, info: Any, config: dict[str, Any]) -> CostCheck:
@@ -68,9 +70,17 @@ class TextCheck:
     evaluation_tokens: int
 
 
-def check_texts(model_ref: str, calib_path: Optional[str | Path] = None, eval_path: Optional[str | Path] = None,
-                *, needs_calibration: bool = True, tokenizer: Any = None, eval_windows: Optional[int] = None,
-                eval_seq_len: Optional[int] = None, calib_seq_len: Optional[int] = None) -> TextCheck:
+def check_texts(
+    model_ref: str,
+    calib_path: str | Path | None = None,
+    eval_path: str | Path | None = None,
+    *,
+    needs_calibration: bool = True,
+    tokenizer: Any = None,
+    eval_windows: int | None = None,
+    eval_seq_len: int | None = None,
+    calib_seq_len: int | None = None,
+) -> TextCheck:
     """Count tokens the way the run will; raise :class:`compressors.text.TextTooShort` when too few.
 
     The run measures perplexity on ``eval_windows`` windows of ``eval_seq_len`` tokens and calibrates on
@@ -90,8 +100,12 @@ def check_texts(model_ref: str, calib_path: Optional[str | Path] = None, eval_pa
         raise TextTooShort(
             f"the evaluation text is too short: {n_eval} tokens, but perplexity is measured on "
             f"{n_win} windows of {win} tokens ({need_eval} tokens). "
-            + ("A single text file is split 4:1 into calibration and evaluation, so it needs about "
-               f"{5 * need_eval} tokens (~{5 * need_eval * 4 // 1000} kB of prose). " if not eval_path else "")
+            + (
+                "A single text file is split 4:1 into calibration and evaluation, so it needs about "
+                f"{5 * need_eval} tokens (~{5 * need_eval * 4 // 1000} kB of prose). "
+                if not eval_path
+                else ""
+            )
             + "Give a longer file, or use the built-in text."
         )
     if needs_calibration and n_cal < cal_len:

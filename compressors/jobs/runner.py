@@ -12,9 +12,10 @@ own message (field, value, allowed range), so a bad form never becomes a failed 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from knowledge import runs as runs_db
 from knowledge.tables import CompressionRun, RunStatus
@@ -37,7 +38,7 @@ class JobSpec:
     config: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
-    owner: Optional[str] = None
+    owner: str | None = None
 
     def validate(self) -> dict[str, Any]:
         """Check the compressor exists and accepts the settings; return the normalised config dict.
@@ -62,23 +63,23 @@ class JobInfo:
     method: str
     compressor: str
     config: dict[str, Any]
-    stage: Optional[str]
+    stage: str | None
     fraction: float
-    elapsed_s: Optional[float]
+    elapsed_s: float | None
     log_tail: str
-    error: Optional[str]
+    error: str | None
     cancel_requested: bool
-    created_at: Optional[datetime]
-    started_at: Optional[datetime]
-    finished_at: Optional[datetime]
-    worker_id: Optional[str]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
     calibration: dict[str, Any]
     before_metrics: dict[str, Any]
     after_metrics: dict[str, Any]
     artifacts: dict[str, str]
     samples: dict[str, Any]
     timings: dict[str, float]
-    machine: Optional[str]
+    machine: str | None
 
     @property
     def finished(self) -> bool:
@@ -89,18 +90,32 @@ class JobInfo:
         return not self.status.finished
 
     @classmethod
-    def from_row(cls, run: CompressionRun) -> "JobInfo":
+    def from_row(cls, run: CompressionRun) -> JobInfo:
         return cls(
             id=int(run.id),  # type: ignore[arg-type]
-            status=RunStatus(run.status), model_ref=run.model_ref, model_name=run.model_name,
-            method=run.method, compressor=run.compressor, config=dict(run.config or {}),
-            stage=run.stage, fraction=float(run.fraction or 0.0), elapsed_s=run.elapsed_s,
-            log_tail=run.log_tail or "", error=run.error, cancel_requested=bool(run.cancel_requested),
-            created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
-            worker_id=run.worker_id, calibration=dict(run.calibration or {}),
-            before_metrics=dict(run.before_metrics or {}), after_metrics=dict(run.after_metrics or {}),
-            artifacts=dict(run.artifacts or {}), samples=dict(run.samples or {}),
-            timings=dict(run.timings or {}), machine=run.machine,
+            status=RunStatus(run.status),
+            model_ref=run.model_ref,
+            model_name=run.model_name,
+            method=run.method,
+            compressor=run.compressor,
+            config=dict(run.config or {}),
+            stage=run.stage,
+            fraction=float(run.fraction or 0.0),
+            elapsed_s=run.elapsed_s,
+            log_tail=run.log_tail or "",
+            error=run.error,
+            cancel_requested=bool(run.cancel_requested),
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            worker_id=run.worker_id,
+            calibration=dict(run.calibration or {}),
+            before_metrics=dict(run.before_metrics or {}),
+            after_metrics=dict(run.after_metrics or {}),
+            artifacts=dict(run.artifacts or {}),
+            samples=dict(run.samples or {}),
+            timings=dict(run.timings or {}),
+            machine=run.machine,
         )
 
 
@@ -117,8 +132,14 @@ class JobRunner(Protocol):
     def status(self, job_id: int) -> JobInfo:
         """The job's current state; ``KeyError`` for an unknown id."""
 
-    def list(self, *, status: Optional[Iterable[RunStatus | str]] = None, model_name: Optional[str] = None,
-             method: Optional[str] = None, limit: Optional[int] = None) -> list[JobInfo]:
+    def list(
+        self,
+        *,
+        status: Iterable[RunStatus | str] | None = None,
+        model_name: str | None = None,
+        method: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobInfo]:
         """Jobs, newest first, filtered by status, model and method."""
 
 
@@ -129,16 +150,21 @@ class LocalJobRunner:
     so the app needs no separate service; ``scripts/run-app.sh`` also starts one with the server.
     """
 
-    def __init__(self, url: Optional[str] = None, autostart: bool = True) -> None:
+    def __init__(self, url: str | None = None, autostart: bool = True) -> None:
         self.url = url
         self.autostart = autostart
 
     def submit(self, spec: JobSpec) -> int:
         config = spec.validate()
         run = runs_db.create_run(
-            model_ref=spec.model_ref, model_name=spec.model_name or spec.model_ref, method=spec.method,
-            compressor=spec.compressor, config=config, calibration=dict(spec.calibration or {}),
-            owner=spec.owner, url=self.url,
+            model_ref=spec.model_ref,
+            model_name=spec.model_name or spec.model_ref,
+            method=spec.method,
+            compressor=spec.compressor,
+            config=config,
+            calibration=dict(spec.calibration or {}),
+            owner=spec.owner,
+            url=self.url,
         )
         if self.autostart:
             self.ensure_worker()
@@ -155,10 +181,21 @@ class LocalJobRunner:
             raise KeyError(f"no job #{job_id}")
         return JobInfo.from_row(run)
 
-    def list(self, *, status: Optional[Iterable[RunStatus | str]] = None, model_name: Optional[str] = None,
-             method: Optional[str] = None, limit: Optional[int] = None) -> list[JobInfo]:
-        rows = runs_db.list_runs(status=list(status) if status is not None else None, model_name=model_name,
-                                 method=method, limit=limit, url=self.url)
+    def list(
+        self,
+        *,
+        status: Iterable[RunStatus | str] | None = None,
+        model_name: str | None = None,
+        method: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobInfo]:
+        rows = runs_db.list_runs(
+            status=list(status) if status is not None else None,
+            model_name=model_name,
+            method=method,
+            limit=limit,
+            url=self.url,
+        )
         return [JobInfo.from_row(r) for r in rows]
 
     def ensure_worker(self) -> bool:
@@ -173,6 +210,6 @@ class LocalJobRunner:
         return worker_state()
 
 
-def get_runner(url: Optional[str] = None) -> JobRunner:
+def get_runner(url: str | None = None) -> JobRunner:
     """The runner the app uses (local for now; a cluster runner would be chosen here by a setting)."""
     return LocalJobRunner(url=url)

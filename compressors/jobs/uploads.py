@@ -22,9 +22,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Optional, Union
+from typing import BinaryIO
 
 from compressors.base import CompressionError
 
@@ -39,7 +40,7 @@ MAX_FILES = 1000
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+\-][A-Za-z0-9._+\- ]{0,200}$")
 
-FileLike = Union[bytes, BinaryIO]
+FileLike = bytes | BinaryIO
 
 
 class UploadError(CompressionError):
@@ -93,9 +94,13 @@ def _write(data: FileLike, target: Path) -> None:
 def safe_file_name(name: str) -> str:
     """The base name of an uploaded file, refused if it tries to be a path or hides odd characters."""
     if "/" in name or "\\" in name:
-        raise UploadError(f"refused the file name {name!r}: it contains a folder path; upload the file itself")
+        raise UploadError(
+            f"refused the file name {name!r}: it contains a folder path; upload the file itself"
+        )
     if name in ("", ".", "..") or not _SAFE_NAME.match(name):
-        raise UploadError(f"refused the file name {name!r}: use plain names such as config.json or model.safetensors")
+        raise UploadError(
+            f"refused the file name {name!r}: use plain names such as config.json or model.safetensors"
+        )
     base = name
     return base
 
@@ -104,7 +109,9 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def save_model_upload(files: Iterable[tuple[str, FileLike]], *, limit_bytes: Optional[int] = None) -> SavedUpload:
+def save_model_upload(
+    files: Iterable[tuple[str, FileLike]], *, limit_bytes: int | None = None
+) -> SavedUpload:
     """Save what the user uploaded and return where the model is; refuse anything unsafe or unusable.
 
     On a refusal the new upload folder is removed (nothing unsafe stays on disk) and :class:`UploadError`
@@ -115,7 +122,9 @@ def save_model_upload(files: Iterable[tuple[str, FileLike]], *, limit_bytes: Opt
 
     files = [(str(n), d) for n, d in files]
     if not files:
-        raise UploadError("no files were uploaded; choose a .zip/.tar.gz of a model folder, its loose files, or a .gguf")
+        raise UploadError(
+            "no files were uploaded; choose a .zip/.tar.gz of a model folder, its loose files, or a .gguf"
+        )
     limit = limit_bytes if limit_bytes is not None else max_upload_bytes()
     total = sum(_size_of(d) for _, d in files)
     if total > limit:
@@ -129,9 +138,13 @@ def save_model_upload(files: Iterable[tuple[str, FileLike]], *, limit_bytes: Opt
     archives = [n for n in names if is_archive(n)]
     ggufs = [n for n in names if n.lower().endswith(".gguf")]
     if archives and len(files) > 1:
-        raise UploadError(f"upload one archive on its own (got {archives[0]} together with {len(files) - 1} other file(s))")
+        raise UploadError(
+            f"upload one archive on its own (got {archives[0]} together with {len(files) - 1} other file(s))"
+        )
     if ggufs and len(files) > 1:
-        raise UploadError(f"upload one .gguf on its own (got {ggufs[0]} together with {len(files) - 1} other file(s))")
+        raise UploadError(
+            f"upload one .gguf on its own (got {ggufs[0]} together with {len(files) - 1} other file(s))"
+        )
 
     upload_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     folder = uploads_root() / upload_id
@@ -148,7 +161,9 @@ def save_model_upload(files: Iterable[tuple[str, FileLike]], *, limit_bytes: Opt
             try:
                 root = find_model_root(model_dir)
             except CompressionError:
-                found = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())[:8]
+                found = sorted(
+                    p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()
+                )[:8]
                 raise UploadError(
                     f"{names[0]} does not hold a model: no config.json (or single .gguf) at its top level or "
                     f"inside one folder; it holds {found or 'no files'}. Archive the model folder itself "
@@ -163,8 +178,9 @@ def save_model_upload(files: Iterable[tuple[str, FileLike]], *, limit_bytes: Opt
                     f"the uploaded files ({', '.join(sorted(names))}) have no config.json; a Hugging Face model "
                     "needs config.json next to its *.safetensors weights and tokenizer files"
                 )
-        (folder / "upload.json").write_text(json.dumps({"files": names, "bytes": total, "model": str(root),
-                                                       "created": time.time()}))
+        (folder / "upload.json").write_text(
+            json.dumps({"files": names, "bytes": total, "model": str(root), "created": time.time()})
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -177,12 +193,16 @@ def save_text_upload(name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20
     base = safe_file_name(name)
     size = _size_of(data)
     if size > limit_bytes:
-        raise UploadError(f"{base} is {size / 2**20:.1f} MB; text files up to {limit_bytes / 2**20:.0f} MB are accepted")
+        raise UploadError(
+            f"{base} is {size / 2**20:.1f} MB; text files up to {limit_bytes / 2**20:.0f} MB are accepted"
+        )
     raw = data if isinstance(data, (bytes, bytearray)) else (data.seek(0), data.read())[1]
     try:
         bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UploadError(f"{base} is not UTF-8 text (byte {exc.start}); save it as UTF-8 plain text") from None
+        raise UploadError(
+            f"{base} is not UTF-8 text (byte {exc.start}); save it as UTF-8 plain text"
+        ) from None
     folder = uploads_root() / (time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]) / "text"
     folder.mkdir(parents=True)
     path = folder / base

@@ -36,9 +36,10 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from sqlmodel import select
 
@@ -70,13 +71,15 @@ def max_jobs_setting() -> int:
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV_MAX_JOBS}={raw!r} is not a whole number; set it to 1 or more (default 1)") from None
+        raise ValueError(
+            f"{ENV_MAX_JOBS}={raw!r} is not a whole number; set it to 1 or more (default 1)"
+        ) from None
     if n < 1:
         raise ValueError(f"{ENV_MAX_JOBS}={n} must be at least 1 (default 1)")
     return n
 
 
-def load_executor(dotted: Optional[str] = None) -> Callable[..., dict[str, Any]]:
+def load_executor(dotted: str | None = None) -> Callable[..., dict[str, Any]]:
     """The function that does one job, ``module:function`` (``SHRINKWISE_JOB_EXECUTOR`` overrides)."""
     dotted = dotted or os.environ.get(ENV_EXECUTOR) or DEFAULT_EXECUTOR
     module, _, name = dotted.partition(":")
@@ -95,7 +98,7 @@ class PoolLock:
     ``flock`` is released by the kernel when the process dies, so a crashed pool never blocks the next.
     """
 
-    def __init__(self, home: Optional[Path] = None) -> None:
+    def __init__(self, home: Path | None = None) -> None:
         self.path = (home or data_home()) / LOCK_NAME
         self._fh: Any = None
 
@@ -120,7 +123,7 @@ class PoolLock:
             self._fh = None
 
 
-def pool_running(home: Optional[Path] = None) -> bool:
+def pool_running(home: Path | None = None) -> bool:
     """True when some process holds the pool lock of this data folder."""
     lock = PoolLock(home)
     if lock.acquire():
@@ -129,7 +132,7 @@ def pool_running(home: Optional[Path] = None) -> bool:
     return True
 
 
-def worker_state(home: Optional[Path] = None) -> dict[str, Any]:
+def worker_state(home: Path | None = None) -> dict[str, Any]:
     """What ``worker.json`` says (pid, started, last loop) plus whether the lock is held now."""
     path = (home or data_home()) / STATE_NAME
     try:
@@ -140,7 +143,7 @@ def worker_state(home: Optional[Path] = None) -> dict[str, Any]:
     return state
 
 
-def ensure_worker(url: Optional[str] = None, idle_exit_s: float = 900.0, home: Optional[Path] = None) -> bool:
+def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path | None = None) -> bool:
     """Start a worker pool in the background unless one is running; True when one was started.
 
     The new process is detached (its own session), logs to ``<data>/worker.log`` and exits after
@@ -157,7 +160,11 @@ def ensure_worker(url: Optional[str] = None, idle_exit_s: float = 900.0, home: O
     with open(home / LOG_NAME, "ab") as out:
         subprocess.Popen(
             [sys.executable, "-m", "compressors.jobs.worker", "--idle-exit", str(idle_exit_s)],
-            cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     log.info("started a job worker pool (log: %s)", home / LOG_NAME)
@@ -178,7 +185,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def parse_worker_id(worker_id: Optional[str]) -> tuple[str, int] | None:
+def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
     """``host:pid:token`` -> (host, pid); None for ids written by someone else."""
     if not worker_id:
         return None
@@ -195,7 +202,7 @@ def parse_worker_id(worker_id: Optional[str]) -> tuple[str, int] | None:
 class _Child:
     run_id: int
     proc: subprocess.Popen
-    cancel_seen_at: Optional[float] = None
+    cancel_seen_at: float | None = None
 
 
 @dataclass
@@ -206,15 +213,17 @@ class Worker:
     machines would share one PostgreSQL database).
     """
 
-    url: Optional[str] = None
+    url: str | None = None
     max_jobs: int = field(default_factory=max_jobs_setting)
-    executor: Optional[str] = None
+    executor: str | None = None
     poll_s: float = 0.5
     stale_after_s: float = STALE_AFTER_S
     cancel_grace_s: float = CANCEL_GRACE_S
-    idle_exit_s: Optional[float] = None
+    idle_exit_s: float | None = None
     use_lock: bool = True
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
     children: dict[int, _Child] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -264,7 +273,9 @@ class Worker:
         now = utcnow()
         failed: list[int] = []
         with session(self.url) as s:
-            for run in s.exec(select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)).all():
+            for run in s.exec(
+                select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
+            ).all():
                 if run.id in self.children:
                     continue
                 owner = parse_worker_id(run.worker_id)
@@ -280,7 +291,7 @@ class Worker:
                     failed.append(int(run.id))  # type: ignore[arg-type]
         return failed
 
-    def serve(self, stop: Optional[threading.Event] = None) -> None:
+    def serve(self, stop: threading.Event | None = None) -> None:
         """Loop until ``stop`` is set, SIGTERM arrives, or (with ``idle_exit_s``) the queue stays empty."""
         stop = stop or threading.Event()
         idle_since = time.monotonic()
@@ -329,8 +340,9 @@ class Worker:
         out_dir = job_dir(run_id)
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "job.log", "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         return _Child(run_id, proc)
 
     def _watch(self, child: _Child) -> None:
@@ -342,8 +354,13 @@ class Worker:
         if child.cancel_seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
         elif starting or time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
-            log.warning("job #%s %s; terminating it", child.run_id,
-                        "was cancelled while starting" if starting else f"did not stop {self.cancel_grace_s:.0f} s after Cancel")
+            log.warning(
+                "job #%s %s; terminating it",
+                child.run_id,
+                "was cancelled while starting"
+                if starting
+                else f"did not stop {self.cancel_grace_s:.0f} s after Cancel",
+            )
             child.proc.terminate()
             try:
                 child.proc.wait(5)
@@ -353,21 +370,25 @@ class Worker:
             self._settle(child)
             del self.children[child.run_id]
 
-    def _settle(self, child: _Child, default_error: Optional[str] = None) -> None:
+    def _settle(self, child: _Child, default_error: str | None = None) -> None:
         """After a child exits: a job it left ``running`` is ended here (cancelled or failed)."""
         run = runs_db.get_run(child.run_id, url=self.url)
         if run is None or RunStatus(run.status).finished:
             return
         if run.cancel_requested:
-            runs_db.mark_cancelled(child.run_id, url=self.url,
-                                   reason="cancelled by the user (it did not stop by itself, so it was terminated)")
+            runs_db.mark_cancelled(
+                child.run_id,
+                url=self.url,
+                reason="cancelled by the user (it did not stop by itself, so it was terminated)",
+            )
             return
         code = child.proc.returncode
         if default_error is None:
             if code is not None and code < 0:
                 sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-                default_error = (f"the job process was killed by {sig}"
-                                 + (" (out of memory?)" if sig == "SIGKILL" else ""))
+                default_error = f"the job process was killed by {sig}" + (
+                    " (out of memory?)" if sig == "SIGKILL" else ""
+                )
             else:
                 default_error = f"the job process exited with code {code} before finishing; see {job_dir(child.run_id) / 'job.log'}"
         runs_db.fail_run(child.run_id, default_error, url=self.url)
@@ -375,8 +396,14 @@ class Worker:
     def _write_state(self) -> None:
         if self._lock is None:
             return
-        state = {"pid": os.getpid(), "worker_id": self.worker_id, "max_jobs": self.max_jobs,
-                 "started": self._started, "last_loop": time.time(), "running_jobs": sorted(self.children)}
+        state = {
+            "pid": os.getpid(),
+            "worker_id": self.worker_id,
+            "max_jobs": self.max_jobs,
+            "started": self._started,
+            "last_loop": time.time(),
+            "running_jobs": sorted(self.children),
+        }
         path = data_home() / STATE_NAME
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -399,10 +426,12 @@ class ProgressWriter:
     compressor reporting per column does not hammer the database.
     """
 
-    def __init__(self, run_id: int, url: Optional[str], cancel_event: threading.Event, every_s: float = 0.5) -> None:
+    def __init__(
+        self, run_id: int, url: str | None, cancel_event: threading.Event, every_s: float = 0.5
+    ) -> None:
         self.run_id, self.url, self.cancel_event, self.every_s = run_id, url, cancel_event, every_s
         self._last_write = 0.0
-        self._last_stage: Optional[str] = None
+        self._last_stage: str | None = None
         self._pending: list[str] = []
         self._lock = threading.Lock()
 
@@ -432,8 +461,9 @@ class ProgressWriter:
             runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
 
 
-def _watchdog(run_id: int, url: Optional[str], cancel_event: threading.Event, done: threading.Event,
-              parent: int) -> None:
+def _watchdog(
+    run_id: int, url: str | None, cancel_event: threading.Event, done: threading.Event, parent: int
+) -> None:
     """Heartbeat + cancel poll once a second; exit the process if the pool that started it died."""
     while not done.wait(HEARTBEAT_S):
         if os.getppid() != parent:
@@ -446,7 +476,7 @@ def _watchdog(run_id: int, url: Optional[str], cancel_event: threading.Event, do
             log.exception("heartbeat of job #%s failed", run_id)
 
 
-def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = None) -> int:
+def run_one(run_id: int, executor: str | None = None, url: str | None = None) -> int:
     """Execute one claimed job in this process and record its outcome; returns the exit code."""
     from compressors.base import Cancelled, CompressionError, RunContext
 
@@ -461,7 +491,9 @@ def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = No
     done = threading.Event()
     progress = ProgressWriter(run_id, url, cancel_event)
     ctx = RunContext(progress=progress, cancel_event=cancel_event)
-    threading.Thread(target=_watchdog, args=(run_id, url, cancel_event, done, os.getppid()), daemon=True).start()
+    threading.Thread(
+        target=_watchdog, args=(run_id, url, cancel_event, done, os.getppid()), daemon=True
+    ).start()
     out_dir = job_dir(run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -473,9 +505,15 @@ def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = No
         timings = dict(result.get("timings") or {})
         timings.setdefault("job_total_s", round(time.monotonic() - t0, 2))
         progress.flush()
-        runs_db.finish_run(run_id, before_metrics=result.get("before_metrics") or {},
-                           after_metrics=result.get("after_metrics") or {}, artifacts=result.get("artifacts"),
-                           samples=result.get("samples"), timings=timings, url=url)
+        runs_db.finish_run(
+            run_id,
+            before_metrics=result.get("before_metrics") or {},
+            after_metrics=result.get("after_metrics") or {},
+            artifacts=result.get("artifacts"),
+            samples=result.get("samples"),
+            timings=timings,
+            url=url,
+        )
         log.info("job #%s succeeded in %.1f s", run_id, time.monotonic() - t0)
         return 0
     except Cancelled:
@@ -490,7 +528,9 @@ def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = No
         return 1
     except MemoryError:
         progress.flush()
-        runs_db.fail_run(run_id, "ran out of memory; try a smaller model or settings with a lower peak", url=url)
+        runs_db.fail_run(
+            run_id, "ran out of memory; try a smaller model or settings with a lower peak", url=url
+        )
         return 1
     except Exception as exc:
         tb = traceback.format_exc()
@@ -507,27 +547,43 @@ def run_one(run_id: int, executor: Optional[str] = None, url: Optional[str] = No
 # command line
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compressors.jobs.worker",
-                                     description="Run Shrinkwise compression jobs from the database queue.")
-    parser.add_argument("--run-one", type=int, metavar="ID", help="execute one claimed job (used by the pool)")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m compressors.jobs.worker",
+        description="Run Shrinkwise compression jobs from the database queue.",
+    )
+    parser.add_argument(
+        "--run-one", type=int, metavar="ID", help="execute one claimed job (used by the pool)"
+    )
     parser.add_argument("--executor", help="module:function that does one job (tests)")
-    parser.add_argument("--max-jobs", type=int, default=None, help=f"jobs at once (default ${ENV_MAX_JOBS} or 1)")
-    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without jobs")
+    parser.add_argument(
+        "--max-jobs", type=int, default=None, help=f"jobs at once (default ${ENV_MAX_JOBS} or 1)"
+    )
+    parser.add_argument(
+        "--idle-exit", type=float, default=None, help="exit after this many seconds without jobs"
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
     if args.run_one is not None:
         dispose_engines()
         return run_one(args.run_one, args.executor)
-    worker = Worker(max_jobs=args.max_jobs or max_jobs_setting(), executor=args.executor, poll_s=args.poll,
-                    idle_exit_s=args.idle_exit)
+    worker = Worker(
+        max_jobs=args.max_jobs or max_jobs_setting(),
+        executor=args.executor,
+        poll_s=args.poll,
+        idle_exit_s=args.idle_exit,
+    )
     if not worker.start():
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("worker pool %s: up to %d job(s) at once, data in %s", worker.worker_id, worker.max_jobs, data_home())
+    log.info(
+        "worker pool %s: up to %d job(s) at once, data in %s", worker.worker_id, worker.max_jobs, data_home()
+    )
     worker.serve(stop)
     return 0
 

@@ -32,8 +32,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressors.base import (Compressor, CompressorConfig, ConfigError, CostEstimate, ModelShape, RunContext,
-                              check_range, register)
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    ConfigError,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_range,
+    register,
+)
 from compressors.dynamic import manifest
 from compressors.dynamic.tokens import TokenPlan, install_token_plan
 from compressors.methods.lazyllm import prefill_compute_share, stage_schedule
@@ -41,21 +49,44 @@ from compressors.methods.lazyllm import prefill_compute_share, stage_schedule
 
 @dataclass
 class AIMConfig(CompressorConfig):
-    merge_ratio: float = field(default=0.2, metadata={
-        "help": "Share of the prompt's tokens merged into their right neighbour (0 = no merging)",
-        "min": 0.0, "max": 0.5})
-    merge_layer: int = field(default=2, metadata={
-        "help": "Layer at whose input tokens merge (0 = before the first layer, where AIM merges visual tokens; "
-                "text embeddings of neighbours are nearly orthogonal there, so the default waits two layers)",
-        "min": 0, "max": 256})
-    prune_ratio: float = field(default=0.4, metadata={
-        "help": "Share of the prompt's tokens dropped after the last pruning stage (0 = no pruning)",
-        "min": 0.0, "max": 0.95})
-    prune_start: float = field(default=0.5, metadata={
-        "help": "Depth of the first pruning stage, as a share of the layers", "min": 0.0, "max": 0.95})
+    merge_ratio: float = field(
+        default=0.2,
+        metadata={
+            "help": "Share of the prompt's tokens merged into their right neighbour (0 = no merging)",
+            "min": 0.0,
+            "max": 0.5,
+        },
+    )
+    merge_layer: int = field(
+        default=2,
+        metadata={
+            "help": "Layer at whose input tokens merge (0 = before the first layer, where AIM merges visual tokens; "
+            "text embeddings of neighbours are nearly orthogonal there, so the default waits two layers)",
+            "min": 0,
+            "max": 256,
+        },
+    )
+    prune_ratio: float = field(
+        default=0.4,
+        metadata={
+            "help": "Share of the prompt's tokens dropped after the last pruning stage (0 = no pruning)",
+            "min": 0.0,
+            "max": 0.95,
+        },
+    )
+    prune_start: float = field(
+        default=0.5,
+        metadata={
+            "help": "Depth of the first pruning stage, as a share of the layers",
+            "min": 0.0,
+            "max": 0.95,
+        },
+    )
     stages: int = field(default=3, metadata={"help": "Number of pruning stages", "min": 1, "max": 16})
-    protect_first: int = field(default=1, metadata={
-        "help": "Leading tokens never merged or pruned (the attention sink)", "min": 0, "max": 64})
+    protect_first: int = field(
+        default=1,
+        metadata={"help": "Leading tokens never merged or pruned (the attention sink)", "min": 0, "max": 64},
+    )
 
     def __post_init__(self) -> None:
         check_range("merge_ratio", self.merge_ratio, 0.0, 0.5)
@@ -65,7 +96,9 @@ class AIMConfig(CompressorConfig):
         if not isinstance(self.merge_layer, int) or self.merge_layer < 0:
             raise ConfigError(f"merge_layer={self.merge_layer!r} must be an integer >= 0 (a layer index)")
         if not isinstance(self.stages, int) or not 1 <= self.stages <= 16:
-            raise ConfigError(f"stages={self.stages!r} is out of range; it must be an integer between 1 and 16")
+            raise ConfigError(
+                f"stages={self.stages!r} is out of range; it must be an integer between 1 and 16"
+            )
 
 
 @register
@@ -77,16 +110,22 @@ class AIM(Compressor):
     needs_calibration = False
     output_format = "dynamic"
     config_cls = AIMConfig
-    summary = ("Merges similar neighbouring prompt tokens in the first layer, then drops the least attended "
-               "tokens progressively in later layers; text adaptation of a multimodal method; weights untouched.")
+    summary = (
+        "Merges similar neighbouring prompt tokens in the first layer, then drops the least attended "
+        "tokens progressively in later layers; text adaptation of a multimodal method; weights untouched."
+    )
 
     def plan(self, n_layers: int, config: AIMConfig) -> TokenPlan:
         if config.merge_layer >= n_layers:
-            raise ConfigError(f"merge_layer={config.merge_layer} but the model has {n_layers} layers; "
-                              f"choose 0..{n_layers - 1}")
+            raise ConfigError(
+                f"merge_layer={config.merge_layer} but the model has {n_layers} layers; "
+                f"choose 0..{n_layers - 1}"
+            )
         keep = stage_schedule(n_layers, config.prune_ratio, config.prune_start, config.stages)
         merge = {config.merge_layer: config.merge_ratio} if config.merge_ratio > 0 else {}
-        return TokenPlan(keep=keep, merge=merge, revive=False, protect_first=config.protect_first, method=self.id)
+        return TokenPlan(
+            keep=keep, merge=merge, revive=False, protect_first=config.protect_first, method=self.id
+        )
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         assert isinstance(config, AIMConfig)
@@ -97,8 +136,10 @@ class AIM(Compressor):
         return CostEstimate(
             peak_memory_bytes=int(shape.n_params * shape.dtype_bytes * 1.05),
             seconds=0.1,
-            note=(f"installing takes no time (nothing is calibrated); at most about {share_merged:.0%} of a "
-                  "prompt's token-layer work remains (merging finds fewer pairs than asked when none are similar)"),
+            note=(
+                f"installing takes no time (nothing is calibrated); at most about {share_merged:.0%} of a "
+                "prompt's token-layer work remains (merging finds fewer pairs than asked when none are similar)"
+            ),
         )
 
     def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any] | None = None) -> Any:
@@ -114,5 +155,7 @@ class AIM(Compressor):
         self.install(model, config)
         plan = self.plan(model.config.num_hidden_layers, config)
         stages = ", ".join(f"layer {k}: keep {v:.0%}" for k, v in sorted(plan.keep.items())) or "none"
-        ctx.report("install", 1.0, f"merge {config.merge_ratio:.0%} at layer {config.merge_layer}; prune: {stages}")
+        ctx.report(
+            "install", 1.0, f"merge {config.merge_ratio:.0%} at layer {config.merge_layer}; prune: {stages}"
+        )
         return model

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,9 @@ REDUCE_RANGE = False
 
 
 def _quantized_engine_ok() -> bool:
-    return any(e in torch.backends.quantized.supported_engines for e in ("fbgemm", "x86", "onednn", "qnnpack"))
+    return any(
+        e in torch.backends.quantized.supported_engines for e in ("fbgemm", "x86", "onednn", "qnnpack")
+    )
 
 
 @register_packed
@@ -53,8 +55,14 @@ class Int8DynamicLinear(PackedModule):
     packed_type = "int8_dynamic_linear"
     cache_dequantized = False  # the int8 kernel reads the packed weight; no float copy is kept
 
-    def __init__(self, in_features: int, out_features: int, qweight: torch.Tensor, scales: torch.Tensor,
-                 bias: Optional[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> None:
         super().__init__(in_features, out_features)
         self.register_buffer("qweight", qweight)
         self.register_buffer("scales", scales)
@@ -62,12 +70,17 @@ class Int8DynamicLinear(PackedModule):
         self._packed_params = None
 
     @classmethod
-    def from_float(cls, layer: torch.nn.Module) -> "Int8DynamicLinear":
+    def from_float(cls, layer: torch.nn.Module) -> Int8DynamicLinear:
         w = get_weight(layer)
         q, s = quantize_int8_per_channel(w)
         b = get_bias(layer)
-        return cls(w.shape[1], w.shape[0], q.contiguous(), s.contiguous(),
-                   None if b is None else b.detach().float().contiguous().clone())
+        return cls(
+            w.shape[1],
+            w.shape[0],
+            q.contiguous(),
+            s.contiguous(),
+            None if b is None else b.detach().float().contiguous().clone(),
+        )
 
     def dequantize(self) -> torch.Tensor:
         return self.qweight.float() * self.scales.float()[:, None]
@@ -79,7 +92,8 @@ class Int8DynamicLinear(PackedModule):
             with warnings.catch_warnings():  # torch 2.13 marks quantized-tensor creation as deprecated
                 warnings.simplefilter("ignore", UserWarning)
                 qw = torch._make_per_channel_quantized_tensor(
-                    self.qweight, self.scales.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
+                    self.qweight, self.scales.double(), torch.zeros(self.out_features, dtype=torch.long), 0
+                )
                 # no bias inside: the output is rescaled per token first (see forward)
                 self._packed_params = torch.ops.quantized.linear_prepack(qw, None)
         return self._packed_params
@@ -110,18 +124,28 @@ class Int8DynamicLinear(PackedModule):
         return state
 
     def meta(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features, "activations": "dynamic int8"}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "activations": "dynamic int8",
+        }
 
     @classmethod
-    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> "Int8DynamicLinear":
-        return cls(meta["in_features"], meta["out_features"], state["qweight"], state["scales"], state.get("bias"))
+    def from_packed(cls, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> Int8DynamicLinear:
+        return cls(
+            meta["in_features"], meta["out_features"], state["qweight"], state["scales"], state.get("bias")
+        )
 
 
 @dataclass
 class CPUInferenceConfig(CompressorConfig):
-    include_lm_head: bool = field(default=False, metadata={
-        "help": "Also quantize the output projection (lm_head). Faster decoding; an lm_head tied to the "
-                "embedding is then stored twice (int8 head + float embedding)"})
+    include_lm_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Also quantize the output projection (lm_head). Faster decoding; an lm_head tied to the "
+            "embedding is then stored twice (int8 head + float embedding)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.include_lm_head, bool):
@@ -138,8 +162,10 @@ class CPUInference(Compressor):
     impact = "dynamic"
     needs_calibration = False
     config_cls = CPUInferenceConfig
-    summary = ("int8 weights per channel, activations quantized per input at run time; integer GEMM "
-               "kernels make linear layers faster on x86 CPUs.")
+    summary = (
+        "int8 weights per channel, activations quantized per input at run time; integer GEMM "
+        "kernels make linear layers faster on x86 CPUs."
+    )
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         # One pass over the weights. Peak process RSS: the runtime (~400 MB of torch + transformers), the

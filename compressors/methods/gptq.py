@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, ConfigError, CostEstimate, ModelShape, RunContext, check_range, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    ConfigError,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_range,
+    register,
+)
 from compressors.calibration import calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
@@ -19,18 +28,41 @@ from compressors.ops.gptq import gptq_quantize
 @dataclass
 class GPTQConfig(CompressorConfig):
     bits: int = field(default=4, metadata={"help": "Bits per weight", "choices": [2, 3, 4, 8]})
-    group_size: int = field(default=128, metadata={
-        "help": "Input columns sharing one scale/zero; -1 = one per output channel", "min": -1, "max": 4096})
+    group_size: int = field(
+        default=128,
+        metadata={
+            "help": "Input columns sharing one scale/zero; -1 = one per output channel",
+            "min": -1,
+            "max": 4096,
+        },
+    )
     sym: bool = field(default=False, metadata={"help": "Symmetric grid (no zero-point stored)"})
-    act_order: bool = field(default=True, metadata={
-        "help": "Quantize the most active input columns first (helps most at 3 bits)"})
-    static_groups: bool = field(default=False, metadata={
-        "help": "With act-order: fix group grids up front in column order (no permutation stored; slightly worse)"})
-    percdamp: float = field(default=0.01, metadata={
-        "help": "Dampening added to the Hessian diagonal, as a fraction of its mean", "min": 0.0, "max": 1.0})
-    blocksize: int = field(default=128, metadata={"help": "Columns per lazy-update block (speed only)", "min": 16, "max": 4096})
-    true_sequential: bool = field(default=True, metadata={
-        "help": "Inside a block, calibrate o_proj on quantized q/k/v outputs, down_proj on quantized up/gate, ..."})
+    act_order: bool = field(
+        default=True, metadata={"help": "Quantize the most active input columns first (helps most at 3 bits)"}
+    )
+    static_groups: bool = field(
+        default=False,
+        metadata={
+            "help": "With act-order: fix group grids up front in column order (no permutation stored; slightly worse)"
+        },
+    )
+    percdamp: float = field(
+        default=0.01,
+        metadata={
+            "help": "Dampening added to the Hessian diagonal, as a fraction of its mean",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    blocksize: int = field(
+        default=128, metadata={"help": "Columns per lazy-update block (speed only)", "min": 16, "max": 4096}
+    )
+    true_sequential: bool = field(
+        default=True,
+        metadata={
+            "help": "Inside a block, calibrate o_proj on quantized q/k/v outputs, down_proj on quantized up/gate, ..."
+        },
+    )
     mse: bool = field(default=False, metadata={"help": "Search the clipping range of each group's grid"})
 
     def __post_init__(self) -> None:
@@ -38,7 +70,9 @@ class GPTQConfig(CompressorConfig):
         check_group_size(self.group_size)
         check_range("percdamp", self.percdamp, 0.0, 1.0)
         if not (16 <= self.blocksize <= 4096):
-            raise ConfigError(f"blocksize={self.blocksize!r} is out of range; it must be between 16 and 4096 (default 128)")
+            raise ConfigError(
+                f"blocksize={self.blocksize!r} is out of range; it must be between 16 and 4096 (default 128)"
+            )
 
 
 @register
@@ -58,13 +92,31 @@ class GPTQ(Compressor):
         assert isinstance(config, GPTQConfig)
 
         def solve(bi, name, layer, stats):
-            r = gptq_quantize(get_weight(layer).detach(), stats.value, bits=config.bits, group_size=config.group_size,
-                              sym=config.sym, act_order=config.act_order, static_groups=config.static_groups,
-                              percdamp=config.percdamp, blocksize=config.blocksize, mse=config.mse)
-            new = quantized_module(layer, r.codes, r.scale, r.zero, config.bits, config.group_size, config.sym, r.perm)
+            r = gptq_quantize(
+                get_weight(layer).detach(),
+                stats.value,
+                bits=config.bits,
+                group_size=config.group_size,
+                sym=config.sym,
+                act_order=config.act_order,
+                static_groups=config.static_groups,
+                percdamp=config.percdamp,
+                blocksize=config.blocksize,
+                mse=config.mse,
+            )
+            new = quantized_module(
+                layer, r.codes, r.scale, r.zero, config.bits, config.group_size, config.sym, r.perm
+            )
             new._solve_info = {"loss": r.loss}
             return new
 
-        self.last_report = sequential_compress(model, calibration_tokens(ctx), "hessian", solve, ctx,
-                                               true_sequential=config.true_sequential, stage="gptq")
+        self.last_report = sequential_compress(
+            model,
+            calibration_tokens(ctx),
+            "hessian",
+            solve,
+            ctx,
+            true_sequential=config.true_sequential,
+            stage="gptq",
+        )
         return model

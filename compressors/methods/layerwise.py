@@ -18,8 +18,6 @@ solves (30 blocks × 4992 column iterations: 4.9 ms each) and 1614 s in 2.5 bloc
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -32,7 +30,7 @@ DEFAULT_CALIB_SEQ = 512
 PATTERNS = ["unstructured", "2:4", "4:8"]
 
 
-def check_bits(bits: int, allowed: Optional[list[int]] = None) -> None:
+def check_bits(bits: int, allowed: list[int] | None = None) -> None:
     allowed = allowed or PACKABLE_BITS
     if bits not in allowed:
         raise ConfigError(
@@ -60,16 +58,25 @@ def check_pattern(pattern: str, sparsity: float) -> tuple[float, int, int]:
     return n / m, n, m
 
 
-def quantized_module(layer: nn.Module, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
-                     group_size: int, sym: bool, perm: Optional[torch.Tensor] = None) -> nn.Module:
+def quantized_module(
+    layer: nn.Module,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bits: int,
+    group_size: int,
+    sym: bool,
+    perm: torch.Tensor | None = None,
+) -> nn.Module:
     """The packed replacement of ``layer``. ``codes`` are in quantization order when ``perm`` is set
     (GPTQ's act-order); QuantizedLinear wants them in original column order plus the order."""
     from compressors.packed import QuantizedLinear
 
     if perm is not None:
         codes = codes[:, torch.argsort(perm)]
-    return QuantizedLinear.from_quantized(codes, scale, zero, bits, group_size, bias=get_bias(layer),
-                                          perm=perm, symmetric=sym)
+    return QuantizedLinear.from_quantized(
+        codes, scale, zero, bits, group_size, bias=get_bias(layer), perm=perm, symmetric=sym
+    )
 
 
 def sparse_module(layer: nn.Module, weight: torch.Tensor, pattern: str) -> nn.Module:
@@ -111,8 +118,12 @@ def block_layer_shapes(shape: ModelShape) -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]
 
 
-def layerwise_estimate(shape: ModelShape, method: str, calib_samples: int = DEFAULT_CALIB_SAMPLES,
-                       calib_seq: int = DEFAULT_CALIB_SEQ) -> CostEstimate:
+def layerwise_estimate(
+    shape: ModelShape,
+    method: str,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_seq: int = DEFAULT_CALIB_SEQ,
+) -> CostEstimate:
     """Peak memory and time of a layer-wise method on this CPU class (see module docstring)."""
     c_iter, c_row, c_chol, c_flop = TIME_CONSTANTS[method]
     layers = block_layer_shapes(shape)
@@ -130,8 +141,10 @@ def layerwise_estimate(shape: ModelShape, method: str, calib_samples: int = DEFA
         widest = max(i for _, i in layers)
         stats = 2 * shape.hidden_size**2 * 4 + widest**2 * 4 if method != "wanda" else widest * 4 * 3
         work = 4 * max(o * i for o, i in layers) * 4 + 3 * widest**2 * 4
-        one_sample = calib_seq * (shape.intermediate_size * 4 + shape.hidden_size * 6) * 4 + \
-            shape.n_heads * calib_seq**2 * 4
+        one_sample = (
+            calib_seq * (shape.intermediate_size * 4 + shape.hidden_size * 6) * 4
+            + shape.n_heads * calib_seq**2 * 4
+        )
         peak = model_bytes + acts + stats + work + one_sample
         note = f"assumes {calib_samples}×{calib_seq} calibration tokens and a Llama-style block"
     return CostEstimate(peak_memory_bytes=int(peak), seconds=float(seconds), note=note)

@@ -18,8 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressors.base import (Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, check_range,
-                              register, ConfigError)
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    ConfigError,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_range,
+    register,
+)
 from compressors.dynamic import manifest
 from compressors.dynamic.tokens import TokenPlan, install_token_plan
 
@@ -29,24 +37,43 @@ FLOPS_PER_SECOND = 20e9
 
 @dataclass
 class LazyLLMConfig(CompressorConfig):
-    ratio: float = field(default=0.5, metadata={
-        "help": "Share of the prompt's tokens no longer computed after the last stage (0 = none pruned)",
-        "min": 0.0, "max": 0.95})
-    start: float = field(default=0.25, metadata={
-        "help": "Depth of the first pruning stage, as a share of the layers (earlier layers see every token)",
-        "min": 0.0, "max": 0.95})
-    stages: int = field(default=3, metadata={"help": "Number of pruning stages between start and the last layer",
-                                              "min": 1, "max": 16})
-    revive: bool = field(default=True, metadata={
-        "help": "Revive pruned tokens from the auxiliary cache when a decoding step ranks them in the kept set"})
-    protect_first: int = field(default=1, metadata={
-        "help": "Leading tokens never pruned (the attention sink)", "min": 0, "max": 64})
+    ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of the prompt's tokens no longer computed after the last stage (0 = none pruned)",
+            "min": 0.0,
+            "max": 0.95,
+        },
+    )
+    start: float = field(
+        default=0.25,
+        metadata={
+            "help": "Depth of the first pruning stage, as a share of the layers (earlier layers see every token)",
+            "min": 0.0,
+            "max": 0.95,
+        },
+    )
+    stages: int = field(
+        default=3,
+        metadata={"help": "Number of pruning stages between start and the last layer", "min": 1, "max": 16},
+    )
+    revive: bool = field(
+        default=True,
+        metadata={
+            "help": "Revive pruned tokens from the auxiliary cache when a decoding step ranks them in the kept set"
+        },
+    )
+    protect_first: int = field(
+        default=1, metadata={"help": "Leading tokens never pruned (the attention sink)", "min": 0, "max": 64}
+    )
 
     def __post_init__(self) -> None:
         check_range("ratio", self.ratio, 0.0, 0.95)
         check_range("start", self.start, 0.0, 0.95)
         if not isinstance(self.stages, int) or not 1 <= self.stages <= 16:
-            raise ConfigError(f"stages={self.stages!r} is out of range; it must be an integer between 1 and 16")
+            raise ConfigError(
+                f"stages={self.stages!r} is out of range; it must be an integer between 1 and 16"
+            )
         check_range("protect_first", self.protect_first, 0, 64)
 
 
@@ -78,8 +105,10 @@ class LazyLLM(Compressor):
     needs_calibration = False
     output_format = "dynamic"
     config_cls = LazyLLMConfig
-    summary = ("Drops the prompt tokens the last token attends to least, progressively more in deeper layers, "
-               "and revives them from an auxiliary cache when decoding needs them; weights untouched.")
+    summary = (
+        "Drops the prompt tokens the last token attends to least, progressively more in deeper layers, "
+        "and revives them from an auxiliary cache when decoding needs them; weights untouched."
+    )
 
     def plan(self, n_layers: int, config: LazyLLMConfig) -> TokenPlan:
         keep = stage_schedule(n_layers, config.ratio, config.start, config.stages)
@@ -87,13 +116,16 @@ class LazyLLM(Compressor):
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         assert isinstance(config, LazyLLMConfig)
-        share = prefill_compute_share(shape.n_layers, stage_schedule(shape.n_layers, config.ratio, config.start,
-                                                                     config.stages))
+        share = prefill_compute_share(
+            shape.n_layers, stage_schedule(shape.n_layers, config.ratio, config.start, config.stages)
+        )
         return CostEstimate(
             peak_memory_bytes=int(shape.n_params * shape.dtype_bytes * 1.05),
             seconds=0.1,
-            note=(f"installing takes no time (nothing is calibrated); at inference a prompt's prefill computes "
-                  f"about {share:.0%} of its token-layer work (linear layers; attention falls faster)"),
+            note=(
+                f"installing takes no time (nothing is calibrated); at inference a prompt's prefill computes "
+                f"about {share:.0%} of its token-layer work (linear layers; attention falls faster)"
+            ),
         )
 
     def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any] | None = None) -> Any:

@@ -15,10 +15,17 @@ from compressors.ops.magnitude import magnitude_mask
 
 @dataclass
 class PruningConfig(CompressorConfig):
-    sparsity: float = field(default=0.5, metadata={"help": "Fraction of weights set to zero (unstructured)", "min": 0.0, "max": 0.95})
-    pattern: str = field(default="unstructured", metadata={
-        "help": "unstructured, or N:M (N zeros in every M consecutive inputs; 2:4 runs fast on NVIDIA sparse tensor cores)",
-        "choices": PATTERNS})
+    sparsity: float = field(
+        default=0.5,
+        metadata={"help": "Fraction of weights set to zero (unstructured)", "min": 0.0, "max": 0.95},
+    )
+    pattern: str = field(
+        default="unstructured",
+        metadata={
+            "help": "unstructured, or N:M (N zeros in every M consecutive inputs; 2:4 runs fast on NVIDIA sparse tensor cores)",
+            "choices": PATTERNS,
+        },
+    )
 
     def __post_init__(self) -> None:
         check_pattern(self.pattern, self.sparsity)

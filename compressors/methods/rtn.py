@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
-from compressors.layers import get_weight, iter_block_linears, find_blocks, set_module
+from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.quant_grid import quantize_rtn
 
@@ -18,10 +18,19 @@ from compressors.ops.quant_grid import quantize_rtn
 @dataclass
 class RTNConfig(CompressorConfig):
     bits: int = field(default=4, metadata={"help": "Bits per weight", "choices": [2, 3, 4, 8]})
-    group_size: int = field(default=128, metadata={
-        "help": "Input columns sharing one scale/zero; -1 = one per output channel", "min": -1, "max": 4096})
+    group_size: int = field(
+        default=128,
+        metadata={
+            "help": "Input columns sharing one scale/zero; -1 = one per output channel",
+            "min": -1,
+            "max": 4096,
+        },
+    )
     sym: bool = field(default=False, metadata={"help": "Symmetric grid (no zero-point stored)"})
-    mse: bool = field(default=False, metadata={"help": "Search the clipping range that minimises the error (helps at 2-3 bits)"})
+    mse: bool = field(
+        default=False,
+        metadata={"help": "Search the clipping range that minimises the error (helps at 2-3 bits)"},
+    )
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
@@ -46,7 +55,11 @@ class RTN(Compressor):
         path, blocks = find_blocks(model)
         layers = list(iter_block_linears(model))
         for k, (bi, name, layer) in enumerate(layers):
-            q, s, z = quantize_rtn(get_weight(layer).detach(), config.bits, config.group_size, sym=config.sym, mse=config.mse)
-            set_module(blocks[bi], name, quantized_module(layer, q, s, z, config.bits, config.group_size, config.sym))
+            q, s, z = quantize_rtn(
+                get_weight(layer).detach(), config.bits, config.group_size, sym=config.sym, mse=config.mse
+            )
+            set_module(
+                blocks[bi], name, quantized_module(layer, q, s, z, config.bits, config.group_size, config.sym)
+            )
             ctx.report(f"block {bi + 1}/{len(blocks)}", (k + 1) / len(layers), name)
         return model

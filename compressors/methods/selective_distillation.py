@@ -23,48 +23,103 @@ The student saves as a standard transformers checkpoint of the same architecture
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
-from compressors.base import (CompressionError, Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext,
-                              check_choice, register)
-from compressors.training import distill, structural, student as student_mod
+from compressors.base import (
+    CompressionError,
+    Compressor,
+    CompressorConfig,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_choice,
+    register,
+)
+from compressors.training import distill, structural
+from compressors.training import student as student_mod
 from compressors.training.config import TrainingConfig, check_float
 from compressors.training.data import prepare
-from compressors.training.loop import (eval_seconds, n_params, perplexity, step_seconds, train, train_memory_bytes,
-                                       trainable)
+from compressors.training.loop import (
+    eval_seconds,
+    n_params,
+    perplexity,
+    step_seconds,
+    train,
+    train_memory_bytes,
+    trainable,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SelectiveDistillationConfig(TrainingConfig):
-    drop_ratio: float = field(default=0.25, metadata={
-        "help": "Share of decoder blocks the student drops (rounded to whole blocks; at least one is kept)",
-        "min": 0.0, "max": 0.9})
-    layer_rule: str = field(default="uniform", metadata={
-        "help": "Which blocks stay: uniform = evenly spaced keeping the first and last, middle = drop a "
-                "contiguous run from the middle", "choices": student_mod.RULES})
-    mlp_ratio: float = field(default=0.0, metadata={
-        "help": "Share of MLP channels also pruned from the student (Taylor-ranked; Llama-style models only)",
-        "min": 0.0, "max": 0.9})
-    select_fraction: float = field(default=0.25, metadata={
-        "help": "Share of tokens per batch, those with the largest teacher–student KL, that carry the loss "
-                "(1.0 = plain distillation)", "min": 0.01, "max": 1.0})
-    floor: float = field(default=0.0, metadata={
-        "help": "Weight of the tokens not selected (0 = skipped, 1 = plain distillation)", "min": 0.0, "max": 1.0})
-    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the KL", "min": 0.1, "max": 20.0})
-    hidden_weight: float = field(default=0.0, metadata={
-        "help": "Weight of the hidden-state MSE between each student block and its teacher block (0 = logits only)",
-        "min": 0.0, "max": 100.0})
-    train_embeddings: bool = field(default=False, metadata={
-        "help": "Also train the token embeddings and output head (slower; most of a small model's parameters)"})
+    drop_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "Share of decoder blocks the student drops (rounded to whole blocks; at least one is kept)",
+            "min": 0.0,
+            "max": 0.9,
+        },
+    )
+    layer_rule: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which blocks stay: uniform = evenly spaced keeping the first and last, middle = drop a "
+            "contiguous run from the middle",
+            "choices": student_mod.RULES,
+        },
+    )
+    mlp_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of MLP channels also pruned from the student (Taylor-ranked; Llama-style models only)",
+            "min": 0.0,
+            "max": 0.9,
+        },
+    )
+    select_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "Share of tokens per batch, those with the largest teacher–student KL, that carry the loss "
+            "(1.0 = plain distillation)",
+            "min": 0.01,
+            "max": 1.0,
+        },
+    )
+    floor: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the tokens not selected (0 = skipped, 1 = plain distillation)",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "Softmax temperature of the KL", "min": 0.1, "max": 20.0}
+    )
+    hidden_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the hidden-state MSE between each student block and its teacher block (0 = logits only)",
+            "min": 0.0,
+            "max": 100.0,
+        },
+    )
+    train_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the token embeddings and output head (slower; most of a small model's parameters)"
+        },
+    )
     steps: int = field(default=100, metadata={"help": "Distillation steps", "min": 0, "max": 100000})
-    lr: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate of the student", "min": 1e-7, "max": 1e-1})
+    lr: float = field(
+        default=1e-4, metadata={"help": "Peak AdamW learning rate of the student", "min": 1e-7, "max": 1e-1}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,8 +149,8 @@ class DistillLoss:
 
     def __init__(self, teacher, student, keep: list[int], config: SelectiveDistillationConfig) -> None:
         self.teacher, self.student, self.keep, self.c = teacher, student, keep, config
-        self.last_weights: Optional[torch.Tensor] = None
-        self.last_kl: Optional[torch.Tensor] = None
+        self.last_weights: torch.Tensor | None = None
+        self.last_kl: torch.Tensor | None = None
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         c = self.c
@@ -109,7 +164,9 @@ class DistillLoss:
         if want_hidden:
             per_tok = torch.zeros_like(kl)
             for j, ti in enumerate(self.keep):  # hidden_states[0] is the embedding output
-                per_tok = per_tok + distill.hidden_mse(s_out.hidden_states[j + 1], t_out.hidden_states[ti + 1])
+                per_tok = per_tok + distill.hidden_mse(
+                    s_out.hidden_states[j + 1], t_out.hidden_states[ti + 1]
+                )
             loss = loss + c.hidden_weight * distill.weighted_mean(per_tok / len(self.keep), w)
         self.last_weights, self.last_kl = w.detach(), kl.detach()
         return loss
@@ -125,12 +182,14 @@ class SelectiveDistillation(Compressor):
     needs_gradients = True
     output_format = "transformers"
     config_cls = SelectiveDistillationConfig
-    summary = ("Distils the model into a copy with fewer layers; the loss is concentrated on the tokens where "
-               "teacher and student disagree most. Saves as a standard transformers checkpoint.")
+    summary = (
+        "Distils the model into a copy with fewer layers; the loss is concentrated on the tokens where "
+        "teacher and student disagree most. Saves as a standard transformers checkpoint."
+    )
 
     def __init__(self) -> None:
         self.last_report: dict[str, Any] = {}
-        self.eval_tokens: Optional[torch.Tensor] = None  # see LLMPruner.eval_tokens
+        self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         assert isinstance(config, SelectiveDistillationConfig)
@@ -138,19 +197,34 @@ class SelectiveDistillation(Compressor):
         emb = shape.vocab_size * shape.hidden_size
         block = (shape.n_params - emb) / max(shape.n_layers, 1)
         s_params = int(emb + keep * block)
-        small = ModelShape(n_params=s_params, n_layers=keep, hidden_size=shape.hidden_size,
-                           intermediate_size=shape.intermediate_size, vocab_size=shape.vocab_size,
-                           n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads, dtype_bytes=shape.dtype_bytes)
+        small = ModelShape(
+            n_params=s_params,
+            n_layers=keep,
+            hidden_size=shape.hidden_size,
+            intermediate_size=shape.intermediate_size,
+            vocab_size=shape.vocab_size,
+            n_heads=shape.n_heads,
+            n_kv_heads=shape.n_kv_heads,
+            dtype_bytes=shape.dtype_bytes,
+        )
         trained = s_params if config.train_embeddings else int(keep * block)
         tokens = config.batch_size * config.seq_len
         teacher_ratio = shape.n_params / max(s_params, 1)
         seconds = config.steps * step_seconds(small, tokens, trained, forward_models=1.0 + teacher_ratio)
         seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len) + 2.0
-        mem = train_memory_bytes(small, config.batch_size, config.seq_len, trained) + shape.n_params * shape.dtype_bytes \
-            + tokens * shape.vocab_size * 4 * 2  # teacher logits and softmax
-        return CostEstimate(int(mem), float(seconds), note=(
-            f"student keeps {keep}/{shape.n_layers} layers (~{s_params:,} parameters); {config.steps} steps of "
-            f"{config.batch_size}×{config.seq_len} tokens with a teacher forward pass each"))
+        mem = (
+            train_memory_bytes(small, config.batch_size, config.seq_len, trained)
+            + shape.n_params * shape.dtype_bytes
+            + tokens * shape.vocab_size * 4 * 2
+        )  # teacher logits and softmax
+        return CostEstimate(
+            int(mem),
+            float(seconds),
+            note=(
+                f"student keeps {keep}/{shape.n_layers} layers (~{s_params:,} parameters); {config.steps} steps of "
+                f"{config.batch_size}×{config.seq_len} tokens with a teacher forward pass each"
+            ),
+        )
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, SelectiveDistillationConfig)
@@ -160,7 +234,9 @@ class SelectiveDistillation(Compressor):
         model.to(device)
         torch.manual_seed(ctx.seed)
         _, blocks = find_blocks(model)
-        keep = student_mod.choose_layers(len(blocks), n_keep(len(blocks), config.drop_ratio), config.layer_rule)
+        keep = student_mod.choose_layers(
+            len(blocks), n_keep(len(blocks), config.drop_ratio), config.layer_rule
+        )
         sampler, val = prepare(ctx, tokenizer, config.seq_len, config.val_windows, config.batch_size)
         measure = self.eval_tokens if self.eval_tokens is not None else val
         t0 = time.perf_counter()
@@ -168,9 +244,13 @@ class SelectiveDistillation(Compressor):
         for p in teacher.parameters():
             p.requires_grad_(False)
         report: dict[str, Any] = {
-            "selection": "plain (uniform weights)" if config.is_plain else
-            f"top {config.select_fraction:.0%} tokens by KL weight 1, others {config.floor}",
-            "layers": f"{len(blocks)} -> {len(keep)}", "kept_layers": keep, "params_teacher": n_params(teacher)}
+            "selection": "plain (uniform weights)"
+            if config.is_plain
+            else f"top {config.select_fraction:.0%} tokens by KL weight 1, others {config.floor}",
+            "layers": f"{len(blocks)} -> {len(keep)}",
+            "kept_layers": keep,
+            "params_teacher": n_params(teacher),
+        }
         report["ppl_teacher"] = perplexity(teacher, measure, config.batch_size)
 
         student = student_mod.drop_layers(teacher, keep)
@@ -178,8 +258,12 @@ class SelectiveDistillation(Compressor):
             self._prune_mlp(student, sampler, config, ctx)
         report["params_student"] = n_params(student)
         report["ppl_student_before"] = perplexity(student, measure, config.batch_size)
-        ctx.report("student", 0.08, f"student {report['layers']} layers, perplexity before distillation "
-                                    f"{report['ppl_student_before']:.3f} (teacher {report['ppl_teacher']:.3f})")
+        ctx.report(
+            "student",
+            0.08,
+            f"student {report['layers']} layers, perplexity before distillation "
+            f"{report['ppl_student_before']:.3f} (teacher {report['ppl_teacher']:.3f})",
+        )
         if config.steps:
             emb_ids = {id(student.get_input_embeddings().weight)}
             out_emb = student.get_output_embeddings()
@@ -188,19 +272,34 @@ class SelectiveDistillation(Compressor):
             params = trainable(student, lambda n, p: config.train_embeddings or id(p) not in emb_ids)
             student.train()
             loss = DistillLoss(teacher, student, keep, config)
-            tlog = train(params, loss, sampler, config.steps, config.lr, ctx, stage="distill",
-                         fraction=(0.1, 0.97), device=device)
+            tlog = train(
+                params,
+                loss,
+                sampler,
+                config.steps,
+                config.lr,
+                ctx,
+                stage="distill",
+                fraction=(0.1, 0.97),
+                device=device,
+            )
             student.eval()
             for p in student.parameters():
                 p.requires_grad_(False)
             report["distillation"] = tlog.summary()
             if loss.last_weights is not None:
                 w, kl = loss.last_weights, loss.last_kl
-                report["last_batch_kl_share_selected"] = round(float((w * kl).sum() / kl.sum().clamp_min(1e-12)), 4)
+                report["last_batch_kl_share_selected"] = round(
+                    float((w * kl).sum() / kl.sum().clamp_min(1e-12)), 4
+                )
         report["ppl_student_after"] = perplexity(student, measure, config.batch_size)
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        ctx.report("done", 1.0, f"student perplexity {report['ppl_student_before']:.3f} → {report['ppl_student_after']:.3f} "
-                                f"(teacher {report['ppl_teacher']:.3f})")
+        ctx.report(
+            "done",
+            1.0,
+            f"student perplexity {report['ppl_student_before']:.3f} → {report['ppl_student_after']:.3f} "
+            f"(teacher {report['ppl_teacher']:.3f})",
+        )
         self.last_report = report
         return student
 
@@ -210,10 +309,16 @@ class SelectiveDistillation(Compressor):
         try:
             blocks = structural.check_supported(student)
         except CompressionError as exc:
-            raise CompressionError(f"mlp_ratio={config.mlp_ratio} needs a Llama-style MLP; set mlp_ratio=0. {exc}") from None
+            raise CompressionError(
+                f"mlp_ratio={config.mlp_ratio} needs a Llama-style MLP; set mlp_ratio=0. {exc}"
+            ) from None
         a = structural.attention_shape(student)
-        cfg = student.config.get_text_config() if hasattr(student.config, "get_text_config") else student.config
+        cfg = (
+            student.config.get_text_config() if hasattr(student.config, "get_text_config") else student.config
+        )
         batches = [sampler.next() for _ in range(2)]
         imp = structural.taylor_importance(student, batches, ctx, fraction=(0.02, 0.07))
-        p = structural.plan(imp, len(blocks), a, int(cfg.intermediate_size), 0.0, config.mlp_ratio, "kv-groups")
+        p = structural.plan(
+            imp, len(blocks), a, int(cfg.intermediate_size), 0.0, config.mlp_ratio, "kv-groups"
+        )
         structural.apply_plan(student, p)

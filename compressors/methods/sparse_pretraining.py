@@ -19,18 +19,33 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
-from compressors.base import (Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, check_choice,
-                              get_compressor, register)
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_choice,
+    get_compressor,
+    register,
+)
 from compressors.methods.layerwise import PATTERNS, check_pattern, layerwise_estimate
 from compressors.training import masked
 from compressors.training.config import TrainingConfig
-from compressors.training.data import cut_windows, prepare, run_tokens
-from compressors.training.loop import (eval_seconds, lm_loss, perplexity, step_seconds, train, train_memory_bytes,
-                                       trainable)
+from compressors.training.data import prepare, run_tokens
+from compressors.training.loop import (
+    eval_seconds,
+    lm_loss,
+    perplexity,
+    step_seconds,
+    train,
+    train_memory_bytes,
+    trainable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +54,32 @@ ONE_SHOT = ["sparsegpt", "wanda", "magnitude"]
 
 @dataclass
 class SparsePretrainingConfig(TrainingConfig):
-    sparsity: float = field(default=0.5, metadata={"help": "Fraction of block weights pruned (unstructured)",
-                                                   "min": 0.0, "max": 0.95})
-    pattern: str = field(default="unstructured", metadata={
-        "help": "unstructured, or N:M (N zeros in every M consecutive inputs)", "choices": PATTERNS})
-    one_shot: str = field(default="sparsegpt", metadata={
-        "help": "One-shot pruner that fixes the mask (Sparse Llama uses SparseGPT)", "choices": ONE_SHOT})
-    train_embeddings: bool = field(default=False, metadata={
-        "help": "Also train the token embeddings and output head (dense; slower)"})
+    sparsity: float = field(
+        default=0.5,
+        metadata={"help": "Fraction of block weights pruned (unstructured)", "min": 0.0, "max": 0.95},
+    )
+    pattern: str = field(
+        default="unstructured",
+        metadata={
+            "help": "unstructured, or N:M (N zeros in every M consecutive inputs)",
+            "choices": PATTERNS,
+        },
+    )
+    one_shot: str = field(
+        default="sparsegpt",
+        metadata={
+            "help": "One-shot pruner that fixes the mask (Sparse Llama uses SparseGPT)",
+            "choices": ONE_SHOT,
+        },
+    )
+    train_embeddings: bool = field(
+        default=False, metadata={"help": "Also train the token embeddings and output head (dense; slower)"}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0.0, "max": 1.0})
-    steps: int = field(default=200, metadata={"help": "Continued pre-training steps with the mask fixed",
-                                              "min": 0, "max": 100000})
+    steps: int = field(
+        default=200,
+        metadata={"help": "Continued pre-training steps with the mask fixed", "min": 0, "max": 100000},
+    )
     lr: float = field(default=5e-5, metadata={"help": "Peak AdamW learning rate", "min": 1e-7, "max": 1e-1})
 
     def __post_init__(self) -> None:
@@ -67,8 +97,14 @@ class SparsePretrainingConfig(TrainingConfig):
 
 def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: float) -> RunContext:
     """A context for the one-shot pruner whose progress fills ``[lo, hi]`` of this run's progress."""
-    return RunContext(calibration=calibration, progress=lambda s, f, m="": ctx.progress(s, lo + (hi - lo) * f, m),
-                      cancel_event=ctx.cancel_event, device=ctx.device, seed=ctx.seed, log_lines=ctx.log_lines)
+    return RunContext(
+        calibration=calibration,
+        progress=lambda s, f, m="": ctx.progress(s, lo + (hi - lo) * f, m),
+        cancel_event=ctx.cancel_event,
+        device=ctx.device,
+        seed=ctx.seed,
+        log_lines=ctx.log_lines,
+    )
 
 
 @register
@@ -81,12 +117,14 @@ class SparsePretraining(Compressor):
     needs_gradients = True
     output_format = "shrinkwise-packed"
     config_cls = SparsePretrainingConfig
-    summary = ("Prunes one-shot (SparseGPT) and keeps training on your text with the sparsity mask fixed, so the "
-               "remaining weights recover the quality pruning lost; saved sparse (bitmask).")
+    summary = (
+        "Prunes one-shot (SparseGPT) and keeps training on your text with the sparsity mask fixed, so the "
+        "remaining weights recover the quality pruning lost; saved sparse (bitmask)."
+    )
 
     def __init__(self) -> None:
         self.last_report: dict[str, Any] = {}
-        self.eval_tokens: Optional[torch.Tensor] = None  # see LLMPruner.eval_tokens
+        self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         assert isinstance(config, SparsePretrainingConfig)
@@ -96,11 +134,18 @@ class SparsePretraining(Compressor):
         tokens = config.batch_size * config.seq_len
         seconds = one.seconds + config.steps * step_seconds(shape, tokens, trained)
         seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len)
-        mem = max(one.peak_memory_bytes,
-                  train_memory_bytes(shape, config.batch_size, config.seq_len, trained) + trained)  # + bool masks
-        return CostEstimate(int(mem), float(seconds), note=(
-            f"one-shot {config.one_shot} ({one.seconds:.0f} s) then {config.steps} steps of "
-            f"{config.batch_size}×{config.seq_len} tokens, {trained:,} parameters trained with AdamW"))
+        mem = max(
+            one.peak_memory_bytes,
+            train_memory_bytes(shape, config.batch_size, config.seq_len, trained) + trained,
+        )  # + bool masks
+        return CostEstimate(
+            int(mem),
+            float(seconds),
+            note=(
+                f"one-shot {config.one_shot} ({one.seconds:.0f} s) then {config.steps} steps of "
+                f"{config.batch_size}×{config.seq_len} tokens, {trained:,} parameters trained with AdamW"
+            ),
+        )
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, SparsePretrainingConfig)
@@ -108,22 +153,39 @@ class SparsePretraining(Compressor):
         model.to(device)
         torch.manual_seed(ctx.seed)
         calib = run_tokens(ctx, tokenizer)
-        sampler, val = prepare(ctx if ctx.calibration is not None else _sub_context(ctx, calib, 0, 1),
-                               tokenizer, config.seq_len, config.val_windows, config.batch_size)
+        sampler, val = prepare(
+            ctx if ctx.calibration is not None else _sub_context(ctx, calib, 0, 1),
+            tokenizer,
+            config.seq_len,
+            config.val_windows,
+            config.batch_size,
+        )
         measure = self.eval_tokens if self.eval_tokens is not None else val
         t0 = time.perf_counter()
-        report: dict[str, Any] = {"sparsity": config.sparsity, "pattern": config.pattern, "one_shot": config.one_shot}
+        report: dict[str, Any] = {
+            "sparsity": config.sparsity,
+            "pattern": config.pattern,
+            "one_shot": config.one_shot,
+        }
         report["ppl_dense"] = perplexity(model, measure, config.batch_size)
 
         pruner = get_compressor(config.one_shot)
-        pruner.compress(model, tokenizer, pruner.config_cls.from_dict({"sparsity": config.sparsity, "pattern": config.pattern}),
-                        _sub_context(ctx, calib, 0.0, 0.3))
+        pruner.compress(
+            model,
+            tokenizer,
+            pruner.config_cls.from_dict({"sparsity": config.sparsity, "pattern": config.pattern}),
+            _sub_context(ctx, calib, 0.0, 0.3),
+        )
         model.to(device)
         t1 = time.perf_counter()
         report["one_shot_seconds"] = round(t1 - t0, 2)
         report["ppl_one_shot"] = perplexity(model, measure, config.batch_size)
-        ctx.report("one-shot", 0.32, f"{config.one_shot} {config.pattern} at {config.sparsity:.0%}: perplexity "
-                                     f"{report['ppl_dense']:.3f} → {report['ppl_one_shot']:.3f}")
+        ctx.report(
+            "one-shot",
+            0.32,
+            f"{config.one_shot} {config.pattern} at {config.sparsity:.0%}: perplexity "
+            f"{report['ppl_dense']:.3f} → {report['ppl_one_shot']:.3f}",
+        )
 
         layers, masks, patterns = masked.densify(model)
         fixed = masked.FixedMask(layers, masks)
@@ -134,9 +196,19 @@ class SparsePretraining(Compressor):
                 emb_ids.add(id(model.get_output_embeddings().weight))
             params = trainable(model, lambda n, p: config.train_embeddings or id(p) not in emb_ids)
             model.train()
-            tlog = train(params, lambda b: lm_loss(model, b), sampler, config.steps, config.lr, ctx,
-                         weight_decay=config.weight_decay, after_step=fixed.apply, stage="sparse-train",
-                         fraction=(0.33, 0.97), device=device)
+            tlog = train(
+                params,
+                lambda b: lm_loss(model, b),
+                sampler,
+                config.steps,
+                config.lr,
+                ctx,
+                weight_decay=config.weight_decay,
+                after_step=fixed.apply,
+                stage="sparse-train",
+                fraction=(0.33, 0.97),
+                device=device,
+            )
             model.eval()
             report["training"] = tlog.summary()
         fixed.remove()
@@ -145,7 +217,11 @@ class SparsePretraining(Compressor):
         masked.pack(model, layers, masks, patterns)
         report["ppl_trained"] = perplexity(model, measure, config.batch_size)
         report["train_seconds"] = round(time.perf_counter() - t1, 2)
-        ctx.report("done", 1.0, f"perplexity dense {report['ppl_dense']:.3f}, one-shot {report['ppl_one_shot']:.3f}, "
-                                f"after {config.steps} steps {report['ppl_trained']:.3f}")
+        ctx.report(
+            "done",
+            1.0,
+            f"perplexity dense {report['ppl_dense']:.3f}, one-shot {report['ppl_one_shot']:.3f}, "
+            f"after {config.steps} steps {report['ppl_trained']:.3f}",
+        )
         self.last_report = report
         return model

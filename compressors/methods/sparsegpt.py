@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, check_range, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_range,
+    register,
+)
 from compressors.calibration import calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
@@ -18,9 +26,17 @@ from compressors.ops.sparsegpt import sparsegpt_prune
 
 @dataclass
 class SparseGPTConfig(PruningConfig):
-    percdamp: float = field(default=0.01, metadata={"help": "Hessian dampening, fraction of its mean diagonal", "min": 0.0, "max": 1.0})
-    blocksize: int = field(default=128, metadata={"help": "Columns per mask-selection and lazy-update block", "min": 16, "max": 4096})
-    true_sequential: bool = field(default=True, metadata={"help": "Calibrate each step of a block on the pruned previous steps"})
+    percdamp: float = field(
+        default=0.01,
+        metadata={"help": "Hessian dampening, fraction of its mean diagonal", "min": 0.0, "max": 1.0},
+    )
+    blocksize: int = field(
+        default=128,
+        metadata={"help": "Columns per mask-selection and lazy-update block", "min": 16, "max": 4096},
+    )
+    true_sequential: bool = field(
+        default=True, metadata={"help": "Calibrate each step of a block on the pruned previous steps"}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -46,12 +62,26 @@ class SparseGPT(Compressor):
         sparsity, n, m = config.nm
 
         def solve(bi, name, layer, stats):
-            r = sparsegpt_prune(get_weight(layer).detach(), stats.value, sparsity, n, m,
-                                percdamp=config.percdamp, blocksize=config.blocksize)
+            r = sparsegpt_prune(
+                get_weight(layer).detach(),
+                stats.value,
+                sparsity,
+                n,
+                m,
+                percdamp=config.percdamp,
+                blocksize=config.blocksize,
+            )
             new = sparse_module(layer, r.weight, config.pattern)
             new._solve_info = {"loss": r.loss}
             return new
 
-        self.last_report = sequential_compress(model, calibration_tokens(ctx), "hessian", solve, ctx,
-                                               true_sequential=config.true_sequential, stage="sparsegpt")
+        self.last_report = sequential_compress(
+            model,
+            calibration_tokens(ctx),
+            "hessian",
+            solve,
+            ctx,
+            true_sequential=config.true_sequential,
+            stage="sparsegpt",
+        )
         return model

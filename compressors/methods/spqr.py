@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, ConfigError, CostEstimate, ModelShape, RunContext, check_choice, check_range, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_choice,
+    check_range,
+    register,
+)
 from compressors.calibration import calibration_tokens, sequential_compress
 from compressors.layers import get_bias, get_weight
 from compressors.methods.layerwise import layerwise_estimate
@@ -20,16 +29,43 @@ from compressors.packed_spqr import SpQRLinear
 
 @dataclass
 class SpQRConfig(CompressorConfig):
-    bits: int = field(default=3, metadata={"help": "Bits per weight (the paper's headline setting is 3)", "choices": [2, 3, 4]})
-    beta1: int = field(default=16, metadata={"help": "Weight group size (input columns per scale/zero)", "choices": [8, 16, 32, 64, 128]})
-    beta2: int = field(default=16, metadata={"help": "Output rows sharing the fp16 statistics of the quantized scales/zeros", "choices": [8, 16, 32, 64]})
-    qq_bits: int = field(default=3, metadata={"help": "Bits of the quantized group scales and zeros", "choices": [2, 3, 4]})
-    outlier_threshold: float = field(default=0.2, metadata={
-        "help": "Relative sensitivity above which a weight is kept in fp16 (0.2 keeps about 1%); 0 disables outliers",
-        "min": 0.0, "max": 10.0})
+    bits: int = field(
+        default=3,
+        metadata={"help": "Bits per weight (the paper's headline setting is 3)", "choices": [2, 3, 4]},
+    )
+    beta1: int = field(
+        default=16,
+        metadata={
+            "help": "Weight group size (input columns per scale/zero)",
+            "choices": [8, 16, 32, 64, 128],
+        },
+    )
+    beta2: int = field(
+        default=16,
+        metadata={
+            "help": "Output rows sharing the fp16 statistics of the quantized scales/zeros",
+            "choices": [8, 16, 32, 64],
+        },
+    )
+    qq_bits: int = field(
+        default=3, metadata={"help": "Bits of the quantized group scales and zeros", "choices": [2, 3, 4]}
+    )
+    outlier_threshold: float = field(
+        default=0.2,
+        metadata={
+            "help": "Relative sensitivity above which a weight is kept in fp16 (0.2 keeps about 1%); 0 disables outliers",
+            "min": 0.0,
+            "max": 10.0,
+        },
+    )
     act_order: bool = field(default=True, metadata={"help": "Quantize the most active input columns first"})
-    percdamp: float = field(default=0.01, metadata={"help": "Hessian dampening, fraction of its mean diagonal", "min": 0.0, "max": 1.0})
-    true_sequential: bool = field(default=True, metadata={"help": "Calibrate each step of a block on the quantized previous steps"})
+    percdamp: float = field(
+        default=0.01,
+        metadata={"help": "Hessian dampening, fraction of its mean diagonal", "min": 0.0, "max": 1.0},
+    )
+    true_sequential: bool = field(
+        default=True, metadata={"help": "Calibrate each step of a block on the quantized previous steps"}
+    )
 
     def __post_init__(self) -> None:
         check_choice("bits", self.bits, [2, 3, 4])
@@ -59,21 +95,42 @@ class SpQR(Compressor):
         totals = {"weights": 0, "outliers": 0}
 
         def solve(bi, name, layer, stats):
-            r = spqr_quantize(get_weight(layer).detach(), stats.value, bits=config.bits, beta1=config.beta1,
-                              beta2=config.beta2, qq_bits=config.qq_bits, outlier_threshold=thr,
-                              act_order=config.act_order, percdamp=config.percdamp)
+            r = spqr_quantize(
+                get_weight(layer).detach(),
+                stats.value,
+                bits=config.bits,
+                beta1=config.beta1,
+                beta2=config.beta2,
+                qq_bits=config.qq_bits,
+                outlier_threshold=thr,
+                act_order=config.act_order,
+                percdamp=config.percdamp,
+            )
             new = SpQRLinear.from_result(r, get_bias(layer))
             totals["weights"] += r.codes.numel()
             totals["outliers"] += new.n_outliers
             new._solve_info = {"loss": r.loss, "outliers": r.outlier_fraction, "paper_bits": r.bits_per_param}
             return new
 
-        self.last_report = sequential_compress(model, calibration_tokens(ctx), "hessian", solve, ctx,
-                                               true_sequential=config.true_sequential, stage="spqr")
+        self.last_report = sequential_compress(
+            model,
+            calibration_tokens(ctx),
+            "hessian",
+            solve,
+            ctx,
+            true_sequential=config.true_sequential,
+            stage="spqr",
+        )
         from compressors.ops.spqr import spqr_bits_per_param
 
         frac = totals["outliers"] / max(totals["weights"], 1)
         self.last_outlier_fraction = frac
-        self.last_bits_per_param = spqr_bits_per_param(config.bits, config.qq_bits, config.beta1, config.beta2, frac)
-        ctx.report("spqr", 1.0, f"outliers {frac:.3%}, average {self.last_bits_per_param:.3f} bits per parameter (paper's count)")
+        self.last_bits_per_param = spqr_bits_per_param(
+            config.bits, config.qq_bits, config.beta1, config.beta2, frac
+        )
+        ctx.report(
+            "spqr",
+            1.0,
+            f"outliers {frac:.3%}, average {self.last_bits_per_param:.3f} bits per parameter (paper's count)",
+        )
         return model

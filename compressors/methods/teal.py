@@ -17,8 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressors.base import (Compressor, CompressorConfig, ConfigError, CostEstimate, ModelShape, RunContext,
-                              check_choice, check_range, register)
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    ConfigError,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    check_choice,
+    check_range,
+    register,
+)
 from compressors.dynamic import manifest
 from compressors.dynamic.teal import calibrate_thresholds, install_teal
 
@@ -27,18 +36,34 @@ FLOPS_PER_SECOND = 20e9  # effective float32 throughput of this project's CPU cl
 
 @dataclass
 class TEALConfig(CompressorConfig):
-    sparsity: float = field(default=0.4, metadata={
-        "help": "Share of each linear layer's input entries zeroed per token (0 = exact model)",
-        "min": 0.0, "max": 0.95})
-    kernel: str = field(default="auto", metadata={
-        "help": "Decode kernel: cpp = compiled sparse matvec (fails without a compiler), auto = cpp when it "
-                "compiles else masked dense, torch = masked dense only (exact, no speed-up)",
-        "choices": ["auto", "cpp", "torch"]})
-    calib_samples: int = field(default=16, metadata={
-        "help": "Calibration sequences used to fit the thresholds", "min": 1, "max": 1024})
-    max_samples_per_layer: int = field(default=1 << 18, metadata={
-        "help": "Input magnitudes sampled per layer (over all sequences) for the quantile; 4 bytes each",
-        "min": 1024, "max": (1 << 24) - 1})
+    sparsity: float = field(
+        default=0.4,
+        metadata={
+            "help": "Share of each linear layer's input entries zeroed per token (0 = exact model)",
+            "min": 0.0,
+            "max": 0.95,
+        },
+    )
+    kernel: str = field(
+        default="auto",
+        metadata={
+            "help": "Decode kernel: cpp = compiled sparse matvec (fails without a compiler), auto = cpp when it "
+            "compiles else masked dense, torch = masked dense only (exact, no speed-up)",
+            "choices": ["auto", "cpp", "torch"],
+        },
+    )
+    calib_samples: int = field(
+        default=16,
+        metadata={"help": "Calibration sequences used to fit the thresholds", "min": 1, "max": 1024},
+    )
+    max_samples_per_layer: int = field(
+        default=1 << 18,
+        metadata={
+            "help": "Input magnitudes sampled per layer (over all sequences) for the quantile; 4 bytes each",
+            "min": 1024,
+            "max": (1 << 24) - 1,
+        },
+    )
 
     def __post_init__(self) -> None:
         check_range("sparsity", self.sparsity, 0.0, 0.95)
@@ -59,8 +84,10 @@ class TEAL(Compressor):
     needs_calibration = True
     output_format = "dynamic"
     config_cls = TEALConfig
-    summary = ("Calibrates one magnitude threshold per linear layer after training; at inference each token "
-               "skips the weight columns of its small activations. Dynamic at post-training: the paper's gap.")
+    summary = (
+        "Calibrates one magnitude threshold per linear layer after training; at inference each token "
+        "skips the weight columns of its small activations. Dynamic at post-training: the paper's gap."
+    )
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
         assert isinstance(config, TEALConfig)
@@ -70,25 +97,33 @@ class TEAL(Compressor):
         n_linear = 7 * shape.n_layers
         samples = n_linear * min(config.max_samples_per_layer, tokens * shape.intermediate_size) * 4
         acts = seq * (shape.intermediate_size * 4 + shape.hidden_size * 8) * 4 + shape.n_heads * seq * seq * 4
-        linear = shape.linear_params or 12 * shape.n_layers * shape.hidden_size ** 2
+        linear = shape.linear_params or 12 * shape.n_layers * shape.hidden_size**2
         kernel_copy = linear * shape.dtype_bytes if config.kernel != "torch" else 0
         return CostEstimate(
             peak_memory_bytes=int(shape.n_params * shape.dtype_bytes + samples + acts + kernel_copy),
             seconds=float(forward + 2.0 + (45.0 if config.kernel != "torch" else 0.0)),
-            note=(f"one dense pass over {config.calib_samples}×{seq} calibration tokens; the C++ kernel compiles "
-                  "once (~45 s here, then cached) and keeps a transposed copy of the block weights in memory"),
+            note=(
+                f"one dense pass over {config.calib_samples}×{seq} calibration tokens; the C++ kernel compiles "
+                "once (~45 s here, then cached) and keeps a transposed copy of the block weights in memory"
+            ),
         )
 
     def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any]) -> Any:
         assert isinstance(config, TEALConfig)
         thresholds = payload.get("thresholds")
         if thresholds is None:
-            raise ConfigError("TEAL needs calibrated thresholds in its payload; run `shrinkwise compress "
-                              "--method teal` to calibrate them")
+            raise ConfigError(
+                "TEAL needs calibrated thresholds in its payload; run `shrinkwise compress "
+                "--method teal` to calibrate them"
+            )
         # at sparsity 0 nothing is installed (exactly the model); otherwise zero thresholds are installed too,
         # so natural zeros (after a ReLU) are skipped by the kernel
-        install_teal(model, {k: float(v) for k, v in thresholds.items()}, kernel=config.kernel,
-                     skip_zero=config.sparsity == 0)
+        install_teal(
+            model,
+            {k: float(v) for k, v in thresholds.items()},
+            kernel=config.kernel,
+            skip_zero=config.sparsity == 0,
+        )
         manifest.record(model, self.id, config, {"thresholds": thresholds})
         return model
 
@@ -106,9 +141,15 @@ class TEAL(Compressor):
             ctx.report("calibrate", 0.9 * (i + 1) / n, f"sequence {i + 1}/{n}")
 
         with torch.no_grad():
-            thresholds = calibrate_thresholds(model, (tokens[i:i + 1] for i in range(n)), config.sparsity,
-                                              max_samples=config.max_samples_per_layer, seed=ctx.seed,
-                                              n_batches=n, on_batch=on_batch)
+            thresholds = calibrate_thresholds(
+                model,
+                (tokens[i : i + 1] for i in range(n)),
+                config.sparsity,
+                max_samples=config.max_samples_per_layer,
+                seed=ctx.seed,
+                n_batches=n,
+                on_batch=on_batch,
+            )
         ctx.report("install", 0.95, f"{len(thresholds)} thresholds; kernel={config.kernel}")
         self.install(model, config, {"thresholds": thresholds})
         ctx.report("install", 1.0, "TEAL installed (weights untouched)")

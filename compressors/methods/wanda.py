@@ -18,8 +18,12 @@ from compressors.ops.wanda import wanda_mask
 
 @dataclass
 class WandaConfig(PruningConfig):
-    true_sequential: bool = field(default=False, metadata={
-        "help": "Re-measure activations after each step inside a block (the paper measures a block in one pass)"})
+    true_sequential: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-measure activations after each step inside a block (the paper measures a block in one pass)"
+        },
+    )
 
 
 @register
@@ -44,6 +48,13 @@ class Wanda(Compressor):
             mask = wanda_mask(w, stats.value, sparsity, n, m)
             return sparse_module(layer, w.masked_fill(mask, 0), config.pattern)
 
-        self.last_report = sequential_compress(model, calibration_tokens(ctx), "sq_norms", solve, ctx,
-                                               true_sequential=config.true_sequential, stage="wanda")
+        self.last_report = sequential_compress(
+            model,
+            calibration_tokens(ctx),
+            "sq_norms",
+            solve,
+            ctx,
+            true_sequential=config.true_sequential,
+            stage="wanda",
+        )
         return model

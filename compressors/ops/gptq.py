@@ -26,7 +26,6 @@ is what makes it fast. Options, as in the reference code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -50,7 +49,7 @@ class QuantResult:
     bits: int
     group_size: int
     sym: bool
-    perm: Optional[torch.Tensor]
+    perm: torch.Tensor | None
     dequantized: torch.Tensor
     loss: float
 
@@ -178,6 +177,13 @@ def gptq_quantize(
             codes = codes[:, invperm]
             out_perm = None
     return QuantResult(
-        codes=codes, scale=scales, zero=zeros, bits=bits, group_size=gs, sym=sym,
-        perm=out_perm, dequantized=deq, loss=float(Losses.sum()),
+        codes=codes,
+        scale=scales,
+        zero=zeros,
+        bits=bits,
+        group_size=gs,
+        sym=sym,
+        perm=out_perm,
+        dequantized=deq,
+        loss=float(Losses.sum()),
     )

@@ -75,4 +75,6 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
             if info2.item() == 0:
                 return U
         extra = (extra * 10) if extra else 0.01 * mean_diag
-    raise torch.linalg.LinAlgError("Hessian is not positive definite even after extra dampening; use more calibration data or raise percdamp")
+    raise torch.linalg.LinAlgError(
+        "Hessian is not positive definite even after extra dampening; use more calibration data or raise percdamp"
+    )

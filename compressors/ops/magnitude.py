@@ -42,7 +42,9 @@ def mask_lowest_nm(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask
 
 
-def magnitude_mask(W: torch.Tensor, sparsity: float = 0.5, prune_n: int = 0, prune_m: int = 0) -> torch.Tensor:
+def magnitude_mask(
+    W: torch.Tensor, sparsity: float = 0.5, prune_n: int = 0, prune_m: int = 0
+) -> torch.Tensor:
     """Bool mask ``[out, in]`` of the weights magnitude pruning removes from one layer."""
     s = W.abs().float()
     if prune_n:

@@ -37,7 +37,9 @@ def n_groups_for(width: int, group_size: int) -> int:
     return math.ceil(width / group_size)
 
 
-def _params_from_range(xmin: torch.Tensor, xmax: torch.Tensor, maxq: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _params_from_range(
+    xmin: torch.Tensor, xmax: torch.Tensor, maxq: int, sym: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     xmin = torch.minimum(xmin, torch.zeros_like(xmin))
     xmax = torch.maximum(xmax, torch.zeros_like(xmax))
     if sym:
@@ -76,7 +78,12 @@ def row_params(
     for i in range(int(maxshrink * grid)):
         p = 1 - i / grid
         s1, z1 = _params_from_range(p * xmin, p * xmax, maxq, sym)
-        err = (dequantize(quantize(w, s1[:, None], z1[:, None], maxq), s1[:, None], z1[:, None]) - w).abs().pow(norm).sum(1)
+        err = (
+            (dequantize(quantize(w, s1[:, None], z1[:, None], maxq), s1[:, None], z1[:, None]) - w)
+            .abs()
+            .pow(norm)
+            .sum(1)
+        )
         better = err < best
         if better.any():
             best = torch.where(better, err, best)
@@ -132,7 +139,9 @@ def quantize_rtn(
     return q.to(torch.uint8), scale, zero
 
 
-def dequantize_groups(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:
+def dequantize_groups(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int
+) -> torch.Tensor:
     """Float weight ``[rows, cols]`` from codes and per-group scale/zero."""
     cols = q.shape[1]
     gs = cols if scale.shape[1] == 1 else group_size

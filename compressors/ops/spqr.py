@@ -27,7 +27,6 @@ a 16-bit index.) Permutation indices (act-order) are not counted, as in the pape
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -54,7 +53,9 @@ class QuantizedStats:
     values: torch.Tensor
 
 
-def quantize_stat_column(v: torch.Tensor, qq_bits: int, beta2: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_stat_column(
+    v: torch.Tensor, qq_bits: int, beta2: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Quantize one column of statistics ``v`` ([rows]) in chunks of ``beta2`` rows.
 
     Returns codes [rows] (uint8), stats fp16 [n_chunks, 2] and the reconstruction [rows] (float32,
@@ -111,7 +112,7 @@ class SpQRResult:
     codes: torch.Tensor
     scale: QuantizedStats
     zero: QuantizedStats
-    perm: Optional[torch.Tensor]
+    perm: torch.Tensor | None
     row_ptr: torch.Tensor
     col_idx: torch.Tensor
     values: torch.Tensor
@@ -235,7 +236,10 @@ def spqr_quantize(
         col_idx=cc,
         values=values,
         dequantized=Wq_orig,
-        bits=bits, beta1=beta1, beta2=beta2, qq_bits=qq_bits,
+        bits=bits,
+        beta1=beta1,
+        beta2=beta2,
+        qq_bits=qq_bits,
         outlier_fraction=frac,
         bits_per_param=spqr_bits_per_param(bits, qq_bits, beta1, beta2, frac),
         loss=float(Losses.sum()),

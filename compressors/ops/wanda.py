@@ -19,7 +19,9 @@ def wanda_scores(W: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
     return W.abs().float() * torch.sqrt(sq_norms.float().clamp_min(0)).unsqueeze(0)
 
 
-def wanda_mask(W: torch.Tensor, sq_norms: torch.Tensor, sparsity: float = 0.5, prune_n: int = 0, prune_m: int = 0) -> torch.Tensor:
+def wanda_mask(
+    W: torch.Tensor, sq_norms: torch.Tensor, sparsity: float = 0.5, prune_n: int = 0, prune_m: int = 0
+) -> torch.Tensor:
     """Bool mask ``[out, in]``, True where a weight is pruned."""
     s = wanda_scores(W, sq_norms)
     if prune_n:

@@ -23,14 +23,35 @@ def check_float(name: str, value: object, lo: float, hi: float) -> None:
 class TrainingConfig(CompressorConfig):
     """Steps, learning rate and batch shape of the training part of a method."""
 
-    steps: int = field(default=100, metadata={"help": "Optimizer steps of training (0 = no training)", "min": 0, "max": 100000})
-    lr: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate (warm-up 10% of steps, cosine decay to 10%)",
-                                              "min": 1e-7, "max": 1e-1})
+    steps: int = field(
+        default=100,
+        metadata={"help": "Optimizer steps of training (0 = no training)", "min": 0, "max": 100000},
+    )
+    lr: float = field(
+        default=1e-4,
+        metadata={
+            "help": "Peak AdamW learning rate (warm-up 10% of steps, cosine decay to 10%)",
+            "min": 1e-7,
+            "max": 1e-1,
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "Token windows per step", "min": 1, "max": 1024})
-    seq_len: int = field(default=128, metadata={"help": "Tokens per training window (calibration rows are cut into windows of this length)",
-                                                "min": 8, "max": 8192})
-    val_windows: int = field(default=8, metadata={"help": "Windows held back from training to measure perplexity inside the run",
-                                                  "min": 0, "max": 1024})
+    seq_len: int = field(
+        default=128,
+        metadata={
+            "help": "Tokens per training window (calibration rows are cut into windows of this length)",
+            "min": 8,
+            "max": 8192,
+        },
+    )
+    val_windows: int = field(
+        default=8,
+        metadata={
+            "help": "Windows held back from training to measure perplexity inside the run",
+            "min": 0,
+            "max": 1024,
+        },
+    )
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, 0, 100000)

@@ -13,7 +13,7 @@ evaluation text is the truly unseen one.)
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -22,7 +22,9 @@ from compressors.base import CompressionError, RunContext
 log = logging.getLogger(__name__)
 
 
-def run_tokens(ctx: RunContext, tokenizer: Any = None, n_samples: int = 128, seq_len: int = 512) -> torch.Tensor:
+def run_tokens(
+    ctx: RunContext, tokenizer: Any = None, n_samples: int = 128, seq_len: int = 512
+) -> torch.Tensor:
     """The run's calibration tokens ``[n, L]``; without them, windows of the built-in calibration text.
 
     Falls back to :mod:`compressors.text` only when a tokenizer is given, so library callers that pass
@@ -93,8 +95,9 @@ class BatchSampler:
         return self.windows[idx]
 
 
-def prepare(ctx: RunContext, tokenizer: Any, seq_len: int, val_windows: int,
-            batch_size: int, n_min_windows: int = 2) -> tuple[BatchSampler, torch.Tensor]:
+def prepare(
+    ctx: RunContext, tokenizer: Any, seq_len: int, val_windows: int, batch_size: int, n_min_windows: int = 2
+) -> tuple[BatchSampler, torch.Tensor]:
     """Training sampler and validation windows for a run (see module docstring)."""
     windows = cut_windows(run_tokens(ctx, tokenizer), seq_len)
     if windows.shape[0] < n_min_windows:
@@ -103,7 +106,12 @@ def prepare(ctx: RunContext, tokenizer: Any, seq_len: int, val_windows: int,
             f"{n_min_windows}. Give more calibration text or shorten seq_len"
         )
     train, val = split_validation(windows, min(val_windows, windows.shape[0] // 4))
-    log.info("training on %d windows of %d tokens, %d held back for validation", train.shape[0], seq_len, val.shape[0])
+    log.info(
+        "training on %d windows of %d tokens, %d held back for validation",
+        train.shape[0],
+        seq_len,
+        val.shape[0],
+    )
     return BatchSampler(train, batch_size, seed=ctx.seed), val
 
 
@@ -111,5 +119,5 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def maybe_to(x: Optional[torch.Tensor], device: torch.device) -> Optional[torch.Tensor]:
+def maybe_to(x: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
     return None if x is None else x.to(device)

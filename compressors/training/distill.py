@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 
 
-def per_token_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def per_token_kl(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """``KL(teacher ‖ student)`` per position ``[b, seq]`` (float32; gradient flows to the student)."""
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)

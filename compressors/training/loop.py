@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -52,10 +52,15 @@ class TrainLog:
 
     def summary(self) -> dict[str, float]:
         first = self.losses[: max(1, len(self.losses) // 10)]
-        last = self.losses[-max(1, len(self.losses) // 10):]
-        return {"steps": self.steps, "seconds": round(self.seconds, 2), "step_seconds": round(self.step_seconds, 4),
-                "loss_first": round(sum(first) / len(first), 4) if first else float("nan"),
-                "loss_last": round(sum(last) / len(last), 4) if last else float("nan"), "epochs": self.epochs}
+        last = self.losses[-max(1, len(self.losses) // 10) :]
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "step_seconds": round(self.step_seconds, 4),
+            "loss_first": round(sum(first) / len(first), 4) if first else float("nan"),
+            "loss_last": round(sum(last) / len(last), 4) if last else float("nan"),
+            "epochs": self.epochs,
+        }
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, final_fraction: float = 0.1) -> float:
@@ -76,12 +81,12 @@ def train(
     ctx: RunContext,
     *,
     weight_decay: float = 0.0,
-    warmup: Optional[int] = None,
+    warmup: int | None = None,
     grad_clip: float = 1.0,
-    after_step: Optional[Callable[[], None]] = None,
+    after_step: Callable[[], None] | None = None,
     stage: str = "train",
     fraction: tuple[float, float] = (0.0, 1.0),
-    device: Optional[torch.device] = None,
+    device: torch.device | None = None,
 ) -> TrainLog:
     """Run ``steps`` AdamW steps of ``loss_fn(batch)`` over batches from ``sampler``.
 
@@ -107,7 +112,9 @@ def train(
             batch = batch.to(device)
         loss = loss_fn(batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {step + 1}; lower the learning rate (lr={lr})")
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at step {step + 1}; lower the learning rate (lr={lr})"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -117,7 +124,9 @@ def train(
             after_step()
         log_.losses.append(float(loss.detach()))
         log_.steps = step + 1
-        ctx.report(stage, lo + (hi - lo) * (step + 1) / steps, f"step {step + 1}/{steps} loss {log_.losses[-1]:.4f}")
+        ctx.report(
+            stage, lo + (hi - lo) * (step + 1) / steps, f"step {step + 1}/{steps} loss {log_.losses[-1]:.4f}"
+        )
     log_.seconds = time.perf_counter() - t0
     log_.epochs = sampler.epochs
     opt.zero_grad(set_to_none=True)
@@ -142,8 +151,9 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int = 4) -> 
     for i in range(0, windows.shape[0], batch_size):
         batch = windows[i : i + batch_size].to(device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                reduction="sum")
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
         total += float(nll)
         count += batch[:, 1:].numel()
     model.train(was_training)
@@ -161,7 +171,9 @@ def n_params(model: nn.Module, trainable_only: bool = False) -> int:
     return n
 
 
-def step_seconds(shape: ModelShape, tokens_per_step: int, trained_params: int, forward_models: float = 1.0) -> float:
+def step_seconds(
+    shape: ModelShape, tokens_per_step: int, trained_params: int, forward_models: float = 1.0
+) -> float:
     """Estimated seconds of one training step (see module docstring).
 
     ``forward_models``: extra forward-only passes per step in units of the model (a distillation teacher).
@@ -176,7 +188,9 @@ def eval_seconds(shape: ModelShape, tokens: int) -> float:
     return 2 * shape.n_params * tokens / FORWARD_FLOPS_PER_SECOND
 
 
-def train_memory_bytes(shape: ModelShape, batch: int, seq: int, trained_params: int, models: float = 1.0) -> int:
+def train_memory_bytes(
+    shape: ModelShape, batch: int, seq: int, trained_params: int, models: float = 1.0
+) -> int:
     """Peak memory of a training step: weights (``models`` copies), gradients and two AdamW moments of
     the trained parameters, and activations kept for the backward pass (about 16 hidden-size vectors and
     4 intermediate-size vectors per token and layer, attention scores, and the float32 logits plus their

@@ -10,7 +10,7 @@ with plain transformers. LLM-Pruner recovers its pruned models this way (its rec
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS,
-             dropout: float = 0.0) -> nn.Module:
+def add_lora(
+    model: nn.Module, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS, dropout: float = 0.0
+) -> nn.Module:
     """Wrap ``model`` with LoRA adapters on the linear layers named ``targets`` (suffix match); returns the
     ``peft`` model whose only trainable parameters are the adapters."""
     try:
@@ -32,10 +33,13 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets: Sequence[str] =
     present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     use = [t for t in targets if t in present]
     if not use:
-        raise CompressionError(f"none of the LoRA target layers {list(targets)} exist in this model; "
-                               f"its linear layers are named {sorted(present)}")
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=use, bias="none",
-                     task_type="CAUSAL_LM")
+        raise CompressionError(
+            f"none of the LoRA target layers {list(targets)} exist in this model; "
+            f"its linear layers are named {sorted(present)}"
+        )
+    cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=use, bias="none", task_type="CAUSAL_LM"
+    )
     peft_model = get_peft_model(model, cfg)
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     log.info("LoRA rank %d on %s: %d trainable parameters", rank, use, n_train)

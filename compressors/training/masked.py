@@ -74,11 +74,15 @@ def densify(model: nn.Module) -> tuple[dict[str, nn.Linear], dict[str, torch.Ten
 
 
 @torch.no_grad()
-def pack(model: nn.Module, layers: dict[str, nn.Linear], masks: dict[str, torch.Tensor],
-         patterns: dict[str, str]) -> None:
+def pack(
+    model: nn.Module, layers: dict[str, nn.Linear], masks: dict[str, torch.Tensor], patterns: dict[str, str]
+) -> None:
     """Put every trained layer back as ``SparseLinear`` (the mask applied once more)."""
     for name, lin in layers.items():
         w = (lin.weight * masks[name].to(lin.weight.device)).float().cpu()
-        sparse = SparseLinear.from_dense(w, bias=get_bias(lin).detach().cpu() if get_bias(lin) is not None else None,
-                                         pattern=patterns[name])
+        sparse = SparseLinear.from_dense(
+            w,
+            bias=get_bias(lin).detach().cpu() if get_bias(lin) is not None else None,
+            pattern=patterns[name],
+        )
         set_module(model, name, sparse.to(lin.weight.device))

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,8 +89,9 @@ def check_supported(model: nn.Module) -> list[nn.Module]:
     return blocks
 
 
-def taylor_importance(model: nn.Module, batches: list[torch.Tensor], ctx: RunContext,
-                      fraction: tuple[float, float] = (0.0, 1.0)) -> dict[str, dict[str, torch.Tensor]]:
+def taylor_importance(
+    model: nn.Module, batches: list[torch.Tensor], ctx: RunContext, fraction: tuple[float, float] = (0.0, 1.0)
+) -> dict[str, dict[str, torch.Tensor]]:
     """``|w · g|`` for every coupled projection of every block, ``g`` the loss gradient summed over batches.
 
     Returns ``{f"{block}.{proj}": {"weight": [out, in], "bias": [out] or absent}}`` on the CPU. Only the
@@ -120,12 +121,17 @@ def taylor_importance(model: nn.Module, batches: list[torch.Tensor], ctx: RunCon
             batch = batch.to(device)
             loss = model(input_ids=batch, labels=batch, use_cache=False).loss
             loss.backward()
-            ctx.report("importance", lo + (hi - lo) * (k + 1) / len(batches),
-                       f"gradient batch {k + 1}/{len(batches)} loss {float(loss.detach()):.4f}")
+            ctx.report(
+                "importance",
+                lo + (hi - lo) * (k + 1) / len(batches),
+                f"gradient batch {k + 1}/{len(batches)} loss {float(loss.detach()):.4f}",
+            )
         out: dict[str, dict[str, torch.Tensor]] = {}
         for key, p in wanted.items():
             if p.grad is None:
-                raise CompressionError(f"no gradient reached {key}; the layer is not used by the forward pass")
+                raise CompressionError(
+                    f"no gradient reached {key}; the layer is not used by the forward pass"
+                )
             bi, proj, kind = key.split(".")
             out.setdefault(f"{bi}.{proj}", {})[kind] = (p.detach() * p.grad).abs().float().cpu()
     finally:
@@ -136,8 +142,11 @@ def taylor_importance(model: nn.Module, batches: list[torch.Tensor], ctx: RunCon
     return out
 
 
-def head_scores(imp: dict[str, dict[str, torch.Tensor]], block: int, a: AttentionShape) -> tuple[torch.Tensor, torch.Tensor]:
+def head_scores(
+    imp: dict[str, dict[str, torch.Tensor]], block: int, a: AttentionShape
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(per query head [H], per KV head [K])`` importance of one block (each summed over its weights)."""
+
     def rows(key: str, n: int) -> torch.Tensor:
         d = imp[f"{block}.{key}"]
         s = d["weight"].sum(1)
@@ -172,8 +181,9 @@ def resolve_head_mode(mode: str, a: AttentionShape) -> str:
     return mode
 
 
-def planned_counts(a: AttentionShape, intermediate: int, head_ratio: float, mlp_ratio: float, mode: str
-                   ) -> tuple[int, int, int]:
+def planned_counts(
+    a: AttentionShape, intermediate: int, head_ratio: float, mlp_ratio: float, mode: str
+) -> tuple[int, int, int]:
     """``(kept query heads, kept KV heads, kept MLP channels)`` per layer: at least one of each is kept."""
     if mode == "kv-groups":
         k_new = max(1, a.n_kv_heads - int(round(head_ratio * a.n_kv_heads)))
@@ -198,8 +208,15 @@ class PrunePlan:
     head_mode: str
 
 
-def plan(imp: dict[str, dict[str, torch.Tensor]], n_blocks: int, a: AttentionShape, intermediate: int,
-         head_ratio: float, mlp_ratio: float, head_mode: str) -> PrunePlan:
+def plan(
+    imp: dict[str, dict[str, torch.Tensor]],
+    n_blocks: int,
+    a: AttentionShape,
+    intermediate: int,
+    head_ratio: float,
+    mlp_ratio: float,
+    head_mode: str,
+) -> PrunePlan:
     """Rank each block's groups by importance and keep the same number in every block."""
     mode = resolve_head_mode(head_mode, a)
     h_new, k_new, i_new = planned_counts(a, intermediate, head_ratio, mlp_ratio, mode)
@@ -227,7 +244,9 @@ def _expand(idx: torch.Tensor, width: int) -> torch.Tensor:
     return (idx[:, None] * width + torch.arange(width)[None]).reshape(-1)
 
 
-def slice_linear(lin: nn.Linear, rows: Optional[torch.Tensor] = None, cols: Optional[torch.Tensor] = None) -> nn.Linear:
+def slice_linear(
+    lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
+) -> nn.Linear:
     """A new ``nn.Linear`` holding only the given output rows / input columns of ``lin``."""
     w = lin.weight.detach()
     b = lin.bias.detach() if lin.bias is not None else None
@@ -258,8 +277,11 @@ def apply_plan(model: nn.Module, p: PrunePlan) -> None:
         attn.v_proj = slice_linear(attn.v_proj, rows=kv_rows)
         attn.o_proj = slice_linear(attn.o_proj, cols=q_rows)
         attn.num_key_value_groups = p.n_heads // p.n_kv_heads
-        for name, value in (("num_heads", p.n_heads), ("num_attention_heads", p.n_heads),
-                            ("num_key_value_heads", p.n_kv_heads)):
+        for name, value in (
+            ("num_heads", p.n_heads),
+            ("num_attention_heads", p.n_heads),
+            ("num_key_value_heads", p.n_kv_heads),
+        ):
             if hasattr(attn, name):
                 setattr(attn, name, value)
         ch = p.channels[b]
@@ -276,6 +298,10 @@ def apply_plan(model: nn.Module, p: PrunePlan) -> None:
 
 
 def prune_summary(before: Any, p: PrunePlan, a: AttentionShape, intermediate: int) -> dict[str, Any]:
-    return {"head_mode": p.head_mode, "heads": f"{a.n_heads} -> {p.n_heads}",
-            "kv_heads": f"{a.n_kv_heads} -> {p.n_kv_heads}",
-            "intermediate_size": f"{intermediate} -> {p.intermediate_size}", "head_dim": a.head_dim}
+    return {
+        "head_mode": p.head_mode,
+        "heads": f"{a.n_heads} -> {p.n_heads}",
+        "kv_heads": f"{a.n_kv_heads} -> {p.n_kv_heads}",
+        "intermediate_size": f"{intermediate} -> {p.intermediate_size}",
+        "head_dim": a.head_dim,
+    }

@@ -57,7 +57,7 @@ def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     setattr(parent, name, kept)
     for new_i, block in enumerate(kept):
         for m in block.modules():
-            if hasattr(m, "layer_idx") and isinstance(getattr(m, "layer_idx"), int):
+            if hasattr(m, "layer_idx") and isinstance(m.layer_idx, int):
                 m.layer_idx = new_i
     cfg = student.config.get_text_config() if hasattr(student.config, "get_text_config") else student.config
     old_types = getattr(cfg, "layer_types", None)

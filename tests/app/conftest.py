@@ -11,8 +11,14 @@ import pytest
 from knowledge.schema import Method
 
 
-def make_method(id: str, phase: str = "post-training", impact: str = "static", family: str = "quantization",
-                in_paper: bool = False, **extra) -> Method:
+def make_method(
+    id: str,
+    phase: str = "post-training",
+    impact: str = "static",
+    family: str = "quantization",
+    in_paper: bool = False,
+    **extra,
+) -> Method:
     """A valid Method with only the fields a figure reads set to the caller's values."""
     data = dict(
         id=id,
@@ -20,8 +26,12 @@ def make_method(id: str, phase: str = "post-training", impact: str = "static", f
         family=family,
         phase=phase,
         impact=impact,
-        grades=dict(size_reduction="high", quality_drop="minimal", hardware_dependence="medium",
-                    backward_compatibility="none" if impact == "static" else "full"),
+        grades=dict(
+            size_reduction="high",
+            quality_drop="minimal",
+            hardware_dependence="medium",
+            backward_compatibility="none" if impact == "static" else "full",
+        ),
         changes=["weights"] if impact == "static" else ["tokens"],
         requirements=dict(calibration_data=False, gradients=False, training_compute="none"),
         hardware=[dict(target="nvidia-gpu")],
@@ -75,8 +85,11 @@ def marker_ids_in(spec: dict) -> list[str]:
 
 def text_of(at) -> str:
     """All markdown, captions, titles and headers of the page, joined: what a reader sees as prose."""
-    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning",
-                                  "error") for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 

@@ -49,7 +49,9 @@ def by_path(path, **query):
 
 
 def test_archive_that_is_not_a_model(home):
-    at = upload([("photos.zip", ck.zip_with({"holiday/readme.md": b"# hi", "holiday/data.csv": b"a,b\n1,2"}))])
+    at = upload(
+        [("photos.zip", ck.zip_with({"holiday/readme.md": b"# hi", "holiday/data.csv": b"a,b\n1,2"}))]
+    )
     refused(at, "photos.zip does not hold a model", "config.json")
 
 
@@ -73,7 +75,11 @@ def test_truncated_safetensors(home, tiny, tmp_path):
 
 
 def test_pickle_that_runs_code_is_refused(home, tmp_path):
-    refused(by_path(ck.evil_pickle_checkpoint(tmp_path / "evil")), "refused pytorch_model.bin", "weights_only=True")
+    refused(
+        by_path(ck.evil_pickle_checkpoint(tmp_path / "evil")),
+        "refused pytorch_model.bin",
+        "weights_only=True",
+    )
 
 
 def test_plain_tensor_pickle_is_accepted(home, tiny, tmp_path):
@@ -127,12 +133,17 @@ def test_good_archive_upload_is_found_and_kept(home, tiny):
 
 
 def test_non_causal_model(home, tmp_path):
-    refused(by_path(ck.config_only_checkpoint(tmp_path / "bert", ck.BERT_CONFIG)),
-            "not a causal language model", "BertModel")
+    refused(
+        by_path(ck.config_only_checkpoint(tmp_path / "bert", ck.BERT_CONFIG)),
+        "not a causal language model",
+        "BertModel",
+    )
 
 
 def test_unsupported_architecture(home, tmp_path):
-    refused(by_path(ck.config_only_checkpoint(tmp_path / "florp", ck.UNKNOWN_CONFIG)), "unsupported architecture")
+    refused(
+        by_path(ck.config_only_checkpoint(tmp_path / "florp", ck.UNKNOWN_CONFIG)), "unsupported architecture"
+    )
 
 
 def test_model_too_large_for_free_memory_is_refused_from_its_config(home, tmp_path):
@@ -147,7 +158,9 @@ def test_settings_the_compressor_rejects(home, tiny):
 def test_calibration_text_too_short(home, tiny):
     at = by_path(tiny, method="gptq")
     at.radio(key="cmp_text").set_value("Upload text files").run()
-    at.file_uploader(key="cmp_calib_file").set_value(("notes.txt", b"Too short.\n\nReally short.", "text/plain"))
+    at.file_uploader(key="cmp_calib_file").set_value(
+        ("notes.txt", b"Too short.\n\nReally short.", "text/plain")
+    )
     at.run()
     assert not at.exception
     refused(at, "evaluation text is too short")

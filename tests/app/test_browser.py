@@ -23,11 +23,19 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("SHRINKWISE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("SHRINKWISE_ARTIFACTS", ROOT / "artifacts" / "browser"))
-PHONE_AGENT = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-               "Chrome/126.0 Mobile Safari/537.36")
+PHONE_AGENT = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Mobile Safari/537.36"
+)
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -46,10 +54,26 @@ def server():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app/main.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,8 +120,10 @@ def _shot(page, name: str) -> None:
     """Screenshot of the whole page. Streamlit scrolls inside its main block, not the document, so
     Playwright's full_page sees one screen: grow the viewport to the content's height, then shrink back."""
     size = page.viewport_size
-    tall = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
-                         " return m ? m.scrollHeight : 0 }")
+    tall = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+        " return m ? m.scrollHeight : 0 }"
+    )
     page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(tall, 16000))})
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / name))
@@ -107,7 +133,9 @@ def _shot(page, name: str) -> None:
 def _plotly_points(page, nth: int = 0) -> int:
     return page.evaluate(
         "(n) => { const p = document.querySelectorAll('.js-plotly-plot')[n];"
-        " return p ? p.querySelectorAll('g.trace.scatter path.point').length : 0 }", nth)
+        " return p ? p.querySelectorAll('g.trace.scatter path.point').length : 0 }",
+        nth,
+    )
 
 
 @pytest.mark.parametrize("width,height,tag", [(1280, 800, "desktop"), (420, 900, "narrow")])
@@ -158,7 +186,9 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     page.get_by_text("The phase × impact map").wait_for(timeout=60_000)
     page.wait_for_function(
         "() => { const p = document.querySelector('.js-plotly-plot');"
-        " return p && p.querySelectorAll('g.trace.scatter path.point').length > 8 }", timeout=60_000)
+        " return p && p.querySelectorAll('g.trace.scatter path.point').length > 8 }",
+        timeout=60_000,
+    )
     _wait_idle(page)
     timings["map"] = time.perf_counter() - t0
     assert _plotly_points(page) > 8
@@ -169,7 +199,9 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     page.get_by_role("radio", name="The paper's eight").click()
     page.wait_for_function(
         "() => { const p = document.querySelector('.js-plotly-plot');"
-        " return p && p.querySelectorAll('g.trace.scatter path.point').length === 8 }", timeout=60_000)
+        " return p && p.querySelectorAll('g.trace.scatter path.point').length === 8 }",
+        timeout=60_000,
+    )
     _shot(page, f"map-paper-{tag}.png")
 
     # Clicking a marker opens that method's page (plotly selection event -> st.switch_page).
@@ -179,8 +211,16 @@ def test_questionnaire_recommendation_and_map_render(server, browser, width, hei
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_url("**/method?id=*", timeout=60_000)
     method_id = page.url.rsplit("id=", 1)[1]
-    assert method_id in {"sparse-pretraining", "spqr", "gptq", "llm-pruner", "selective-distillation",
-                         "cpu-inference", "aim", "lazyllm"}
+    assert method_id in {
+        "sparse-pretraining",
+        "spqr",
+        "gptq",
+        "llm-pruner",
+        "selective-distillation",
+        "cpu-inference",
+        "aim",
+        "lazyllm",
+    }
     page.get_by_role("heading", name="From the papers").wait_for()
     _shot(page, f"method-{tag}.png")
     page.close()

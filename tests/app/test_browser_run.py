@@ -43,10 +43,27 @@ def run_server(app_home):
     env.pop("SHRINKWISE_DATABASE_URL", None)
     with open(ARTIFACTS / "streamlit-run.log", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app/main.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -59,7 +76,9 @@ def run_server(app_home):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start; log:\n{(ARTIFACTS / 'streamlit-run.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"streamlit did not start; log:\n{(ARTIFACTS / 'streamlit-run.log').read_text()[-3000:]}"
+                )
             time.sleep(0.3)
         yield url
     finally:
@@ -217,7 +236,9 @@ def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
     took = time.perf_counter() - t0
     print(f"\ncancel in the browser: {took:.1f} s from the click to the page saying so")
     _shot(page, "compress-cancelled.png")
-    (ARTIFACTS / "cancel-timing.txt").write_text(f"cancel in the browser: {took:.1f} s from the click to the page saying so\n")
+    (ARTIFACTS / "cancel-timing.txt").write_text(
+        f"cancel in the browser: {took:.1f} s from the click to the page saying so\n"
+    )
     page.close()
 
 
@@ -242,8 +263,11 @@ def test_failed_job_and_narrow_window(run_server, browser, tmp_path):
     page.close()
 
     narrow = browser.new_page(viewport={"width": 420, "height": 900})
-    for path, name in (("compress?source=demo&method=gptq&bits=4", "compress-narrow.png"),
-                       ("run_result?run=1", "run-result-narrow.png"), ("history", "history-narrow.png")):
+    for path, name in (
+        ("compress?source=demo&method=gptq&bits=4", "compress-narrow.png"),
+        ("run_result?run=1", "run-result-narrow.png"),
+        ("history", "history-narrow.png"),
+    ):
         narrow.goto(f"{run_server}/{path}")
         narrow.wait_for_timeout(3000)
         _wait_idle(narrow, 180_000)

@@ -22,8 +22,11 @@ def test_search_matches_name_id_family_summary_and_aliases(catalog):
     at = open_page("catalogue")
     at.text_input(key="cat_query").input("GPTQ").run()
     table = _table(at)
-    expected = {m.id for m in catalog.methods.values()
-                if "gptq" in " ".join([m.name, m.id, str(m.family), m.summary, *m.aliases]).lower()}
+    expected = {
+        m.id
+        for m in catalog.methods.values()
+        if "gptq" in " ".join([m.name, m.id, str(m.family), m.summary, *m.aliases]).lower()
+    }
     assert "gptq" in expected
     assert set(table["id"]) == expected
 
@@ -36,7 +39,9 @@ def test_paper_toggle_and_cell_filters(catalog):
     at.multiselect(key="cat_phase").set_value(["inference"]).run()
     at.multiselect(key="cat_impact").set_value(["dynamic"]).run()
     table = _table(at)
-    expected = {m.id for m in catalog.methods.values() if m.phase.value == "inference" and m.impact.value == "dynamic"}
+    expected = {
+        m.id for m in catalog.methods.values() if m.phase.value == "inference" and m.impact.value == "dynamic"
+    }
     assert set(table["id"]) == expected
 
 

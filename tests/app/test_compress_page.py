@@ -52,8 +52,10 @@ def test_shows_what_the_model_is_before_anything_runs(home, tiny):
 
 
 def test_url_preselects_method_and_settings(home, tiny):
-    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "sparsegpt",
-                                "sparsity": "0.3", "blocksize": "64"})
+    at = open_page(
+        "compress",
+        {"source": "path", "path": str(tiny), "method": "sparsegpt", "sparsity": "0.3", "blocksize": "64"},
+    )
     assert at.selectbox(key="cmp_method").value == "sparsegpt"
     assert at.number_input(key="cmp_sparsegpt_blocksize").value == 64
     sparsity = [w for w in at.get("number_input") if w.key == "cmp_sparsegpt_sparsity"]
@@ -66,7 +68,9 @@ def test_form_fields_come_from_the_config(home, tiny):
 
     at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq"})
     names = {f["name"] for f in get_compressor("gptq").config_cls.describe()}
-    keys = {w.key for kind in ("selectbox", "checkbox", "number_input", "text_input") for w in getattr(at, kind)}
+    keys = {
+        w.key for kind in ("selectbox", "checkbox", "number_input", "text_input") for w in getattr(at, kind)
+    }
     assert {f"cmp_gptq_{n}" for n in names} <= keys
     assert at.selectbox(key="cmp_gptq_bits").options == ["2", "3", "4", "8"]
 
@@ -75,7 +79,9 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq", "bits": "4"})
     run_button(at).click().run()
     assert not at.exception
-    job = int(at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"])
+    job = int(
+        at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
+    )
     run = runs_db.get_run(job)
     assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
     assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
@@ -102,8 +108,13 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
 
 
 def test_a_finished_job_links_to_its_result(home, tiny):
-    (job,) = [int(runs_db.create_run(model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq",
-                                     config={"bits": 4}).id)]
+    (job,) = [
+        int(
+            runs_db.create_run(
+                model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq", config={"bits": 4}
+            ).id
+        )
+    ]
     w = Worker(executor=f"{FAKE}:quick", max_jobs=1, use_lock=False)
     try:
         wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w)
@@ -118,8 +129,19 @@ def test_a_finished_job_links_to_its_result(home, tiny):
 @pytest.mark.slow
 def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     """Press Run, the worker runs the real compress_and_measure, the result page shows measured figures."""
-    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq", "bits": "4",
-                                "group_size": "32", "calib_samples": "8", "eval_windows": "2", "seq_len": "128"})
+    at = open_page(
+        "compress",
+        {
+            "source": "path",
+            "path": str(tiny),
+            "method": "gptq",
+            "bits": "4",
+            "group_size": "32",
+            "calib_samples": "8",
+            "eval_windows": "2",
+            "seq_len": "128",
+        },
+    )
     run_button(at).click().run()
     job = int(runs_db.list_runs()[0].id)
     w = Worker(max_jobs=1, use_lock=False)
@@ -131,11 +153,16 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     run = runs_db.get_run(job)
     assert run.status == "succeeded", (run.error, run.log_tail)
     print(f"tiny GPTQ job: {time.monotonic() - t0:.1f} s")
-    assert 4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["bits_per_weight_model"] == 32
+    assert (
+        4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["bits_per_weight_model"] == 32
+    )
     assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
     res = open_page("run_result", {"run": str(job)})
     table = res.dataframe[0].value
     assert "Perplexity (held-out)" in list(table["figure"])
-    assert {b.proto.label for b in res.get("download_button")} >= {"Compressed checkpoint (.zip)", "Report (JSON)"}
+    assert {b.proto.label for b in res.get("download_button")} >= {
+        "Compressed checkpoint (.zip)",
+        "Report (JSON)",
+    }
     ev = runs_db.measured_evidence(method="gptq", model="tiny-llama (113,256)")
     assert any(e.metric.value == "perplexity" for e in ev)

@@ -15,15 +15,20 @@ from engine.recommend import recommend
 
 @pytest.fixture(scope="module")
 def rec(catalog):
-    return recommend(Constraints(phases=("post-training", "inference"), memory_gb=6, model_params=7e9),
-                     catalog.methods, catalog.evidence)
+    return recommend(
+        Constraints(phases=("post-training", "inference"), memory_gb=6, model_params=7e9),
+        catalog.methods,
+        catalog.evidence,
+    )
 
 
 def test_pipeline_figure_puts_each_step_in_its_phase_column():
-    steps = (Step("llm-pruner", "LLM-Pruner", "fine-tuning", "pruning", "static"),
-             Step("gptq", "GPTQ", "post-training", "quantization", "static"),
-             Step("lazyllm", "LazyLLM", "inference", "token-pruning", "dynamic"),
-             Step("h2o", "H2O", "inference", "kv-cache", "dynamic"))
+    steps = (
+        Step("llm-pruner", "LLM-Pruner", "fine-tuning", "pruning", "static"),
+        Step("gptq", "GPTQ", "post-training", "quantization", "static"),
+        Step("lazyllm", "LazyLLM", "inference", "token-pruning", "dynamic"),
+        Step("h2o", "H2O", "inference", "kv-cache", "dynamic"),
+    )
     fig = pipeline_figure([PipelineView("#1", steps), PipelineView("#2", steps[1:2])])
     traces = [t for t in fig.data if t.meta == STEP_TRACE]
     assert [list(t.customdata) for t in traces] == [[s.method_id for s in steps], ["gptq"]]
@@ -35,18 +40,26 @@ def test_pipeline_figure_puts_each_step_in_its_phase_column():
 
 
 def test_tradeoff_figures_draw_every_candidate_once():
-    cands = [Candidate("a", "A", "quantization", "static", 5.0, 3.5, 1.0, 0.25, 1),
-             Candidate("b", "B", "quantization", "static", 4.0, 3.5, 1.0, 0.25, 2),
-             Candidate("c", "C", "token-pruning", "dynamic", 3.0, 14.0, 2.5, 1.0, 3)]
+    cands = [
+        Candidate("a", "A", "quantization", "static", 5.0, 3.5, 1.0, 0.25, 1),
+        Candidate("b", "B", "quantization", "static", 4.0, 3.5, 1.0, 0.25, 2),
+        Candidate("c", "C", "token-pruning", "dynamic", 3.0, 14.0, 2.5, 1.0, 3),
+    ]
     fig = memory_quality_figure(cands, memory_budget=6, max_drop=2, original_gb=14)
     points = [t for t in fig.data if t.meta == POINT_TRACE]
     drawn = [mid for t in points for group in t.customdata for mid in group]
     assert sorted(drawn) == ["a", "b", "c"]
     static = next(t for t in points if t.name == "static")
-    assert list(static.text) == ["1-2"], "candidates at the same spot share one marker labelled with both ranks"
+    assert list(static.text) == ["1-2"], (
+        "candidates at the same spot share one marker labelled with both ranks"
+    )
     assert {s.x0 for s in fig.layout.shapes if s.x0 == s.x1} >= {6, 14}
     fig2 = adaptivity_figure(cands)
-    assert sorted(mid for t in fig2.data if t.meta == POINT_TRACE for g in t.customdata for mid in g) == ["a", "b", "c"]
+    assert sorted(mid for t in fig2.data if t.meta == POINT_TRACE for g in t.customdata for mid in g) == [
+        "a",
+        "b",
+        "c",
+    ]
 
 
 def test_markdown_report_lists_ranked_excluded_and_pipelines(rec, catalog):

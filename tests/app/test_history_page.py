@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from app.figures.history import FRONT_TRACE, RUN_TRACE, pareto_front, points_from_runs, size_quality_figure
@@ -12,14 +10,31 @@ from tests.app.conftest import figures, open_page, text_of
 
 
 def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, **config) -> int:
-    run = runs_db.create_run(model_ref="demo", model_name=model, method=method, compressor=method, config=config)
+    run = runs_db.create_run(
+        model_ref="demo", model_name=model, method=method, compressor=method, config=config
+    )
     runs_db.claim_next_run("host:1:t")
-    before = {"perplexity": 20.0, "size_bytes": 540e6, "bits_per_weight": None, "model_bits_per_weight": 32.0,
-              "params": 134.5e6, "sparsity": 0.0, "decode_tokens_per_s": 30.0, "prefill_tokens_per_s": 900.0,
-              "peak_memory_bytes": 900e6, "generation": "Python is a programming language that is easy",
-              "generation_prompt": "Python is a programming language that"}
-    after = dict(before, perplexity=ppl, size_bytes=size_mb * 1e6, bits_per_weight=4.5, model_bits_per_weight=7.0,
-                 generation="Python is a programming language that is used")
+    before = {
+        "perplexity": 20.0,
+        "size_bytes": 540e6,
+        "bits_per_weight": None,
+        "model_bits_per_weight": 32.0,
+        "params": 134.5e6,
+        "sparsity": 0.0,
+        "decode_tokens_per_s": 30.0,
+        "prefill_tokens_per_s": 900.0,
+        "peak_memory_bytes": 900e6,
+        "generation": "Python is a programming language that is easy",
+        "generation_prompt": "Python is a programming language that",
+    }
+    after = dict(
+        before,
+        perplexity=ppl,
+        size_bytes=size_mb * 1e6,
+        bits_per_weight=4.5,
+        model_bits_per_weight=7.0,
+        generation="Python is a programming language that is used",
+    )
     artifacts = {}
     if tmp is not None:
         ckpt = tmp / f"run{run.id}" / "model"
@@ -27,11 +42,23 @@ def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, 
         (ckpt / "shrinkwise.json").write_text("{}")
         report = tmp / f"run{run.id}" / "report.md"
         report.write_text("# report")
-        artifacts = {"checkpoint_dir": str(ckpt), "report_md": str(report),
-                     "export_note": "SpQR's outliers cannot be expressed in compressed-tensors"}
-    runs_db.finish_run(int(run.id), before_metrics=before, after_metrics=after, artifacts=artifacts,
-                       samples={"prompt": before["generation_prompt"], "before": before["generation"],
-                                "after": after["generation"]}, timings={"compress": 61.0, "total": 140.0})
+        artifacts = {
+            "checkpoint_dir": str(ckpt),
+            "report_md": str(report),
+            "export_note": "SpQR's outliers cannot be expressed in compressed-tensors",
+        }
+    runs_db.finish_run(
+        int(run.id),
+        before_metrics=before,
+        after_metrics=after,
+        artifacts=artifacts,
+        samples={
+            "prompt": before["generation_prompt"],
+            "before": before["generation"],
+            "after": after["generation"],
+        },
+        timings={"compress": 61.0, "total": 140.0},
+    )
     return int(run.id)
 
 
@@ -43,8 +70,11 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 def test_figure_marks_the_front_and_every_run(home):
-    ids = [finished_run("m", "gptq", 80, 21.0, bits=4), finished_run("m", "rtn", 80, 23.0, bits=4),
-           finished_run("m", "gptq", 60, 26.0, bits=3)]
+    ids = [
+        finished_run("m", "gptq", 80, 21.0, bits=4),
+        finished_run("m", "rtn", 80, 23.0, bits=4),
+        finished_run("m", "gptq", 60, 26.0, bits=3),
+    ]
     points, original = points_from_runs(runs_db.list_runs())
     assert original == pytest.approx(540.0)
     fig = size_quality_figure(points, original)
@@ -91,7 +121,10 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
     size = table[table["figure"] == "Size on disk"].iloc[0]
     assert (size["before"], size["after"]) == ("540.0 MB", "80.0 MB")
     texts = [t.value for t in at.text]
-    assert "Python is a programming language that is easy" in texts and "Python is a programming language that is used" in texts
+    assert (
+        "Python is a programming language that is easy" in texts
+        and "Python is a programming language that is used" in texts
+    )
     settings = at.dataframe[1].value
     assert dict(zip(settings["setting"], settings["value"])) == {"bits": "4", "group_size": "128"}
     labels = {b.proto.label for b in at.get("download_button")}

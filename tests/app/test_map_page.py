@@ -22,8 +22,16 @@ def test_paper_only_filter_shows_exactly_the_eight(catalog):
     at.segmented_control(key="map_scope").set_value("The paper's eight").run()
     ids = _map_ids(at)
     assert len(ids) == 8
-    assert set(ids) == {"sparse-pretraining", "spqr", "gptq", "llm-pruner", "selective-distillation",
-                        "cpu-inference", "aim", "lazyllm"}
+    assert set(ids) == {
+        "sparse-pretraining",
+        "spqr",
+        "gptq",
+        "llm-pruner",
+        "selective-distillation",
+        "cpu-inference",
+        "aim",
+        "lazyllm",
+    }
 
 
 def test_family_and_hardware_filters_keep_only_matching_methods(catalog):
@@ -34,7 +42,9 @@ def test_family_and_hardware_filters_keep_only_matching_methods(catalog):
     assert set(ids) == expected and len(ids) == len(expected)
     at.multiselect(key="map_hardware").set_value(["cpu"]).run()
     ids = _map_ids(at)
-    assert set(ids) == {m for m in expected if any(str(h.target) == "cpu" for h in catalog.methods[m].hardware)}
+    assert set(ids) == {
+        m for m in expected if any(str(h.target) == "cpu" for h in catalog.methods[m].hardware)
+    }
 
 
 def test_paper_gaps_are_marked_and_name_their_fillers(catalog):
@@ -45,7 +55,9 @@ def test_paper_gaps_are_marked_and_name_their_fillers(catalog):
     prose = text_of(at)
     # The paper's gap (claim 7): no dynamic method at pre-training; the knowledge base fills it.
     assert "Pre-training · dynamic" in prose
-    filler = next(m for m in catalog.methods.values() if m.phase.value == "pre-training" and m.impact.value == "dynamic")
+    filler = next(
+        m for m in catalog.methods.values() if m.phase.value == "pre-training" and m.impact.value == "dynamic"
+    )
     assert filler.name in prose
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.app.conftest import open_page, text_of
 
 
@@ -55,11 +53,19 @@ def test_without_an_id_the_page_asks_for_a_method():
 def test_a_run_measured_here_shows_in_its_own_section_with_model_value_and_run_link(home):
     from knowledge import runs as runs_db
 
-    run = runs_db.create_run(model_ref="demo", model_name="TinyTestLM-1M", method="gptq", compressor="gptq",
-                             config={"bits": 4, "group_size": 128})
+    run = runs_db.create_run(
+        model_ref="demo",
+        model_name="TinyTestLM-1M",
+        method="gptq",
+        compressor="gptq",
+        config={"bits": 4, "group_size": 128},
+    )
     runs_db.claim_next_run("host:1:t")
-    runs_db.finish_run(int(run.id), before_metrics={"perplexity": 10.05, "size_bytes": 540e6},
-                       after_metrics={"perplexity": 11.93, "size_bytes": 160e6})
+    runs_db.finish_run(
+        int(run.id),
+        before_metrics={"perplexity": 10.05, "size_bytes": 540e6},
+        after_metrics={"perplexity": 11.93, "size_bytes": 160e6},
+    )
     at = open_page("method", {"id": "gptq"})
     table = _measured_table(at)
     assert table is not None, "no 'Measured here' table"

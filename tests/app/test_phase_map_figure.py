@@ -34,15 +34,15 @@ def test_markers_stay_inside_their_cell_and_apart(n, phase, impact, orientation)
 
 
 def test_static_is_drawn_above_dynamic():
-    (xs, ys), = cell_positions(1, "inference", "static")
-    (xd, yd), = cell_positions(1, "inference", "dynamic")
+    ((xs, ys),) = cell_positions(1, "inference", "static")
+    ((xd, yd),) = cell_positions(1, "inference", "dynamic")
     assert ys > 1 > yd
     assert xs == xd
 
 
 def test_tall_layout_runs_phases_top_to_bottom_static_left():
-    (xp, yp), = cell_positions(1, "pre-training", "static", orientation="tall")
-    (xi, yi), = cell_positions(1, "inference", "dynamic", orientation="tall")
+    ((xp, yp),) = cell_positions(1, "pre-training", "static", orientation="tall")
+    ((xi, yi),) = cell_positions(1, "inference", "dynamic", orientation="tall")
     assert yp > 3 > 1 > yi
     assert xp < 1 < xi
 
@@ -56,7 +56,11 @@ def test_figure_holds_one_marker_per_method_coloured_by_family(orientation):
     fig = phase_impact_map(methods, orientation=orientation)
     ids = marker_ids(fig)
     assert sorted(ids) == sorted(m.id for m in methods)
-    assert {t.name for t in fig.data if t.meta == "methods"} == {"quantization", "token-pruning", "dynamic-network"}
+    assert {t.name for t in fig.data if t.meta == "methods"} == {
+        "quantization",
+        "token-pruning",
+        "dynamic-network",
+    }
     xy = [(x, y) for t in fig.data if t.meta == "methods" for x, y in zip(t.x, t.y)]
     assert len(set(xy)) == len(methods), "two markers share a position"
 
@@ -74,8 +78,13 @@ def test_paper_methods_are_diamonds_and_excluded_are_faded():
 
 def test_gap_cells_are_marked_with_their_fillers():
     methods = [make_method("moe", phase="pre-training", impact="dynamic", family="dynamic-network")]
-    fig = phase_impact_map(methods, gaps=[GapCell("pre-training", "dynamic", ("Mixture of experts",)),
-                                          GapCell("post-training", "dynamic", ())])
+    fig = phase_impact_map(
+        methods,
+        gaps=[
+            GapCell("pre-training", "dynamic", ("Mixture of experts",)),
+            GapCell("post-training", "dynamic", ()),
+        ],
+    )
     notes = [a for a in fig.layout.annotations if "gap" in a.text]
     assert len(notes) == 2
     assert any("Mixture of experts" in a.hovertext for a in notes)
@@ -103,17 +112,38 @@ def test_short_labels_prefer_the_familiar_short_form():
     assert all(len(short_label(n)) <= 13 for n in ["Selective-intervention knowledge distillation", "x" * 40])
 
 
-def _row(method: str, value: float, baseline: float, *, measured: bool, run: int | None = None,
-         metric: str = "perplexity", setting: str = "gptq (bits=4, group_size=128)"):
+def _row(
+    method: str,
+    value: float,
+    baseline: float,
+    *,
+    measured: bool,
+    run: int | None = None,
+    metric: str = "perplexity",
+    setting: str = "gptq (bits=4, group_size=128)",
+):
     from knowledge.schema import Evidence
 
-    paper = f"Shrinkwise run #{run}" if run is not None else ("Shrinkwise measurement" if measured else "Paper 2024")
-    return Evidence.model_validate({
-        "method": method, "model": "SmolLM2-135M-Instruct" if measured else "LLaMA-7B", "setting": setting,
-        "metric": metric, "value": value, "baseline": baseline,
-        "source": {"paper": paper, "locator": "measured here" if measured else "Table 1",
-                   "tag": "measured" if measured else "primary"},
-    })
+    paper = (
+        f"Shrinkwise run #{run}"
+        if run is not None
+        else ("Shrinkwise measurement" if measured else "Paper 2024")
+    )
+    return Evidence.model_validate(
+        {
+            "method": method,
+            "model": "SmolLM2-135M-Instruct" if measured else "LLaMA-7B",
+            "setting": setting,
+            "metric": metric,
+            "value": value,
+            "baseline": baseline,
+            "source": {
+                "paper": paper,
+                "locator": "measured here" if measured else "Table 1",
+                "tag": "measured" if measured else "primary",
+            },
+        }
+    )
 
 
 def _hovers(fig) -> dict[str, str]:
@@ -124,21 +154,30 @@ def test_hover_of_a_measured_method_shows_the_measured_figure_and_its_model():
     methods = [make_method("gptq"), make_method("awq")]
     rows = [
         _row("gptq", 11.93, 10.05, measured=True, run=12),  # +18.7%
-        _row("gptq", 1e9, 2e9, measured=True, run=12, metric="size-mb", setting="gptq (bits=4); size on disk"),
+        _row(
+            "gptq", 1e9, 2e9, measured=True, run=12, metric="size-mb", setting="gptq (bits=4); size on disk"
+        ),
         _row("gptq", 5.90, 5.68, measured=False),  # a paper's row: not a measured line
         _row("awq", 6.0, 5.68, measured=False),
     ]
     fig = phase_impact_map(methods, evidence=rows)
     hovers = _hovers(fig)
-    assert "Measured here</b>: perplexity +18.7% (SmolLM2-135M-Instruct, gptq (bits=4, group_size=128), run #12)" \
+    assert (
+        "Measured here</b>: perplexity +18.7% (SmolLM2-135M-Instruct, gptq (bits=4, group_size=128), run #12)"
         in hovers["gptq"].replace("<br>", " ")
+    )
     assert "2 measured rows" in hovers["gptq"]
     assert "Measured here" not in hovers["awq"]
     rings = [t for t in fig.data if t.name == "measured here"]
     assert len(rings) == 1 and len(rings[0].x) == 1 and rings[0].showlegend is not False
     # the ring sits on the gptq marker and is not counted as a method marker
-    gptq_xy = next((x, y) for t in fig.data if t.meta == "methods"
-                   for x, y, cd in zip(t.x, t.y, t.customdata) if cd[0] == "gptq")
+    gptq_xy = next(
+        (x, y)
+        for t in fig.data
+        if t.meta == "methods"
+        for x, y, cd in zip(t.x, t.y, t.customdata)
+        if cd[0] == "gptq"
+    )
     assert (rings[0].x[0], rings[0].y[0]) == gptq_xy
     assert sorted(marker_ids(fig)) == ["awq", "gptq"]
 
@@ -146,8 +185,11 @@ def test_hover_of_a_measured_method_shows_the_measured_figure_and_its_model():
 def test_hover_shows_the_most_recent_run():
     from app.figures.phase_map import measured_line
 
-    rows = [_row("gptq", 11.0, 10.0, measured=True, run=3), _row("gptq", 13.0, 10.0, measured=True, run=9),
-            _row("gptq", 10.5, 10.0, measured=True)]  # a bundled row without a run: oldest
+    rows = [
+        _row("gptq", 11.0, 10.0, measured=True, run=3),
+        _row("gptq", 13.0, 10.0, measured=True, run=9),
+        _row("gptq", 10.5, 10.0, measured=True),
+    ]  # a bundled row without a run: oldest
     line = measured_line(rows)
     assert "+30.0%" in line and "run #9" in line and "3 measured rows" in line
 

@@ -49,8 +49,11 @@ def test_paper_scenario_frozen_model_on_cpu_ranks_the_papers_cpu_inference_first
     _submit(at)
     cards = _cards(at)
     assert cards[0] == f"1. {catalog.methods['cpu-inference'].name}"
-    expected = recommend(Constraints(phases=("inference",), keep_original=True, hardware="cpu"),
-                         catalog.methods, catalog.evidence)
+    expected = recommend(
+        Constraints(phases=("inference",), keep_original=True, hardware="cpu"),
+        catalog.methods,
+        catalog.evidence,
+    )
     assert cards == [f"{i}. {r.method.name}" for i, r in enumerate(expected.ranked[: len(cards)], 1)]
     assert all(r.method.impact.value == "dynamic" for r in expected.ranked)
     assert at.query_params["keep_original"] == "true" and at.query_params["phases"] == "inference"
@@ -73,9 +76,16 @@ def test_fine_tuning_resources_and_predictability_put_a_static_method_first(cata
 
 def test_shared_url_restores_the_form_and_shows_the_result():
     query = {
-        "phases": "post-training,inference", "keep_original": "false", "priority": "adaptivity",
-        "hardware": "apple-silicon", "model_params": "13000000000", "memory_gb": "8", "max_quality_drop": "3",
-        "calibration_data": "false", "training_budget": "low", "workload": "long-context",
+        "phases": "post-training,inference",
+        "keep_original": "false",
+        "priority": "adaptivity",
+        "hardware": "apple-silicon",
+        "model_params": "13000000000",
+        "memory_gb": "8",
+        "max_quality_drop": "3",
+        "calibration_data": "false",
+        "training_budget": "low",
+        "workload": "long-context",
         "serving_engine": "llama.cpp",
     }
     at = open_page(query=query)

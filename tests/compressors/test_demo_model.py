@@ -13,7 +13,12 @@ def test_demo_model_loads_and_perplexity_is_near_the_recorded_value():
     from compressors.text import default_split, eval_windows
 
     info = inspect_checkpoint("demo")
-    assert (info.architecture, info.n_layers, info.hidden_size, info.n_params) == ("LlamaForCausalLM", 30, 576, 134515008)
+    assert (info.architecture, info.n_layers, info.hidden_size, info.n_params) == (
+        "LlamaForCausalLM",
+        30,
+        576,
+        134515008,
+    )
     model, tok = load_model("demo")
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     ppl = perplexity(model, eval_windows(tok, default_split().evaluation, 4, 512))

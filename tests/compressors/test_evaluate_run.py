@@ -58,8 +58,14 @@ def test_evaluate_needs_enough_text():
 
 def test_compress_and_measure_end_to_end(tiny_folder, tmp_path):
     seen = []
-    r = compress_and_measure(tiny_folder, "rtn", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "run",
-                             progress=lambda s, f, m: seen.append((s, f)), **RUN_FAST)
+    r = compress_and_measure(
+        tiny_folder,
+        "rtn",
+        {"bits": 4, "group_size": 32},
+        out_dir=tmp_path / "run",
+        progress=lambda s, f, m: seen.append((s, f)),
+        **RUN_FAST,
+    )
     fracs = [f for _, f in seen]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0
     stages = {s for s, _ in seen}
@@ -87,31 +93,56 @@ def test_cancel_stops_the_run(tiny_folder, tmp_path):
             cancel.set()
 
     with pytest.raises(Cancelled):
-        compress_and_measure(tiny_folder, "rtn", {}, out_dir=tmp_path / "r", progress=progress,
-                             cancel_event=cancel, **RUN_FAST)
+        compress_and_measure(
+            tiny_folder, "rtn", {}, out_dir=tmp_path / "r", progress=progress, cancel_event=cancel, **RUN_FAST
+        )
     assert not (tmp_path / "r" / "model").exists()
 
 
 def test_cli_compress_methods_and_errors(tiny_folder, tmp_path):
-    from app.cli.main import app, _register
+    from app.cli.main import _register, app
 
     _register()
     runner = CliRunner()
     res = runner.invoke(app, ["methods", "--json"])
     assert res.exit_code == 0 and "cpu-inference" in res.output
-    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "rtn", "--bits", "3", "--group-size", "32",
-                              "--out", str(tmp_path / "o"), "--eval-windows", "2", "--eval-seq-len", "32",
-                              "--no-export", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "compress",
+            str(tiny_folder),
+            "--method",
+            "rtn",
+            "--bits",
+            "3",
+            "--group-size",
+            "32",
+            "--out",
+            str(tmp_path / "o"),
+            "--eval-windows",
+            "2",
+            "--eval-seq-len",
+            "32",
+            "--no-export",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.stdout[res.stdout.index("{"):])
+    data = json.loads(res.stdout[res.stdout.index("{") :])
     assert data["config"]["bits"] == 3 and data["after"]["bits_per_weight_compressed"] < 4.5
     res = runner.invoke(app, ["generate", str(tmp_path / "o" / "model"), "--prompt", "def", "-n", "3"])
     assert res.exit_code == 0 and res.stdout.startswith("def")
-    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "rtn", "--bits", "7", "--out", str(tmp_path / "p")])
+    res = runner.invoke(
+        app, ["compress", str(tiny_folder), "--method", "rtn", "--bits", "7", "--out", str(tmp_path / "p")]
+    )
     assert res.exit_code == 2 and "bits" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["compress", str(tmp_path / "missing"), "--method", "rtn", "--out", str(tmp_path / "p")])
+    res = runner.invoke(
+        app, ["compress", str(tmp_path / "missing"), "--method", "rtn", "--out", str(tmp_path / "p")]
+    )
     assert res.exit_code == 2 and "not found" in res.output
-    res = runner.invoke(app, ["compress", str(tiny_folder), "--method", "nosuch", "--out", str(tmp_path / "p")])
+    res = runner.invoke(
+        app, ["compress", str(tiny_folder), "--method", "nosuch", "--out", str(tmp_path / "p")]
+    )
     assert res.exit_code == 2 and "known" in res.output
 
 
@@ -135,7 +166,9 @@ def test_cpu_inference_int8_saves_packed_and_matches_float(tmp_path):
     with torch.no_grad():
         assert torch.allclose(load_packed(tmp_path)(tokens).logits, out, atol=1e-5)
     m = next(iter(packed_modules(model).values()))
-    assert m.stored_bits() == m.n_weights * 8 + m.out_features * 32 + m.out_features * 32  # int8 + fp32 scale + bias
+    assert (
+        m.stored_bits() == m.n_weights * 8 + m.out_features * 32 + m.out_features * 32
+    )  # int8 + fp32 scale + bias
 
 
 def test_int8_lm_head_of_a_tied_model_saves_and_loads(tmp_path):
@@ -160,9 +193,11 @@ def test_cli_evaluate_json(tiny_folder):
     from app.cli.main import _register, app
 
     _register()
-    res = CliRunner().invoke(app, ["evaluate", str(tiny_folder), "--eval-windows", "2", "--eval-seq-len", "32", "--json"])
+    res = CliRunner().invoke(
+        app, ["evaluate", str(tiny_folder), "--eval-windows", "2", "--eval-seq-len", "32", "--json"]
+    )
     assert res.exit_code == 0, res.output
-    data = json.loads(res.stdout[res.stdout.index("{"):])
+    data = json.loads(res.stdout[res.stdout.index("{") :])
     assert data["model"]["architecture"] == "LlamaForCausalLM" and data["result"]["eval_tokens"] == 64
     res = CliRunner().invoke(app, ["evaluate", str(tiny_folder / "config.json") + ".missing"])
     assert res.exit_code == 2

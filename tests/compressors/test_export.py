@@ -15,18 +15,22 @@ def _decompress_all(folder, model):
     from compressed_tensors.compressors.base import BaseCompressor
     from compressed_tensors.quantization import QuantizationConfig
 
-    qc = QuantizationConfig.model_validate(json.loads((folder / "config.json").read_text())["quantization_config"])
+    qc = QuantizationConfig.model_validate(
+        json.loads((folder / "config.json").read_text())["quantization_config"]
+    )
     scheme = qc.config_groups["group_0"]
     comp = BaseCompressor.get_value_from_registry(qc.format)
     tensors = load_file(str(folder / "model.safetensors"))
     out = {}
     for path in packed_modules(model):
-        local = {k[len(path) + 1:]: v for k, v in tensors.items() if k.startswith(path + ".")}
+        local = {k[len(path) + 1 :]: v for k, v in tensors.items() if k.startswith(path + ".")}
         out[path] = comp.decompress(local, scheme)["weight"]
     return qc, out
 
 
-@pytest.mark.parametrize("bits,group_size,sym", [(4, 32, False), (3, 32, False), (4, 16, True), (8, -1, False), (2, 32, True)])
+@pytest.mark.parametrize(
+    "bits,group_size,sym", [(4, 32, False), (3, 32, False), (4, 16, True), (8, -1, False), (2, 32, True)]
+)
 def test_pack_quantized_export_decompresses_to_our_weights(bits, group_size, sym, tmp_path):
     model = rtn_quantize_model(tiny_model("mistral"), bits=bits, group_size=group_size, symmetric=sym)
     folder = export_compressed_tensors(model, None, tmp_path)

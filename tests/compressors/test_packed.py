@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from compressors.packed import (QuantizedLinear, SparseLinear, get_packed_type, pack_bits, packed_words,
-                                unpack_bits)
+from compressors.packed import (
+    QuantizedLinear,
+    SparseLinear,
+    get_packed_type,
+    pack_bits,
+    packed_words,
+    unpack_bits,
+)
 from tests.compressors.tiny import rtn_codes
 
 
@@ -12,7 +18,7 @@ from tests.compressors.tiny import rtn_codes
 @pytest.mark.parametrize("shape", [(1,), (31,), (32,), (33,), (7, 45), (64, 72)])
 def test_pack_unpack_round_trip(bits, shape):
     g = torch.Generator().manual_seed(bits * 100 + len(shape))
-    q = torch.randint(0, 2 ** bits, shape, generator=g)
+    q = torch.randint(0, 2**bits, shape, generator=g)
     packed = pack_bits(q, bits)
     assert packed.dtype == torch.int32
     assert packed.numel() == packed_words(q.numel(), bits)
@@ -56,7 +62,10 @@ def test_quantized_linear_dequantizes_to_the_rtn_formula_with_a_short_last_group
     assert torch.allclose(layer(x), x @ expected.t(), atol=1e-5)
     # bits: packed codes + fp16 scales + packed integer zeros
     n_groups = s.shape[1]
-    assert layer.stored_bits() == packed_words(24 * 72, bits) * 32 + 24 * n_groups * 16 + packed_words(24 * n_groups, bits) * 32
+    assert (
+        layer.stored_bits()
+        == packed_words(24 * 72, bits) * 32 + 24 * n_groups * 16 + packed_words(24 * n_groups, bits) * 32
+    )
 
 
 def test_symmetric_zero_is_stored_once_not_per_group():

@@ -11,8 +11,16 @@ import torch
 
 from compressors.evaluate import storage_bits
 from compressors.packed import QuantizedLinear, SparseLinear, packed_modules
-from compressors.storage import (CheckpointError, UnsafeArchive, find_model_root, load_packed, make_archive,
-                                 read_manifest, safe_extract, save_packed)
+from compressors.storage import (
+    CheckpointError,
+    UnsafeArchive,
+    find_model_root,
+    load_packed,
+    make_archive,
+    read_manifest,
+    safe_extract,
+    save_packed,
+)
 from tests.compressors.tiny import ARCHS, rtn_quantize_model, tiny_model, tiny_tokenizer
 
 TOKENS = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -96,6 +104,7 @@ def test_archive_round_trip_loads_back(fmt, tmp_path):
 
 # ---- hostile archives: each is refused and writes nothing outside the target ------------------------
 
+
 def _zip(path, entries):
     with zipfile.ZipFile(path, "w") as z:
         for name, data, mode in entries:
@@ -133,13 +142,16 @@ def test_zip_symlink_is_refused(tmp_path):
         safe_extract(arc, tmp_path / "out")
 
 
-@pytest.mark.parametrize("member", [
-    _info("link", tarfile.SYMTYPE, linkname="/etc/passwd"),
-    _info("hard", tarfile.LNKTYPE, linkname="/etc/passwd"),
-    _info("dev", tarfile.CHRTYPE),
-    _info("fifo", tarfile.FIFOTYPE),
-    _info("../up.txt", size=1),
-])
+@pytest.mark.parametrize(
+    "member",
+    [
+        _info("link", tarfile.SYMTYPE, linkname="/etc/passwd"),
+        _info("hard", tarfile.LNKTYPE, linkname="/etc/passwd"),
+        _info("dev", tarfile.CHRTYPE),
+        _info("fifo", tarfile.FIFOTYPE),
+        _info("../up.txt", size=1),
+    ],
+)
 def test_tar_links_devices_and_traversal_are_refused(member, tmp_path):
     arc = _tar(tmp_path / "a.tar.gz", [(member, b"x" if member.size else None)])
     with pytest.raises(UnsafeArchive, match="refused"):

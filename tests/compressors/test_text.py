@@ -3,8 +3,15 @@
 import pytest
 import torch
 
-from compressors.text import (TextTooShort, calibration_windows, default_documents, default_split, eval_windows,
-                              resolve_texts, split_documents)
+from compressors.text import (
+    TextTooShort,
+    calibration_windows,
+    default_documents,
+    default_split,
+    eval_windows,
+    resolve_texts,
+    split_documents,
+)
 from tests.compressors.tiny import tiny_tokenizer
 
 

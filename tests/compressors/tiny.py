@@ -12,21 +12,67 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 VOCAB = 320
 
 ARCH_CONFIGS = {
-    "llama": dict(model_type="llama", hidden_size=72, intermediate_size=136, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=18, tie_word_embeddings=True),
-    "mistral": dict(model_type="mistral", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2),
-    "qwen2": dict(model_type="qwen2", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2),
-    "gemma": dict(model_type="gemma", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=1, head_dim=16),
-    "phi": dict(model_type="phi", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                num_attention_heads=4, partial_rotary_factor=0.5),
-    "opt": dict(model_type="opt", hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
-                word_embed_proj_dim=64, max_position_embeddings=512),
+    "llama": dict(
+        model_type="llama",
+        hidden_size=72,
+        intermediate_size=136,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=18,
+        tie_word_embeddings=True,
+    ),
+    "mistral": dict(
+        model_type="mistral",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "qwen2": dict(
+        model_type="qwen2",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "gemma": dict(
+        model_type="gemma",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+    ),
+    "phi": dict(
+        model_type="phi",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        partial_rotary_factor=0.5,
+    ),
+    "opt": dict(
+        model_type="opt",
+        hidden_size=64,
+        ffn_dim=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        word_embed_proj_dim=64,
+        max_position_embeddings=512,
+    ),
     "gpt2": dict(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=512),
-    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                     num_attention_heads=4, rotary_pct=0.5),
+    "gpt_neox": dict(
+        model_type="gpt_neox",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        rotary_pct=0.5,
+    ),
 }
 
 ARCHS = sorted(ARCH_CONFIGS)
@@ -58,17 +104,26 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     global _TOKENIZER
     if _TOKENIZER is None:
         from pydoc_data.topics import topics
+
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=VOCAB,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         text = [topics[k] for k in sorted(topics)[:40]]
         tok.train_from_iterator(text, trainer)
-        _TOKENIZER = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                             bos_token="<|endoftext|>", pad_token="<|endoftext|>")
+        _TOKENIZER = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            eos_token="<|endoftext|>",
+            bos_token="<|endoftext|>",
+            pad_token="<|endoftext|>",
+        )
     return _TOKENIZER
 
 
@@ -77,7 +132,7 @@ def rtn_codes(w: torch.Tensor, bits: int, group_size: int, symmetric: bool = Fal
     out_f, in_f = w.shape
     gs = in_f if group_size == -1 else group_size
     n_groups = -(-in_f // gs)
-    maxq = 2 ** bits - 1
+    maxq = 2**bits - 1
     q = torch.empty(out_f, in_f, dtype=torch.int64)
     scale = torch.empty(out_f, n_groups)
     zero = torch.empty(out_f, n_groups)
@@ -105,6 +160,11 @@ def rtn_quantize_model(model, bits: int = 4, group_size: int = 32, symmetric: bo
     for path, layer in all_linear_layers(model).items():
         w = get_weight(layer).detach()
         q, s, z = rtn_codes(w, bits, group_size, symmetric)
-        set_module(model, path, QuantizedLinear.from_quantized(q, s, z, bits, group_size, bias=get_bias(layer),
-                                                               symmetric=symmetric))
+        set_module(
+            model,
+            path,
+            QuantizedLinear.from_quantized(
+                q, s, z, bits, group_size, bias=get_bias(layer), symmetric=symmetric
+            ),
+        )
     return model

@@ -53,7 +53,9 @@ def make_method(mid: str, phase: str, impact: str, **over: Any) -> Method:
     return Method.model_validate(data)
 
 
-def make_evidence(method: str, model: str, value: float, baseline: float, metric: str = "perplexity") -> Evidence:
+def make_evidence(
+    method: str, model: str, value: float, baseline: float, metric: str = "perplexity"
+) -> Evidence:
     return Evidence.model_validate(
         {
             "method": method,

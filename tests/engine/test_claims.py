@@ -23,7 +23,9 @@ def rules_of(item) -> set[str]:
 # ------------------------------------------------------------------------------------------- claim 1
 
 
-def test_claim1_static_is_irreversible_so_keeping_the_original_excludes_every_static_method(methods, evidence):
+def test_claim1_static_is_irreversible_so_keeping_the_original_excludes_every_static_method(
+    methods, evidence
+):
     rec = recommend(Constraints(keep_original=True, training_budget="high"), methods, evidence)
     static = {m.id for m in methods.values() if m.impact.value == "static"}
     assert static and static <= set(rec.excluded_ids)
@@ -38,7 +40,11 @@ def test_claim1_static_methods_are_credited_with_a_predictable_reduction(methods
     static_ranked = [r for r in rec.ranked if r.method.impact.value == "static"]
     assert static_ranked
     assert all("predictability-favours-static" in rules_of(r) for r in static_ranked)
-    assert not any("predictability-favours-static" in rules_of(r) for r in rec.ranked if r.method.impact.value == "dynamic")
+    assert not any(
+        "predictability-favours-static" in rules_of(r)
+        for r in rec.ranked
+        if r.method.impact.value == "dynamic"
+    )
 
 
 # ------------------------------------------------------------------------------------------- claim 2
@@ -75,7 +81,15 @@ def test_claim2_dynamic_gain_depends_on_the_input_and_says_so(methods, evidence)
         # +2 for long prompts, and the -1 for short chat prompts is gone
         assert long.get(mid).score == pytest.approx(chat.get(mid).score + 3.0)
         assert "short-prompts-little-to-prune" in rules_of(chat.get(mid))
-    assert set(long.ranked_ids[:3]) <= {"lazyllm", "aim", "llmlingua", "h2o", "kivi", "snapkv", "streamingllm"}
+    assert set(long.ranked_ids[:3]) <= {
+        "lazyllm",
+        "aim",
+        "llmlingua",
+        "h2o",
+        "kivi",
+        "snapkv",
+        "streamingllm",
+    }
 
 
 # ------------------------------------------------------------------------------------------- claim 3
@@ -88,8 +102,10 @@ def test_claim3_predictability_falls_and_adaptivity_rises_towards_inference():
         assert preds == sorted(preds, reverse=True) and len(set(preds)) == 4
         assert all(p.predictability + p.adaptivity == pytest.approx(1.0) for p in pos)
     for p in PHASE_ORDER:
-        assert position(make_method("s", p.value, "static")).predictability > position(
-            make_method("d", p.value, "dynamic")).predictability
+        assert (
+            position(make_method("s", p.value, "static")).predictability
+            > position(make_method("d", p.value, "dynamic")).predictability
+        )
 
 
 def test_claim3_phase_distance_changes_the_score_with_the_priority():
@@ -120,7 +136,9 @@ def test_claim4_the_priority_flips_the_trade_off(methods, evidence):
 
 
 def test_claim5_no_finetuning_and_frozen_model_ranks_only_dynamic(methods, evidence):
-    rec = recommend(Constraints(phases=("inference",), keep_original=True, training_budget="none"), methods, evidence)
+    rec = recommend(
+        Constraints(phases=("inference",), keep_original=True, training_budget="none"), methods, evidence
+    )
     assert len(rec.ranked) >= 5
     assert all(r.method.impact.value == "dynamic" for r in rec.ranked)
     static = [e for e in rec.excluded if e.method.impact.value == "static"]
@@ -179,11 +197,16 @@ def test_claim7_the_paper_has_no_dynamic_methods_at_pre_and_post_training(catalo
 
 
 def test_claim7_gap_fillers_lead_when_adaptivity_is_wanted_early(methods, evidence):
-    rec = recommend(Constraints(priority="adaptivity", phases=("pre-training", "post-training"), training_budget="high"),
-                    methods, evidence)
+    rec = recommend(
+        Constraints(priority="adaptivity", phases=("pre-training", "post-training"), training_budget="high"),
+        methods,
+        evidence,
+    )
     top = rec.ranked[:3]
     assert all(r.method.fills_gap for r in top)
-    assert all(any(x.rule_id == "fills-paper-gap" and "paper claim 7" in x.source for x in r.reasons) for r in top)
+    assert all(
+        any(x.rule_id == "fills-paper-gap" and "paper claim 7" in x.source for x in r.reasons) for r in top
+    )
 
 
 # ------------------------------------------------------------------------------------------- claim 8
@@ -198,7 +221,9 @@ def test_claim8_late_phase_methods_get_the_maturity_credit():
     twins = [make_method("early", "post-training", "static"), make_method("late", "fine-tuning", "static")]
     rec = recommend(Constraints(training_budget="high"), twins)
     assert rec.get("late").score - rec.get("early").score == pytest.approx(0.5)
-    assert "late-phase-maturity" in rules_of(rec.get("late")) and "late-phase-maturity" not in rules_of(rec.get("early"))
+    assert "late-phase-maturity" in rules_of(rec.get("late")) and "late-phase-maturity" not in rules_of(
+        rec.get("early")
+    )
 
 
 def test_claim2_token_merging_for_images_leads_only_for_multimodal_input(methods, evidence):

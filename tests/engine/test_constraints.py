@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from engine.constraints import FIELDS, Constraints, ConstraintsError
 
 ISSUE_FIELDS = {
-    "phases", "keep_original", "priority", "hardware", "model_params", "memory_gb", "max_quality_drop",
-    "calibration_data", "training_budget", "workload", "serving_engine",
+    "phases",
+    "keep_original",
+    "priority",
+    "hardware",
+    "model_params",
+    "memory_gb",
+    "max_quality_drop",
+    "calibration_data",
+    "training_budget",
+    "workload",
+    "serving_engine",
 }
 
 
@@ -24,11 +34,16 @@ def test_defaults():
     assert (c.keep_original, c.priority.value, c.hardware.value) == (False, "balanced", "nvidia-gpu")
     assert (c.model_params, c.memory_gb, c.max_quality_drop) == (7e9, None, 5.0)
     assert (c.calibration_data, c.training_budget.value, c.workload.value, c.serving_engine) == (
-        True, "none", "chat", None)
+        True,
+        "none",
+        "chat",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
-    "raw, expected", [("7e9", 7e9), ("7B", 7e9), ("135M", 135e6), ("1.5b", 1.5e9), (8000000000, 8e9), ("70 B", 70e9)]
+    "raw, expected",
+    [("7e9", 7e9), ("7B", 7e9), ("135M", 135e6), ("1.5b", 1.5e9), (8000000000, 8e9), ("70 B", 70e9)],
 )
 def test_model_params_accepts_friendly_strings(raw, expected):
     assert Constraints.from_dict({"model_params": raw}).model_params == pytest.approx(expected)
@@ -44,7 +59,12 @@ def test_phases_from_comma_string_are_put_in_lifecycle_order_and_deduplicated():
     [
         ({"priority": "fast"}, "priority", "'fast'", "predictability, balanced, adaptivity"),
         ({"hardware": "tpu"}, "hardware", "'tpu'", "cpu, nvidia-gpu, amd-gpu, apple-silicon, mobile"),
-        ({"phases": "post-training,infrence"}, "phases", "'infrence'", "pre-training, post-training, fine-tuning, inference"),
+        (
+            {"phases": "post-training,infrence"},
+            "phases",
+            "'infrence'",
+            "pre-training, post-training, fine-tuning, inference",
+        ),
         ({"phases": ["training"]}, "phases", "'training'", "inference"),
         ({"model_params": "seven"}, "model_params", "'seven'", "7B"),
         ({"model_params": -3}, "model_params", "-3", "positive"),
@@ -52,7 +72,12 @@ def test_phases_from_comma_string_are_put_in_lifecycle_order_and_deduplicated():
         ({"max_quality_drop": 250}, "max_quality_drop", "250", "between 0 and 100"),
         ({"training_budget": "medium"}, "training_budget", "'medium'", "none, low, high"),
         ({"workload": "rag"}, "workload", "'rag'", "chat, long-context, batch, multimodal"),
-        ({"serving_engine": "sglang"}, "serving_engine", "'sglang'", "vllm, llama.cpp, transformers, tensorrt-llm, onnxruntime, openvino"),
+        (
+            {"serving_engine": "sglang"},
+            "serving_engine",
+            "'sglang'",
+            "vllm, llama.cpp, transformers, tensorrt-llm, onnxruntime, openvino",
+        ),
         ({"keep_original": "maybe"}, "keep_original", "'maybe'", "true or false"),
     ],
 )
@@ -74,14 +99,20 @@ def test_unknown_field_is_rejected_with_a_suggestion_and_the_field_list():
 
 
 def test_constraints_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         Constraints().priority = "adaptivity"  # type: ignore[misc]
 
 
 def test_query_round_trip_is_flat_strings_and_lossless():
     c = Constraints.from_dict(
-        {"phases": ["post-training", "inference"], "keep_original": True, "model_params": "1.5B",
-         "memory_gb": 3.25, "serving_engine": "llama.cpp", "max_quality_drop": 2.5}
+        {
+            "phases": ["post-training", "inference"],
+            "keep_original": True,
+            "model_params": "1.5B",
+            "memory_gb": 3.25,
+            "serving_engine": "llama.cpp",
+            "max_quality_drop": 2.5,
+        }
     )
     q = c.to_query()
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in q.items())
@@ -92,8 +123,10 @@ def test_query_round_trip_is_flat_strings_and_lossless():
 
 
 def test_from_query_accepts_list_values_and_can_ignore_foreign_keys():
-    c = Constraints.from_query({"phases": ["fine-tuning", "inference"], "priority": ["balanced", "adaptivity"],
-                                "page": "recommend"}, strict=False)
+    c = Constraints.from_query(
+        {"phases": ["fine-tuning", "inference"], "priority": ["balanced", "adaptivity"], "page": "recommend"},
+        strict=False,
+    )
     assert [p.value for p in c.phases] == ["fine-tuning", "inference"] and c.priority.value == "adaptivity"
     with pytest.raises(ConstraintsError, match="unknown field 'page'"):
         Constraints.from_query({"page": "recommend"})

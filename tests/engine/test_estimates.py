@@ -31,9 +31,15 @@ def test_param_fraction_scales_memory():
 
 
 def test_stored_sparsity_saves_values_and_costs_a_bitmask():
-    sparse = make_method("sp", "pre-training", "static", footprint={"bits_per_weight": 16, "sparsity": 0.7,
-                                                                     "sparsity_stored": True})
-    dense_zeros = make_method("dz", "post-training", "static", footprint={"bits_per_weight": 16, "sparsity": 0.5})
+    sparse = make_method(
+        "sp",
+        "pre-training",
+        "static",
+        footprint={"bits_per_weight": 16, "sparsity": 0.7, "sparsity_stored": True},
+    )
+    dense_zeros = make_method(
+        "dz", "post-training", "static", footprint={"bits_per_weight": 16, "sparsity": 0.5}
+    )
     assert stored_bits(sparse) == pytest.approx(16 * 0.3 + 1)
     assert stored_bits(dense_zeros) == 16  # zeros stored as zeros save nothing
 
@@ -47,9 +53,17 @@ def test_estimate_fits_against_budget():
 
 @pytest.mark.parametrize(
     "name, params",
-    [("LLaMA-7B", 7e9), ("Llama-2-7B", 7e9), ("OPT-125M", 125e6), ("BLOOM-176B", 176e9),
-     ("Mixtral 8x7B", 56e9), ("SmolLM2-135M-Instruct", 135e6), ("Llama-3.1-8B-Instruct", 8e9),
-     ("6B-20B LLMs", (6e9 * 20e9) ** 0.5), ("LLMs evaluated in the TEAL paper", None)],
+    [
+        ("LLaMA-7B", 7e9),
+        ("Llama-2-7B", 7e9),
+        ("OPT-125M", 125e6),
+        ("BLOOM-176B", 176e9),
+        ("Mixtral 8x7B", 56e9),
+        ("SmolLM2-135M-Instruct", 135e6),
+        ("Llama-3.1-8B-Instruct", 8e9),
+        ("6B-20B LLMs", (6e9 * 20e9) ** 0.5),
+        ("LLMs evaluated in the TEAL paper", None),
+    ],
 )
 def test_model_size_from_name(name, params):
     got = model_size_from_name(name)
@@ -101,19 +115,37 @@ def test_grade_table_covers_every_grade():
 def test_real_gptq_estimate_uses_its_7b_evidence(methods, evidence):
     est = estimate(methods["gptq"], [r for r in evidence if r.method == "gptq"], 7e9, 6)
     assert est.quality_basis == "evidence" and est.evidence
-    assert all(model_size_from_name(r.model) and 3.5e9 <= model_size_from_name(r.model) <= 14e9
-               for r in est.evidence)
-    assert est.fits is True and est.memory_gb == pytest.approx(7e9 * methods["gptq"].footprint.bits_per_weight / 8e9)
+    assert all(
+        model_size_from_name(r.model) and 3.5e9 <= model_size_from_name(r.model) <= 14e9 for r in est.evidence
+    )
+    assert est.fits is True and est.memory_gb == pytest.approx(
+        7e9 * methods["gptq"].footprint.bits_per_weight / 8e9
+    )
     d = est.to_dict()
-    assert set(d) == {"bits_per_weight", "param_fraction", "memory_gb", "fits", "quality_drop_pct",
-                      "quality_basis", "quality_note", "quality_measured_on", "evidence"}
+    assert set(d) == {
+        "bits_per_weight",
+        "param_fraction",
+        "memory_gb",
+        "fits",
+        "quality_drop_pct",
+        "quality_basis",
+        "quality_note",
+        "quality_measured_on",
+        "evidence",
+    }
     assert {"model", "metric", "value", "baseline", "source"} <= set(d["evidence"][0])
 
 
 @pytest.mark.parametrize(
     "setting, bits",
-    [("4-bit, no grouping", 4.0), ("SpQR, 3.94 average bits per weight", 3.94), ("3 bit, g128", 3.0),
-     ("50% unstructured", None), ("gptq (bits=4, group_size=128)", 4.0), ("spqr (qq_bits=2)", None)],
+    [
+        ("4-bit, no grouping", 4.0),
+        ("SpQR, 3.94 average bits per weight", 3.94),
+        ("3 bit, g128", 3.0),
+        ("50% unstructured", None),
+        ("gptq (bits=4, group_size=128)", 4.0),
+        ("spqr (qq_bits=2)", None),
+    ],
 )
 def test_bits_from_setting(setting, bits):
     assert bits_from_setting(setting) == bits
@@ -136,22 +168,33 @@ def _measured(method: str, model: str, value: float, baseline: float, run_id: in
     """A perplexity row as ``knowledge.runs.evidence_from_run`` writes it for a run of Shrinkwise."""
     from knowledge.schema import Evidence
 
-    return Evidence.model_validate({
-        "method": method, "model": model, "setting": "gptq (bits=4, group_size=128)", "metric": "perplexity",
-        "value": value, "baseline": baseline, "baseline_label": "same model before compression",
-        "source": {"paper": f"Shrinkwise run #{run_id}", "locator": "measured here on a test CPU",
-                   "tag": "measured"},
-    })
+    return Evidence.model_validate(
+        {
+            "method": method,
+            "model": model,
+            "setting": "gptq (bits=4, group_size=128)",
+            "metric": "perplexity",
+            "value": value,
+            "baseline": baseline,
+            "baseline_label": "same model before compression",
+            "source": {
+                "paper": f"Shrinkwise run #{run_id}",
+                "locator": "measured here on a test CPU",
+                "tag": "measured",
+            },
+        }
+    )
 
 
 def _paper(method: str, model: str, value: float, baseline: float):
-    return make_evidence(method, model, value, baseline).model_copy(update={"setting": "4-bit, group size 128"})
+    return make_evidence(method, model, value, baseline).model_copy(
+        update={"setting": "4-bit, group size 128"}
+    )
 
 
 def test_estimate_from_measured_rows_names_the_model_it_was_measured_on():
     m = make_method("q4", "post-training", "static")
-    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68),
-            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68), _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
     est = estimate(m, rows, 135e6)  # a small model: the 135M measurement is the closest evidence
     assert est.quality_basis == "evidence"
     assert est.quality_measured_on == ("SmolLM2-135M-Instruct",)
@@ -164,8 +207,7 @@ def test_estimate_from_measured_rows_names_the_model_it_was_measured_on():
 
 def test_estimate_from_papers_only_says_nothing_about_measurements():
     m = make_method("q4", "post-training", "static")
-    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68),
-            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    rows = [_paper("q4", "LLaMA-7B", 5.9, 5.68), _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
     est = estimate(m, rows, 7e9)  # a 7B model: the paper's 7B row wins, the 135M run is too far in size
     assert est.quality_measured_on == ()
     assert "measured" not in est.quality_note and "LLaMA-7B" in est.quality_note
@@ -173,8 +215,7 @@ def test_estimate_from_papers_only_says_nothing_about_measurements():
 
 def test_mixed_pool_counts_the_measured_rows():
     m = make_method("q4", "post-training", "static")
-    rows = [_paper("q4", "OPT-125M", 30.0, 27.65),
-            _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
+    rows = [_paper("q4", "OPT-125M", 30.0, 27.65), _measured("q4", "SmolLM2-135M-Instruct", 11.93, 10.05)]
     est = estimate(m, rows, 135e6)
     assert est.quality_measured_on == ("SmolLM2-135M-Instruct",)
     assert "1 of them measured here on SmolLM2-135M-Instruct" in est.quality_note

@@ -6,8 +6,12 @@ from engine import gap_report
 
 from .conftest import make_method
 
-PAPER_GAPS = {("pre-training", "dynamic"), ("post-training", "dynamic"), ("fine-tuning", "dynamic"),
-              ("inference", "static")}
+PAPER_GAPS = {
+    ("pre-training", "dynamic"),
+    ("post-training", "dynamic"),
+    ("fine-tuning", "dynamic"),
+    ("inference", "static"),
+}
 
 
 def test_paper_set_gaps_are_exactly_the_cells_without_a_paper_method(catalog):
@@ -38,7 +42,14 @@ def test_gap_report_accepts_a_catalog_a_mapping_or_a_list(catalog):
     assert gap_report(dict(catalog.methods)).to_dict() == a
     assert gap_report(list(catalog.methods.values())).to_dict() == a
     assert set(a) == {"cells", "paper_gaps", "still_empty"}
-    assert set(a["cells"][0]) == {"phase", "impact", "paper_methods", "all_methods", "is_paper_gap", "fillers"}
+    assert set(a["cells"][0]) == {
+        "phase",
+        "impact",
+        "paper_methods",
+        "all_methods",
+        "is_paper_gap",
+        "fillers",
+    }
 
 
 def test_small_fixture_report():

@@ -14,9 +14,16 @@ from .conftest import make_method
 
 def stack_methods():
     return [
-        make_method("prune-ft", "fine-tuning", "static", family="pruning", changes=["weights", "architecture"],
-                    footprint={"bits_per_weight": 16, "param_fraction": 0.8},
-                    requirements={"gradients": True, "training_compute": "low"}, composes_with=["quant-a"]),
+        make_method(
+            "prune-ft",
+            "fine-tuning",
+            "static",
+            family="pruning",
+            changes=["weights", "architecture"],
+            footprint={"bits_per_weight": 16, "param_fraction": 0.8},
+            requirements={"gradients": True, "training_compute": "low"},
+            composes_with=["quant-a"],
+        ),
         make_method("quant-a", "post-training", "static"),
         make_method("quant-b", "post-training", "static", excludes=["tokens-x"]),
         make_method("tokens-x", "inference", "dynamic"),
@@ -90,7 +97,7 @@ def test_real_catalog_pipelines_are_distinct_and_valid(methods, evidence):
     rec = recommend(c, methods, evidence)
     assert len(rec.pipelines) == 3
     sets = [set(p.ids) for p in rec.pipelines]
-    assert all(len(a & b) / len(a | b) < 0.5 for i, a in enumerate(sets) for b in sets[i + 1:])
+    assert all(len(a & b) / len(a | b) < 0.5 for i, a in enumerate(sets) for b in sets[i + 1 :])
     for p in rec.pipelines:
         assert p.estimate.fits and p.estimate.quality_drop_pct <= 8
         assert all(m.phase.value in ("post-training", "inference") for m in p.methods)

@@ -51,7 +51,9 @@ def test_json_shape_is_the_issues(methods, evidence):
     r0 = d["ranked"][0]
     assert set(r0) == {"id", "score", "reasons", "estimate"}
     assert set(r0["reasons"][0]) == {"rule_id", "text", "effect", "weight", "source"}
-    assert {"bits_per_weight", "memory_gb", "fits", "quality_drop_pct", "quality_basis", "evidence"} <= set(r0["estimate"])
+    assert {"bits_per_weight", "memory_gb", "fits", "quality_drop_pct", "quality_basis", "evidence"} <= set(
+        r0["estimate"]
+    )
     assert set(d["excluded"][0]) == {"id", "reasons"}
     assert d["constraints"]["memory_gb"] == 6
 
@@ -72,8 +74,10 @@ def test_custom_rules_and_fixture_methods(tmp_path):
 
 
 def test_evidence_quality_over_the_limit_excludes_and_grade_only_penalises():
-    ms = [make_method("ev", "post-training", "static"),
-          make_method("gr", "post-training", "static", grades={"quality_drop": "high"})]
+    ms = [
+        make_method("ev", "post-training", "static"),
+        make_method("gr", "post-training", "static", grades={"quality_drop": "high"}),
+    ]
     rows = [make_evidence("ev", "LLaMA-7B", 6.5, 5.68)]  # +14%
     rec = recommend(Constraints(max_quality_drop=5), ms, rows)
     assert rec.excluded_ids == ["ev"]

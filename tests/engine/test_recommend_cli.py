@@ -39,8 +39,15 @@ def test_json_document_shape(cli):
 
 
 def test_flags_override_the_constraints_file(cli):
-    res = cli("--constraints", str(EXAMPLES / "frozen-model-inference.yaml"), "--hardware", "cpu",
-              "--model-params", "135M", "--json")
+    res = cli(
+        "--constraints",
+        str(EXAMPLES / "frozen-model-inference.yaml"),
+        "--hardware",
+        "cpu",
+        "--model-params",
+        "135M",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     c = doc["constraints"]
@@ -50,16 +57,46 @@ def test_flags_override_the_constraints_file(cli):
 
 
 def test_all_flags_are_accepted(cli):
-    res = cli("--phases", "post-training,inference", "--keep-original", "--priority", "adaptivity",
-              "--hardware", "nvidia-gpu", "--model-params", "7e9", "--memory-gb", "16", "--max-quality-drop", "2",
-              "--no-calibration-data", "--training-budget", "none", "--workload", "long-context",
-              "--serving-engine", "vllm", "--top", "3", "--json")
+    res = cli(
+        "--phases",
+        "post-training,inference",
+        "--keep-original",
+        "--priority",
+        "adaptivity",
+        "--hardware",
+        "nvidia-gpu",
+        "--model-params",
+        "7e9",
+        "--memory-gb",
+        "16",
+        "--max-quality-drop",
+        "2",
+        "--no-calibration-data",
+        "--training-budget",
+        "none",
+        "--workload",
+        "long-context",
+        "--serving-engine",
+        "vllm",
+        "--top",
+        "3",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     c = json.loads(res.stdout)["constraints"]
-    assert c == {"phases": ["post-training", "inference"], "keep_original": True, "priority": "adaptivity",
-                 "hardware": "nvidia-gpu", "model_params": 7e9, "memory_gb": 16.0, "max_quality_drop": 2.0,
-                 "calibration_data": False, "training_budget": "none", "workload": "long-context",
-                 "serving_engine": "vllm"}
+    assert c == {
+        "phases": ["post-training", "inference"],
+        "keep_original": True,
+        "priority": "adaptivity",
+        "hardware": "nvidia-gpu",
+        "model_params": 7e9,
+        "memory_gb": 16.0,
+        "max_quality_drop": 2.0,
+        "calibration_data": False,
+        "training_budget": "none",
+        "workload": "long-context",
+        "serving_engine": "vllm",
+    }
 
 
 def test_human_output_has_the_table_excluded_count_and_pipelines(cli):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.constraints import Constraints
-from engine.recommend import evaluate
-from engine.context import SYMBOLS, constraint_symbols, method_symbols
 from engine.axes import position
+from engine.constraints import Constraints
+from engine.context import SYMBOLS, constraint_symbols, method_symbols
 from engine.estimates import estimate
+from engine.recommend import evaluate
 from engine.ruleset import RULES_FILE, RulesError, default_rules, load_rules
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "constraints"
@@ -54,7 +54,10 @@ def test_a_valid_minimal_file_loads(tmp_path):
         ("m_phse == 'inference'", "unknown symbol 'm_phse'; did you mean 'm_phase'?"),
         ("m_fits > 3.0", "does not parse or type-check"),  # boolean compared with a number
         ("m_memory_gb == 'big' and m_bits_per_weight > 'four'", "does not parse or type-check"),
-        ("c_priority == 'predictabilty'", "'predictabilty' is not a value of c_priority (did you mean 'predictability'?)"),
+        (
+            "c_priority == 'predictabilty'",
+            "'predictabilty' is not a value of c_priority (did you mean 'predictability'?)",
+        ),
         ("'weight' in m_changes", "'weight' is not a value of m_changes (did you mean 'weights'?)"),
         ("m_phase in ['inference', 'finetuning']", "'finetuning' is not a value of m_phase"),
         ("m_impact == ", "does not parse"),
@@ -87,8 +90,14 @@ def test_a_typo_in_a_condition_fails_at_load_time(tmp_path, condition, message):
     ],
 )
 def test_other_mistakes_fail_at_load_time(tmp_path, patch, message):
-    fields = {"id": "r1", "description": "'{m_name} is static'", "condition": "m_impact == 'static'",
-              "effect": "score", "weight": "1.0", "claims": "[1]"}
+    fields = {
+        "id": "r1",
+        "description": "'{m_name} is static'",
+        "condition": "m_impact == 'static'",
+        "effect": "score",
+        "weight": "1.0",
+        "claims": "[1]",
+    }
     fields.update(patch)
     body = "\n  - " + "\n    ".join(f"{k}: {v}" for k, v in fields.items()) + "\n"
     with pytest.raises(RulesError) as info:
@@ -118,8 +127,14 @@ def _scenarios():
     for f in sorted(EXAMPLES.glob("*.*")):
         yield Constraints.from_file(f)
     yield Constraints(priority="predictability", training_budget="high", memory_gb=4, serving_engine="vllm")
-    yield Constraints(priority="adaptivity", training_budget="low", calibration_data=False, workload="batch",
-                      hardware="cpu", max_quality_drop=1)
+    yield Constraints(
+        priority="adaptivity",
+        training_budget="low",
+        calibration_data=False,
+        workload="batch",
+        hardware="cpu",
+        max_quality_drop=1,
+    )
 
 
 def test_fast_evaluator_agrees_with_rule_engine_on_every_rule_method_and_scenario(methods, evidence):
@@ -132,8 +147,13 @@ def test_fast_evaluator_agrees_with_rule_engine_on_every_rule_method_and_scenari
         cctx = constraint_symbols(c)
         for m in methods.values():
             rows = by_method.get(m.id, [])
-            ctx = cctx | method_symbols(m, estimate(m, rows, c.model_params, c.memory_gb), position(m), len(rows),
-                                        cctx["c_baseline_memory_gb"])
+            ctx = cctx | method_symbols(
+                m,
+                estimate(m, rows, c.model_params, c.memory_gb),
+                position(m),
+                len(rows),
+                cctx["c_baseline_memory_gb"],
+            )
             assert set(ctx) == set(SYMBOLS)
             for rule in rules:
                 assert rule.fast(ctx) == rule.parsed.matches(ctx), (rule.id, m.id, c.to_query())
@@ -146,8 +166,13 @@ def test_every_rule_fires_for_some_method_in_some_scenario(methods, evidence):
     for c in _scenarios():
         for e in evaluate(c, methods, evidence):
             fired |= {r.rule_id for r in e.reasons} | {r.rule_id for r in e.exclusions}
-    extra = [Constraints(training_budget="low"), Constraints(workload="long-context"),
-             Constraints(workload="multimodal"), Constraints(priority="adaptivity"), Constraints(max_quality_drop=0.5)]
+    extra = [
+        Constraints(training_budget="low"),
+        Constraints(workload="long-context"),
+        Constraints(workload="multimodal"),
+        Constraints(priority="adaptivity"),
+        Constraints(max_quality_drop=0.5),
+    ]
     for c in extra:
         for e in evaluate(c, methods, evidence):
             fired |= {r.rule_id for r in e.reasons} | {r.rule_id for r in e.exclusions}

@@ -10,9 +10,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from glob import glob
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -42,8 +43,12 @@ def _method_entry(id: str, **extra: Any) -> dict[str, Any]:
         "family": "quantization",
         "phase": "post-training",
         "impact": "static",
-        "grades": {"size_reduction": "high", "quality_drop": "minimal", "hardware_dependence": "medium",
-                   "backward_compatibility": "none"},
+        "grades": {
+            "size_reduction": "high",
+            "quality_drop": "minimal",
+            "hardware_dependence": "medium",
+            "backward_compatibility": "none",
+        },
         "changes": ["weights"],
         "requirements": {"calibration_data": True, "gradients": False, "training_compute": "none"},
         "hardware": [{"target": "nvidia-gpu", "kernels": ["marlin"]}],
@@ -51,8 +56,14 @@ def _method_entry(id: str, **extra: Any) -> dict[str, Any]:
         "summary": f"{id}: a method used by the loader tests.",
         "mechanism": "A mechanism described in more than forty characters, as the schema asks.",
         "tradeoff": "A trade-off long enough to pass.",
-        "citation": {"authors": "A. Author", "title": "A Title", "venue": "arXiv", "year": 2024,
-                     "arxiv": "2401.00001", "url": "https://arxiv.org/abs/2401.00001"},
+        "citation": {
+            "authors": "A. Author",
+            "title": "A Title",
+            "venue": "arXiv",
+            "year": 2024,
+            "arxiv": "2401.00001",
+            "url": "https://arxiv.org/abs/2401.00001",
+        },
     }
     data.update(extra)
     return data
@@ -120,13 +131,28 @@ def data_dir(tmp_path: Path) -> DataDir:
 def small_data(data_dir: DataDir) -> DataDir:
     """A valid data folder: three methods in two files and two evidence rows."""
     data_dir.methods("a.yaml", _method_entry("alpha", composes_with=["gamma"]), _method_entry("beta"))
-    data_dir.methods("b.yaml", _method_entry("gamma", phase="inference", impact="dynamic", family="token-pruning",
-                                            changes=["tokens"], in_paper=True,
-                                            grades={"size_reduction": "variable", "quality_drop": "minimal",
-                                                    "hardware_dependence": "medium",
-                                                    "backward_compatibility": "full"}))
-    data_dir.evidence("e.yaml", _evidence_entry("alpha"), _evidence_entry("gamma", metric="speedup", value=2.0,
-                                                                         baseline=1.0, setting="prefill"))
+    data_dir.methods(
+        "b.yaml",
+        _method_entry(
+            "gamma",
+            phase="inference",
+            impact="dynamic",
+            family="token-pruning",
+            changes=["tokens"],
+            in_paper=True,
+            grades={
+                "size_reduction": "variable",
+                "quality_drop": "minimal",
+                "hardware_dependence": "medium",
+                "backward_compatibility": "full",
+            },
+        ),
+    )
+    data_dir.evidence(
+        "e.yaml",
+        _evidence_entry("alpha"),
+        _evidence_entry("gamma", metric="speedup", value=2.0, baseline=1.0, setting="prefill"),
+    )
     return data_dir
 
 
@@ -157,8 +183,10 @@ def postgres_url() -> Iterator[str]:
     """
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) found; install them with "
-                    "`apt-get install -y postgresql` (scripts/install-system-deps.sh does)")
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb) found; install them with "
+            "`apt-get install -y postgresql` (scripts/install-system-deps.sh does)"
+        )
     as_root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="shrinkwise-pg-"))
     pgdata, sock = base / "data", base / "sock"
@@ -175,8 +203,19 @@ def postgres_url() -> Iterator[str]:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(prefix + list(args), capture_output=True, text=True, timeout=120)
 
-    r = run(str(bindir / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres", "--no-sync",
-            "-E", "UTF8", "--locale=C")
+    r = run(
+        str(bindir / "initdb"),
+        "-D",
+        str(pgdata),
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+        "--no-sync",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    )
     if r.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         pytest.fail(f"initdb failed: {r.stderr or r.stdout}")

@@ -25,9 +25,26 @@ TABLE_1 = {
 
 #: Every method evidence.md has figures for, and so must have evidence rows.
 EVIDENCE_METHODS = {
-    "gptq", "rtn", "spqr", "sparsegpt", "wanda", "magnitude-pruning", "llm-pruner", "lazyllm", "aim",
-    "sparse-pretraining", "cpu-inference", "switch-transformer", "mixtral-moe", "mixture-of-depths", "layerskip",
-    "matformer", "flextron", "deja-vu", "teal", "cats",
+    "gptq",
+    "rtn",
+    "spqr",
+    "sparsegpt",
+    "wanda",
+    "magnitude-pruning",
+    "llm-pruner",
+    "lazyllm",
+    "aim",
+    "sparse-pretraining",
+    "cpu-inference",
+    "switch-transformer",
+    "mixtral-moe",
+    "mixture-of-depths",
+    "layerskip",
+    "matformer",
+    "flextron",
+    "deja-vu",
+    "teal",
+    "cats",
 }
 
 
@@ -46,8 +63,14 @@ def test_paper_eight_present_with_table_1_values(data):
     assert {m.id for m in data.methods if m.in_paper} == set(TABLE_1)
     for mid, expected in TABLE_1.items():
         m = by_id[mid]
-        got = (m.phase.value, m.impact.value, m.grades.size_reduction.value, m.grades.quality_drop.value,
-               m.grades.hardware_dependence.value, m.grades.backward_compatibility.value)
+        got = (
+            m.phase.value,
+            m.impact.value,
+            m.grades.size_reduction.value,
+            m.grades.quality_drop.value,
+            m.grades.hardware_dependence.value,
+            m.grades.backward_compatibility.value,
+        )
         assert got == expected, mid
 
 
@@ -80,8 +103,15 @@ def test_evidence_values_are_sane(data):
 
 def test_known_figures_are_exactly_as_in_evidence_md(data):
     def row(method, model, metric, setting_part, dataset=None):
-        rows = [e for e in data.evidence if e.method == method and e.model == model and e.metric.value == metric
-                and setting_part in e.setting and (dataset is None or e.dataset == dataset)]
+        rows = [
+            e
+            for e in data.evidence
+            if e.method == method
+            and e.model == model
+            and e.metric.value == metric
+            and setting_part in e.setting
+            and (dataset is None or e.dataset == dataset)
+        ]
         assert len(rows) == 1, (method, model, setting_part, rows)
         return rows[0]
 
@@ -99,8 +129,13 @@ def test_known_figures_are_exactly_as_in_evidence_md(data):
 
 
 def test_primary_secondary_tags_follow_evidence_md(data):
-    gptq_opt = [e for e in data.evidence if e.source.paper.startswith("Frantar et al. 2022") and e.model.startswith("OPT-")
-                and e.metric is Metric.PERPLEXITY]
+    gptq_opt = [
+        e
+        for e in data.evidence
+        if e.source.paper.startswith("Frantar et al. 2022")
+        and e.model.startswith("OPT-")
+        and e.metric is Metric.PERPLEXITY
+    ]
     assert len(gptq_opt) == 12 and all(e.source.tag is SourceTag.SECONDARY for e in gptq_opt)
     spqr_t1 = [e for e in data.evidence if "SpQR" in e.source.paper]
     assert spqr_t1 and all(e.source.tag is SourceTag.SECONDARY for e in spqr_t1)

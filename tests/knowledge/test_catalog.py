@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -32,7 +33,7 @@ def test_catalog_is_immutable(small_data):
     cat = Catalog.from_data(load_all(small_data.root))
     with pytest.raises(TypeError):
         cat.methods["x"] = cat.methods["alpha"]  # type: ignore[index]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cat.evidence = ()  # type: ignore[misc]
 
 
@@ -72,8 +73,10 @@ def test_catalog_pulls_neither_torch_nor_sqlalchemy_without_a_database(isolated_
     import os
     import subprocess
 
-    code = ("import sys, knowledge.catalog as c; c.load_catalog(); "
-            "print('torch' in sys.modules, 'sqlalchemy' in sys.modules)")
+    code = (
+        "import sys, knowledge.catalog as c; c.load_catalog(); "
+        "print('torch' in sys.modules, 'sqlalchemy' in sys.modules)"
+    )
     env = {**os.environ, "SHRINKWISE_HOME": str(isolated_home)}
     env.pop("SHRINKWISE_DATABASE_URL", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -83,14 +86,24 @@ def test_catalog_pulls_neither_torch_nor_sqlalchemy_without_a_database(isolated_
 def test_measured_runs_join_the_catalog():
     db.sync_catalog()
     before = len(load_catalog().evidence)
-    run = runs.create_run(model_ref="demo", model_name="SmolLM2-135M-Instruct", method="gptq", compressor="gptq",
-                          config={"bits": 4, "group_size": 64})
+    run = runs.create_run(
+        model_ref="demo",
+        model_name="SmolLM2-135M-Instruct",
+        method="gptq",
+        compressor="gptq",
+        config={"bits": 4, "group_size": 64},
+    )
     runs.claim_next_run("w1")
-    runs.finish_run(run.id, before_metrics={"perplexity": 10.05}, after_metrics={"perplexity": 10.9},
-                    machine="test machine")
+    runs.finish_run(
+        run.id,
+        before_metrics={"perplexity": 10.05},
+        after_metrics={"perplexity": 10.9},
+        machine="test machine",
+    )
     cat = load_catalog()
     assert len(cat.evidence) == before + 1
     measured = cat.evidence_for("gptq", measured=True)
     assert any(e.source.paper == f"Shrinkwise run #{run.id}" for e in measured)
     assert load_catalog(include_measured=False).evidence_for("gptq", measured=True) == tuple(
-        e for e in load_catalog(include_measured=False).evidence_for("gptq") if e.measured_here)
+        e for e in load_catalog(include_measured=False).evidence_for("gptq") if e.measured_here
+    )

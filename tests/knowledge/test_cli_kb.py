@@ -35,25 +35,46 @@ def test_list_json_shape(cli):
     doc = json.loads(r.stdout)
     assert doc["count"] == len(doc["methods"]) >= 58
     first = doc["methods"][0]
-    assert set(first) == {"id", "name", "family", "phase", "impact", "in_paper", "fills_gap", "grades",
-                          "compressor", "summary", "evidence_rows"}
-    assert set(first["grades"]) == {"size_reduction", "quality_drop", "hardware_dependence", "backward_compatibility"}
+    assert set(first) == {
+        "id",
+        "name",
+        "family",
+        "phase",
+        "impact",
+        "in_paper",
+        "fills_gap",
+        "grades",
+        "compressor",
+        "summary",
+        "evidence_rows",
+    }
+    assert set(first["grades"]) == {
+        "size_reduction",
+        "quality_drop",
+        "hardware_dependence",
+        "backward_compatibility",
+    }
 
 
 def test_list_filters(cli):
     doc = json.loads(cli("kb", "list", "--paper-only", "--json").stdout)
     assert doc["count"] == 8 and all(m["in_paper"] for m in doc["methods"])
     doc = json.loads(cli("kb", "list", "--phase", "inference", "--impact", "dynamic", "--json").stdout)
-    assert doc["count"] >= 2 and {(m["phase"], m["impact"]) for m in doc["methods"]} == {("inference", "dynamic")}
+    assert doc["count"] >= 2 and {(m["phase"], m["impact"]) for m in doc["methods"]} == {
+        ("inference", "dynamic")
+    }
     doc = json.loads(cli("kb", "list", "--family", "quantization", "--json").stdout)
     assert {m["family"] for m in doc["methods"]} == {"quantization"}
 
 
-@pytest.mark.parametrize("option,value,allowed", [
-    ("--phase", "training", "pre-training, post-training, fine-tuning, inference"),
-    ("--impact", "sometimes", "static, dynamic"),
-    ("--family", "quantisation", "quantization, pruning"),
-])
+@pytest.mark.parametrize(
+    "option,value,allowed",
+    [
+        ("--phase", "training", "pre-training, post-training, fine-tuning, inference"),
+        ("--impact", "sometimes", "static, dynamic"),
+        ("--family", "quantisation", "quantization, pruning"),
+    ],
+)
 def test_bad_filter_values_list_the_allowed_ones(cli, option, value, allowed):
     r = cli("kb", "list", option, value)
     assert r.exit_code == 2
@@ -99,7 +120,8 @@ def test_gaps_json(cli):
     assert cells[("post-training", "dynamic")]["is_paper_gap"] is True
     assert "teal" in cells[("post-training", "dynamic")]["fillers"]
     assert cells[("post-training", "static")]["paper_methods"] == ["gptq", "spqr"] or set(
-        cells[("post-training", "static")]["paper_methods"]) == {"gptq", "spqr"}
+        cells[("post-training", "static")]["paper_methods"]
+    ) == {"gptq", "spqr"}
 
 
 def test_validate_all_bundled_files(cli):
@@ -118,7 +140,10 @@ def test_validate_a_broken_user_file_exits_1_with_precise_messages(cli, tmp_path
     r = cli("kb", "validate", str(path))
     assert r.exit_code == 1
     err = " ".join(r.stderr.split())
-    assert "entry #1 (id 'my-method'): grades.quality_drop: 'tiny' is not one of minimal, low, moderate, high" in err
+    assert (
+        "entry #1 (id 'my-method'): grades.quality_drop: 'tiny' is not one of minimal, low, moderate, high"
+        in err
+    )
     # schema errors come first; once fixed, references are checked against the bundled methods
     bad["grades"]["quality_drop"] = "low"
     path.write_text(yaml.safe_dump({"methods": [bad]}))
@@ -162,7 +187,11 @@ def test_the_real_entry_point_registers_kb():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "app.cli.main", "kb", "show", "lazyllm", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "kb", "show", "lazyllm", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["method"]["phase"] == "inference"

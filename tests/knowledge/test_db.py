@@ -44,11 +44,22 @@ def _sync_twice_keeps_measured(url=None):
     data = load_all()
     first = db.sync_catalog(url)
     assert first.methods_added == len(data.methods) and first.evidence_from_files == len(data.evidence)
-    run = runs.create_run(model_ref="demo", model_name="SmolLM2-135M-Instruct", method="rtn", compressor="rtn",
-                          config={"bits": 4}, url=url)
+    run = runs.create_run(
+        model_ref="demo",
+        model_name="SmolLM2-135M-Instruct",
+        method="rtn",
+        compressor="rtn",
+        config={"bits": 4},
+        url=url,
+    )
     assert runs.claim_next_run("w", url=url).id == run.id
-    runs.finish_run(run.id, before_metrics={"perplexity": 10.05, "size_mb": 538.0},
-                    after_metrics={"perplexity": 12.3, "size_mb": 90.0}, machine="ci", url=url)
+    runs.finish_run(
+        run.id,
+        before_metrics={"perplexity": 10.05, "size_mb": 538.0},
+        after_metrics={"perplexity": 12.3, "size_mb": 90.0},
+        machine="ci",
+        url=url,
+    )
     counts1 = db.counts(url)
     assert counts1["evidence_measured_by_runs"] == 2
     second = db.sync_catalog(url)
@@ -71,7 +82,12 @@ def test_sync_upserts_changed_methods_and_drops_removed_ones(small_data, method_
     (small_data.root / "methods" / "b.yaml").unlink()
     small_data.evidence("e.yaml", *[])  # evidence of the removed method must go too
     r2 = db.sync_catalog(data_dir=small_data.root)
-    assert (r2.methods_added, r2.methods_updated, r2.methods_removed, r2.methods_total) == (0, 2, 1, 2)  # alpha lost its composes_with
+    assert (r2.methods_added, r2.methods_updated, r2.methods_removed, r2.methods_total) == (
+        0,
+        2,
+        1,
+        2,
+    )  # alpha lost its composes_with
     with db.session() as s:
         assert s.get(MethodRow, "beta").name == "Beta Renamed"
         assert s.get(MethodRow, "beta").data["name"] == "Beta Renamed"
@@ -83,7 +99,9 @@ def test_json_columns_round_trip(small_data):
     with db.session() as s:
         row = s.get(MethodRow, "gamma")
         assert row.data["grades"]["backward_compatibility"] == "full" and row.in_paper
-        s.add(SavedRecommendation(constraints={"phases": ["inference"]}, result={"ranked": [{"id": "gamma"}]}))
+        s.add(
+            SavedRecommendation(constraints={"phases": ["inference"]}, result={"ranked": [{"id": "gamma"}]})
+        )
     with db.session() as s:
         saved = s.exec(select(SavedRecommendation)).one()
         assert saved.result["ranked"][0]["id"] == "gamma" and saved.created_at is not None
@@ -100,9 +118,11 @@ def test_postgresql_end_to_end(postgres_url, monkeypatch):
         for table in ("evidence", "saved_recommendation", "compression_run", "method"):
             conn.execute(text(f"TRUNCATE {table} RESTART IDENTITY CASCADE"))
         conn.commit()
-        col_type = conn.execute(text(
-            "select data_type from information_schema.columns where table_name='method' and column_name='data'"
-        )).scalar_one()
+        col_type = conn.execute(
+            text(
+                "select data_type from information_schema.columns where table_name='method' and column_name='data'"
+            )
+        ).scalar_one()
     assert col_type == "jsonb"
     counts = _sync_twice_keeps_measured()
     with db.session() as s:
@@ -112,7 +132,9 @@ def test_postgresql_end_to_end(postgres_url, monkeypatch):
     from knowledge.catalog import load_catalog
 
     cat = load_catalog()
-    assert len(cat.evidence_for("rtn", measured=True)) == 5 + 2  # evidence.md's five SmolLM2 RTN rows + this run's two
+    assert (
+        len(cat.evidence_for("rtn", measured=True)) == 5 + 2
+    )  # evidence.md's five SmolLM2 RTN rows + this run's two
     assert counts["methods"] == len(cat.methods)
 
 
@@ -126,14 +148,18 @@ def test_concurrent_syncs_do_not_fail_or_duplicate(backend, request, monkeypatch
     if backend == "postgresql":
         monkeypatch.setenv(db.ENV_URL, request.getfixturevalue("postgres_url"))
         with db.init_db().connect() as conn:
-            conn.execute(text("TRUNCATE evidence, saved_recommendation, compression_run, method RESTART IDENTITY CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE evidence, saved_recommendation, compression_run, method RESTART IDENTITY CASCADE"
+                )
+            )
             conn.commit()
     errors: list[BaseException] = []
 
     def sync() -> None:
         try:
             db.sync_catalog()
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=sync) for _ in range(3)]

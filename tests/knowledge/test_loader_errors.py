@@ -26,8 +26,10 @@ def test_wrong_enum_names_file_entry_field_and_allowed_values(data_dir, method_e
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
     (msg,) = _problems(exc)
-    assert msg.startswith(f"{path}: entry #3 (id 'gptq'): grades.quality_drop: "
-                          "'tiny' is not one of minimal, low, moderate, high")
+    assert msg.startswith(
+        f"{path}: entry #3 (id 'gptq'): grades.quality_drop: "
+        "'tiny' is not one of minimal, low, moderate, high"
+    )
     p = exc.value.problems[0]
     assert (p.entry, p.entry_id, p.field) == (3, "gptq", "grades.quality_drop")
     # the line is the one of the key in the file
@@ -42,9 +44,12 @@ def test_unknown_key_suggests_the_right_one_and_lists_allowed(data_dir, method_e
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
     msgs = _problems(exc)
-    assert any("entry #1 (id 'awq'): grades.qualty_drop: unknown key 'qualty_drop' (did you mean 'quality_drop'?)"
-               " allowed keys: size_reduction, quality_drop, hardware_dependence, backward_compatibility" in m.replace(";", "")
-               for m in msgs), msgs
+    assert any(
+        "entry #1 (id 'awq'): grades.qualty_drop: unknown key 'qualty_drop' (did you mean 'quality_drop'?)"
+        " allowed keys: size_reduction, quality_drop, hardware_dependence, backward_compatibility"
+        in m.replace(";", "")
+        for m in msgs
+    ), msgs
     assert any("grades.quality_drop: missing required field 'quality_drop'" in m for m in msgs), msgs
 
 
@@ -68,7 +73,10 @@ def test_every_bad_entry_is_reported_not_only_the_first(data_dir, method_entry):
         load_all(data_dir.root)
     msgs = _problems(exc)
     assert len(msgs) == 2
-    assert "entry #1 (id 'a'): phase: 'training' is not one of pre-training, post-training, fine-tuning, inference" in msgs[0]
+    assert (
+        "entry #1 (id 'a'): phase: 'training' is not one of pre-training, post-training, fine-tuning, inference"
+        in msgs[0]
+    )
     assert "entry #2 (id 'b'): impact: 'sometimes' is not one of static, dynamic" in msgs[1]
 
 
@@ -83,12 +91,16 @@ def test_duplicate_id_across_files_names_both_places(data_dir, method_entry):
 
 
 def test_dangling_composes_with_and_excludes(data_dir, method_entry):
-    data_dir.methods("a.yaml", method_entry("gptq"), method_entry("awq", composes_with=["gtpq"], excludes=["nope"]))
+    data_dir.methods(
+        "a.yaml", method_entry("gptq"), method_entry("awq", composes_with=["gtpq"], excludes=["nope"])
+    )
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
     msgs = _problems(exc)
-    assert any("entry #2 (id 'awq'): composes_with[0]: unknown method id 'gtpq' (did you mean 'gptq'?)" in m
-               for m in msgs), msgs
+    assert any(
+        "entry #2 (id 'awq'): composes_with[0]: unknown method id 'gtpq' (did you mean 'gptq'?)" in m
+        for m in msgs
+    ), msgs
     assert any("entry #2 (id 'awq'): excludes[0]: unknown method id 'nope'" in m for m in msgs), msgs
 
 
@@ -98,7 +110,10 @@ def test_evidence_for_unknown_method(data_dir, method_entry, evidence_entry):
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
     (msg,) = _problems(exc)
-    assert "e.yaml: entry #2 (method 'wandaa'): method: evidence for unknown method 'wandaa' (did you mean 'wanda'?)" in msg
+    assert (
+        "e.yaml: entry #2 (method 'wandaa'): method: evidence for unknown method 'wandaa' (did you mean 'wanda'?)"
+        in msg
+    )
 
 
 def test_evidence_wrong_metric_and_tag(data_dir, method_entry, evidence_entry):
@@ -109,8 +124,13 @@ def test_evidence_wrong_metric_and_tag(data_dir, method_entry, evidence_entry):
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
     msgs = _problems(exc)
-    assert any("entry #1 (method 'gptq'): metric: 'ppl' is not one of perplexity, accuracy" in m for m in msgs), msgs
-    assert any("entry #1 (method 'gptq'): source.tag: 'tertiary' is not one of primary, secondary, measured" in m for m in msgs), msgs
+    assert any(
+        "entry #1 (method 'gptq'): metric: 'ppl' is not one of perplexity, accuracy" in m for m in msgs
+    ), msgs
+    assert any(
+        "entry #1 (method 'gptq'): source.tag: 'tertiary' is not one of primary, secondary, measured" in m
+        for m in msgs
+    ), msgs
 
 
 def test_duplicate_evidence_row_is_rejected(data_dir, method_entry, evidence_entry):
@@ -118,7 +138,10 @@ def test_duplicate_evidence_row_is_rejected(data_dir, method_entry, evidence_ent
     data_dir.evidence("e.yaml", evidence_entry("gptq"), evidence_entry("gptq", value=12.0))
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
-    assert "entry #2 (method 'gptq'): setting: same method, model, setting, metric and dataset as" in _problems(exc)[0]
+    assert (
+        "entry #2 (method 'gptq'): setting: same method, model, setting, metric and dataset as"
+        in _problems(exc)[0]
+    )
 
 
 def test_yaml_duplicate_key_is_an_error_with_its_line(data_dir):
@@ -161,9 +184,14 @@ def test_an_evidence_file_in_the_methods_folder_is_rejected(data_dir, evidence_e
 
 def test_hardware_file_must_cover_every_target(data_dir, method_entry):
     data_dir.methods("a.yaml", method_entry("a"))
-    data_dir.write("hardware.yaml", "hardware:\n  - id: cpu\n    name: CPU\n    description: A processor with RAM.\n"
-                                    "    typical_memory_gb: [8, 64]\n")
-    with pytest.raises(DataFileError, match="hardware targets without an entry: nvidia-gpu, amd-gpu, apple-silicon, mobile"):
+    data_dir.write(
+        "hardware.yaml",
+        "hardware:\n  - id: cpu\n    name: CPU\n    description: A processor with RAM.\n"
+        "    typical_memory_gb: [8, 64]\n",
+    )
+    with pytest.raises(
+        DataFileError, match="hardware targets without an entry: nvidia-gpu, amd-gpu, apple-silicon, mobile"
+    ):
         load_all(data_dir.root)
 
 
@@ -176,31 +204,51 @@ def test_engine_loading_an_unknown_format(data_dir, method_entry):
     data_dir.write("formats.yaml", doc)
     with pytest.raises(DataFileError) as exc:
         load_all(data_dir.root)
-    assert any("entry #1 (id 'vllm'): loads[" in m and "unknown format 'safetensor' (did you mean 'safetensors'" in m
-               for m in _problems(exc))
+    assert any(
+        "entry #1 (id 'vllm'): loads[" in m and "unknown format 'safetensor' (did you mean 'safetensors'" in m
+        for m in _problems(exc)
+    )
 
 
 def test_unknown_output_format_is_a_warning_not_an_error(data_dir, method_entry):
-    data_dir.methods("a.yaml", method_entry("a", formats=[{"format": "zip-of-floats", "engines": ["vllm"]},
-                                                          {"format": "gguf", "engines": ["vllm", "deepsparse"]}]))
+    data_dir.methods(
+        "a.yaml",
+        method_entry(
+            "a",
+            formats=[
+                {"format": "zip-of-floats", "engines": ["vllm"]},
+                {"format": "gguf", "engines": ["vllm", "deepsparse"]},
+            ],
+        ),
+    )
     data = load_all(data_dir.root)
     warnings = [str(w) for w in data.warnings]
-    assert any("formats[0].format: output format 'zip-of-floats' matches no format in formats.yaml" in w
-               for w in warnings), warnings
-    assert any("formats[1].engines[1]: engine 'deepsparse' does not load format 'gguf'" in w for w in warnings)
+    assert any(
+        "formats[0].format: output format 'zip-of-floats' matches no format in formats.yaml" in w
+        for w in warnings
+    ), warnings
+    assert any(
+        "formats[1].engines[1]: engine 'deepsparse' does not load format 'gguf'" in w for w in warnings
+    )
 
 
 def test_resolve_format_takes_the_longest_prefix_at_a_word_boundary():
-    fmts = [FormatInfo(id="safetensors", name="s", description="dense checkpoint", matches=["safetensors-fp16"]),
-            FormatInfo(id="bitsandbytes", name="b", description="bnb weights here", matches=["safetensors-bnb"])]
+    fmts = [
+        FormatInfo(id="safetensors", name="s", description="dense checkpoint", matches=["safetensors-fp16"]),
+        FormatInfo(id="bitsandbytes", name="b", description="bnb weights here", matches=["safetensors-bnb"]),
+    ]
     assert resolve_format("safetensors-fp16 + medusa-heads", fmts).id == "safetensors"
     assert resolve_format("safetensors-bnb-nf4", fmts).id == "bitsandbytes"
     assert resolve_format("Safetensors", fmts).id == "safetensors"
     assert resolve_format("safetensorsx", fmts) is None
 
 
-def test_validate_file_detects_kind_and_checks_references_against_the_bundle(small_data, tmp_path, method_entry, evidence_entry):
-    mine = small_data.write("../user-methods.yaml", {"methods": [method_entry("delta", composes_with=["alpha"])]})
+def test_validate_file_detects_kind_and_checks_references_against_the_bundle(
+    small_data, tmp_path, method_entry, evidence_entry
+):
+    mine = small_data.write(
+        "../user-methods.yaml", {"methods": [method_entry("delta", composes_with=["alpha"])]}
+    )
     report = validate_file(mine, small_data.root)
     assert report.counts == {"methods": 1}
     ev = small_data.write("../user-evidence.yaml", {"evidence": [evidence_entry("delta")]})

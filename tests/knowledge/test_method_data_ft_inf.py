@@ -19,27 +19,70 @@ FILES = {"fine-tuning": DATA / "fine-tuning.yaml", "inference": DATA / "inferenc
 
 EXPECTED_CELLS: dict[tuple[str, str], set[str]] = {
     ("fine-tuning", "static"): {
-        "llm-pruner", "selective-distillation", "qlora", "minillm", "llm-qat", "gkd",
-        "distilling-step-by-step", "minitron",
+        "llm-pruner",
+        "selective-distillation",
+        "qlora",
+        "minillm",
+        "llm-qat",
+        "gkd",
+        "distilling-step-by-step",
+        "minitron",
     },
     ("fine-tuning", "dynamic"): {"medusa", "eagle", "moefication", "d-llm"},
     ("inference", "static"): {"llm-int8", "nf4-load", "fp8-online"},
     ("inference", "dynamic"): {
-        "cpu-inference", "aim", "lazyllm", "h2o", "streamingllm", "kivi", "speculative-decoding",
-        "dynamic-int8", "snapkv", "llmlingua",
+        "cpu-inference",
+        "aim",
+        "lazyllm",
+        "h2o",
+        "streamingllm",
+        "kivi",
+        "speculative-decoding",
+        "dynamic-int8",
+        "snapkv",
+        "llmlingua",
     },
 }
 
 #: The whole knowledge base's ids, fixed across the four method files so references can cross files.
 ALL_IDS: set[str] = set().union(*EXPECTED_CELLS.values()) | {
     # pre-training
-    "sparse-pretraining", "bitnet-b158", "mobilellm", "grouped-query-attention", "multi-query-attention",
-    "sheared-llama", "switch-transformer", "mixtral-moe", "mixture-of-depths", "layerskip", "matformer",
+    "sparse-pretraining",
+    "bitnet-b158",
+    "mobilellm",
+    "grouped-query-attention",
+    "multi-query-attention",
+    "sheared-llama",
+    "switch-transformer",
+    "mixtral-moe",
+    "mixture-of-depths",
+    "layerskip",
+    "matformer",
     "calm-early-exit",
     # post-training
-    "rtn", "gptq", "spqr", "awq", "smoothquant", "hqq", "quip-sharp", "aqlm", "sparsegpt", "wanda",
-    "magnitude-pruning", "slicegpt", "shortgpt", "squeezellm", "omniquant", "quarot", "gguf-k-quants",
-    "svd-llm", "fp8-static", "deja-vu", "teal", "cats", "flextron",
+    "rtn",
+    "gptq",
+    "spqr",
+    "awq",
+    "smoothquant",
+    "hqq",
+    "quip-sharp",
+    "aqlm",
+    "sparsegpt",
+    "wanda",
+    "magnitude-pruning",
+    "slicegpt",
+    "shortgpt",
+    "squeezellm",
+    "omniquant",
+    "quarot",
+    "gguf-k-quants",
+    "svd-llm",
+    "fp8-static",
+    "deja-vu",
+    "teal",
+    "cats",
+    "flextron",
 }
 
 #: Table 1 of the paper: (phase, impact, size_reduction, quality_drop, hardware_dependence, backward).
@@ -113,8 +156,12 @@ def test_paper_methods_carry_table_1_exactly(methods: dict[str, Method], mid: st
     m = methods[mid]
     g = m.grades
     got = (
-        m.phase.value, m.impact.value, g.size_reduction.value, g.quality_drop.value,
-        g.hardware_dependence.value, g.backward_compatibility.value,
+        m.phase.value,
+        m.impact.value,
+        g.size_reduction.value,
+        g.quality_drop.value,
+        g.hardware_dependence.value,
+        g.backward_compatibility.value,
     )
     assert got == PAPER_TABLE_1[mid]
     assert m.in_paper is True
@@ -159,7 +206,9 @@ def test_excludes_are_symmetric_within_these_files(methods: dict[str, Method]) -
     for m in methods.values():
         for other in m.excludes:
             if other in methods:
-                assert m.id not in methods[other].composes_with, f"{m.id} excludes {other} but {other} composes with it"
+                assert m.id not in methods[other].composes_with, (
+                    f"{m.id} excludes {other} but {other} composes with it"
+                )
 
 
 def test_formats_and_engines_agree_with_formats_yaml(methods: dict[str, Method]) -> None:

@@ -21,28 +21,73 @@ FILES = ("pre-training.yaml", "post-training.yaml")
 
 EXPECTED = {
     ("pre-training", "static"): {
-        "sparse-pretraining", "bitnet-b158", "mobilellm", "grouped-query-attention",
-        "multi-query-attention", "sheared-llama",
+        "sparse-pretraining",
+        "bitnet-b158",
+        "mobilellm",
+        "grouped-query-attention",
+        "multi-query-attention",
+        "sheared-llama",
     },
     ("pre-training", "dynamic"): {
-        "switch-transformer", "mixtral-moe", "mixture-of-depths", "layerskip", "matformer",
+        "switch-transformer",
+        "mixtral-moe",
+        "mixture-of-depths",
+        "layerskip",
+        "matformer",
         "calm-early-exit",
     },
     ("post-training", "static"): {
-        "rtn", "gptq", "spqr", "awq", "smoothquant", "hqq", "quip-sharp", "aqlm", "sparsegpt",
-        "wanda", "magnitude-pruning", "slicegpt", "shortgpt", "squeezellm", "omniquant", "quarot",
-        "gguf-k-quants", "svd-llm", "fp8-static",
+        "rtn",
+        "gptq",
+        "spqr",
+        "awq",
+        "smoothquant",
+        "hqq",
+        "quip-sharp",
+        "aqlm",
+        "sparsegpt",
+        "wanda",
+        "magnitude-pruning",
+        "slicegpt",
+        "shortgpt",
+        "squeezellm",
+        "omniquant",
+        "quarot",
+        "gguf-k-quants",
+        "svd-llm",
+        "fp8-static",
     },
     ("post-training", "dynamic"): {"deja-vu", "teal", "cats", "flextron"},
 }
 
 OTHER_FILES_IDS = {
     # fine-tuning
-    "llm-pruner", "selective-distillation", "qlora", "minillm", "llm-qat", "gkd",
-    "distilling-step-by-step", "minitron", "medusa", "eagle", "moefication", "d-llm",
+    "llm-pruner",
+    "selective-distillation",
+    "qlora",
+    "minillm",
+    "llm-qat",
+    "gkd",
+    "distilling-step-by-step",
+    "minitron",
+    "medusa",
+    "eagle",
+    "moefication",
+    "d-llm",
     # inference
-    "llm-int8", "nf4-load", "fp8-online", "cpu-inference", "aim", "lazyllm", "h2o", "streamingllm",
-    "kivi", "speculative-decoding", "dynamic-int8", "snapkv", "llmlingua",
+    "llm-int8",
+    "nf4-load",
+    "fp8-online",
+    "cpu-inference",
+    "aim",
+    "lazyllm",
+    "h2o",
+    "streamingllm",
+    "kivi",
+    "speculative-decoding",
+    "dynamic-int8",
+    "snapkv",
+    "llmlingua",
 }
 MY_IDS = set().union(*EXPECTED.values())
 ALL_IDS = MY_IDS | OTHER_FILES_IDS
@@ -55,8 +100,14 @@ PAPER = {
 }
 
 BUNDLED = {
-    "rtn": "rtn", "gptq": "gptq", "spqr": "spqr", "sparsegpt": "sparsegpt", "wanda": "wanda",
-    "magnitude-pruning": "magnitude", "teal": "teal", "sparse-pretraining": "sparse-pretraining",
+    "rtn": "rtn",
+    "gptq": "gptq",
+    "spqr": "spqr",
+    "sparsegpt": "sparsegpt",
+    "wanda": "wanda",
+    "magnitude-pruning": "magnitude",
+    "teal": "teal",
+    "sparse-pretraining": "sparse-pretraining",
 }
 
 
@@ -74,7 +125,9 @@ def methods() -> dict[str, Method]:
     return {e["id"]: Method(**e) for _, e in _raw_entries()}
 
 
-@pytest.mark.parametrize("where,entry", _raw_entries(), ids=lambda v: v.get("id", "?") if isinstance(v, dict) else v)
+@pytest.mark.parametrize(
+    "where,entry", _raw_entries(), ids=lambda v: v.get("id", "?") if isinstance(v, dict) else v
+)
 def test_every_entry_validates_against_the_schema(where: str, entry: dict) -> None:
     Method(**entry)
 

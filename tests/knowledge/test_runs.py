@@ -12,9 +12,16 @@ from knowledge.tables import RunStatus
 
 
 def _queue(n: int = 1, **kw):
-    return [runs.create_run(model_ref="demo", model_name="SmolLM2-135M-Instruct", method=kw.get("method", "gptq"),
-                            compressor=kw.get("compressor", "gptq"), config={"bits": 4, "group_size": 64})
-            for _ in range(n)]
+    return [
+        runs.create_run(
+            model_ref="demo",
+            model_name="SmolLM2-135M-Instruct",
+            method=kw.get("method", "gptq"),
+            compressor=kw.get("compressor", "gptq"),
+            config={"bits": 4, "group_size": 64},
+        )
+        for _ in range(n)
+    ]
 
 
 def test_lifecycle_queued_running_succeeded_with_progress():
@@ -28,9 +35,14 @@ def test_lifecycle_queued_running_succeeded_with_progress():
     got = runs.get_run(run.id)
     assert got.stage == "layer 49/50" and got.fraction == pytest.approx(0.98)
     assert got.log_tail.splitlines() == [f"line {i}" for i in range(10, 50)]  # the last 40 lines
-    runs.finish_run(run.id, before_metrics={"perplexity": 10.05, "size_bytes": 538_000_000, "decode_tokens_per_s": 20.0},
-                    after_metrics={"perplexity": 10.9, "size_bytes": 95_000_000, "decode_tokens_per_s": 31.0},
-                    artifacts={"checkpoint": "/x/model"}, timings={"compress": 12.5}, machine="test box")
+    runs.finish_run(
+        run.id,
+        before_metrics={"perplexity": 10.05, "size_bytes": 538_000_000, "decode_tokens_per_s": 20.0},
+        after_metrics={"perplexity": 10.9, "size_bytes": 95_000_000, "decode_tokens_per_s": 31.0},
+        artifacts={"checkpoint": "/x/model"},
+        timings={"compress": 12.5},
+        machine="test box",
+    )
     done = runs.get_run(run.id)
     assert done.status == "succeeded" and done.fraction == 1.0 and done.finished_at is not None
     assert done.elapsed_s is not None and done.elapsed_s >= 0
@@ -40,9 +52,12 @@ def test_lifecycle_queued_running_succeeded_with_progress():
 def test_succeeded_run_becomes_measured_evidence():
     (run,) = _queue()
     runs.claim_next_run("w")
-    runs.finish_run(run.id, before_metrics={"perplexity": 10.0, "size_mb": 500.0, "bits_per_weight": 16.0},
-                    after_metrics={"perplexity": 11.0, "size_mb": 100.0, "bits_per_weight": 4.25, "other": 1},
-                    machine="Xeon test box")
+    runs.finish_run(
+        run.id,
+        before_metrics={"perplexity": 10.0, "size_mb": 500.0, "bits_per_weight": 16.0},
+        after_metrics={"perplexity": 11.0, "size_mb": 100.0, "bits_per_weight": 4.25, "other": 1},
+        machine="Xeon test box",
+    )
     rows = runs.measured_evidence(method="gptq")
     by_metric = {e.metric: e for e in rows}
     assert set(by_metric) == {Metric.PERPLEXITY, Metric.SIZE_MB, Metric.BITS_PER_WEIGHT}
@@ -136,8 +151,11 @@ def test_list_runs_filters():
 def test_diverged_metrics_are_stored_as_null_and_skipped_as_evidence():
     (run,) = _queue()
     runs.claim_next_run("w")
-    runs.finish_run(run.id, before_metrics={"perplexity": 10.0, "size_mb": 500.0},
-                    after_metrics={"perplexity": float("inf"), "size_mb": 60.0})
+    runs.finish_run(
+        run.id,
+        before_metrics={"perplexity": 10.0, "size_mb": 500.0},
+        after_metrics={"perplexity": float("inf"), "size_mb": 60.0},
+    )
     got = runs.get_run(run.id)
     assert got.status == "succeeded" and got.after_metrics["perplexity"] is None
     assert [e.metric for e in runs.measured_evidence()] == [Metric.SIZE_MB]

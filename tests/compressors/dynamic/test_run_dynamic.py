@@ -13,8 +13,15 @@ from compressors.dynamic.teal import installed_states
 from tests.compressors.dynamic.models import deep_tiny
 from tests.compressors.tiny import tiny_tokenizer
 
-FAST = dict(n_calib_samples=4, calib_seq_len=64, eval_windows=2, eval_seq_len=64, measure_speed=False,
-            export=False, archive=None)
+FAST = dict(
+    n_calib_samples=4,
+    calib_seq_len=64,
+    eval_windows=2,
+    eval_seq_len=64,
+    measure_speed=False,
+    export=False,
+    archive=None,
+)
 
 
 def _checkpoint(folder: Path, arch: str = "llama") -> Path:
@@ -25,9 +32,14 @@ def _checkpoint(folder: Path, arch: str = "llama") -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,config", [("lazyllm", {"ratio": 0.5, "start": 0.25, "stages": 2}),
-                                           ("aim", {"merge_ratio": 0.1, "prune_ratio": 0.3}),
-                                           ("teal", {"sparsity": 0.4, "kernel": "torch", "calib_samples": 4})])
+@pytest.mark.parametrize(
+    "method,config",
+    [
+        ("lazyllm", {"ratio": 0.5, "start": 0.25, "stages": 2}),
+        ("aim", {"merge_ratio": 0.1, "prune_ratio": 0.3}),
+        ("teal", {"sparsity": 0.4, "kernel": "torch", "calib_samples": 4}),
+    ],
+)
 def test_compress_and_measure_saves_original_weights_and_reloads_the_method(tmp_path, method, config):
     from safetensors.torch import load_file
 
@@ -62,9 +74,27 @@ def test_cli_compress_runs_lazyllm(tmp_path):
     if not app.registered_commands:
         _register()
     src = _checkpoint(tmp_path / "src", "qwen2")
-    result = CliRunner().invoke(app, ["compress", str(src), "--method", "lazyllm", "--set", "ratio=0.4",
-                                      "--set", "revive=false", "--out", str(tmp_path / "out"), "--eval-windows", "2",
-                                      "--eval-seq-len", "64", "--no-export", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compress",
+            str(src),
+            "--method",
+            "lazyllm",
+            "--set",
+            "ratio=0.4",
+            "--set",
+            "revive=false",
+            "--out",
+            str(tmp_path / "out"),
+            "--eval-windows",
+            "2",
+            "--eval-seq-len",
+            "64",
+            "--no-export",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     cfg = (tmp_path / "out" / "model" / "config.json").read_text()
     assert '"shrinkwise_dynamic"' in cfg and '"revive": false' in cfg

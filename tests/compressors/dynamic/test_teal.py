@@ -10,8 +10,16 @@ import torch
 from compressors.base import ConfigError, RunContext, get_compressor
 from compressors.dynamic import manifest
 from compressors.dynamic.sparse_kernel import load_kernel, sparse_matvec_torch
-from compressors.dynamic.teal import (block_linears, calibrate_thresholds, install_teal, installed_states,
-                                      measured_sparsity, set_counting, skipped_flops_fraction, uninstall_teal)
+from compressors.dynamic.teal import (
+    block_linears,
+    calibrate_thresholds,
+    install_teal,
+    installed_states,
+    measured_sparsity,
+    set_counting,
+    skipped_flops_fraction,
+    uninstall_teal,
+)
 from compressors.layers import get_weight
 from compressors.methods.teal import TEALConfig
 from tests.compressors.tiny import VOCAB, tiny_model
@@ -43,7 +51,9 @@ def test_calibrated_thresholds_reach_the_target_sparsity_and_leave_weights_untou
     ids = _tokens(1, 24, seed=5)
     ref = model(ids).logits
     ctx = RunContext(calibration=_tokens())
-    get_compressor("teal").compress(model, None, TEALConfig(sparsity=0.5, kernel="torch", calib_samples=4), ctx)
+    get_compressor("teal").compress(
+        model, None, TEALConfig(sparsity=0.5, kernel="torch", calib_samples=4), ctx
+    )
     assert len(installed_states(model)) == len(block_linears(model))
     set_counting(model, True)
     out = model(_tokens(4, 32, seed=0)).logits  # the calibration text itself: quantiles are exact there
@@ -114,7 +124,11 @@ def test_thresholds_are_quantiles_of_the_inputs():
     assert set(th25) == set(block_linears(model))
     assert all(0 < th25[k] < th50[k] for k in th25)
     # q, k and v read the same input: same threshold
-    qkv = [th50[k] for k in th50 if k.startswith("model.layers.0.self_attn.") and k[-6:] in ("q_proj", "k_proj", "v_proj")]
+    qkv = [
+        th50[k]
+        for k in th50
+        if k.startswith("model.layers.0.self_attn.") and k[-6:] in ("q_proj", "k_proj", "v_proj")
+    ]
     assert len(qkv) == 3 and max(qkv) == min(qkv)
 
 
@@ -124,7 +138,9 @@ def test_saved_teal_checkpoint_reloads_with_its_thresholds(tmp_path):
 
     model = tiny_model("llama")
     ctx = RunContext(calibration=_tokens())
-    get_compressor("teal").compress(model, None, TEALConfig(sparsity=0.4, kernel="torch", calib_samples=4), ctx)
+    get_compressor("teal").compress(
+        model, None, TEALConfig(sparsity=0.4, kernel="torch", calib_samples=4), ctx
+    )
     ids = _tokens(1, 20, seed=9)
     expected = model(ids).logits
     model.save_pretrained(tmp_path)

@@ -29,7 +29,10 @@ def test_ratio_zero_gives_identical_logits_and_generation(arch, attn):
     ids = prompt()
     ref_logits = model(ids).logits
     ref_gen = _gen(model, ids)
-    for cid, cfg in [("lazyllm", LazyLLMConfig(ratio=0.0)), ("aim", AIMConfig(merge_ratio=0.0, prune_ratio=0.0))]:
+    for cid, cfg in [
+        ("lazyllm", LazyLLMConfig(ratio=0.0)),
+        ("aim", AIMConfig(merge_ratio=0.0, prune_ratio=0.0)),
+    ]:
         get_compressor(cid).compress(model, None, cfg, RunContext())
         assert torch.equal(model(ids).logits, ref_logits), cid
         assert torch.equal(_gen(model, ids), ref_gen), cid
@@ -64,7 +67,9 @@ def test_pruning_changes_only_what_comes_after_the_first_stage():
     model = deep_tiny("llama")
     ids = prompt(40)
     ref = model(ids, use_cache=True).past_key_values
-    get_compressor("lazyllm").compress(model, None, LazyLLMConfig(ratio=0.6, start=0.34, stages=1), RunContext())
+    get_compressor("lazyllm").compress(
+        model, None, LazyLLMConfig(ratio=0.6, start=0.34, stages=1), RunContext()
+    )
     pruned = model(ids).past_key_values
     for j in (0, 1):
         assert torch.allclose(pruned.layers[j].keys, ref.layers[j].keys, atol=1e-6)
@@ -77,11 +82,18 @@ def test_pruning_changes_only_what_comes_after_the_first_stage():
 def test_generate_keeps_the_cache_consistent_and_revives_from_the_aux_cache(revive):
     model = deep_tiny("llama")
     ids = prompt(40)
-    get_compressor("lazyllm").compress(model, None, LazyLLMConfig(ratio=0.7, start=0.2, stages=3, revive=revive),
-                                       RunContext())
+    get_compressor("lazyllm").compress(
+        model, None, LazyLLMConfig(ratio=0.7, start=0.2, stages=3, revive=revive), RunContext()
+    )
     cache = PrunedCache()
-    out = model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, past_key_values=cache,
-                         return_dict_in_generate=True)
+    out = model.generate(
+        ids,
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+        past_key_values=cache,
+        return_dict_in_generate=True,
+    )
     assert out.sequences.shape[1] == 48
     cache = out.past_key_values
     assert cache.get_seq_length() == 47  # the last generated token is not fed back
@@ -223,8 +235,15 @@ def test_configs_validate_with_the_allowed_range():
 def test_flags_and_estimates():
     from compressors.base import ModelShape
 
-    shape = ModelShape(n_params=135_000_000, n_layers=30, hidden_size=576, intermediate_size=1536,
-                       vocab_size=49152, n_heads=9, n_kv_heads=3)
+    shape = ModelShape(
+        n_params=135_000_000,
+        n_layers=30,
+        hidden_size=576,
+        intermediate_size=1536,
+        vocab_size=49152,
+        n_heads=9,
+        n_kv_heads=3,
+    )
     for cid in ("lazyllm", "aim"):
         comp = get_compressor(cid)
         assert (comp.phase, comp.impact, comp.needs_calibration) == ("inference", "dynamic", False)

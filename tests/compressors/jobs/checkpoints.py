@@ -87,13 +87,27 @@ def config_only_checkpoint(folder: Path, config: dict) -> Path:
     return folder
 
 
-BERT_CONFIG = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 100}
+BERT_CONFIG = {
+    "architectures": ["BertModel"],
+    "model_type": "bert",
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 100,
+}
 UNKNOWN_CONFIG = {"architectures": ["FlorpForCausalLM"], "model_type": "florp", "hidden_size": 32}
 #: A Llama-2-7B shape (6.7 B parameters): ~35 GB to load in float32, more than this machine's memory.
-HUGE_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-               "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-               "num_key_value_heads": 32, "vocab_size": 32000}
+HUGE_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+}
 
 
 def mismatched_checkpoint(folder: Path) -> Path:

@@ -21,8 +21,15 @@ def _started(run) -> None:
 
 
 def _metrics(ppl: float, size: int) -> dict:
-    return {"perplexity": ppl, "size_bytes": size, "bits_per_weight": 4.25 if size < 1000 else 32.0,
-            "params": 1000, "sparsity": 0.0, "generation": "hello", "generation_prompt": "Say"}
+    return {
+        "perplexity": ppl,
+        "size_bytes": size,
+        "bits_per_weight": 4.25 if size < 1000 else 32.0,
+        "params": 1000,
+        "sparsity": 0.0,
+        "generation": "hello",
+        "generation_prompt": "Say",
+    }
 
 
 def quick(run, ctx, out_dir: Path) -> dict:
@@ -32,9 +39,13 @@ def quick(run, ctx, out_dir: Path) -> dict:
         time.sleep(0.05)
     (out_dir / "checkpoint").mkdir(exist_ok=True)
     (out_dir / "checkpoint" / "model.safetensors").write_bytes(b"x" * 100)
-    return {"before_metrics": _metrics(10.0, 4000), "after_metrics": _metrics(10.5, 600),
-            "artifacts": {"checkpoint": str(out_dir / "checkpoint")},
-            "samples": {"prompt": "Say", "before": "hello", "after": "hello"}, "timings": {"compress_s": 0.15}}
+    return {
+        "before_metrics": _metrics(10.0, 4000),
+        "after_metrics": _metrics(10.5, 600),
+        "artifacts": {"checkpoint": str(out_dir / "checkpoint")},
+        "samples": {"prompt": "Say", "before": "hello", "after": "hello"},
+        "timings": {"compress_s": 0.15},
+    }
 
 
 def slow(run, ctx, out_dir: Path) -> dict:

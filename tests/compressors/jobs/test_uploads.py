@@ -15,7 +15,9 @@ def test_loose_files_become_one_model_folder(home, tmp_path):
     files = [(p.name, io.BytesIO(p.read_bytes())) for p in sorted(src.iterdir())]
     saved = save_model_upload(files)
     assert saved.model_ref == str(home / "uploads" / saved.upload_id / "model")
-    assert sorted(p.name for p in (home / "uploads" / saved.upload_id / "model").iterdir()) == sorted(n for n, _ in files)
+    assert sorted(p.name for p in (home / "uploads" / saved.upload_id / "model").iterdir()) == sorted(
+        n for n, _ in files
+    )
 
 
 def test_a_single_gguf_is_the_model_reference(home):
@@ -23,11 +25,14 @@ def test_a_single_gguf_is_the_model_reference(home):
     assert saved.model_ref.endswith("/model/SmolLM2.Q4_1.gguf")
 
 
-@pytest.mark.parametrize("files,message", [
-    ([("a.gguf", b"x"), ("config.json", b"{}")], "upload one .gguf on its own"),
-    ([("a.zip", b"x"), ("b.zip", b"y")], "upload one archive on its own"),
-    ([], "no files were uploaded"),
-])
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        ([("a.gguf", b"x"), ("config.json", b"{}")], "upload one .gguf on its own"),
+        ([("a.zip", b"x"), ("b.zip", b"y")], "upload one archive on its own"),
+        ([], "no files were uploaded"),
+    ],
+)
 def test_mixed_uploads_are_refused_and_nothing_is_kept(home, files, message):
     with pytest.raises(UploadError, match=message):
         save_model_upload(files)
@@ -49,5 +54,5 @@ def test_size_limit_is_checked_before_anything_is_written(home):
 def test_text_upload_must_be_utf8(home):
     with pytest.raises(UploadError, match="not UTF-8 text"):
         save_text_upload("notes.txt", b"\xff\xfe\x00bad")
-    path = save_text_upload("notes.txt", "Hello.\n\nWorld.".encode())
+    path = save_text_upload("notes.txt", b"Hello.\n\nWorld.")
     assert path.read_text() == "Hello.\n\nWorld." and path.parent.name == "text"

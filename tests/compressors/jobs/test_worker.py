@@ -20,8 +20,14 @@ FAKE = "tests.compressors.jobs.fake_executors"
 
 
 def queue(n: int = 1, model_ref: str = "demo") -> list[int]:
-    return [int(runs_db.create_run(model_ref=model_ref, model_name="tiny", method="gptq", compressor="gptq",
-                                   config={"bits": 4}).id) for _ in range(n)]
+    return [
+        int(
+            runs_db.create_run(
+                model_ref=model_ref, model_name="tiny", method="gptq", compressor="gptq", config={"bits": 4}
+            ).id
+        )
+        for _ in range(n)
+    ]
 
 
 def drive(*workers: Worker, until, timeout: float = 60.0) -> float:
@@ -29,7 +35,9 @@ def drive(*workers: Worker, until, timeout: float = 60.0) -> float:
     t0 = time.monotonic()
     while not until():
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"condition not reached in {timeout} s: {[r.status for r in runs_db.list_runs()]}")
+            raise AssertionError(
+                f"condition not reached in {timeout} s: {[r.status for r in runs_db.list_runs()]}"
+            )
         for w in workers:
             w.tick()
         time.sleep(0.1)
@@ -110,8 +118,12 @@ def test_restart_fails_the_job_that_was_running_and_continues_the_queued_one(hom
     interrupted, other_host_fresh, waiting = queue(3)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that existed and is gone: the crashed pool
-    assert runs_db.claim_next_run(f"{__import__('socket').gethostname()}:{dead.pid}:deadbeef").id == interrupted
-    assert runs_db.claim_next_run("another-machine:123:cafe").id == other_host_fresh  # alive elsewhere, beating
+    assert (
+        runs_db.claim_next_run(f"{__import__('socket').gethostname()}:{dead.pid}:deadbeef").id == interrupted
+    )
+    assert (
+        runs_db.claim_next_run("another-machine:123:cafe").id == other_host_fresh
+    )  # alive elsewhere, beating
     w = Worker(executor=f"{FAKE}:quick", max_jobs=1)
     assert w.start()  # recovery happens here
     try:

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny import tiny_model  # noqa: E402
+from tiny import tiny_model
 
-from compressors.base import Cancelled, ConfigError, ModelShape, RunContext, get_compressor  # noqa: E402
-from compressors.layers import all_linear_layers  # noqa: E402
-from compressors.packed import QuantizedLinear, SparseLinear, packed_modules  # noqa: E402
-from compressors.packed_spqr import SpQRLinear  # noqa: E402
+from compressors.base import Cancelled, ConfigError, ModelShape, RunContext, get_compressor
+from compressors.layers import all_linear_layers
+from compressors.packed import QuantizedLinear, SparseLinear, packed_modules
+from compressors.packed_spqr import SpQRLinear
 
 CASES = [
     ("rtn", {"bits": 4, "group_size": 32}, QuantizedLinear),
@@ -106,11 +106,19 @@ def test_missing_calibration_says_how_to_provide_it():
         comp.compress(tiny_model("llama"), None, comp.config_cls(), RunContext())
 
 
-@pytest.mark.parametrize("cid,bad", [
-    ("gptq", {"bits": 5}), ("gptq", {"group_size": 4}), ("gptq", {"percdamp": 2.0}),
-    ("rtn", {"bits": 1}), ("spqr", {"beta1": 12}), ("magnitude", {"sparsity": 0.99}),
-    ("wanda", {"pattern": "3:4"}), ("sparsegpt", {"blocksize": 4}),
-])
+@pytest.mark.parametrize(
+    "cid,bad",
+    [
+        ("gptq", {"bits": 5}),
+        ("gptq", {"group_size": 4}),
+        ("gptq", {"percdamp": 2.0}),
+        ("rtn", {"bits": 1}),
+        ("spqr", {"beta1": 12}),
+        ("magnitude", {"sparsity": 0.99}),
+        ("wanda", {"pattern": "3:4"}),
+        ("sparsegpt", {"blocksize": 4}),
+    ],
+)
 def test_configs_reject_bad_values_naming_them(cid, bad):
     comp = get_compressor(cid)
     with pytest.raises(ConfigError, match=list(bad)[0]):
@@ -118,20 +126,35 @@ def test_configs_reject_bad_values_naming_them(cid, bad):
 
 
 def test_flags_and_estimates():
-    shape = ModelShape(n_params=134_515_008, n_layers=30, hidden_size=576, intermediate_size=1536, vocab_size=49152,
-                       n_heads=9, n_kv_heads=3)
+    shape = ModelShape(
+        n_params=134_515_008,
+        n_layers=30,
+        hidden_size=576,
+        intermediate_size=1536,
+        vocab_size=49152,
+        n_heads=9,
+        n_kv_heads=3,
+    )
     for cid in ("rtn", "gptq", "spqr", "magnitude", "wanda", "sparsegpt"):
         comp = get_compressor(cid)
         assert comp.phase == "post-training" and comp.impact == "static"
         assert comp.needs_calibration == (cid not in ("rtn", "magnitude"))
         est = comp.estimate(shape, comp.config_cls())
         assert est.peak_memory_bytes > shape.n_params * 4 and est.seconds > 0
-    assert get_compressor("spqr").estimate(shape, get_compressor("spqr").config_cls()).seconds > \
-        get_compressor("rtn").estimate(shape, get_compressor("rtn").config_cls()).seconds
+    assert (
+        get_compressor("spqr").estimate(shape, get_compressor("spqr").config_cls()).seconds
+        > get_compressor("rtn").estimate(shape, get_compressor("rtn").config_cls()).seconds
+    )
 
 
-@pytest.mark.parametrize("cid,cfg", [("gptq", {"bits": 3, "group_size": 32, "act_order": True}), ("spqr", {}),
-                                     ("sparsegpt", {"pattern": "2:4"})])
+@pytest.mark.parametrize(
+    "cid,cfg",
+    [
+        ("gptq", {"bits": 3, "group_size": 32, "act_order": True}),
+        ("spqr", {}),
+        ("sparsegpt", {"pattern": "2:4"}),
+    ],
+)
 def test_compressed_model_saves_packed_and_loads_back_identical(tmp_path, cid, cfg):
     from compressors.storage import load_packed, save_packed
 

@@ -45,7 +45,9 @@ def test_act_order_codes_reconstruct_the_returned_weight(static, gs):
     else:
         assert sorted(r.perm.tolist()) == list(range(160))
     assert torch.allclose(_codes_to_weight(r, 160), r.dequantized, atol=1e-5)
-    assert _out_err(X, W, r.dequantized) < _out_err(X, W, dequantize_groups(*quantize_rtn(W, 4, gs), gs if gs != -1 else 160))
+    assert _out_err(X, W, r.dequantized) < _out_err(
+        X, W, dequantize_groups(*quantize_rtn(W, 4, gs), gs if gs != -1 else 160)
+    )
 
 
 def test_group_size_not_dividing_width_gives_short_last_group():

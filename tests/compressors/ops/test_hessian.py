@@ -2,7 +2,12 @@
 
 import torch
 
-from compressors.ops.hessian import accumulate_hessian, accumulate_sq_norms, inverse_cholesky_upper, prepare_hessian
+from compressors.ops.hessian import (
+    accumulate_hessian,
+    accumulate_sq_norms,
+    inverse_cholesky_upper,
+    prepare_hessian,
+)
 
 
 def test_running_hessian_equals_batch_formula_for_any_split():

@@ -53,4 +53,6 @@ def test_wanda_beats_magnitude_when_inputs_have_outlier_features():
 def test_sparsegpt_24_beats_magnitude_24():
     W, X, H = _toy()
     err = lambda Wh: float(((X @ (Wh - W).T) ** 2).mean())  # noqa: E731
-    assert err(sparsegpt_prune(W, H, prune_n=2, prune_m=4).weight) < 0.5 * err(W * ~magnitude_mask(W, prune_n=2, prune_m=4))
+    assert err(sparsegpt_prune(W, H, prune_n=2, prune_m=4).weight) < 0.5 * err(
+        W * ~magnitude_mask(W, prune_n=2, prune_m=4)
+    )

@@ -8,8 +8,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from compressors.base import ConfigError, RunContext
-from compressors.methods.selective_distillation import (DistillLoss, SelectiveDistillation,
-                                                         SelectiveDistillationConfig)
+from compressors.methods.selective_distillation import (
+    DistillLoss,
+    SelectiveDistillation,
+    SelectiveDistillationConfig,
+)
 from compressors.training import distill, student
 from tests.compressors.tiny import tiny_model, tiny_tokenizer
 
@@ -56,8 +59,15 @@ def test_distill_loss_selects_the_tokens_with_largest_teacher_student_kl():
     assert float(kl[w == 1].min()) >= float(kl[w == 0].max())
 
 
-@pytest.mark.parametrize("n, keep, rule, expected", [(8, 4, "uniform", [0, 2, 5, 7]), (8, 4, "middle", [0, 1, 6, 7]),
-                                                     (5, 5, "uniform", [0, 1, 2, 3, 4]), (30, 15, "uniform", None)])
+@pytest.mark.parametrize(
+    "n, keep, rule, expected",
+    [
+        (8, 4, "uniform", [0, 2, 5, 7]),
+        (8, 4, "middle", [0, 1, 6, 7]),
+        (5, 5, "uniform", [0, 1, 2, 3, 4]),
+        (30, 15, "uniform", None),
+    ],
+)
 def test_layer_choice(n, keep, rule, expected):
     got = student.choose_layers(n, keep, rule)
     assert len(got) == keep and got == sorted(set(got))
@@ -71,8 +81,14 @@ def test_layer_choice(n, keep, rule, expected):
 def test_student_has_fewer_layers_reloads_and_generates(arch, tmp_path):
     teacher = tiny_model(arch)
     comp = SelectiveDistillation()
-    cfg = SelectiveDistillationConfig(steps=1, seq_len=16, batch_size=2, val_windows=2, drop_ratio=0.5,
-                                      hidden_weight=1.0 if arch == "llama" else 0.0)
+    cfg = SelectiveDistillationConfig(
+        steps=1,
+        seq_len=16,
+        batch_size=2,
+        val_windows=2,
+        drop_ratio=0.5,
+        hidden_weight=1.0 if arch == "llama" else 0.0,
+    )
     out = comp.compress(teacher, tiny_tokenizer(), cfg, RunContext(calibration=CALIB))
     assert out is not teacher and out.config.num_hidden_layers == 1
     assert teacher.config.num_hidden_layers == 2  # the teacher is untouched
@@ -80,16 +96,20 @@ def test_student_has_fewer_layers_reloads_and_generates(arch, tmp_path):
     back = AutoModelForCausalLM.from_pretrained(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(back(CALIB[:2]).logits, out(CALIB[:2]).logits, atol=1e-5, rtol=1e-5)
-    gen = back.generate(CALIB[:1, :4], attention_mask=torch.ones(1, 4, dtype=torch.long), max_new_tokens=3, do_sample=False)
+    gen = back.generate(
+        CALIB[:1, :4], attention_mask=torch.ones(1, 4, dtype=torch.long), max_new_tokens=3, do_sample=False
+    )
     assert gen.shape == (1, 7)
     assert comp.last_report["distillation"]["steps"] == 1
 
 
 def test_width_pruned_student_on_llama():
     out = SelectiveDistillation().compress(
-        tiny_model("llama"), tiny_tokenizer(),
+        tiny_model("llama"),
+        tiny_tokenizer(),
         SelectiveDistillationConfig(steps=0, seq_len=16, val_windows=2, drop_ratio=0.0, mlp_ratio=0.5),
-        RunContext(calibration=CALIB))
+        RunContext(calibration=CALIB),
+    )
     assert out.config.intermediate_size == 68 and out.model.layers[0].mlp.down_proj.weight.shape[1] == 68
 
 
@@ -99,8 +119,16 @@ def test_plain_distillation_is_select_fraction_one():
     assert not SelectiveDistillationConfig().is_plain
 
 
-@pytest.mark.parametrize("bad", [dict(select_fraction=0.0), dict(drop_ratio=0.95), dict(layer_rule="random"),
-                                 dict(temperature=0.0), dict(train_embeddings="yes")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(select_fraction=0.0),
+        dict(drop_ratio=0.95),
+        dict(layer_rule="random"),
+        dict(temperature=0.0),
+        dict(train_embeddings="yes"),
+    ],
+)
 def test_config_rejects_bad_values_naming_them(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SelectiveDistillationConfig(**bad)

@@ -11,8 +11,15 @@ from compressors.base import Cancelled, CompressionError, ModelShape, RunContext
 from compressors.training.data import BatchSampler, cut_windows, prepare, split_validation
 from compressors.training.loop import lr_at, n_params, train
 
-DEMO_SHAPE = ModelShape(n_params=134_515_008, n_layers=30, hidden_size=576, intermediate_size=1536,
-                        vocab_size=49152, n_heads=9, n_kv_heads=3)
+DEMO_SHAPE = ModelShape(
+    n_params=134_515_008,
+    n_layers=30,
+    hidden_size=576,
+    intermediate_size=1536,
+    vocab_size=49152,
+    n_heads=9,
+    n_kv_heads=3,
+)
 
 
 def test_lr_warms_up_then_decays_to_a_tenth():
@@ -68,8 +75,14 @@ def test_tied_embeddings_are_counted_once():
     assert n_params(m) < sum(p.numel() for p in m.state_dict().values())
 
 
-@pytest.mark.parametrize("cid, phase", [("llm-pruner", "fine-tuning"), ("selective-distillation", "fine-tuning"),
-                                        ("sparse-pretraining", "pre-training")])
+@pytest.mark.parametrize(
+    "cid, phase",
+    [
+        ("llm-pruner", "fine-tuning"),
+        ("selective-distillation", "fine-tuning"),
+        ("sparse-pretraining", "pre-training"),
+    ],
+)
 def test_registered_with_phase_impact_and_needs(cid, phase):
     cls = all_compressors()[cid]
     assert cls.phase == phase and cls.impact == "static"

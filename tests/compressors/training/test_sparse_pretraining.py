@@ -49,7 +49,9 @@ def test_mask_stays_the_one_shot_mask_after_training_and_kept_weights_change(arc
     comp = get_compressor("magnitude")
     comp.compress(oneshot, None, comp.config_cls(sparsity=0.5), RunContext())
     sp = SparsePretraining()
-    cfg = SparsePretrainingConfig(steps=2, lr=1e-2, seq_len=16, batch_size=2, val_windows=2, one_shot="magnitude")
+    cfg = SparsePretrainingConfig(
+        steps=2, lr=1e-2, seq_len=16, batch_size=2, val_windows=2, one_shot="magnitude"
+    )
     out = sp.compress(model, tiny_tokenizer(), cfg, RunContext(calibration=CALIB))
     changed = 0
     trained = dict(((bi, n), m) for bi, n, m in iter_block_linears(out))
@@ -68,7 +70,9 @@ def test_2_4_pattern_is_kept_and_saved_sparse(tmp_path):
     from compressors.storage import load_packed, save_packed
 
     model = tiny_model("mistral")
-    cfg = SparsePretrainingConfig(steps=1, seq_len=16, batch_size=2, val_windows=2, pattern="2:4", one_shot="magnitude")
+    cfg = SparsePretrainingConfig(
+        steps=1, seq_len=16, batch_size=2, val_windows=2, pattern="2:4", one_shot="magnitude"
+    )
     out = SparsePretraining().compress(model, tiny_tokenizer(), cfg, RunContext(calibration=CALIB))
     layers = [m for m in out.modules() if isinstance(m, SparseLinear)]
     assert layers and all(m.pattern == "2:4" for m in layers)
@@ -96,8 +100,16 @@ def test_cancellation_stops_training_within_a_step():
     assert calls.count("sparse-train") == 1
 
 
-@pytest.mark.parametrize("bad", [dict(sparsity=0.99), dict(pattern="1:3"), dict(one_shot="random"), dict(seq_len=4),
-                                 dict(weight_decay=2.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(sparsity=0.99),
+        dict(pattern="1:3"),
+        dict(one_shot="random"),
+        dict(seq_len=4),
+        dict(weight_decay=2.0),
+    ],
+)
 def test_config_rejects_bad_values_naming_them(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         SparsePretrainingConfig(**bad)
