@@ -47,6 +47,7 @@ from compressors.dynamic.teal import (  # noqa: E402
     uninstall_teal,
 )
 from compressors.dynamic.tokens import PrunedCache, last_prefill_stats, uninstall_token_plan  # noqa: E402
+from compressors.hf_compat import cache_kwarg, output_cache  # noqa: E402
 
 TOKEN_SETTINGS = [
     ("lazyllm", {"ratio": 0.0}),
@@ -79,11 +80,11 @@ def run_prompt(model, prompt: torch.Tensor, cont: torch.Tensor, repeats: int):
         out = model(input_ids=prompt[None], use_cache=True, logits_to_keep=1)
         times.append((time.process_time() - c0, time.perf_counter() - t0))
     stats = last_prefill_stats(model) if hasattr(model.model, "_shrinkwise_token_plan") else None
-    past = out.past_key_values
+    past = output_cache(out)
     logits = [out.logits[0, -1]]
     for tok in cont[:-1]:
-        out = model(input_ids=tok.view(1, 1), past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=tok.view(1, 1), use_cache=True, **{cache_kwarg(model): past})
+        past = output_cache(out)
         logits.append(out.logits[0, -1])
     revived = past.revived_total if isinstance(past, PrunedCache) else 0
     return min(times), torch.stack(logits), stats, revived
@@ -158,11 +159,11 @@ def decode_speed(model, prompt: torch.Tensor, n: int, repeats: int) -> float:
     best = 0.0
     for _ in range(repeats):
         out = model(input_ids=prompt[None], use_cache=True)
-        past, nxt = out.past_key_values, out.logits[0, -1].argmax().view(1, 1)
+        past, nxt = output_cache(out), out.logits[0, -1].argmax().view(1, 1)
         c0 = time.process_time()
         for _ in range(n):
-            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[0, -1].argmax().view(1, 1)
+            out = model(input_ids=nxt, use_cache=True, **{cache_kwarg(model): past})
+            past, nxt = output_cache(out), out.logits[0, -1].argmax().view(1, 1)
         best = max(best, n / (time.process_time() - c0))
     return best
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from compressors.base import Cancelled
+from compressors.hf_compat import cache_kwarg, output_cache
 from compressors.packed import PackedModule, packed_modules
 from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, eval_windows, tokenize
 
@@ -190,16 +191,17 @@ def speed(
 ) -> tuple[float, float]:
     """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache."""
     best_prefill = best_decode = 0.0
+    cache_kw = cache_kwarg(model)
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = model(input_ids=prompt_ids[None], use_cache=True)
         t1 = time.perf_counter()
-        past = out.past_key_values
+        past = output_cache(out)
         nxt = out.logits[0, -1].argmax()[None, None]
         t2 = time.perf_counter()
         for _ in range(decode_tokens):
-            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(input_ids=nxt, use_cache=True, **{cache_kw: past})
+            past = output_cache(out)
             nxt = out.logits[0, -1].argmax()[None, None]
         t3 = time.perf_counter()
         best_prefill = max(best_prefill, prompt_ids.numel() / (t1 - t0))

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from compressors.base import CompressionError
+from compressors.hf_compat import CACHE_KWARG_NAMES
 from compressors.packed import PackedModule
 
 log = logging.getLogger(__name__)
@@ -204,9 +205,8 @@ def capture_block_inputs(
         )
     first_kwargs.pop("_captured", None)
     first_kwargs["use_cache"] = False
-    first_kwargs.pop("past_key_values", None)
-    first_kwargs.pop("past_key_value", None)
-    first_kwargs.pop("layer_past", None)
+    for name in CACHE_KWARG_NAMES:  # blocks are replayed one at a time, without a cache
+        first_kwargs.pop(name, None)
     return torch.cat(captured, 0), first_kwargs
 
 
