@@ -1,17 +1,12 @@
-"""Importing this package registers every bundled compressor (one module each)."""
+"""Importing this package registers every bundled compressor: each module here that defines one
+decorates it with ``@register``.
 
-from compressors.methods import (  # noqa: F401  # noqa: F401  (dynamic methods: inference-phase token pruning, TEAL)  # noqa: F401  (training methods: fine-tuning and pre-training phases)
-    aim,
-    cpu_inference,
-    gptq,
-    lazyllm,
-    llm_pruner,
-    magnitude,
-    rtn,
-    selective_distillation,
-    sparse_pretraining,
-    sparsegpt,
-    spqr,
-    teal,
-    wanda,
-)
+Modules are discovered rather than listed, so adding a compressor touches its own module and its
+method's data entry, not a list here (helper modules such as ``layerwise`` register nothing).
+"""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
