@@ -166,9 +166,37 @@ def resolve_texts(
 
 
 def tokenize(tokenizer, text: str) -> torch.Tensor:
-    """All token ids of ``text`` as a 1-D LongTensor, without special tokens."""
+    """All token ids of ``text`` as a 1-D LongTensor, without special tokens (windows add the tokenizer's
+    start tokens themselves, see :func:`start_tokens`)."""
     ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def start_tokens(tokenizer) -> list[int]:
+    """The ids the tokenizer itself puts before any text: the BOS of Llama-3, Gemma, Mistral, or nothing.
+
+    Every calibration and evaluation window starts with them, as the model's own inputs do in use: a
+    model trained with a BOS (Gemma-3 declares ``add_bos_token=True``) scores text without it far worse
+    (Gemma-3-270M: perplexity 38.5 without, 15.6 with), and calibrating on inputs the model never sees
+    misleads GPTQ. Read from the tokenizer's behaviour, not from a flag, so a template post-processor
+    and a ``add_bos_token`` setting are both honoured; trailing special tokens (an EOS some tokenizers
+    append) are not window material and are left out.
+    """
+    probe = "Hello world"
+    plain = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
+    full = tokenizer(probe, verbose=False)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return list(full[:i])
+    return []  # the tokenizer rewrites the text around special tokens: add nothing rather than guess
+
+
+def _with_start(start: list[int], body: torch.Tensor) -> torch.Tensor:
+    """``[n, len(start) + body_len]`` windows: the start tokens, then the text."""
+    if not start:
+        return body
+    head = torch.tensor(start, dtype=body.dtype).expand(body.shape[0], len(start))
+    return torch.cat([head, body], dim=1)
 
 
 def calibration_windows(
@@ -179,10 +207,15 @@ def calibration_windows(
     seed: int = 0,
     ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``[n_samples, seq_len]`` token windows at seeded random offsets in ``text``."""
+    """``[n_samples, seq_len]`` token windows at seeded random offsets in ``text``, each starting with the
+    tokenizer's start tokens (:func:`start_tokens`) followed by ``seq_len - len(start)`` text tokens."""
     if n_samples < 1 or seq_len < 2:
         raise ValueError(f"n_samples={n_samples} and seq_len={seq_len} must be >= 1 and >= 2")
     ids = tokenize(tokenizer, text) if ids is None else ids
+    start = start_tokens(tokenizer)
+    full_len, seq_len = seq_len, seq_len - len(start)
+    if seq_len < 1:
+        raise ValueError(f"seq_len={full_len} leaves no room for text after {len(start)} start token(s)")
     if ids.numel() < seq_len:
         raise TextTooShort(
             f"calibration text is too short: windows of {seq_len} tokens need at least {seq_len} tokens "
@@ -195,7 +228,7 @@ def calibration_windows(
         )
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, ids.numel() - seq_len + 1, (n_samples,), generator=g)
-    return torch.stack([ids[s : s + seq_len] for s in starts.tolist()])
+    return _with_start(start, torch.stack([ids[s : s + seq_len] for s in starts.tolist()]))
 
 
 def eval_windows(
@@ -205,14 +238,19 @@ def eval_windows(
     seq_len: int = DEFAULT_SEQ_LEN,
     ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The first ``n_windows`` consecutive non-overlapping ``seq_len``-token windows of ``text``."""
+    """The first ``n_windows`` consecutive non-overlapping windows of ``text``, ``seq_len`` tokens each
+    including the tokenizer's start tokens (:func:`start_tokens`), so every text token is scored once."""
     if n_windows < 1 or seq_len < 2:
         raise ValueError(f"n_windows={n_windows} and seq_len={seq_len} must be >= 1 and >= 2")
     ids = tokenize(tokenizer, text) if ids is None else ids
+    start = start_tokens(tokenizer)
+    if seq_len - len(start) < 1:
+        raise ValueError(f"seq_len={seq_len} leaves no room for text after {len(start)} start token(s)")
+    seq_len -= len(start)
     need = n_windows * seq_len
     if ids.numel() < need:
         raise TextTooShort(
             f"evaluation text is too short: {n_windows} windows of {seq_len} tokens need {need} tokens, "
             f"found {ids.numel()}. Give a longer text or fewer/shorter windows."
         )
-    return ids[:need].reshape(n_windows, seq_len).clone()
+    return _with_start(start, ids[:need].reshape(n_windows, seq_len).clone())

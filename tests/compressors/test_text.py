@@ -11,8 +11,9 @@ from compressors.text import (
     eval_windows,
     resolve_texts,
     split_documents,
+    start_tokens,
 )
-from tests.compressors.tiny import tiny_tokenizer
+from tests.compressors.tiny import tiny_bos_tokenizer, tiny_tokenizer
 
 
 def test_default_split_is_disjoint_deterministic_and_about_a_fifth():
@@ -67,3 +68,25 @@ def test_too_short_text_says_needed_and_found():
         calibration_windows(tok, "a short text", 4, 512)
     with pytest.raises(TextTooShort, match="at least 2"):
         split_documents(["only one"])
+
+
+def test_start_tokens_follow_the_tokenizer():
+    assert start_tokens(tiny_tokenizer()) == []
+    bos = tiny_bos_tokenizer()
+    assert start_tokens(bos) == [bos.bos_token_id]
+    assert bos("text")["input_ids"][0] == bos.bos_token_id  # the fixture really adds it
+
+
+def test_windows_start_with_the_bos_the_tokenizer_declares():
+    """Gemma-3 and Llama-3 tokenizers add a BOS; windows without it measure a model out of its use."""
+    tok = tiny_bos_tokenizer()
+    bos = tok.bos_token_id
+    text = default_split().evaluation[:20000]
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    w = eval_windows(tok, text, 4, 32)
+    assert w.shape == (4, 32)
+    assert w[:, 0].tolist() == [bos] * 4
+    assert w[:, 1:].reshape(-1).tolist() == ids[: 4 * 31], "every text token is scored once, in order"
+    c = calibration_windows(tok, default_split().calibration[:20000], 8, 64, seed=1)
+    assert c.shape == (8, 64) and c[:, 0].tolist() == [bos] * 8
+    assert (c[:, 1:] != bos).all()

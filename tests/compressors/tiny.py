@@ -127,6 +127,29 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return _TOKENIZER
 
 
+_BOS_TOKENIZER: PreTrainedTokenizerFast | None = None
+
+
+def tiny_bos_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny BPE with a ``<bos>`` that the tokenizer puts before every text, as Gemma-3's and
+    Llama-3's do (``add_bos_token=True`` / a template post-processor)."""
+    global _BOS_TOKENIZER
+    if _BOS_TOKENIZER is None:
+        from tokenizers import Tokenizer, processors
+
+        base = tiny_tokenizer()
+        tok = Tokenizer.from_str(base.backend_tokenizer.to_str())
+        tok.add_special_tokens(["<bos>"])
+        bos_id = tok.token_to_id("<bos>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", bos_id)]
+        )
+        _BOS_TOKENIZER = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<bos>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+        )
+    return _BOS_TOKENIZER
+
+
 def rtn_codes(w: torch.Tensor, bits: int, group_size: int, symmetric: bool = False):
     """Plain round-to-nearest codes for tests: ``(q, scale, zero)`` with a shorter last group."""
     out_f, in_f = w.shape
