@@ -436,6 +436,10 @@ def load_model(
     else:
         model = _load_weights(info, path, dtype)
     model.eval()
+    if not getattr(model.config, "architectures", None):
+        # a GGUF's metadata names no model class, so transformers leaves `architectures` empty; every
+        # checkpoint Shrinkwise writes from it would carry `"architectures": null`, which vLLM refuses
+        model.config.architectures = [type(model).__name__]
     from compressors.layers import find_blocks
 
     find_blocks(model)  # an architecture whose blocks we cannot find is refused here, with the reason
