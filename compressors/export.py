@@ -181,6 +181,8 @@ def export_compressed_tensors(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
+    if not cfg.get("architectures"):  # vLLM refuses a config without it (a GGUF source names no class)
+        cfg["architectures"] = [type(model).__name__]
     cfg["quantization_config"] = qconfig.model_dump(exclude_none=False, mode="json")
     cfg["dtype"] = str(dt).replace("torch.", "")
     cfg.pop("torch_dtype", None)

@@ -193,6 +193,10 @@ def _load_config(source: str, path: Path | None, ref: str):
                 f"{path} has no config.json; a Hugging Face model folder needs config.json next to its "
                 "*.safetensors weights (and tokenizer files)"
             )
+        if source == "packed":
+            from compressors.storage import read_packed_config
+
+            return read_packed_config(path)
         return AutoConfig.from_pretrained(path)
     except ModelLoadError:
         raise
@@ -342,7 +346,7 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     if source == "packed":
         manifest = json.loads((path / MANIFEST).read_text())
         packed_method = manifest.get("method")
-    config = _load_config("folder" if source in ("demo", "packed") else source, path, str(ref))
+    config = _load_config("folder" if source == "demo" else source, path, str(ref))
     check_causal(config, str(ref))
     if source in ("demo", "folder", "packed"):
         weight_files = _weight_files(path)

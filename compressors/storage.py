@@ -111,7 +111,11 @@ def save_packed(
     cfg = model.config
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
+    if not getattr(cfg, "architectures", None):  # built from a config or a GGUF: name the class
+        cfg.architectures = [type(model).__name__]
     cfg.save_pretrained(out)
+    if packed_modules(model):
+        _mark_config_packed(out / "config.json")
     if getattr(model, "generation_config", None) is not None:
         try:
             model.generation_config.save_pretrained(out)
@@ -135,6 +139,44 @@ def save_packed(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return out
+
+
+PACKED_MODEL_TYPE = "shrinkwise-packed"
+LOAD_HINT = (
+    "Shrinkwise packed checkpoint: load it with `from compressors.storage import load_packed; "
+    "load_packed(folder)` (pip install shrinkwise), or export it to compressed-tensors or GGUF for an engine"
+)
+
+
+def _mark_config_packed(config_json: Path) -> None:
+    """Make plain transformers refuse the folder instead of loading random weights.
+
+    The packed layers' tensors (``qweight``, ``scales``...) are not the tensors transformers expects, and
+    transformers skips a ``quantization_config`` it does not know with a warning, so the folder loaded as
+    a randomly initialised model with no error. An unknown ``model_type`` is refused by every
+    ``from_pretrained`` with a message that names it; the real one is kept under ``shrinkwise_packed``,
+    which :func:`read_packed_config` restores.
+    """
+    cfg = json.loads(config_json.read_text())
+    cfg["shrinkwise_packed"] = {"model_type": cfg["model_type"], "how_to_load": LOAD_HINT}
+    cfg["model_type"] = PACKED_MODEL_TYPE
+    config_json.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def read_packed_config(folder: str | Path) -> Any:
+    """The transformers config of a packed checkpoint folder (restoring the model type saved aside)."""
+    from transformers import AutoConfig
+
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    marker = cfg.pop("shrinkwise_packed", None)
+    if cfg.get("model_type") != PACKED_MODEL_TYPE:  # written before the marker existed, or a dense save
+        return AutoConfig.from_pretrained(folder)
+    if not isinstance(marker, dict) or not isinstance(marker.get("model_type"), str):
+        raise CheckpointError(
+            f"{folder}: config.json says {PACKED_MODEL_TYPE} but lacks the original model type"
+        )
+    cfg.pop("model_type")
+    return AutoConfig.for_model(marker["model_type"], **cfg)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -173,7 +215,6 @@ def build_empty(config, dtype: torch.dtype | None = None) -> nn.Module:
 def load_packed(folder: str | Path) -> nn.Module:
     """Rebuild a runnable model from a packed checkpoint folder (eval mode, CPU)."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig
 
     from compressors.layers import set_module
     from compressors.models import check_safetensors
@@ -184,7 +225,7 @@ def load_packed(folder: str | Path) -> nn.Module:
     if not wfile.is_file():
         raise CheckpointError(f"{folder}: {WEIGHTS} is missing")
     check_safetensors(wfile)
-    config = AutoConfig.from_pretrained(folder)
+    config = read_packed_config(folder)
     model = build_empty(config)
     tensors = load_file(str(wfile))
     for path, spec in manifest.get("modules", {}).items():

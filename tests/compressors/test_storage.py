@@ -39,6 +39,23 @@ def test_packed_checkpoint_round_trip_gives_identical_logits(arch, tmp_path):
         assert torch.equal(loaded(TOKENS).logits, ref)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_plain_transformers_refuses_a_packed_checkpoint_loudly(arch, tmp_path):
+    """Loading the packed folder with plain transformers used to give a randomly initialised model
+    without an error; now it fails naming the format, and Shrinkwise's own loaders still read it."""
+    from transformers import AutoModelForCausalLM
+
+    from compressors.models import inspect_checkpoint
+
+    model = rtn_quantize_model(tiny_model(arch), bits=4, group_size=32)
+    save_packed(model, tiny_tokenizer(), tmp_path, method="rtn", config={"bits": 4, "group_size": 32})
+    with pytest.raises((ValueError, KeyError), match="shrinkwise-packed"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    info = inspect_checkpoint(str(tmp_path))
+    assert info.source == "packed" and info.architecture == type(model).__name__
+    assert load_packed(tmp_path).config.model_type == model.config.model_type
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_size_on_disk_matches_the_reported_bits(arch, tmp_path):
     model = rtn_quantize_model(tiny_model(arch), bits=4, group_size=32)
