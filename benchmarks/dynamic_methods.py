@@ -46,7 +46,12 @@ from compressors.dynamic.teal import (  # noqa: E402
     skipped_flops_fraction,
     uninstall_teal,
 )
-from compressors.dynamic.tokens import PrunedCache, last_prefill_stats, uninstall_token_plan  # noqa: E402
+from compressors.dynamic.tokens import (  # noqa: E402
+    PrunedCache,
+    installed_plan,
+    last_prefill_stats,
+    uninstall_token_plan,
+)
 
 TOKEN_SETTINGS = [
     ("lazyllm", {"ratio": 0.0}),
@@ -78,7 +83,7 @@ def run_prompt(model, prompt: torch.Tensor, cont: torch.Tensor, repeats: int):
         t0, c0 = time.perf_counter(), time.process_time()
         out = model(input_ids=prompt[None], use_cache=True, logits_to_keep=1)
         times.append((time.process_time() - c0, time.perf_counter() - t0))
-    stats = last_prefill_stats(model) if hasattr(model.model, "_shrinkwise_token_plan") else None
+    stats = last_prefill_stats(model) if installed_plan(model) is not None else None
     past = out.past_key_values
     logits = [out.logits[0, -1]]
     for tok in cont[:-1]:

@@ -604,3 +604,11 @@ def uninstall_token_plan(model: Any) -> Any:
 def last_prefill_stats(model: Any) -> PrefillStats | None:
     ctl = getattr(decoder_of(model), "_shrinkwise_tokens", None)
     return ctl.last_stats if ctl is not None else None
+
+
+def installed_plan(model: Any) -> TokenPlan | None:
+    """The token plan installed on ``model``, or None (also for architectures token pruning does not support)."""
+    if getattr(model.config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return None
+    ctl = getattr(hf_compat.decoder(model), "_shrinkwise_tokens", None)
+    return ctl.plan if ctl is not None else None
