@@ -46,7 +46,12 @@ from compressors.dynamic.teal import (  # noqa: E402
     skipped_flops_fraction,
     uninstall_teal,
 )
-from compressors.dynamic.tokens import PrunedCache, last_prefill_stats, uninstall_token_plan  # noqa: E402
+from compressors.dynamic.tokens import (  # noqa: E402
+    PrunedCache,
+    installed_plan,
+    last_prefill_stats,
+    uninstall_token_plan,
+)
 from compressors.hf_compat import cache_kwarg, output_cache  # noqa: E402
 
 TOKEN_SETTINGS = [
@@ -79,11 +84,11 @@ def run_prompt(model, prompt: torch.Tensor, cont: torch.Tensor, repeats: int):
         t0, c0 = time.perf_counter(), time.process_time()
         out = model(input_ids=prompt[None], use_cache=True, logits_to_keep=1)
         times.append((time.process_time() - c0, time.perf_counter() - t0))
-    stats = last_prefill_stats(model) if hasattr(model.model, "_shrinkwise_token_plan") else None
+    stats = last_prefill_stats(model) if installed_plan(model) is not None else None
     past = output_cache(out)
     logits = [out.logits[0, -1]]
     for tok in cont[:-1]:
-        out = model(input_ids=tok.view(1, 1), use_cache=True, **{cache_kwarg(model): past})
+        out = model(input_ids=tok.view(1, 1), use_cache=True, **{cache_kwarg(model, {}): past})
         past = output_cache(out)
         logits.append(out.logits[0, -1])
     revived = past.revived_total if isinstance(past, PrunedCache) else 0
@@ -162,7 +167,7 @@ def decode_speed(model, prompt: torch.Tensor, n: int, repeats: int) -> float:
         past, nxt = output_cache(out), out.logits[0, -1].argmax().view(1, 1)
         c0 = time.process_time()
         for _ in range(n):
-            out = model(input_ids=nxt, use_cache=True, **{cache_kwarg(model): past})
+            out = model(input_ids=nxt, use_cache=True, **{cache_kwarg(model, {}): past})
             past, nxt = output_cache(out), out.logits[0, -1].argmax().view(1, 1)
         best = max(best, n / (time.process_time() - c0))
     return best

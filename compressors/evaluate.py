@@ -191,7 +191,7 @@ def speed(
 ) -> tuple[float, float]:
     """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache."""
     best_prefill = best_decode = 0.0
-    cache_kw = cache_kwarg(model)
+    cache_kw = cache_kwarg(model, {})
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = model(input_ids=prompt_ids[None], use_cache=True)

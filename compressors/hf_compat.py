@@ -1,13 +1,28 @@
-"""The one place that knows how transformers' API differs between the releases Shrinkwise supports.
+"""The only place where Shrinkwise touches transformers internals or API that moved, with a version check.
 
-transformers 5.x renames things between minor releases with a deprecation period (5.24 passes the KV
-cache to ``forward`` as ``cache=`` and returns it as ``output.cache``; earlier 5.x releases call both
-``past_key_values``). Code elsewhere asks this module instead of spelling either name, so the next rename
-is a change here, and a release outside the supported range fails with a message that names the range
-instead of an ``IndexError`` deep inside a forward pass.
+LazyLLM and AIM (:mod:`compressors.dynamic.tokens`) are built on public mechanisms: forward (pre-)hooks
+on the decoder layers, an attention function registered in ``transformers.AttentionInterface`` (and its
+mask companion in ``AttentionMaskInterface``) and selected with ``PreTrainedModel.set_attn_implementation``,
+and a ``DynamicCache`` subclass that only overrides the public ``update`` / ``get_seq_length``. A few
+details still have no public accessor; each one is a small function here, so that when transformers moves
+only this file changes, and :func:`check_version` refuses versions nobody has tested instead of failing
+deep inside a forward pass:
 
-Everything here reads public surface only (a ``forward`` signature, an output's declared fields, the
-package version).
+- the name of the attention implementation a config currently uses (``config._attn_implementation``);
+- the keyword under which the model hands the cache to its decoder and layers: ``cache`` since 5.24,
+  ``past_key_values`` before (5.24 still accepts it with a FutureWarning, 5.40 removes it);
+- where a decoder layer receives its hidden states (first positional argument) and returns them (a
+  tensor, or the first item of a tuple in older layers), and the layout of the ``(cos, sin)`` rotary
+  position embeddings the decoder passes to each layer (``[batch, seq, head_dim]``);
+- the inner decoder (``get_decoder()`` or ``.model``) and its ``layers`` list;
+- the key tensor a cache holds for one layer (used by tests and by nothing at inference time);
+- for the evaluation harness's decode timing and the block capture of the layer-wise compressors: the
+  cache keyword of a model's ``forward`` and the field its output returns the cache in (``cache`` since
+  5.24, ``past_key_values`` before), and the names a layer's captured call may carry the cache under.
+
+Tested with transformers 5.24.0 (the locked version) only. The range below starts at that version;
+older 5.x releases pass the cache as ``past_key_values`` and this module would route it, but they were
+not tested, so they are refused rather than trusted.
 """
 
 from __future__ import annotations
@@ -16,56 +31,128 @@ import dataclasses
 import inspect
 from typing import Any
 
+import torch
 import transformers
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
-from torch import nn
 
-# The releases the code and its tests are known to work with; requirements/lock.txt pins one of them.
-SUPPORTED_TRANSFORMERS = (Version("5.0"), Version("6.0"))
-SUPPORTED_RANGE_TEXT = ">=5.0,<6"
+from compressors.base import CompressionError
+
+SUPPORTED_TRANSFORMERS = ">=5.24,<6"
+TESTED_TRANSFORMERS = ("5.24.0",)
+
+_checked: bool = False
+
+
+def check_version(installed: str | None = None) -> None:
+    """Raise :class:`CompressionError` unless the installed transformers is in :data:`SUPPORTED_TRANSFORMERS`.
+
+    Called when a token plan is first installed (not on import, so that listing methods never fails).
+    """
+    global _checked
+    if installed is None and _checked:
+        return
+    version = installed or transformers.__version__
+    if Version(version).release and Version(Version(version).base_version) in SpecifierSet(
+        SUPPORTED_TRANSFORMERS
+    ):
+        if installed is None:
+            _checked = True
+        return
+    raise CompressionError(
+        f"LazyLLM/AIM token pruning supports transformers {SUPPORTED_TRANSFORMERS} (tested: "
+        f"{', '.join(TESTED_TRANSFORMERS)}), but {version} is installed; install a supported version "
+        "(the project's lock pins one) or update compressors/hf_compat.py after testing"
+    )
+
+
+def attn_implementation(config: Any) -> str | None:
+    """The attention implementation a config is set to ("sdpa", "eager", a registered name, ...)."""
+    return getattr(config, "_attn_implementation", None)
+
+
+def decoder(model: Any) -> Any:
+    """The inner decoder module (embeddings, layers, final norm) of a causal LM."""
+    getter = getattr(model, "get_decoder", None)
+    inner = getter() if callable(getter) else None
+    return inner if inner is not None else getattr(model, "model", None)
+
+
+def decoder_layers(inner: Any) -> list[Any]:
+    """The decoder layers in order (only the first ``num_hidden_layers`` run, as the model's own loop does)."""
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        return []
+    return list(layers[: inner.config.num_hidden_layers])
+
+
+def cache_kwarg(module: Any, kwargs: dict[str, Any]) -> str:
+    """Keyword under which ``module`` (a decoder or a decoder layer) receives the cache."""
+    for name in ("cache", "past_key_values"):
+        if name in kwargs:
+            return name
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def get_hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """A decoder layer's input hidden states from its call arguments."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def set_hidden(
+    args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call arguments with the hidden states replaced."""
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def output_hidden(output: Any) -> torch.Tensor:
+    """A decoder layer's output hidden states (5.x layers return a tensor; older ones a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def replace_output_hidden(output: Any, hidden: torch.Tensor) -> Any:
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def select_positions(position_embeddings: Any, index: torch.Tensor) -> Any:
+    """The rotary ``(cos, sin)`` embeddings of the rows ``index`` of the sequence they were computed for."""
+    if position_embeddings is None:
+        return None
+    return tuple(t[:, index] for t in position_embeddings)
+
+
+def input_length(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, int]:
+    """``(batch, tokens)`` of a decoder call from ``input_ids`` or ``inputs_embeds``."""
+    x = kwargs.get("input_ids")
+    if x is None and args:
+        x = args[0]
+    if x is None:
+        x = kwargs["inputs_embeds"]
+    return int(x.shape[0]), int(x.shape[1])
+
+
+def layer_keys(cache: Any, layer: int) -> torch.Tensor:
+    """The key tensor ``[batch, kv_heads, tokens, head_dim]`` a cache holds for ``layer``."""
+    return cache.layers[layer].keys
+
 
 # Names a decoder layer's captured keyword arguments may use for the KV cache, across supported releases.
 CACHE_KWARG_NAMES = ("cache", "past_key_values", "past_key_value", "layer_past")
 
 
-class UnsupportedTransformersError(RuntimeError):
-    """The installed transformers is outside the range Shrinkwise supports."""
-
-
-def transformers_version() -> Version:
-    return Version(transformers.__version__)
-
-
-def check_transformers_version() -> None:
-    """Fail with a clear message when the installed transformers is outside the supported range."""
-    low, high = SUPPORTED_TRANSFORMERS
-    have = transformers_version()
-    if not low <= have < high:
-        raise UnsupportedTransformersError(
-            f"transformers {have} is installed, but Shrinkwise supports transformers {SUPPORTED_RANGE_TEXT}. "
-            "Install the locked set with `bash scripts/setup.sh` (requirements/lock.txt)."
-        )
-
-
-def cache_kwarg(model: nn.Module) -> str:
-    """The keyword under which ``model.forward`` takes the KV cache in this release."""
-    params = inspect.signature(model.forward).parameters
-    if "cache" in params:
-        return "cache"
-    if "past_key_values" in params:
-        return "past_key_values"
-    raise UnsupportedTransformersError(
-        f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`; "
-        f"supported transformers: {SUPPORTED_RANGE_TEXT} (installed {transformers_version()})"
-    )
-
-
 def output_cache(output: Any) -> Any:
-    """The KV cache a model's forward returned (``output.cache`` or, in older 5.x, ``past_key_values``)."""
+    """The KV cache a model's forward returned (``output.cache`` since 5.24, ``past_key_values`` before).
+
+    Read through the output's declared fields, so the deprecated alias (which warns) is never touched.
+    """
     names = {f.name for f in dataclasses.fields(output)} if dataclasses.is_dataclass(output) else set()
     for name in ("cache", "past_key_values"):
         if name in names:
             return getattr(output, name)
-    raise UnsupportedTransformersError(
-        f"{type(output).__name__} carries no KV cache field; supported transformers: {SUPPORTED_RANGE_TEXT}"
+    raise CompressionError(
+        f"{type(output).__name__} carries no KV cache field; supported transformers: {SUPPORTED_TRANSFORMERS}"
     )

@@ -1,5 +1,6 @@
-"""LazyLLM and AIM on tiny random Llama, Mistral and Qwen2 models: exactness at ratio 0, the pruned
-fractions, the cache bookkeeping of revival, generate, save/load and the errors."""
+"""LazyLLM and AIM on tiny random Llama, Mistral, Qwen2 and Gemma-3 text models: exactness at ratio 0
+(prefill and greedy decoding), the pruned fractions, the cache bookkeeping of pruning and revival,
+generate, save/load, the fallbacks and the errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ import math
 import pytest
 import torch
 
+from compressors import hf_compat
 from compressors.base import CompressionError, ConfigError, RunContext, get_compressor
 from compressors.dynamic import manifest
-from compressors.dynamic.tokens import PrunedCache, TokenPlan, install_token_plan, last_prefill_stats
+from compressors.dynamic.tokens import (
+    PrunedCache,
+    TokenPlan,
+    install_token_plan,
+    last_prefill_stats,
+    uninstall_token_plan,
+)
 from compressors.methods.aim import AIMConfig
 from compressors.methods.lazyllm import LazyLLMConfig, stage_schedule
 from tests.compressors.dynamic.models import TOKEN_ARCHS, deep_tiny, prompt
@@ -21,23 +29,42 @@ def _gen(model, ids, n=6):
     return model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
 
 
+def _greedy(model, ids, n=6):
+    out = model.generate(
+        ids,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    return out.sequences, torch.stack(out.scores)
+
+
 @pytest.mark.parametrize("arch", TOKEN_ARCHS)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @torch.no_grad()
 def test_ratio_zero_gives_identical_logits_and_generation(arch, attn):
+    """Keep fraction 1.0 / no merging: the prefill logits and every greedy step equal the untouched model's."""
     model = deep_tiny(arch, attn=attn)
-    ids = prompt()
+    ids = prompt()  # 48 tokens: longer than Gemma-3's 16-token window
     ref_logits = model(ids).logits
-    ref_gen = _gen(model, ids)
+    ref_seq, ref_scores = _greedy(model, ids)
     for cid, cfg in [
         ("lazyllm", LazyLLMConfig(ratio=0.0)),
         ("aim", AIMConfig(merge_ratio=0.0, prune_ratio=0.0)),
     ]:
         get_compressor(cid).compress(model, None, cfg, RunContext())
-        assert torch.equal(model(ids).logits, ref_logits), cid
-        assert torch.equal(_gen(model, ids), ref_gen), cid
+        assert hf_compat.attn_implementation(model.config) != attn  # the plan's attention is in use
+        assert torch.allclose(model(ids).logits, ref_logits, rtol=0, atol=1e-5), cid
+        seq, scores = _greedy(model, ids)
+        assert torch.equal(seq, ref_seq), cid
+        assert torch.allclose(scores, ref_scores, rtol=0, atol=1e-4), cid
         stats = last_prefill_stats(model)
         assert stats.tokens_per_layer == [ids.shape[1]] * 6
+    uninstall_token_plan(model)
+    assert hf_compat.attn_implementation(model.config) == attn
+    assert torch.equal(model(ids).logits, ref_logits)
 
 
 @pytest.mark.parametrize("arch", TOKEN_ARCHS)
@@ -53,7 +80,7 @@ def test_lazyllm_drops_the_scheduled_share_of_tokens_per_layer(arch):
     expected = [48, 48, math.ceil(0.75 * 48), math.ceil(0.75 * 48), 24, 24]
     assert last_prefill_stats(model).tokens_per_layer == expected
     assert out.logits.shape == (1, 48, model.config.vocab_size)
-    cache = out.past_key_values
+    cache = out.cache
     assert isinstance(cache, PrunedCache) and cache.get_seq_length() == 48
     # first token (attention sink) and last token reach every layer
     for j in range(6):
@@ -61,94 +88,145 @@ def test_lazyllm_drops_the_scheduled_share_of_tokens_per_layer(arch):
     assert last_prefill_stats(model).compute_fraction == pytest.approx(sum(expected) / (6 * 48))
 
 
+def _keys(cache, j):
+    return hf_compat.layer_keys(cache, j)
+
+
+def _ref_keys(cache, j, n=40):
+    """Keys of positions 0..n-1 at layer j of an untouched model's cache; a sliding-window layer of the
+    untouched model keeps only the last positions, so the others are NaN (never equal to anything)."""
+    k = _keys(cache, j)
+    full = k.new_full((*k.shape[:2], n, k.shape[-1]), float("nan"))
+    full[:, :, n - k.shape[2] :] = k
+    return full
+
+
+def _close_where_known(a, b):
+    known = ~b.isnan().any(-1).any(1)[0]  # positions the reference holds
+    assert bool(known.any())
+    return torch.allclose(a[:, :, known], b[:, :, known], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", TOKEN_ARCHS)
 @torch.no_grad()
-def test_pruning_changes_only_what_comes_after_the_first_stage():
-    """Tokens dropped at layer 2 leave layers 0-1 untouched: their keys equal the unpruned model's."""
-    model = deep_tiny("llama")
+def test_the_cache_holds_exactly_the_tokens_that_reached_each_layer(arch):
+    """Tokens dropped at layer 2 leave layers 0-1 untouched, and the kept ones enter layer 2 unchanged.
+
+    A token's keys at a layer depend only on its own input to that layer, so up to and including the first
+    pruning layer every cached key must equal the unpruned model's key at the same position.
+    """
+    model = deep_tiny(arch)
     ids = prompt(40)
-    ref = model(ids, use_cache=True).past_key_values
+    ref = model(ids, use_cache=True).cache
     get_compressor("lazyllm").compress(
         model, None, LazyLLMConfig(ratio=0.6, start=0.34, stages=1), RunContext()
     )
-    pruned = model(ids).past_key_values
+    pruned = model(ids).cache
+    n_kept = math.ceil(0.4 * 40)
+    assert last_prefill_stats(model).tokens_per_layer == [40, 40] + [n_kept] * 4
     for j in (0, 1):
-        assert torch.allclose(pruned.layers[j].keys, ref.layers[j].keys, atol=1e-6)
-    assert pruned.key_pos[2].numel() == math.ceil(0.4 * 40)
-    assert pruned.layers[2].keys.shape[2] == math.ceil(0.4 * 40)
+        assert pruned.key_pos[j].tolist() == list(range(40))
+        assert _close_where_known(_keys(pruned, j), _ref_keys(ref, j))
+    kept = pruned.key_pos[2]
+    assert kept.numel() == n_kept and {0, 39} <= set(kept.tolist())
+    assert _close_where_known(_keys(pruned, 2), _ref_keys(ref, 2)[:, :, kept])
+    for j in range(2, 6):
+        assert torch.equal(pruned.key_pos[j], kept)  # the same tokens go on, nothing else
+        assert _keys(pruned, j).shape[2] == n_kept
+    assert sorted(pruned.aux[2][0].tolist()) == sorted(set(range(40)) - set(kept.tolist()))
 
 
+@pytest.mark.parametrize("arch", TOKEN_ARCHS)
 @pytest.mark.parametrize("revive", [True, False])
 @torch.no_grad()
-def test_generate_keeps_the_cache_consistent_and_revives_from_the_aux_cache(revive):
-    model = deep_tiny("llama")
+def test_generate_keeps_the_cache_consistent_and_revives_from_the_aux_cache(arch, revive):
+    model = deep_tiny(arch)
     ids = prompt(40)
     get_compressor("lazyllm").compress(
         model, None, LazyLLMConfig(ratio=0.7, start=0.2, stages=3, revive=revive), RunContext()
     )
-    cache = PrunedCache()
     out = model.generate(
-        ids,
-        max_new_tokens=8,
-        min_new_tokens=8,
-        do_sample=False,
-        past_key_values=cache,
-        return_dict_in_generate=True,
+        ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, return_dict_in_generate=True
     )
     assert out.sequences.shape[1] == 48
-    cache = out.past_key_values
+    cache = out.cache
+    assert isinstance(cache, PrunedCache)  # the one made at prefill went round every step
     assert cache.get_seq_length() == 47  # the last generated token is not fed back
     prev = None
     for j in range(6):
         pos = cache.key_pos[j]
         assert pos.unique().numel() == pos.numel(), f"a token was computed twice at layer {j}"
-        assert cache.layers[j].keys.shape[2] == pos.numel()
+        assert _keys(cache, j).shape[2] == pos.numel()
         assert set(range(40, 47)) <= set(pos.tolist())  # decoded tokens go through every layer
         if prev is not None:
             assert set(pos.tolist()) <= prev, "a token reached a layer without the previous one"
         prev = set(pos.tolist())
+    stats = last_prefill_stats(model)
+    computed = sum(cache.key_pos[j].numel() for j in range(6))
     if revive:
-        assert cache.revived_total > 0
-        stats = last_prefill_stats(model)
-        computed = sum(cache.key_pos[j].numel() for j in range(6))
+        assert cache.revived_total > 0 and stats.revived == cache.revived_total
         assert computed > sum(stats.tokens_per_layer) + 7 * 6  # revived prompt tokens joined later layers
     else:
         assert cache.revived_total == 0
-        stats = last_prefill_stats(model)
-        assert cache.key_pos[5].numel() == stats.tokens_per_layer[5] + 7  # no prompt token came back
+        assert computed == sum(stats.tokens_per_layer) + 7 * 6  # no prompt token came back
 
 
 @torch.no_grad()
-def test_revival_computes_a_stored_token_from_its_layer_once_and_moves_it_on(monkeypatch):
-    """Revival at layer 3 runs the stored state through layers 3-5; its keys are what layer 3 gives it."""
-    from compressors.dynamic.tokens import _rotate_half, _Runner
-
-    model = deep_tiny("llama")
+def test_an_explicit_pruned_cache_and_step_by_step_decoding_match_generate():
+    model = deep_tiny("mistral")
     ids = prompt(40)
-    install_token_plan(model, TokenPlan(keep={3: 0.3}, revive=True))
-    cache = model(ids).past_key_values
-    aux_pos, aux_h = cache.aux[3]
-    target = int(aux_pos[0])
-    layer = model.model.layers[3]
-    attn = layer.self_attn
-    x = layer.input_layernorm(aux_h[:1][None])
-    cos, sin = model.model.rotary_emb(x, aux_pos[:1][None])
-    k = attn.k_proj(x).view(1, 1, -1, attn.head_dim).transpose(1, 2)
-    k = k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1)
+    get_compressor("lazyllm").compress(model, None, LazyLLMConfig(ratio=0.5, start=0.2), RunContext())
+    expected = _gen(model, ids)
+    cache = PrunedCache()
+    out = model(ids, cache=cache)
+    assert out.cache is cache
+    seq = ids
+    for _ in range(6):
+        nxt = out.logits[:, -1:].argmax(-1)
+        seq = torch.cat([seq, nxt], dim=1)
+        out = model(nxt, cache=cache)
+    assert torch.equal(seq, expected)
+    assert cache.get_seq_length() == 46
 
-    runner = _Runner(model.model, model.model._shrinkwise_token_plan, cache)
 
-    def scores_preferring_target(j, h_last_in, last_pos):  # the new token "needs" the stored one
-        s = torch.isin(cache.key_pos[j], cache.key_pos[3]).float()  # those already at layer 3
-        s[cache.key_pos[j] == target] = 10.0
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+@torch.no_grad()
+def test_revival_computes_a_stored_token_from_its_layer_once_and_moves_it_on(arch, monkeypatch):
+    """A decoding step that ranks a stored token first revives it: it runs layers 2-5 once, from its state.
+
+    Pruning starts at layer 2 (a global layer of the Gemma-3 model, whose untouched cache keeps every key),
+    so the stored state is the unpruned model's input to layer 2 and the revived token's keys at layer 2
+    must equal the unpruned model's keys at its position.
+    """
+    from compressors.dynamic import tokens
+
+    model = deep_tiny(arch)
+    ids = prompt(40)
+    ref = model(ids, use_cache=True).cache
+    install_token_plan(model, TokenPlan(keep={2: 0.3}, revive=True))
+    cache = model(ids).cache
+    target = int(cache.aux[2][0][0])
+    real = tokens._last_token_attention
+
+    def prefer_target(query, key, scaling, softcap, allowed, bias):  # the new token "needs" the stored one
+        s = real(query, key, scaling, softcap, allowed, bias)  # shape and dtype of the real ranking
+        s = torch.isin(cache.key_pos[1], cache.key_pos[2]).to(s.dtype)  # those already at layer 2 ...
+        s[cache.key_pos[1] == target] = 10.0  # ... and the target rank first, so only the target comes back
         return s
 
-    monkeypatch.setattr(runner, "last_token_attention", scores_preferring_target)
+    monkeypatch.setattr(tokens, "_last_token_attention", prefer_target)
     before = [cache.key_pos[j].numel() for j in range(6)]
-    assert runner.revive(3, None, torch.tensor(40)) == 1
-    assert [cache.key_pos[j].numel() for j in range(6)] == before[:3] + [b + 1 for b in before[3:]]
-    assert int(cache.key_pos[3][-1]) == target and target not in cache.aux[3][0].tolist()
-    assert torch.allclose(cache.layers[3].keys[:, :, -1], k[:, :, 0], atol=1e-5)
-    assert runner.revive(3, None, torch.tensor(40)) == 0  # never computed twice at a layer
+    model(torch.tensor([[5]]), cache=cache)
+    assert [cache.key_pos[j].numel() for j in range(6)] == [b + 1 for b in before[:2]] + [
+        b + 2 for b in before[2:]
+    ]
+    assert cache.key_pos[2][-2:].tolist() == [target, 40]  # revived first, then the new token
+    assert target not in cache.aux[2][0].tolist() and cache.revived_total == 1
+    i = cache.key_pos[2].numel() - 2
+    assert _close_where_known(_keys(cache, 2)[:, :, i : i + 1], _ref_keys(ref, 2)[:, :, target : target + 1])
+    model(torch.tensor([[6]]), cache=cache)  # still preferred: already there, never computed twice
+    assert cache.revived_total == 1
+    assert cache.key_pos[5].unique().numel() == cache.key_pos[5].numel()
 
 
 def test_merge_right_neighbours_merges_the_most_similar_pairs_forward():
@@ -180,11 +258,14 @@ def test_aim_merges_then_prunes_and_generates(arch):
     assert stats.tokens_per_layer[0] == 48
     assert stats.tokens_per_layer[1] == 48 - 12
     assert stats.tokens_per_layer[3:] == [24, 24, 24]
-    cache = out.past_key_values
+    cache = out.cache
     assert cache.key_bias[1] is not None and float(cache.key_bias[1].max()) == pytest.approx(math.log(2))
+    for j in range(1, 6):
+        assert _keys(cache, j).shape[2] == cache.key_pos[j].numel() == stats.tokens_per_layer[j]
+    assert cache.key_pos[0].tolist() == list(range(48))
     gen = _gen(model, ids)
     assert gen.shape == (1, 54)
-    assert cache.revived_total == 0
+    assert last_prefill_stats(model).revived == 0
 
 
 @torch.no_grad()
@@ -217,6 +298,23 @@ def test_saved_dynamic_checkpoint_reloads_and_reinstalls(tmp_path):
 def test_unsupported_architecture_is_refused_with_the_supported_list():
     with pytest.raises(CompressionError, match="llama"):
         get_compressor("lazyllm").compress(tiny_model("gpt2"), None, LazyLLMConfig(), RunContext())
+
+
+def test_unsupported_transformers_version_is_refused_naming_the_range():
+    with pytest.raises(CompressionError, match=r"supports transformers >=5\.24,<6.*4\.57\.1 is installed"):
+        hf_compat.check_version("4.57.1")
+    with pytest.raises(CompressionError, match="6.0.0 is installed"):
+        hf_compat.check_version("6.0.0")
+    hf_compat.check_version("5.24.0")
+
+
+@torch.no_grad()
+def test_a_scoring_pass_without_cache_runs_the_untouched_model():
+    model = deep_tiny("gemma3_text", attn="eager")
+    ids = prompt(40)
+    ref = model(ids, use_cache=False).logits
+    get_compressor("lazyllm").compress(model, None, LazyLLMConfig(ratio=0.7), RunContext())
+    assert torch.equal(model(ids, use_cache=False).logits, ref)
 
 
 def test_configs_validate_with_the_allowed_range():
