@@ -10,15 +10,18 @@ The probe (about half a second on a CPU) times, each for a fixed time budget and
 * a square float32 matmul and the same in bfloat16 (512 on a CPU, 4096 on a GPU: the size of the
   calibration matmuls of a small model, and large enough to reach a GPU's throughput);
 * Cholesky, inverse and Cholesky of a float32 SPD matrix (GPTQ's and SparseGPT's inverse Hessians);
-* a tensor copy (memory bandwidth: element-wise passes over weights, as in RTN and packing);
+* a copy of a tensor larger than the CPU's caches (memory bandwidth: element-wise passes over weights,
+  as in RTN and packing);
 * a loop of tiny in-place adds (the fixed cost of one torch op: GPTQ's column loop is made of them).
 
 On CUDA every timing ends in ``torch.cuda.synchronize``. The result is cached as JSON under
 ``<cache_dir>/throughput/<hash>.json`` (:func:`compressors.demo.cache_dir`: ``$SHRINKWISE_CACHE`` or the
 platform's user cache), keyed by :func:`machine_key` (host, CPU model and count, device and GPU name,
 torch and CUDA versions, torch's thread count), so a change of any of them re-runs the probe. The load
-of the machine at probe time is not part of the key: ``python -m compressors.throughput --refresh``
-measures again.
+of the machine at probe time is not part of the key but is recorded, and a probe taken while the machine
+was oversubscribed (1-minute load average above the CPU count: on the 2-core development VM shared by
+other jobs the fp32 matmul rate then fell from ~200 to ~10 GFLOP/s) is kept in memory only, so a later
+process measures again; ``python -m compressors.throughput --refresh`` re-measures on demand.
 
 ``$SHRINKWISE_THROUGHPUT`` (a JSON object of :class:`Throughput` rates) pins the rates instead of
 probing: the test suite uses it so estimates are deterministic and no test spends CPU on a probe.
@@ -65,9 +68,13 @@ class Throughput:
         return self.matmul_bf16 if dtype_bytes == 2 else self.matmul_fp32
 
     def describe(self) -> str:
+        """The rates and their source, plus a warning when the machine is oversubscribed right now (the
+        rates describe it when it is not; a run competing for cores takes longer)."""
+        busy = busy_warning()
         return (
             f"{self.matmul_fp32 / 1e9:,.0f} GFLOP/s fp32, {self.matmul_bf16 / 1e9:,.0f} GFLOP/s bf16, "
             f"{self.bandwidth / 1e9:,.1f} GB/s on {self.device}; {self.source}"
+            + (f"; {busy}" if busy else "")
         )
 
 
@@ -118,6 +125,22 @@ def run_device() -> str:
     from compressors.base import RunContext
 
     return str(RunContext.__dataclass_fields__["device"].default)
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average per CPU (above 1: runnable work waits for a core), None where unknown."""
+    try:
+        return os.getloadavg()[0] / max(os.cpu_count() or 1, 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning() -> str:
+    """A sentence for an estimate's note when the machine is oversubscribed right now, else ''."""
+    load = machine_load()
+    if load is None or load <= 1.0:
+        return ""
+    return f"the machine is busy now (load {load:.1f} per CPU): expect the run to take longer"
 
 
 def _cpu_model() -> str:
@@ -199,7 +222,7 @@ def measure(device: str, budget_s: float = 0.08) -> dict[str, float]:
         torch.linalg.cholesky_ex(torch.cholesky_inverse(low), upper=True)
 
     rates["factor_fp32"] = (4 * m**3 / 3) / _best_seconds(factor, sync, budget_s)
-    elems = (256 if gpu else 8) * 2**20
+    elems = (256 if gpu else 32) * 2**20  # 128 MB on a CPU: beyond any L3, as a model's weights are
     src, dst = torch.ones(elems, device=dev), torch.empty(elems, device=dev)
     rates["bandwidth"] = 2 * 4 * elems / _best_seconds(lambda: dst.copy_(src), sync, budget_s)
     tiny = torch.zeros(16, device=dev)
@@ -259,25 +282,35 @@ def get_throughput(device: str | None = None, *, refresh: bool = False) -> Throu
         data = None if refresh else _read(path, key)
         if data is None:
             t0 = time.perf_counter()
+            load = machine_load()
             rates = _probe(device)
             data = {
                 "key": key,
                 "rates": rates,
                 "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "probe_seconds": round(time.perf_counter() - t0, 3),
+                "load_per_cpu": None if load is None else round(load, 2),
             }
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-                os.replace(tmp, path)
-            except OSError as exc:  # a read-only cache costs a probe per process, nothing more
-                log.warning("could not cache the throughput probe at %s: %s", path, exc)
+            if load is not None and load > 1.0:
+                where = f"not cached: the machine was busy (load {load:.1f} per CPU)"
+                log.info("throughput probe on a busy machine (load %.1f per CPU): not cached", load)
+            else:
+                where = f"cached at {path}"
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                    os.replace(tmp, path)
+                except OSError as exc:  # a read-only cache costs a probe per process, nothing more
+                    log.warning("could not cache the throughput probe at %s: %s", path, exc)
+                    where = "not cached (the cache folder is not writable)"
+        else:
+            where = f"cached at {path}"
         rates = data["rates"]
         tp = Throughput(
             **{f: float(rates[f]) for f in _RATE_FIELDS},
             device=device,
-            source=f"measured on this machine {data['measured_at']}, cached at {path}",
+            source=f"measured on this machine {data['measured_at']}, {where}",
         )
         _memo[h] = tp
         return tp

@@ -60,6 +60,7 @@ def probe_calls(monkeypatch, tmp_path):
         return dict(FAKE_RATES)
 
     monkeypatch.setattr(throughput, "_probe", fake_probe)
+    monkeypatch.setattr(throughput, "machine_load", lambda: 0.5)  # an idle machine, whatever this one is
     throughput.clear_memo()
     yield calls
     throughput.clear_memo()
@@ -105,6 +106,17 @@ def test_a_cache_file_for_another_key_is_ignored_and_refresh_re_probes(probe_cal
     assert len(probe_calls) == 1
     get_throughput("cpu", refresh=True)
     assert len(probe_calls) == 2
+
+
+def test_a_probe_on_a_busy_machine_is_not_cached(probe_calls, monkeypatch, tmp_path):
+    monkeypatch.setattr(throughput, "machine_load", lambda: 4.0)
+    tp = get_throughput("cpu")
+    assert "not cached" in tp.source and "busy" in tp.source
+    assert not (tmp_path / "throughput").exists()
+    throughput.clear_memo()
+    get_throughput("cpu")  # the next process measures again, hopefully on a quieter machine
+    assert len(probe_calls) == 2
+    assert "busy now" in tp.describe()
 
 
 def test_pinned_rates_skip_the_probe(probe_calls, monkeypatch):
