@@ -18,9 +18,14 @@ Per decoder block, for each linear layer ``[out, in]`` (``o``, ``d``), with ``n`
   the weights (scoring, sorting, quantizing, packing), and a group's grid costs :data:`GROUP_OPS` ops.
 
 The counts of small ops and weight passes were read off the code (``compressors/ops``,
-``compressors/packed.py``); an RTN 4-bit g128 layer of the demo model (1536×576) took 16 passes of
-bandwidth on the development VM, as counted. The stated uncertainty (:data:`UNCERTAINTY`) covers the gap
-between the probe's square matmuls and the run's shapes and the roughness of the op counts.
+``compressors/packed.py``), not fitted. Checked once on the 2-core development VM: an RTN 4-bit g128
+layer of the demo model (1536×576, cache-resident) took the time of 16 passes at the probe's bandwidth,
+as counted. Under heavy load it is far off: RTN on the demo model measured 51.7 s against an estimate of
+0.4 s at load average ~10 on 2 cores (``benchmarks/estimate_accuracy.py``; oversubscribed threads make
+small ops many times slower, which no probe taken at another moment can know; the estimate's note warns
+when the machine is busy). The stated uncertainty (:data:`UNCERTAINTY`) covers the gap between the
+probe's square matmuls and the run's shapes and the roughness of the op counts on a machine that is not
+oversubscribed.
 """
 
 from __future__ import annotations
