@@ -105,9 +105,26 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class CostEstimate:
+    """Peak memory and wall time of a run, before it starts.
+
+    ``seconds`` is an operation count divided by this machine's measured throughput
+    (:mod:`compressors.throughput`), so it holds on any machine; ``uncertainty`` says how far off it
+    may be (the true time is expected between ``seconds / uncertainty`` and ``seconds * uncertainty``:
+    the probe's kernels are not the run's, and Python overhead is only counted roughly); ``basis``
+    names the throughput it was divided by and where that figure came from.
+    """
+
     peak_memory_bytes: int
     seconds: float
     note: str = ""
+    uncertainty: float = 1.0
+    basis: str = ""
+
+    @property
+    def seconds_range(self) -> tuple[float, float]:
+        """``(low, high)``: the time the run is expected to take, given the stated uncertainty."""
+        u = max(self.uncertainty, 1.0)
+        return self.seconds / u, self.seconds * u
 
 
 @dataclass

@@ -250,12 +250,18 @@ if cost is not None:
     c2.metric(
         "Estimated time",
         jobs_ui.fmt_seconds(cost.estimate.seconds),
-        help="The compressor's own estimate for this machine, from the model's shape; the before and "
-        "after measurements add to it.",
+        help="The compressor's own estimate for this machine: its operation count for the model's shape "
+        "divided by the throughput a short probe measured here; the before and after measurements add to it.",
     )
     c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
     if cost.estimate.note:
         st.caption(cost.estimate.note)
+    if cost.estimate.uncertainty > 1 or cost.estimate.basis:
+        low, high = cost.estimate.seconds_range
+        st.caption(
+            f"Expected between {jobs_ui.fmt_seconds(low)} and {jobs_ui.fmt_seconds(high)}: operation counts "
+            f"divided by this machine's measured throughput ({cost.estimate.basis})."
+        )
     if cost.warning:
         st.warning(cost.warning)
 

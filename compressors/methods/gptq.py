@@ -86,7 +86,8 @@ class GPTQ(Compressor):
     summary = "Quantizes weights column by column, compensating each rounding error with the inverse Hessian of the layer's inputs."
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "gptq")
+        assert isinstance(config, GPTQConfig)
+        return layerwise_estimate(shape, "gptq", group_size=config.group_size, blocksize=config.blocksize)
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, GPTQConfig)

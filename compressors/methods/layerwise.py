@@ -3,17 +3,29 @@
 Config checks with errors that name the value and the fix, packing a solved layer into the packed
 module the storage layer saves, and the cost model behind every ``estimate``.
 
-Cost model (how the constants were obtained): the time of a layer-wise method is
-``passes · forward`` (running each block on the calibration tokens: ``2 · tokens · params`` FLOPs per
-pass) ``+ solve`` (per layer, a Python loop over input columns with a fixed cost per column, plus a
-per-weight cost for packing and masking). The constants in :data:`TIME_CONSTANTS` were fitted to runs of
-``benchmarks/layerwise_methods.py`` on the demo model (SmolLM2-135M, 8×512 calibration tokens) on this
-project's development machine: 2 CPU cores shared by about ten busy processes (load average ~20), so
-each run had well under one core. For example GPTQ 4-bit g128: 2354 s in all, of which 741 s in layer
-solves (30 blocks × 4992 column iterations: 4.9 ms each) and 1614 s in 2.5 block passes over 4096 tokens
-(2.2 TFLOP: 1.35 GFLOP/s); Wanda: 633 s of forward passes for 1.74 TFLOP (2.8 GFLOP/s); RTN: 47 s for
-106 M weights. The calibrated methods' constants were then rescaled to one idle-machine run (see
-:data:`IDLE_SPEEDUP`); the estimate is meant to tell seconds from minutes from hours.
+Cost model: every ``estimate`` counts the *operations* a method performs, as a function of the model's
+shape and the calibration size (:func:`layerwise_work`), and divides each kind by the rate this machine's
+throughput probe measured (:mod:`compressors.throughput`), so the figure holds on any machine and device.
+Per decoder block, for each linear layer ``[out, in]`` (``o``, ``d``), with ``n`` calibration tokens:
+
+* calibration forward passes: ``passes · 2 · n · block params`` matmul FLOPs (+ attention
+  ``4 · n · seq · hidden``), plus about :data:`BLOCK_FORWARD_OPS` torch ops per sample and pass;
+* GPTQ / SparseGPT / SpQR: Hessian accumulation ``2 · n · d²`` FLOPs; Cholesky, inverse and Cholesky
+  again ``4/3 · d³``; the column sweep: the lazy block updates ``o · d²`` matmul FLOPs, the in-block
+  rank-1 updates ``o · d · blocksize / 2`` elements (16 bytes each), and :data:`COLUMN_OPS` small torch
+  ops per column (the Python loop);
+* Wanda: squared input norms ``n · d`` elements; every method: :func:`weight_passes` float32 passes over
+  the weights (scoring, sorting, quantizing, packing), and a group's grid costs :data:`GROUP_OPS` ops.
+
+The counts of small ops and weight passes were read off the code (``compressors/ops``,
+``compressors/packed.py``), not fitted. Checked once on the 2-core development VM: an RTN 4-bit g128
+layer of the demo model (1536×576, cache-resident) took the time of 16 passes at the probe's bandwidth,
+as counted. Under heavy load it is far off: RTN on the demo model measured 51.7 s against an estimate of
+0.4 s at load average ~10 on 2 cores (``benchmarks/estimate_accuracy.py``; oversubscribed threads make
+small ops many times slower, which no probe taken at another moment can know; the estimate's note warns
+when the machine is busy). The stated uncertainty (:data:`UNCERTAINTY`) covers the gap between the
+probe's square matmuls and the run's shapes and the roughness of the op counts on a machine that is not
+oversubscribed.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from torch import nn
 
 from compressors.base import ConfigError, CostEstimate, ModelShape, check_choice
 from compressors.layers import get_bias
+from compressors.throughput import Throughput, Work, forward_work, get_throughput
 
 PACKABLE_BITS = [2, 3, 4, 8]
 DEFAULT_CALIB_SAMPLES = 128
@@ -90,24 +103,36 @@ def sparse_module(layer: nn.Module, weight: torch.Tensor, pattern: str) -> nn.Mo
 
 # --- cost model -------------------------------------------------------------------------------------
 
-# The fit above was made with well under one core per run. On the same machine idle, GPTQ 4-bit g128
-# on the demo model with 16x512 calibration compressed in 94.7 s (a job through the runner, 2 threads,
-# 2026-11-23 07:37 UTC) where the loaded fit predicted 3,847 s: the calibrated methods' constants are
-# divided by that measured factor (~40) so the estimate describes an idle machine of this class.
-IDLE_SPEEDUP = 40.0
-# seconds per column iteration (fixed), per weight (packing, masks), per width^3 (Cholesky), per FLOP
-TIME_CONSTANTS = {
-    "gptq": (4.9e-3 / IDLE_SPEEDUP, 0.0, 0.0, 1 / (1.4e9 * IDLE_SPEEDUP)),
-    "sparsegpt": (4.9e-3 / IDLE_SPEEDUP, 0.0, 0.0, 1 / (1.4e9 * IDLE_SPEEDUP)),
-    "spqr": (1.5e-2 / IDLE_SPEEDUP, 0.0, 0.0, 1 / (1.4e9 * IDLE_SPEEDUP)),
-    "wanda": (0.0, 1.1e-6 / IDLE_SPEEDUP, 0.0, 1 / (2.8e9 * IDLE_SPEEDUP)),
-    # RTN 4-bit g128 on the demo model took 10.0 s in benchmarks/results/compressors.md (the loaded fit: 47 s)
-    "rtn": (0.0, 4.4e-7 / 5, 0.0, 0.0),
-    "magnitude": (0.0, 1.3e-6 / 5, 0.0, 0.0),
-}
 # block passes per calibration sample: true-sequential runs partial passes per step (q/k/v: almost
 # nothing, o: attention, up/gate, down: most of the block) plus one full pass for the outputs
 FORWARD_PASSES = {"gptq": 2.5, "sparsegpt": 2.5, "spqr": 2.5, "wanda": 2.0, "rtn": 0, "magnitude": 0}
+# torch ops in one Llama block's forward on one sample (norms, projections, rope, attention, MLP, hooks)
+BLOCK_FORWARD_OPS = 80
+# small torch ops per input column of the column sweep (compressors/ops/gptq.py: quantize, dequantize,
+# loss, error, rank-1 update, stores ~25; SparseGPT's mask and update ~25; SpQR adds outlier detection and
+# its second-level statistics ~75)
+COLUMN_OPS = {"gptq": 25, "sparsegpt": 25, "spqr": 75}
+GROUP_OPS = 15  # a group's min/max, scale and zero (compressors/ops/quant_grid.py: row_params)
+LAYER_OPS = 100  # per layer: hooks, set_module, progress report, packed-module construction
+HESSIAN_METHODS = ("gptq", "sparsegpt", "spqr")
+QUANT_METHODS = ("gptq", "spqr", "rtn")
+# the true time is expected within seconds / u .. seconds · u
+UNCERTAINTY = {"rtn": 2.0, "magnitude": 2.0, "wanda": 2.0, "gptq": 2.0, "sparsegpt": 2.0, "spqr": 3.0}
+
+
+def weight_passes(method: str, in_features: int) -> float:
+    """Float32 read+write passes over each weight besides the matmuls: quantize and pack (RTN, GPTQ:
+    about 6 + 10), score and sort each row (magnitude, Wanda, SparseGPT's mask: log2(in) + 4) and the
+    sparse bitmask packing (about 8)."""
+    sort = max(in_features, 2).bit_length() + 4
+    return {
+        "rtn": 16.0,
+        "gptq": 16.0,
+        "spqr": 24.0,
+        "magnitude": sort + 8.0,
+        "wanda": sort + 11.0,
+        "sparsegpt": sort + 8.0,
+    }[method]
 
 
 def block_layer_shapes(shape: ModelShape) -> list[tuple[int, int]]:
@@ -118,20 +143,69 @@ def block_layer_shapes(shape: ModelShape) -> list[tuple[int, int]]:
     return [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]
 
 
+def layerwise_work(
+    shape: ModelShape,
+    method: str,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_seq: int = DEFAULT_CALIB_SEQ,
+    group_size: int = -1,
+    blocksize: int = 128,
+) -> dict[str, Work]:
+    """Operation counts of a layer-wise method, by stage (see the module docstring)."""
+    layers = block_layer_shapes(shape)
+    L = shape.n_layers
+    block_params = sum(o * d for o, d in layers)
+    tokens = calib_samples * calib_seq if FORWARD_PASSES[method] else 0
+    stages: dict[str, Work] = {}
+    if tokens:
+        per_pass = forward_work(block_params, tokens, shape.dtype_bytes) + Work(
+            matmul_flops=4.0 * tokens * calib_seq * shape.hidden_size,
+            small_ops=float(calib_samples * BLOCK_FORWARD_OPS),
+        )
+        stages["calibration passes"] = per_pass * (FORWARD_PASSES[method] * L)
+    if method in HESSIAN_METHODS:
+        stages["hessians"] = Work(matmul_flops=2.0 * tokens * sum(d * d for _, d in layers)) * L
+        stages["inverse Cholesky"] = Work(factor_flops=4.0 / 3.0 * sum(d**3 for _, d in layers)) * L
+        bs = min(blocksize, max(d for _, d in layers))
+        stages["column sweep"] = (
+            Work(
+                matmul_flops=float(sum(o * d * d for o, d in layers)),
+                bytes_moved=8.0 * bs * block_params,
+                small_ops=float(COLUMN_OPS[method] * sum(d for _, d in layers)),
+            )
+            * L
+        )
+    elif method == "wanda":
+        stages["input norms"] = Work(bytes_moved=8.0 * tokens * sum(d for _, d in layers)) * L
+    groups = 0.0  # grids per layer row block: one per output channel set, or ceil(in / group_size)
+    if method in QUANT_METHODS:
+        groups = float(sum(1 if group_size == -1 else -(-d // group_size) for _, d in layers))
+    stages["weights"] = (
+        Work(
+            bytes_moved=8.0 * sum(o * d * weight_passes(method, d) for o, d in layers),
+            small_ops=LAYER_OPS * len(layers) + GROUP_OPS * groups,
+        )
+        * L
+    )
+    return stages
+
+
 def layerwise_estimate(
     shape: ModelShape,
     method: str,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     calib_seq: int = DEFAULT_CALIB_SEQ,
+    group_size: int = -1,
+    blocksize: int = 128,
+    throughput: Throughput | None = None,
 ) -> CostEstimate:
-    """Peak memory and time of a layer-wise method on this CPU class (see module docstring)."""
-    c_iter, c_row, c_chol, c_flop = TIME_CONSTANTS[method]
+    """Peak memory and time of a layer-wise method: its operation counts (:func:`layerwise_work`)
+    divided by this machine's measured throughput (``throughput``, default the cached probe)."""
+    tp = throughput or get_throughput()
+    stages = layerwise_work(shape, method, calib_samples, calib_seq, group_size, blocksize)
+    seconds = sum(w.seconds(tp) for w in stages.values())
     layers = block_layer_shapes(shape)
-    block_params = sum(o * i for o, i in layers)
     tokens = calib_samples * calib_seq
-    solve = sum(i * c_iter + o * i * c_row + i**3 * c_chol for o, i in layers) * shape.n_layers
-    forward = FORWARD_PASSES[method] * 2 * tokens * block_params * shape.n_layers * c_flop
-    seconds = solve + forward + (5.0 if FORWARD_PASSES[method] else 1.0)
     model_bytes = shape.n_params * shape.dtype_bytes
     if FORWARD_PASSES[method] == 0:
         peak = model_bytes + 3 * max(o * i for o, i in layers) * 4
@@ -147,4 +221,11 @@ def layerwise_estimate(
         )
         peak = model_bytes + acts + stats + work + one_sample
         note = f"assumes {calib_samples}×{calib_seq} calibration tokens and a Llama-style block"
-    return CostEstimate(peak_memory_bytes=int(peak), seconds=float(seconds), note=note)
+    split = ", ".join(f"{k} {w.seconds(tp):.3g} s" for k, w in stages.items())
+    return CostEstimate(
+        peak_memory_bytes=int(peak),
+        seconds=float(seconds),
+        note=f"{note} ({split})",
+        uncertainty=UNCERTAINTY[method],
+        basis=tp.describe(),
+    )

@@ -31,9 +31,6 @@ from compressors.base import (
 from compressors.dynamic import manifest
 from compressors.dynamic.tokens import TokenPlan, install_token_plan
 
-# Effective float32 throughput of this project's 2-core CPU for the estimate (same class as layerwise.py).
-FLOPS_PER_SECOND = 20e9
-
 
 @dataclass
 class LazyLLMConfig(CompressorConfig):

@@ -30,10 +30,12 @@ from compressors.base import (
     check_choice,
     register,
 )
+from compressors.throughput import get_throughput
 from compressors.training import lora, structural
 from compressors.training.config import TrainingConfig, check_float, check_int
 from compressors.training.data import prepare
 from compressors.training.loop import (
+    TRAIN_UNCERTAINTY,
     eval_seconds,
     lm_loss,
     n_params,
@@ -175,12 +177,14 @@ class LLMPruner(Compressor):
         )
         return CostEstimate(
             peak_memory_bytes=int(mem),
-            seconds=float(importance + recovery + evals + 2.0),
+            seconds=float(importance + recovery + evals),
             note=(
                 f"{config.importance_batches} gradient batches + {config.steps} LoRA steps of "
                 f"{config.batch_size}×{config.seq_len} tokens; parameters {shape.n_params:,} → "
                 f"~{small.n_params:,}"
             ),
+            uncertainty=TRAIN_UNCERTAINTY,
+            basis=get_throughput().describe(),
         )
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):

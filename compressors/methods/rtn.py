@@ -48,7 +48,8 @@ class RTN(Compressor):
     summary = "Rounds each weight to a uniform low-bit grid per group; no data needed, the baseline for GPTQ."
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "rtn")
+        assert isinstance(config, RTNConfig)
+        return layerwise_estimate(shape, "rtn", group_size=config.group_size)
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, RTNConfig)

@@ -39,11 +39,13 @@ from compressors.base import (
     check_choice,
     register,
 )
+from compressors.throughput import get_throughput
 from compressors.training import distill, structural
 from compressors.training import student as student_mod
 from compressors.training.config import TrainingConfig, check_float
 from compressors.training.data import prepare
 from compressors.training.loop import (
+    TRAIN_UNCERTAINTY,
     eval_seconds,
     n_params,
     perplexity,
@@ -211,7 +213,7 @@ class SelectiveDistillation(Compressor):
         tokens = config.batch_size * config.seq_len
         teacher_ratio = shape.n_params / max(s_params, 1)
         seconds = config.steps * step_seconds(small, tokens, trained, forward_models=1.0 + teacher_ratio)
-        seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len) + 2.0
+        seconds += eval_seconds(shape, 3 * max(config.val_windows, 4) * config.seq_len)
         mem = (
             train_memory_bytes(small, config.batch_size, config.seq_len, trained)
             + shape.n_params * shape.dtype_bytes
@@ -224,6 +226,8 @@ class SelectiveDistillation(Compressor):
                 f"student keeps {keep}/{shape.n_layers} layers (~{s_params:,} parameters); {config.steps} steps of "
                 f"{config.batch_size}×{config.seq_len} tokens with a teacher forward pass each"
             ),
+            uncertainty=TRAIN_UNCERTAINTY,
+            basis=get_throughput().describe(),
         )
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):

@@ -38,6 +38,7 @@ from compressors.training import masked
 from compressors.training.config import TrainingConfig
 from compressors.training.data import prepare, run_tokens
 from compressors.training.loop import (
+    TRAIN_UNCERTAINTY,
     eval_seconds,
     lm_loss,
     perplexity,
@@ -145,6 +146,8 @@ class SparsePretraining(Compressor):
                 f"one-shot {config.one_shot} ({one.seconds:.0f} s) then {config.steps} steps of "
                 f"{config.batch_size}×{config.seq_len} tokens, {trained:,} parameters trained with AdamW"
             ),
+            uncertainty=TRAIN_UNCERTAINTY,
+            basis=one.basis,
         )
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):

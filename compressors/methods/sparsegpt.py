@@ -55,7 +55,8 @@ class SparseGPT(Compressor):
     summary = "Prunes by second-order saliency and updates the remaining weights to keep each layer's output."
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "sparsegpt")
+        assert isinstance(config, SparseGPTConfig)
+        return layerwise_estimate(shape, "sparsegpt", blocksize=config.blocksize)
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, SparseGPTConfig)

@@ -87,7 +87,8 @@ class SpQR(Compressor):
     summary = "GPTQ with tiny groups whose scales are themselves 3-bit, plus the ~1% most sensitive weights kept in fp16."
 
     def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "spqr")
+        assert isinstance(config, SpQRConfig)
+        return layerwise_estimate(shape, "spqr", group_size=config.beta1)
 
     def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
         assert isinstance(config, SpQRConfig)

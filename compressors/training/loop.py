@@ -6,9 +6,11 @@ runner found one). Every step calls :meth:`RunContext.report`, which raises :cla
 user cancelled, so a cancel stops the run within one step.
 
 Also here: perplexity on token windows (the in-run "before / after" figure), and the step-time model
-the ``estimate`` functions use: ``seconds/step = flops/step / TRAIN_FLOPS_PER_SECOND + overhead``, with a
-forward pass costing ``2·N`` FLOPs per token for ``N`` parameters, the backward pass ``2·N`` for the
-activation gradients plus ``2·N_trained`` for the weight gradients of the parameters that train.
+the ``estimate`` functions use: operation counts divided by this machine's measured throughput
+(:mod:`compressors.throughput`). A forward pass costs ``2·N`` FLOPs per token for ``N`` parameters, the
+backward pass ``2·N`` for the activation gradients plus ``2·N_trained`` for the weight gradients of the
+parameters that train; each step also runs about :data:`STEP_OPS_PER_LAYER` small torch ops per block
+(forward, backward and the optimizer), whose cost is the probe's per-op overhead.
 """
 
 from __future__ import annotations
@@ -23,18 +25,18 @@ import torch
 from torch import nn
 
 from compressors.base import ModelShape, RunContext
+from compressors.throughput import Throughput, Work, forward_work, get_throughput
 from compressors.training.data import BatchSampler
 
 log = logging.getLogger(__name__)
 
-# Effective float32 throughput on this project's 2-core CPU *while shared with other jobs* (load average
-# 15-25), measured on the demo model: a LoRA step of 2×64 tokens took ~20 s with one job of ours running
-# (≈ 2.8 GFLOP/s by the FLOP count below; small batches train far below the forward-pass rate), a forward
-# pass of 4×128 tokens 23 s (≈ 6 GFLOP/s). An idle machine or a GPU is several times faster; the estimate
-# is meant to separate seconds from minutes from hours (benchmarks/results/training.md: measured vs est.).
-TRAIN_FLOPS_PER_SECOND = 3e9
-FORWARD_FLOPS_PER_SECOND = 6e9
-STEP_OVERHEAD_S = 0.05
+# torch ops per decoder block and training step: ~80 forward, twice that backward, and AdamW's
+# per-tensor updates (about 10 ops for each of a block's ~9 parameter tensors)
+STEP_OPS_PER_LAYER = 330
+FORWARD_OPS_PER_LAYER = 80
+# training runs its matmuls (small batches, transposed operands in the backward) below the probe's
+# square-matmul rate, and an estimate of many steps compounds it: the stated error factor
+TRAIN_UNCERTAINTY = 3.0
 
 
 @dataclass
@@ -171,21 +173,36 @@ def n_params(model: nn.Module, trainable_only: bool = False) -> int:
     return n
 
 
-def step_seconds(
+def step_work(
     shape: ModelShape, tokens_per_step: int, trained_params: int, forward_models: float = 1.0
-) -> float:
-    """Estimated seconds of one training step (see module docstring).
+) -> Work:
+    """Operation counts of one training step (see module docstring).
 
     ``forward_models``: extra forward-only passes per step in units of the model (a distillation teacher).
     """
     n = shape.n_params
     flops = tokens_per_step * (2 * n + 2 * n + 2 * trained_params + 2 * n * max(forward_models - 1.0, 0.0))
-    return flops / TRAIN_FLOPS_PER_SECOND + STEP_OVERHEAD_S
+    mm = Work(matmul_flops_half=flops) if shape.dtype_bytes == 2 else Work(matmul_flops=flops)
+    extra = max(forward_models - 1.0, 0.0)  # the teacher's passes: forward ops only
+    return mm + Work(small_ops=float(shape.n_layers * (STEP_OPS_PER_LAYER + FORWARD_OPS_PER_LAYER * extra)))
 
 
-def eval_seconds(shape: ModelShape, tokens: int) -> float:
+def step_seconds(
+    shape: ModelShape,
+    tokens_per_step: int,
+    trained_params: int,
+    forward_models: float = 1.0,
+    throughput: Throughput | None = None,
+) -> float:
+    """Estimated seconds of one training step on this machine (:func:`step_work` / measured rates)."""
+    return step_work(shape, tokens_per_step, trained_params, forward_models).seconds(
+        throughput or get_throughput()
+    )
+
+
+def eval_seconds(shape: ModelShape, tokens: int, throughput: Throughput | None = None) -> float:
     """Estimated seconds of forward passes over ``tokens`` tokens (perplexity measurements)."""
-    return 2 * shape.n_params * tokens / FORWARD_FLOPS_PER_SECOND
+    return forward_work(shape.n_params, tokens, shape.dtype_bytes).seconds(throughput or get_throughput())
 
 
 def train_memory_bytes(
