@@ -33,6 +33,7 @@ from compressors.base import (
     CompressionError,
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -52,6 +53,7 @@ from compressors.training.loop import (
     train_memory_bytes,
     trainable,
 )
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +176,8 @@ class DistillLoss:
 
 @register
 class SelectiveDistillation(Compressor):
-    id = "selective-distillation"
+    id = CompressorId("selective-distillation")
+    implements = (MethodId("selective-distillation"),)
     name = "Selective-intervention distillation"
     phase = "fine-tuning"
     impact = "static"

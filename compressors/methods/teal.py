@@ -20,6 +20,7 @@ from typing import Any
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     ConfigError,
     CostEstimate,
     ModelShape,
@@ -30,6 +31,7 @@ from compressors.base import (
 )
 from compressors.dynamic import manifest
 from compressors.dynamic.teal import calibrate_thresholds, install_teal
+from knowledge.ids import MethodId
 
 FLOPS_PER_SECOND = 20e9  # effective float32 throughput of this project's CPU class (see layerwise.py)
 
@@ -77,7 +79,8 @@ class TEALConfig(CompressorConfig):
 
 @register
 class TEAL(Compressor):
-    id = "teal"
+    id = CompressorId("teal")
+    implements = (MethodId("teal"),)
     name = "TEAL (training-free activation sparsity)"
     phase = "post-training"
     impact = "dynamic"
