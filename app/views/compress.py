@@ -1,6 +1,9 @@
 """Compress: pick a model (upload, server path or the demo), a method and its settings, and run it as a
-background job; the page follows the job live. URL parameters: ``?method=<method or compressor id>``
-and any setting (``&bits=4&group_size=128``) pre-fill the form; ``?job=<id>`` shows that job."""
+background job; the page follows the job live. URL parameters: ``?method=<knowledge-base method id>``
+and/or ``?compressor=<compressor id>`` (a method page links with both) and any setting
+(``&bits=4&group_size=128``) pre-fill the form; ``?job=<id>`` shows that job. The run is filed under
+the knowledge-base method, never under the compressor's id, so its measured figures reach that method's
+page; ``?method=<compressor id>`` (links made before the two were told apart) still works."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from compressors.base import CompressionError, all_compressors
 from compressors.jobs import preflight
 from compressors.jobs.runner import JobSpec
 from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+from knowledge.ids import MethodId
 
 P = "cmp_"  # session-state prefix of this page
 DEMO = "Demo model (SmolLM2-135M-Instruct)"
@@ -137,14 +141,25 @@ else:
 st.subheader("2. Method and settings")
 compressors = all_compressors()
 catalog = state.catalog()
-wanted = qp.get("method")
-wanted_cid = None
+wanted = qp.get("method")  # knowledge-base method id
+wanted_cid = qp.get("compressor")  # compressor id
+if wanted and wanted not in catalog.methods and wanted in compressors and not wanted_cid:
+    wanted, wanted_cid = None, wanted  # an old link: ?method=<compressor id>
+if wanted_cid and wanted_cid not in compressors:
+    st.warning(f"No bundled compressor {wanted_cid!r}; choose one of the methods below.")
+    wanted_cid = None
 if wanted:
-    m = catalog.methods.get(wanted)
-    wanted_cid = m.compressor if m is not None and m.compressor else wanted
-    if wanted_cid not in compressors:
+    runners = [c for c, cls in compressors.items() if wanted in cls.implements]
+    if wanted not in catalog.methods or not runners:
         st.warning(f"No bundled compressor runs the method {wanted!r}; choose one of the methods below.")
-        wanted_cid = None
+        wanted = None
+    elif wanted_cid not in runners:
+        if wanted_cid:
+            st.warning(
+                f"The compressor {wanted_cid!r} does not run {state.method_name(wanted)}; "
+                f"{compressors[runners[0]].name} does, and is chosen instead."
+            )
+        wanted_cid = runners[0]
 ids = list(compressors)
 cid = st.selectbox(
     "Method",
@@ -156,11 +171,22 @@ cid = st.selectbox(
 comp_cls = compressors[cid]
 if comp_cls.summary:
     st.caption(comp_cls.summary)
-method_id = (
-    wanted
-    if (wanted and wanted_cid == cid)
-    else next((mid for mid, m in catalog.methods.items() if m.compressor == cid), cid)
-)
+# The knowledge-base method the run is filed under: the one asked for when this compressor runs it,
+# else the compressor's own; a compressor that runs several methods lets the user say which.
+implements = list(comp_cls.implements)
+method_id: MethodId = MethodId(wanted) if wanted and wanted in implements else implements[0]
+if len(implements) > 1:
+    method_id = st.selectbox(
+        "Filed under the method",
+        implements,
+        index=implements.index(method_id),
+        key=f"{P}{cid}_kb_method",
+        format_func=state.method_name,
+        help="This compressor runs more than one method of the knowledge base; its measured figures "
+        "are shown on the page of the one chosen here.",
+    )
+else:
+    st.caption(f"Measured figures are filed under the method **{state.method_name(method_id)}**.")
 
 
 def _from_query(raw: str, typ: str) -> Any:

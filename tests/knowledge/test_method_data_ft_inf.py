@@ -94,6 +94,7 @@ PAPER_TABLE_1 = {
     "lazyllm": ("inference", "dynamic", "variable", "minimal", "medium", "full"),
 }
 
+
 def _entries(name: str) -> list[dict]:
     doc = yaml.safe_load(FILES[name].read_text(encoding="utf-8"))
     assert isinstance(doc, dict) and list(doc) == ["methods"], f"{FILES[name]} must hold only 'methods:'"

@@ -99,6 +99,7 @@ PAPER = {
     "gptq": ("post-training", "static", "very-high", "minimal", "high", "none"),
 }
 
+
 def _raw_entries() -> list[tuple[str, dict]]:
     out = []
     for name in FILES:
