@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from app import jobs_ui, state
-from compressors.base import CompressionError, all_compressors
+from compressors.base import CompressionError, CompressorId, all_compressors
 from compressors.jobs import preflight
 from compressors.jobs.runner import JobSpec
 from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
@@ -141,8 +141,8 @@ else:
 st.subheader("2. Method and settings")
 compressors = all_compressors()
 catalog = state.catalog()
-wanted = qp.get("method")  # knowledge-base method id
-wanted_cid = qp.get("compressor")  # compressor id
+wanted: str | None = qp.get("method")  # knowledge-base method id
+wanted_cid: str | None = qp.get("compressor")  # compressor id
 if wanted and wanted not in catalog.methods and wanted in compressors and not wanted_cid:
     wanted, wanted_cid = None, wanted  # an old link: ?method=<compressor id>
 if wanted_cid and wanted_cid not in compressors:
@@ -160,13 +160,16 @@ if wanted:
                 f"{compressors[runners[0]].name} does, and is chosen instead."
             )
         wanted_cid = runners[0]
-ids = list(compressors)
-cid = st.selectbox(
-    "Method",
-    ids,
-    index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
-    key=P + "method",
-    format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})",
+ids: list[str] = list(compressors)
+cid = CompressorId(
+    st.selectbox(
+        "Method",
+        ids,
+        index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
+        key=P + "method",
+        format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})",
+    )
+    or ids[0]  # never taken: the box has an index, so it always holds a value
 )
 comp_cls = compressors[cid]
 if comp_cls.summary:
