@@ -1,17 +1,14 @@
-"""Importing this package registers every bundled compressor (one module each)."""
+"""Importing this package registers every bundled compressor (one module each).
 
-from compressors.methods import (  # noqa: F401  # noqa: F401  (dynamic methods: inference-phase token pruning, TEAL)  # noqa: F401  (training methods: fine-tuning and pre-training phases)
-    aim,
-    cpu_inference,
-    gptq,
-    lazyllm,
-    llm_pruner,
-    magnitude,
-    rtn,
-    selective_distillation,
-    sparse_pretraining,
-    sparsegpt,
-    spqr,
-    teal,
-    wanda,
-)
+Every module here is imported, so a new compressor needs only its own module (with ``@register`` and
+``implements``) and its method's ``compressor:`` entry in ``knowledge/data/methods``; there is no list
+to extend. Helper modules (``layerwise``) are imported too, which is harmless.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
