@@ -1,7 +1,9 @@
 """The contract every bundled compressor follows, and the one registry that holds them.
 
 A compressor is a class with capability flags (phase, impact, what it needs) that the knowledge
-base, the engine and the UI read as the single source of truth, a config dataclass that validates
+base, the engine and the UI read as the single source of truth, the knowledge-base method(s) it
+implements (``implements``: a run is credited to one of them, never to the compressor's own id, so its
+measured figures reach that method's page), a config dataclass that validates
 itself on construction, a cost estimate that can be shown *before* a run, and ``compress`` which
 works in place on a loaded model and reports progress through a :class:`RunContext`.
 
@@ -18,9 +20,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NewType
+
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
+
+
+#: Id of a bundled compressor in the registry below, e.g. ``"magnitude"``. Not a knowledge-base method
+#: id (:data:`knowledge.ids.MethodId`, e.g. ``"magnitude-pruning"``): the two are kept apart by type.
+CompressorId = NewType("CompressorId", str)
 
 
 class CompressionError(Exception):
@@ -158,7 +167,12 @@ class RunContext:
 class Compressor(ABC):
     """Base class. Subclasses set the capability flags and implement ``compress`` and ``estimate``."""
 
-    id: ClassVar[str]
+    id: ClassVar[CompressorId]
+    #: Knowledge-base methods this compressor runs, its own method first (the one a run is credited to
+    #: when only the compressor is named, as the CLI does). A compressor that stands in for several
+    #: entries (dynamic int8 runs both "cpu-inference" and "dynamic-int8") lists them all; each entry's
+    #: ``compressor:`` in the data files names this id back, and its flags must agree with these.
+    implements: ClassVar[tuple[MethodId, ...]]
     name: ClassVar[str]
     phase: ClassVar[str]  # one of knowledge.schema.Phase values
     impact: ClassVar[str]  # "static" or "dynamic"
@@ -178,12 +192,18 @@ class Compressor(ABC):
         """Compress ``model`` in place (or return a new one) and return the model to save."""
 
 
-_REGISTRY: dict[str, type[Compressor]] = {}
+_REGISTRY: dict[CompressorId, type[Compressor]] = {}
 
 
 def register(cls: type[Compressor]) -> type[Compressor]:
-    """Class decorator adding a compressor to the registry; a duplicate id is a programming error."""
+    """Class decorator adding a compressor to the registry; a duplicate id, or a compressor that does not
+    say which knowledge-base method it implements, is a programming error."""
     cid = cls.id
+    implements = getattr(cls, "implements", None)
+    if not isinstance(implements, tuple) or not implements or not all(isinstance(m, str) for m in implements):
+        raise ValueError(
+            f"compressor {cid!r} ({cls.__name__}) must set implements = (MethodId('<knowledge-base id>'), ...)"
+        )
     if cid in _REGISTRY and _REGISTRY[cid] is not cls:
         raise ValueError(
             f"compressor id {cid!r} is registered twice ({_REGISTRY[cid].__name__} and {cls.__name__})"
@@ -192,7 +212,7 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def get_compressor(cid: str) -> Compressor:
+def get_compressor(cid: CompressorId) -> Compressor:
     from compressors import methods  # noqa: F401  (importing registers every bundled compressor)
 
     try:
@@ -201,7 +221,27 @@ def get_compressor(cid: str) -> Compressor:
         raise CompressionError(f"unknown compressor {cid!r}; known: {sorted(_REGISTRY)}") from None
 
 
-def all_compressors() -> dict[str, type[Compressor]]:
+def all_compressors() -> dict[CompressorId, type[Compressor]]:
     from compressors import methods  # noqa: F401
 
     return dict(sorted(_REGISTRY.items()))
+
+
+def default_method(cid: CompressorId) -> MethodId:
+    """The knowledge-base method a run of ``cid`` is credited to when no method was named."""
+    return type(get_compressor(cid)).implements[0]
+
+
+def check_pairing(method: MethodId, cid: CompressorId) -> None:
+    """Raise :class:`CompressionError` unless compressor ``cid`` implements knowledge-base ``method``.
+
+    A run is stored under its method; a mismatched pair would file its figures under a method whose
+    code did not run (or under no method at all, as ``method="magnitude"`` once did).
+    """
+    implements = type(get_compressor(cid)).implements
+    if method not in implements:
+        runners = [c for c, cls in all_compressors().items() if method in cls.implements]
+        hint = f"{method!r} is run by {runners}" if runners else f"no bundled compressor runs {method!r}"
+        raise CompressionError(
+            f"compressor {cid!r} does not implement the method {method!r}: it runs {list(implements)}; {hint}"
+        )

@@ -32,7 +32,16 @@ from typing import Any
 
 import torch
 
-from compressors.base import Cancelled, CompressionError, CostEstimate, RunContext, get_compressor
+from compressors.base import (
+    Cancelled,
+    CompressionError,
+    CompressorId,
+    CostEstimate,
+    RunContext,
+    check_pairing,
+    default_method,
+    get_compressor,
+)
 from compressors.evaluate import EvalResult, _RssSampler, evaluate
 from compressors.models import ModelInfo, inspect_checkpoint, load_model
 from compressors.text import (
@@ -43,6 +52,7 @@ from compressors.text import (
     calibration_windows,
     resolve_texts,
 )
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +82,13 @@ class Artifacts:
 
 @dataclass
 class RunResult:
+    """A finished run. ``compressor_id`` is the code that ran, ``method`` the knowledge-base method the
+    run is credited to (where its figures are filed): different ids, e.g. "magnitude" runs
+    "magnitude-pruning"."""
+
     model_ref: str
-    method_id: str
+    compressor_id: CompressorId
+    method: MethodId
     config: dict[str, Any]
     model_info: dict[str, Any]
     before: EvalResult | None
@@ -143,7 +158,7 @@ def comparison_rows(before: EvalResult | None, after: EvalResult) -> list[tuple[
 
 def report_markdown(r: RunResult) -> str:
     lines = [
-        f"# Shrinkwise run: {r.method_id} on {r.model_ref}",
+        f"# Shrinkwise run: {r.compressor_id} ({r.method}) on {r.model_ref}",
         "",
         f"Settings: `{json.dumps(r.config, sort_keys=True)}`  ",
         f"Text: {r.text_source}  ",
@@ -205,9 +220,10 @@ def machine_info() -> dict[str, Any]:
 
 def compress_and_measure(
     model_ref: str | Path,
-    method_id: str,
+    compressor_id: CompressorId,
     config: dict[str, Any] | None = None,
     *,
+    method: MethodId | None = None,
     out_dir: str | Path,
     calib_text: str | Path | None = None,
     eval_text: str | Path | None = None,
@@ -223,7 +239,10 @@ def compress_and_measure(
     archive: str | None = "zip",
     seed: int = 0,
 ) -> RunResult:
-    """Compress ``model_ref`` with compressor ``method_id`` and measure before and after.
+    """Compress ``model_ref`` with compressor ``compressor_id`` and measure before and after.
+
+    ``method``: the knowledge-base method the run is credited to; it must be one the compressor
+    implements (``CompressionError`` otherwise); ``None`` means the compressor's own method.
 
     ``config``: the method's settings as a dict (validated by its config dataclass; unknown keys and
     out-of-range values raise :class:`compressors.base.ConfigError`). ``calib_text``/``eval_text``: a
@@ -245,14 +264,17 @@ def compress_and_measure(
     t_run = time.perf_counter()
 
     # validate everything that can be validated before the slow work
-    compressor = get_compressor(method_id)
+    compressor = get_compressor(compressor_id)
+    if method is None:
+        method = default_method(compressor_id)
+    check_pairing(method, compressor_id)
     cfg = compressor.config_cls.from_dict(dict(config or {}))
     info: ModelInfo = inspect_checkpoint(model_ref)
     estimate: CostEstimate | None = None
     try:
         estimate = compressor.estimate(info.shape, cfg) if info.shape else None
     except Exception as exc:  # an estimate is advisory; it must not block the run
-        log.warning("estimate failed for %s: %s", method_id, exc)
+        log.warning("estimate failed for %s: %s", compressor_id, exc)
     texts: TextSplit = resolve_texts(calib_text, eval_text)
 
     prog("load", 0.0, f"loading {model_ref}")
@@ -318,9 +340,13 @@ def compress_and_measure(
         model,
         tokenizer,
         out / "model",
-        method=method_id,
+        method=compressor_id,
         config=cfg.to_dict(),
-        extra={"source_model": str(model_ref), "source_architecture": info.architecture},
+        extra={
+            "source_model": str(model_ref),
+            "source_architecture": info.architecture,
+            "knowledge_method": method,  # "method" above is the compressor id, as loaders expect
+        },
     )
     timings["save"] = time.perf_counter() - t
     del model, compressed
@@ -364,7 +390,8 @@ def compress_and_measure(
 
     result = RunResult(
         model_ref=str(model_ref),
-        method_id=method_id,
+        compressor_id=compressor_id,
+        method=method,
         config=cfg.to_dict(),
         model_info=info.to_dict(),
         before=before,

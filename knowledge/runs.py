@@ -31,6 +31,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from knowledge.db import init_db, session
+from knowledge.ids import MethodId
 from knowledge.schema import Evidence, Metric, Source, SourceTag
 from knowledge.tables import CompressionRun, EvidenceOrigin, EvidenceRow, RunStatus, utcnow
 
@@ -78,7 +79,7 @@ def create_run(
     *,
     model_ref: str,
     model_name: str,
-    method: str,
+    method: MethodId,
     compressor: str,
     config: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,

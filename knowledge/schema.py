@@ -17,6 +17,8 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from knowledge.ids import MethodId
+
 
 class _StrEnum(str, Enum):
     """String enum whose str() is its value, so it prints and serialises as the data file spells it."""
@@ -228,7 +230,7 @@ class Footprint(_Strict):
 class Method(_Strict):
     """One compression method: one entry of a methods data file."""
 
-    id: str
+    id: MethodId
     name: str
     family: Family
     phase: Phase
@@ -246,7 +248,11 @@ class Method(_Strict):
     mechanism: str = Field(min_length=40, description="How it works, in prose.")
     tradeoff: str = Field(min_length=20, description="What it costs and when to pick it.")
     citation: Citation
-    compressor: str | None = Field(default=None, description="Id of the bundled compressor, if any.")
+    compressor: str | None = Field(
+        default=None,
+        description="Id of the bundled compressor that runs it, if any (a compressors.base.CompressorId; "
+        "that compressor's ``implements`` must list this method's id).",
+    )
     in_paper: bool = False
     fills_gap: bool = Field(default=False, description="Dynamic at pre-/post-training: the paper's gap.")
     aliases: list[str] = Field(default_factory=list)
@@ -326,7 +332,7 @@ class Source(_Strict):
 class Evidence(_Strict):
     """One figure from a paper (or from a run measured here), with its baseline and exact source."""
 
-    method: str
+    method: MethodId
     model: str
     setting: str = Field(description="E.g. '4-bit, no grouping, 128x2048 C4 calibration'.")
     metric: Metric

@@ -90,8 +90,12 @@ class CompressionRun(SQLModel, table=True):
     # what to do
     model_ref: str = Field(description="Where the model is: 'demo', a server path, an upload folder.")
     model_name: str = Field(index=True, description="Readable model name, e.g. 'SmolLM2-135M-Instruct'.")
-    method: str = Field(index=True, max_length=80, description="Knowledge-base method id, e.g. 'gptq'.")
-    compressor: str = Field(max_length=80, description="Bundled compressor id that runs it.")
+    # Two ids, often spelled alike but not interchangeable: measured evidence is filed under ``method``,
+    # so it must be a knowledge-base method id (JobSpec.validate checks the compressor implements it).
+    method: str = Field(
+        index=True, max_length=80, description="Knowledge-base method id, e.g. 'magnitude-pruning'."
+    )
+    compressor: str = Field(max_length=80, description="Bundled compressor id that ran it, e.g. 'magnitude'.")
     config: dict = _json(default_factory=dict)
     calibration: dict | None = _json(default=None, nullable=True)  # source of calibration/eval text
     owner: str | None = Field(default=None, index=True, description="Browser session or user that queued it.")

@@ -53,9 +53,9 @@ def _coerce(value: str, ftype: str) -> Any:
 
 def build_config(method: str, sets: list[str], shortcuts: dict[str, Any]) -> dict[str, Any]:
     """The method config dict from ``--set key=value`` and shortcut options, typed by the config fields."""
-    from compressors.base import ConfigError, get_compressor
+    from compressors.base import CompressorId, ConfigError, get_compressor
 
-    fields = {f["name"]: f for f in get_compressor(method).config_cls.describe()}
+    fields = {f["name"]: f for f in get_compressor(CompressorId(method)).config_cls.describe()}
     cfg: dict[str, Any] = {}
     for key, value in shortcuts.items():
         if value is None:
@@ -92,6 +92,7 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON inst
         rows.append(
             {
                 "id": cid,
+                "implements": list(cls.implements),  # knowledge-base method ids a run is filed under
                 "name": cls.name,
                 "phase": cls.phase,
                 "impact": cls.impact,
@@ -149,7 +150,7 @@ def compress(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Compress MODEL with a bundled method, measure before/after and write the packed model."""
-    from compressors.base import Cancelled, CompressionError
+    from compressors.base import Cancelled, CompressionError, CompressorId
     from compressors.run import comparison_rows, compress_and_measure
 
     try:
@@ -178,7 +179,7 @@ def compress(
 
             result = compress_and_measure(
                 model,
-                method,
+                CompressorId(method),
                 cfg,
                 out_dir=out,
                 calib_text=calib,

@@ -1,6 +1,9 @@
 """Compress: pick a model (upload, server path or the demo), a method and its settings, and run it as a
-background job; the page follows the job live. URL parameters: ``?method=<method or compressor id>``
-and any setting (``&bits=4&group_size=128``) pre-fill the form; ``?job=<id>`` shows that job."""
+background job; the page follows the job live. URL parameters: ``?method=<knowledge-base method id>``
+and/or ``?compressor=<compressor id>`` (a method page links with both) and any setting
+(``&bits=4&group_size=128``) pre-fill the form; ``?job=<id>`` shows that job. The run is filed under
+the knowledge-base method, never under the compressor's id, so its measured figures reach that method's
+page; ``?method=<compressor id>`` (links made before the two were told apart) still works."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from typing import Any
 import streamlit as st
 
 from app import jobs_ui, state
-from compressors.base import CompressionError, all_compressors
+from compressors.base import CompressionError, CompressorId, all_compressors
 from compressors.jobs import preflight
 from compressors.jobs.runner import JobSpec
 from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+from knowledge.ids import MethodId
 
 P = "cmp_"  # session-state prefix of this page
 DEMO = "Demo model (SmolLM2-135M-Instruct)"
@@ -137,30 +141,55 @@ else:
 st.subheader("2. Method and settings")
 compressors = all_compressors()
 catalog = state.catalog()
-wanted = qp.get("method")
-wanted_cid = None
+wanted: str | None = qp.get("method")  # knowledge-base method id
+wanted_cid: str | None = qp.get("compressor")  # compressor id
+if wanted and wanted not in catalog.methods and wanted in compressors and not wanted_cid:
+    wanted, wanted_cid = None, wanted  # an old link: ?method=<compressor id>
+if wanted_cid and wanted_cid not in compressors:
+    st.warning(f"No bundled compressor {wanted_cid!r}; choose one of the methods below.")
+    wanted_cid = None
 if wanted:
-    m = catalog.methods.get(wanted)
-    wanted_cid = m.compressor if m is not None and m.compressor else wanted
-    if wanted_cid not in compressors:
+    runners = [c for c, cls in compressors.items() if wanted in cls.implements]
+    if wanted not in catalog.methods or not runners:
         st.warning(f"No bundled compressor runs the method {wanted!r}; choose one of the methods below.")
-        wanted_cid = None
-ids = list(compressors)
-cid = st.selectbox(
-    "Method",
-    ids,
-    index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
-    key=P + "method",
-    format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})",
+        wanted = None
+    elif wanted_cid not in runners:
+        if wanted_cid:
+            st.warning(
+                f"The compressor {wanted_cid!r} does not run {state.method_name(wanted)}; "
+                f"{compressors[runners[0]].name} does, and is chosen instead."
+            )
+        wanted_cid = runners[0]
+ids: list[str] = list(compressors)
+cid = CompressorId(
+    st.selectbox(
+        "Method",
+        ids,
+        index=ids.index(wanted_cid) if wanted_cid else ids.index("gptq") if "gptq" in ids else 0,
+        key=P + "method",
+        format_func=lambda c: f"{compressors[c].name} ({compressors[c].phase}, {compressors[c].impact})",
+    )
+    or ids[0]  # never taken: the box has an index, so it always holds a value
 )
 comp_cls = compressors[cid]
 if comp_cls.summary:
     st.caption(comp_cls.summary)
-method_id = (
-    wanted
-    if (wanted and wanted_cid == cid)
-    else next((mid for mid, m in catalog.methods.items() if m.compressor == cid), cid)
-)
+# The knowledge-base method the run is filed under: the one asked for when this compressor runs it,
+# else the compressor's own; a compressor that runs several methods lets the user say which.
+implements = list(comp_cls.implements)
+method_id: MethodId = MethodId(wanted) if wanted and wanted in implements else implements[0]
+if len(implements) > 1:
+    method_id = st.selectbox(
+        "Filed under the method",
+        implements,
+        index=implements.index(method_id),
+        key=f"{P}{cid}_kb_method",
+        format_func=state.method_name,
+        help="This compressor runs more than one method of the knowledge base; its measured figures "
+        "are shown on the page of the one chosen here.",
+    )
+else:
+    st.caption(f"Measured figures are filed under the method **{state.method_name(method_id)}**.")
 
 
 def _from_query(raw: str, typ: str) -> Any:

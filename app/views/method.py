@@ -223,13 +223,15 @@ if m.compressor:
         "Run it on the demo model from a terminal:"
     )
     st.code(f"shrinkwise compress demo --method {m.compressor} --out out/", language="bash")
-    # The Compress page (the "Run it" pages) opens pre-filled with ?method=<compressor id>.
+    # The Compress page opens with this compressor chosen and the run filed under this method: a
+    # compressor may run several methods (dynamic int8 runs cpu-inference and dynamic-int8), and its
+    # id is not a method id (magnitude runs magnitude-pruning), so the link names both.
     try:
         st.page_link(
             state.PAGE_COMPRESS,
             label=f"Or compress a model with {m.name} in the browser",
             icon=":material/play_circle:",
-            query_params={"method": m.compressor},
+            query_params={"method": m.id, "compressor": m.compressor},
         )
     except Exception:
         pass

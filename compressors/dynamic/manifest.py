@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from compressors.base import CompressionError, CompressorConfig
+from compressors.base import CompressionError, CompressorConfig, CompressorId
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,16 @@ FORMAT_VERSION = 1
 
 
 def record(
-    model: Any, method_id: str, config: CompressorConfig, payload: dict[str, Any] | None = None
+    model: Any, compressor_id: CompressorId, config: CompressorConfig, payload: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Attach the record of an installed dynamic method to ``model.config`` and return it."""
+    """Attach the record of an installed dynamic method to ``model.config`` and return it.
+
+    The record's ``"method"`` key holds the compressor id (what re-installs it on load), as saved
+    checkpoints already spell it.
+    """
     section = {
         "format": FORMAT_VERSION,
-        "method": method_id,
+        "method": compressor_id,
         "config": config.to_dict(),
         "payload": payload or {},
         "weights": "original (untouched)",
@@ -61,7 +65,7 @@ def reinstall(model: Any, section: dict[str, Any] | None = None) -> bool:
             f"dynamic record format {section.get('format')!r} is not {FORMAT_VERSION}; "
             "re-run the compressor with this version of Shrinkwise"
         )
-    comp = get_compressor(section["method"])
+    comp = get_compressor(CompressorId(section["method"]))
     install = getattr(comp, "install", None)
     if install is None:
         raise CompressionError(f"compressor {section['method']!r} is not dynamic; it has no install()")

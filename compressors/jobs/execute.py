@@ -89,6 +89,7 @@ def execute(run: Any, ctx: RunContext, out_dir: Path) -> dict[str, Any]:
         run.model_ref,
         run.compressor,
         dict(run.config or {}),
+        method=run.method,
         calib_text=calib,
         eval_text=evalp,
         out_dir=out_dir,

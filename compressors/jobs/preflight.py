@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compressors.base import CostEstimate, get_compressor
+from compressors.base import CompressorId, CostEstimate, get_compressor
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class CostCheck:
         )
 
 
-def estimate_cost(compressor_id: str, info: Any, config: dict[str, Any]) -> CostCheck:
+def estimate_cost(compressor_id: CompressorId, info: Any, config: dict[str, Any]) -> CostCheck:
     """The compressor's estimate for this model and settings (``ConfigError`` for rejected settings)."""
     from compressors.models import available_memory_bytes
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from compressors.base import CompressorId
 from knowledge import runs as runs_db
+from knowledge.ids import MethodId
 from knowledge.tables import CompressionRun, RunStatus
 
 log = logging.getLogger(__name__)
@@ -33,22 +35,26 @@ class JobSpec:
     """
 
     model_ref: str
-    method: str  # knowledge-base method id (what the user chose), e.g. "gptq"
-    compressor: str  # bundled compressor id that runs it, e.g. "gptq"
+    method: MethodId  # knowledge-base method id the run is credited to, e.g. "magnitude-pruning"
+    compressor: CompressorId  # bundled compressor id that runs it, e.g. "magnitude"
     config: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
 
     def validate(self) -> dict[str, Any]:
-        """Check the compressor exists and accepts the settings; return the normalised config dict.
+        """Check the compressor exists, implements the method, and accepts the settings; return the
+        normalised config dict.
 
+        The method is checked because the run is filed under it: a compressor id or another method's
+        id there would send the measured figures to no page, or to the wrong one.
         Raises :class:`compressors.base.CompressionError` / ``ConfigError`` whose message names the bad
         value and what is allowed.
         """
-        from compressors.base import get_compressor
+        from compressors.base import check_pairing, get_compressor
 
         comp = get_compressor(self.compressor)
+        check_pairing(self.method, self.compressor)
         return comp.config_cls.from_dict(dict(self.config)).to_dict()
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     ConfigError,
     CostEstimate,
     ModelShape,
@@ -45,6 +46,7 @@ from compressors.base import (
 from compressors.dynamic import manifest
 from compressors.dynamic.tokens import TokenPlan, install_token_plan
 from compressors.methods.lazyllm import prefill_compute_share, stage_schedule
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -103,7 +105,8 @@ class AIMConfig(CompressorConfig):
 
 @register
 class AIM(Compressor):
-    id = "aim"
+    id = CompressorId("aim")
+    implements = (MethodId("aim"),)
     name = "AIM (token merging + pruning)"
     phase = "inference"
     impact = "dynamic"

@@ -21,10 +21,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CompressorId,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    register,
+)
 from compressors.layers import all_linear_layers, get_bias, get_weight, set_module
 from compressors.packed import PackedModule, register_packed
 from compressors.throughput import Work, get_throughput
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +166,8 @@ class CPUInferenceConfig(CompressorConfig):
 
 @register
 class CPUInference(Compressor):
-    id = "cpu-inference"
+    id = CompressorId("cpu-inference")
+    implements = (MethodId("cpu-inference"), MethodId("dynamic-int8"))
     name = "Dynamic int8 (CPU inference)"
     phase = "inference"
     impact = "dynamic"

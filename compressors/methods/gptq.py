@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     ConfigError,
     CostEstimate,
     ModelShape,
@@ -23,6 +24,7 @@ from compressors.calibration import calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.gptq import gptq_quantize
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -77,7 +79,8 @@ class GPTQConfig(CompressorConfig):
 
 @register
 class GPTQ(Compressor):
-    id = "gptq"
+    id = CompressorId("gptq")
+    implements = (MethodId("gptq"),)
     name = "GPTQ"
     phase = "post-training"
     impact = "static"

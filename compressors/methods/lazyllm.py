@@ -21,6 +21,7 @@ from typing import Any
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     ConfigError,
     CostEstimate,
     ModelShape,
@@ -30,6 +31,7 @@ from compressors.base import (
 )
 from compressors.dynamic import manifest
 from compressors.dynamic.tokens import TokenPlan, install_token_plan
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -95,7 +97,8 @@ def prefill_compute_share(n_layers: int, schedule: dict[int, float]) -> float:
 
 @register
 class LazyLLM(Compressor):
-    id = "lazyllm"
+    id = CompressorId("lazyllm")
+    implements = (MethodId("lazyllm"),)
     name = "LazyLLM (dynamic token pruning)"
     phase = "inference"
     impact = "dynamic"

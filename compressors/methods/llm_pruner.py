@@ -24,6 +24,7 @@ import torch
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -44,6 +45,7 @@ from compressors.training.loop import (
     train,
     train_memory_bytes,
 )
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +133,8 @@ def pruned_shape(shape: ModelShape, config: LLMPrunerConfig) -> ModelShape:
 
 @register
 class LLMPruner(Compressor):
-    id = "llm-pruner"
+    id = CompressorId("llm-pruner")
+    implements = (MethodId("llm-pruner"),)
     name = "LLM-Pruner (structural pruning + LoRA recovery)"
     phase = "fine-tuning"
     impact = "static"

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CompressorId,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    register,
+)
 from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
 from compressors.methods.layerwise import PATTERNS, check_pattern, layerwise_estimate, sparse_module
 from compressors.ops.magnitude import magnitude_mask
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -42,7 +51,8 @@ class MagnitudeConfig(PruningConfig):
 
 @register
 class Magnitude(Compressor):
-    id = "magnitude"
+    id = CompressorId("magnitude")
+    implements = (MethodId("magnitude-pruning"),)
     name = "Magnitude pruning"
     phase = "post-training"
     impact = "static"

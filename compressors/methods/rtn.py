@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CompressorId,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    register,
+)
 from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.quant_grid import quantize_rtn
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -39,7 +48,8 @@ class RTNConfig(CompressorConfig):
 
 @register
 class RTN(Compressor):
-    id = "rtn"
+    id = CompressorId("rtn")
+    implements = (MethodId("rtn"),)
     name = "Round-to-nearest"
     phase = "post-training"
     impact = "static"

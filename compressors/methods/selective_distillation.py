@@ -33,6 +33,7 @@ from compressors.base import (
     CompressionError,
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -54,6 +55,7 @@ from compressors.training.loop import (
     train_memory_bytes,
     trainable,
 )
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,8 @@ class DistillLoss:
 
 @register
 class SelectiveDistillation(Compressor):
-    id = "selective-distillation"
+    id = CompressorId("selective-distillation")
+    implements = (MethodId("selective-distillation"),)
     name = "Selective-intervention distillation"
     phase = "fine-tuning"
     impact = "static"

@@ -26,6 +26,7 @@ import torch
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -47,6 +48,7 @@ from compressors.training.loop import (
     train_memory_bytes,
     trainable,
 )
+from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,8 @@ def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: floa
 
 @register
 class SparsePretraining(Compressor):
-    id = "sparse-pretraining"
+    id = CompressorId("sparse-pretraining")
+    implements = (MethodId("sparse-pretraining"),)
     name = "Sparse continued pre-training (Sparse Llama)"
     phase = "pre-training"
     impact = "static"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -22,6 +23,7 @@ from compressors.layers import get_weight
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
 from compressors.ops.sparsegpt import sparsegpt_prune
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -46,7 +48,8 @@ class SparseGPTConfig(PruningConfig):
 
 @register
 class SparseGPT(Compressor):
-    id = "sparsegpt"
+    id = CompressorId("sparsegpt")
+    implements = (MethodId("sparsegpt"),)
     name = "SparseGPT"
     phase = "post-training"
     impact = "static"

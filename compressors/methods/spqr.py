@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -25,6 +26,7 @@ from compressors.layers import get_bias, get_weight
 from compressors.methods.layerwise import layerwise_estimate
 from compressors.ops.spqr import spqr_quantize
 from compressors.packed_spqr import SpQRLinear
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -78,7 +80,8 @@ class SpQRConfig(CompressorConfig):
 
 @register
 class SpQR(Compressor):
-    id = "spqr"
+    id = CompressorId("spqr")
+    implements = (MethodId("spqr"),)
     name = "SpQR"
     phase = "post-training"
     impact = "static"

@@ -20,6 +20,7 @@ from typing import Any
 from compressors.base import (
     Compressor,
     CompressorConfig,
+    CompressorId,
     ConfigError,
     CostEstimate,
     ModelShape,
@@ -31,6 +32,7 @@ from compressors.base import (
 from compressors.dynamic import manifest
 from compressors.dynamic.teal import calibrate_thresholds, install_teal
 from compressors.throughput import forward_work, get_throughput
+from knowledge.ids import MethodId
 
 # the C++ kernel's one-off compile, timed on the 2-core development VM (a compiler run is not probed; it
 # happens once per machine, then the build is cached)
@@ -80,7 +82,8 @@ class TEALConfig(CompressorConfig):
 
 @register
 class TEAL(Compressor):
-    id = "teal"
+    id = CompressorId("teal")
+    implements = (MethodId("teal"),)
     name = "TEAL (training-free activation sparsity)"
     phase = "post-training"
     impact = "dynamic"

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
+from compressors.base import (
+    Compressor,
+    CompressorConfig,
+    CompressorId,
+    CostEstimate,
+    ModelShape,
+    RunContext,
+    register,
+)
 from compressors.calibration import calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
 from compressors.ops.wanda import wanda_mask
+from knowledge.ids import MethodId
 
 
 @dataclass
@@ -28,7 +37,8 @@ class WandaConfig(PruningConfig):
 
 @register
 class Wanda(Compressor):
-    id = "wanda"
+    id = CompressorId("wanda")
+    implements = (MethodId("wanda"),)
     name = "Wanda"
     phase = "post-training"
     impact = "static"

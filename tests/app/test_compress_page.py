@@ -63,6 +63,27 @@ def test_url_preselects_method_and_settings(home, tiny):
     assert (sparsity and sparsity[0].value == pytest.approx(0.3)) or (sel and sel[0].value == 0.3)
 
 
+def test_the_url_names_the_method_and_the_compressor_apart(home, tiny):
+    """?method= is a knowledge-base method, ?compressor= a compressor; the run is filed under the method."""
+    base = {"source": "path", "path": str(tiny)}
+    at = open_page("compress", {**base, "compressor": "cpu-inference", "method": "dynamic-int8"})
+    assert at.selectbox(key="cmp_method").value == "cpu-inference"
+    assert at.selectbox(key="cmp_cpu-inference_kb_method").value == "dynamic-int8"
+    assert not at.warning
+    # a compressor alone, and an old link naming a compressor as ?method=: the compressor's own method
+    for query in ({"compressor": "magnitude"}, {"method": "magnitude"}):
+        at = open_page("compress", {**base, **query})
+        assert at.selectbox(key="cmp_method").value == "magnitude" and not at.warning
+        assert "Magnitude pruning" in text_of(at) and "filed under the method" in text_of(at)
+    # a pair that does not belong together: warned, and the method's own compressor is chosen
+    at = open_page("compress", {**base, "method": "wanda", "compressor": "gptq"})
+    assert at.selectbox(key="cmp_method").value == "wanda"
+    assert any("does not run" in w.value for w in at.warning)
+    run_button(at).click().run()
+    (run,) = runs_db.list_runs()
+    assert (run.method, run.compressor) == ("wanda", "wanda")
+
+
 def test_form_fields_come_from_the_config(home, tiny):
     from compressors.base import get_compressor
 

@@ -94,15 +94,6 @@ PAPER_TABLE_1 = {
     "lazyllm": ("inference", "dynamic", "variable", "minimal", "medium", "full"),
 }
 
-BUNDLED_COMPRESSORS = {
-    "cpu-inference": "cpu-inference",
-    "dynamic-int8": "cpu-inference",
-    "llm-pruner": "llm-pruner",
-    "selective-distillation": "selective-distillation",
-    "lazyllm": "lazyllm",
-    "aim": "aim",
-}
-
 
 def _entries(name: str) -> list[dict]:
     doc = yaml.safe_load(FILES[name].read_text(encoding="utf-8"))
@@ -175,10 +166,6 @@ def test_references_name_only_known_ids(methods: dict[str, Method]) -> None:
     for m in methods.values():
         unknown = (set(m.composes_with) | set(m.excludes)) - ALL_IDS
         assert not unknown, f"{m.id} references unknown ids {sorted(unknown)}"
-
-
-def test_bundled_compressors_are_set_only_where_one_exists(methods: dict[str, Method]) -> None:
-    assert {mid: m.compressor for mid, m in methods.items() if m.compressor} == BUNDLED_COMPRESSORS
 
 
 def test_static_methods_do_not_claim_full_backward_compatibility(methods: dict[str, Method]) -> None:

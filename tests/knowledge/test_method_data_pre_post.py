@@ -99,17 +99,6 @@ PAPER = {
     "gptq": ("post-training", "static", "very-high", "minimal", "high", "none"),
 }
 
-BUNDLED = {
-    "rtn": "rtn",
-    "gptq": "gptq",
-    "spqr": "spqr",
-    "sparsegpt": "sparsegpt",
-    "wanda": "wanda",
-    "magnitude-pruning": "magnitude",
-    "teal": "teal",
-    "sparse-pretraining": "sparse-pretraining",
-}
-
 
 def _raw_entries() -> list[tuple[str, dict]]:
     out = []
@@ -183,10 +172,6 @@ def test_no_pair_is_composed_one_way_and_excluded_the_other(methods: dict[str, M
         if b in methods and a in methods[b].excludes
     ]
     assert not clashes, f"composes_with in one entry but excludes in the other: {clashes}"
-
-
-def test_bundled_compressor_ids_are_set_only_where_one_exists(methods: dict[str, Method]) -> None:
-    assert {i: m.compressor for i, m in methods.items() if m.compressor} == BUNDLED
 
 
 def test_footprints_match_the_formats_they_describe(methods: dict[str, Method]) -> None:

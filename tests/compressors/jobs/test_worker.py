@@ -251,6 +251,21 @@ def test_settings_the_compressor_rejects_are_refused_before_queueing(home):
     assert info.status is RunStatus.QUEUED and info.config["bits"] == 3 and info.config["group_size"] == 128
 
 
+def test_a_method_the_compressor_does_not_implement_is_refused_before_queueing(home):
+    """The run is filed under its method: a compressor id or another method's id there is refused."""
+    from compressors.base import CompressionError
+
+    runner = LocalJobRunner(autostart=False)
+    with pytest.raises(CompressionError, match=r"'magnitude' does not implement the method 'magnitude'"):
+        runner.submit(JobSpec(model_ref="demo", method="magnitude", compressor="magnitude"))
+    with pytest.raises(CompressionError, match=r"'gptq' is run by \['gptq'\]"):
+        runner.submit(JobSpec(model_ref="demo", method="gptq", compressor="rtn"))
+    assert runner.list() == []
+    job = runner.submit(JobSpec(model_ref="demo", method="dynamic-int8", compressor="cpu-inference"))
+    info = runner.status(job)
+    assert (info.method, info.compressor) == ("dynamic-int8", "cpu-inference")
+
+
 def test_on_demand_pool_runs_queued_jobs_then_exits_when_idle(home, monkeypatch):
     """What the app does after a restart: jobs are queued, no pool runs, ensure_worker starts the real
     ``python -m compressors.jobs.worker`` process, which runs them and exits once idle."""
