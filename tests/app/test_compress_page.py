@@ -68,8 +68,10 @@ def test_the_url_names_the_method_and_the_compressor_apart(home, tiny):
     base = {"source": "path", "path": str(tiny)}
     at = open_page("compress", {**base, "compressor": "cpu-inference", "method": "dynamic-int8"})
     assert at.selectbox(key="cmp_method").value == "cpu-inference"
-    assert at.selectbox(key="cmp_cpu-inference_kb_method").value == "dynamic-int8"
-    assert not at.warning
+    assert not at.warning and "filed under the method" in text_of(at) and "Dynamic int8" in text_of(at)
+    # the paper's INT4 CPU runtime is not what the bundled int8 compressor writes: not filed under it
+    at = open_page("compress", {**base, "compressor": "cpu-inference", "method": "cpu-inference"})
+    assert at.warning
     # a compressor alone, and an old link naming a compressor as ?method=: the compressor's own method
     for query in ({"compressor": "magnitude"}, {"method": "magnitude"}):
         at = open_page("compress", {**base, **query})

@@ -106,3 +106,12 @@ def test_the_checker_catches_a_disagreement():
         }
     )
     assert any("calibration" in p for p in disagreements(cid, flipped))
+
+
+def test_the_int8_compressor_is_filed_only_under_methods_whose_footprint_it_writes():
+    """The recommender's footprint of a method is what its bundled compressor must deliver: the bundled
+    dynamic-int8 compressor writes 8-bit weights, so it is never credited to the paper's INT4 CPU
+    runtime (cpu-inference, 4.25 bits), whose page would otherwise promise half the size."""
+    comp = COMPRESSORS["cpu-inference"]
+    assert [METHODS[m].footprint.bits_per_weight for m in comp.implements] == [8.0]
+    assert METHODS[MethodId("cpu-inference")].compressor is None
