@@ -10,11 +10,12 @@ from typing import Any
 
 import streamlit as st
 
-from app import jobs_ui, state
+from app import state
 from compressors.base import CompressionError, all_compressors
-from compressors.jobs import preflight
-from compressors.jobs.runner import JobSpec
-from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+from jobs import preflight
+from jobs import ui as jobs_ui
+from jobs.backend import JobSpec
+from jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
 
 P = "cmp_"  # session-state prefix of this page
 DEMO = "Demo model (SmolLM2-135M-Instruct)"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import jobs_ui
 from app.figures.history import points_from_runs, size_quality_figure
+from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run history")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import jobs_ui
+from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run result")

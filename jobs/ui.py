@@ -1,5 +1,8 @@
 """Streamlit pieces shared by the "Run it" pages (Compress, Run result, History): the job runner, the
-live job panel, the before/after table. Layout and formatting only; the work is in ``compressors.jobs``.
+live job panel, the before/after table. Layout and formatting only; the work is in the rest of :mod:`jobs`.
+
+This is the one module of ``jobs`` that imports Streamlit: only the app imports it, so the queue and the
+worker stay importable on a machine without it.
 
 Page files and URL parameters (a link from another page opens a pre-filled form)::
 
@@ -14,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from compressors.jobs.runner import JobInfo, LocalJobRunner
+from jobs.backend import JobInfo, LocalJobRunner
 from knowledge.tables import RunStatus
 
 PAGE_COMPRESS = "views/compress.py"

@@ -3,7 +3,7 @@
 ``JobRunner`` is a ``Protocol`` with four verbs (``submit``, ``cancel``, ``status``, ``list``) so a later
 runner can send the same jobs to a cluster (Slurm, Kubernetes, a Ray pool) without touching the pages.
 :class:`LocalJobRunner` keeps jobs as ``CompressionRun`` rows in the Shrinkwise database and makes sure
-one worker pool (``python -m compressors.jobs.worker``) is running on this machine to execute them.
+one worker pool (``python -m jobs.worker``) is running on this machine to execute them.
 
 Settings a compressor rejects are refused in ``submit``, before anything is queued, with the config's
 own message (field, value, allowed range), so a bad form never becomes a failed job.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from knowledge import runs as runs_db
+from jobs import queue
 from knowledge.tables import CompressionRun, RunStatus
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class LocalJobRunner:
 
     def submit(self, spec: JobSpec) -> int:
         config = spec.validate()
-        run = runs_db.create_run(
+        run = queue.create_run(
             model_ref=spec.model_ref,
             model_name=spec.model_name or spec.model_ref,
             method=spec.method,
@@ -171,12 +171,12 @@ class LocalJobRunner:
         return int(run.id)  # type: ignore[arg-type]
 
     def cancel(self, job_id: int) -> RunStatus:
-        status = runs_db.request_cancel(job_id, url=self.url)
+        status = queue.request_cancel(job_id, url=self.url)
         log.info("cancel requested for job #%s (now %s)", job_id, status)
         return status
 
     def status(self, job_id: int) -> JobInfo:
-        run = runs_db.get_run(job_id, url=self.url)
+        run = queue.get_run(job_id, url=self.url)
         if run is None:
             raise KeyError(f"no job #{job_id}")
         return JobInfo.from_row(run)
@@ -189,7 +189,7 @@ class LocalJobRunner:
         method: str | None = None,
         limit: int | None = None,
     ) -> list[JobInfo]:
-        rows = runs_db.list_runs(
+        rows = queue.list_runs(
             status=list(status) if status is not None else None,
             model_name=model_name,
             method=method,
@@ -200,12 +200,12 @@ class LocalJobRunner:
 
     def ensure_worker(self) -> bool:
         """Start the worker pool if none is running; True when this call started one."""
-        from compressors.jobs.worker import ensure_worker
+        from jobs.worker import ensure_worker
 
         return ensure_worker(url=self.url)
 
     def worker_state(self) -> dict[str, Any]:
-        from compressors.jobs.worker import worker_state
+        from jobs.worker import worker_state
 
         return worker_state()
 

@@ -1,13 +1,13 @@
 """The worker pool: claims queued compression jobs from the database and runs each in a child process.
 
-Run it with ``python -m compressors.jobs.worker`` (the app starts one on demand, ``scripts/run-app.sh``
+Run it with ``python -m jobs.worker`` (the app starts one on demand, ``scripts/run-app.sh``
 starts one with the server). Design:
 
 * **One pool per data folder.** The pool holds an exclusive ``flock`` on ``<data>/worker.lock`` for its
   whole life; a second pool started by a race exits at once. ``<data>/worker.json`` says which process
   holds it and when it last looked at the queue (the app shows this).
 * **Atomic claims.** A job moves ``queued -> running`` through a compare-and-set UPDATE
-  (``knowledge.runs.claim_next_run``), so two pools sharing one database (two machines on PostgreSQL)
+  (``jobs.queue.claim_next_run``), so two pools sharing one database (two machines on PostgreSQL)
   never run the same job.
 * **At most ``SHRINKWISE_MAX_JOBS`` jobs at once** (default 1: a compression uses every core).
 * **One child process per job** (``--run-one ID``): the child writes progress, heartbeat and results to
@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from knowledge import runs as runs_db
+from jobs import queue
 from knowledge.db import ENV_URL, data_home, dispose_engines, init_db, session
 from knowledge.tables import CompressionRun, RunStatus, utcnow
 
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 ENV_MAX_JOBS = "SHRINKWISE_MAX_JOBS"
 ENV_EXECUTOR = "SHRINKWISE_JOB_EXECUTOR"
-DEFAULT_EXECUTOR = "compressors.jobs.execute:execute"
+DEFAULT_EXECUTOR = "jobs.execute:execute"
 LOCK_NAME = "worker.lock"
 STATE_NAME = "worker.json"
 LOG_NAME = "worker.log"
@@ -62,7 +62,7 @@ CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
 RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
 
-_ROOT = str(Path(__file__).resolve().parents[2])
+_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def max_jobs_setting() -> int:
@@ -159,7 +159,7 @@ def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path
     env.setdefault("SHRINKWISE_HOME", str(home))
     with open(home / LOG_NAME, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "compressors.jobs.worker", "--idle-exit", str(idle_exit_s)],
+            [sys.executable, "-m", "jobs.worker", "--idle-exit", str(idle_exit_s)],
             cwd=_ROOT,
             env=env,
             stdout=out,
@@ -249,7 +249,7 @@ class Worker:
     def stop(self, cancel_children: bool = True) -> None:
         """Terminate running children (their jobs are failed with the restart reason) and unlock."""
         for child in list(self.children.values()):
-            run = runs_db.get_run(child.run_id, url=self.url)
+            run = queue.get_run(child.run_id, url=self.url)
             if child.proc.poll() is None and run is not None and RunStatus(run.status).finished:
                 try:  # the job has ended and is writing its last rows (evidence): let it finish
                     child.proc.wait(15)
@@ -322,7 +322,7 @@ class Worker:
             else:
                 self._watch(child)
         while len(self.children) < self.max_jobs:
-            run = runs_db.claim_next_run(self.worker_id, url=self.url)
+            run = queue.claim_next_run(self.worker_id, url=self.url)
             if run is None:
                 break
             self.children[int(run.id)] = self._spawn(int(run.id))  # type: ignore[arg-type]
@@ -330,7 +330,7 @@ class Worker:
         self._write_state()
 
     def _spawn(self, run_id: int) -> _Child:
-        cmd = [sys.executable, "-m", "compressors.jobs.worker", "--run-one", str(run_id)]
+        cmd = [sys.executable, "-m", "jobs.worker", "--run-one", str(run_id)]
         if self.executor:
             cmd += ["--executor", self.executor]
         env = dict(os.environ)
@@ -346,7 +346,7 @@ class Worker:
         return _Child(run_id, proc)
 
     def _watch(self, child: _Child) -> None:
-        run = runs_db.get_run(child.run_id, url=self.url)
+        run = queue.get_run(child.run_id, url=self.url)
         if run is None or not run.cancel_requested:
             return
         # a job still starting up (importing torch) has done nothing worth a graceful stop
@@ -372,11 +372,11 @@ class Worker:
 
     def _settle(self, child: _Child, default_error: str | None = None) -> None:
         """After a child exits: a job it left ``running`` is ended here (cancelled or failed)."""
-        run = runs_db.get_run(child.run_id, url=self.url)
+        run = queue.get_run(child.run_id, url=self.url)
         if run is None or RunStatus(run.status).finished:
             return
         if run.cancel_requested:
-            runs_db.mark_cancelled(
+            queue.mark_cancelled(
                 child.run_id,
                 url=self.url,
                 reason="cancelled by the user (it did not stop by itself, so it was terminated)",
@@ -391,7 +391,7 @@ class Worker:
                 )
             else:
                 default_error = f"the job process exited with code {code} before finishing; see {job_dir(child.run_id) / 'job.log'}"
-        runs_db.fail_run(child.run_id, default_error, url=self.url)
+        queue.fail_run(child.run_id, default_error, url=self.url)
 
     def _write_state(self) -> None:
         if self._lock is None:
@@ -445,7 +445,7 @@ class ProgressWriter:
             lines = "\n".join(self._pending) or None
             self._pending.clear()
             self._last_stage, self._last_write = stage, now
-        if runs_db.update_progress(self.run_id, stage, fraction, lines, url=self.url):
+        if queue.update_progress(self.run_id, stage, fraction, lines, url=self.url):
             self.cancel_event.set()
 
     def log(self, line: str) -> None:
@@ -457,8 +457,8 @@ class ProgressWriter:
             lines = "\n".join(self._pending) or None
             self._pending.clear()
         if lines:
-            run = runs_db.get_run(self.run_id, url=self.url)
-            runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
+            run = queue.get_run(self.run_id, url=self.url)
+            queue.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
 
 
 def _watchdog(
@@ -470,7 +470,7 @@ def _watchdog(
             log.error("job #%s: the worker pool died; stopping (the next pool marks the job failed)", run_id)
             os._exit(3)
         try:
-            if runs_db.heartbeat(run_id, url=url):
+            if queue.heartbeat(run_id, url=url):
                 cancel_event.set()
         except Exception:  # a locked database for a moment must not kill the job
             log.exception("heartbeat of job #%s failed", run_id)
@@ -480,7 +480,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
     """Execute one claimed job in this process and record its outcome; returns the exit code."""
     from compressors.base import Cancelled, CompressionError, RunContext
 
-    run = runs_db.get_run(run_id, url=url)
+    run = queue.get_run(run_id, url=url)
     if run is None:
         log.error("no job #%s", run_id)
         return 2
@@ -505,7 +505,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         timings = dict(result.get("timings") or {})
         timings.setdefault("job_total_s", round(time.monotonic() - t0, 2))
         progress.flush()
-        runs_db.finish_run(
+        queue.finish_run(
             run_id,
             before_metrics=result.get("before_metrics") or {},
             after_metrics=result.get("after_metrics") or {},
@@ -518,17 +518,17 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         return 0
     except Cancelled:
         progress.flush()
-        runs_db.mark_cancelled(run_id, url=url)
+        queue.mark_cancelled(run_id, url=url)
         log.info("job #%s cancelled", run_id)
         return 0
     except CompressionError as exc:  # the user can fix it; the message says how
         progress.log(f"failed: {exc}")
         progress.flush()
-        runs_db.fail_run(run_id, str(exc), url=url)
+        queue.fail_run(run_id, str(exc), url=url)
         return 1
     except MemoryError:
         progress.flush()
-        runs_db.fail_run(
+        queue.fail_run(
             run_id, "ran out of memory; try a smaller model or settings with a lower peak", url=url
         )
         return 1
@@ -537,7 +537,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         log.error("job #%s crashed:\n%s", run_id, tb)
         progress.log("crashed:\n" + "\n".join(tb.strip().splitlines()[-6:]))
         progress.flush()
-        runs_db.fail_run(run_id, f"{type(exc).__name__}: {exc}", url=url)
+        queue.fail_run(run_id, f"{type(exc).__name__}: {exc}", url=url)
         return 1
     finally:
         done.set()
@@ -549,7 +549,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m compressors.jobs.worker",
+        prog="python -m jobs.worker",
         description="Run Shrinkwise compression jobs from the database queue.",
     )
     parser.add_argument(
