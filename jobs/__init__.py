@@ -14,6 +14,6 @@ The app never compresses inside a Streamlit script: a page reload, a second tab 
 the database, so nothing is lost or duplicated. See docs/jobs.md.
 """
 
-from jobs.backend import JobInfo, JobRunner, JobSpec, LocalJobRunner, get_runner
+from jobs.backend import JobBackend, JobInfo, JobSpec, LocalBackend, get_backend
 
-__all__ = ["JobInfo", "JobRunner", "JobSpec", "LocalJobRunner", "get_runner"]
+__all__ = ["JobBackend", "JobInfo", "JobSpec", "LocalBackend", "get_backend"]

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -274,38 +276,79 @@ def mark_cancelled(
     return _finish(run_id, RunStatus.CANCELLED, url, error=reason)
 
 
+#: Why a job left ``running`` by a worker that is gone is failed (the user can queue it again).
+RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
+
+
+def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
+    """``host:pid:token`` (what the local pool claims with) -> (host, pid); None for other ids."""
+    if not worker_id:
+        return None
+    parts = worker_id.split(":")
+    if len(parts) < 3:
+        return None
+    try:
+        return parts[0], int(parts[1])
+    except ValueError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def worker_gone(worker_id: str | None) -> bool:
+    """True when the worker that claimed a job is known to be dead: its process on this host is gone.
+
+    A worker on another host (or one whose id says nothing) cannot be checked here; its heartbeat can.
+    """
+    owner = parse_worker_id(worker_id)
+    return owner is not None and owner[0] == socket.gethostname() and not _pid_alive(owner[1])
+
+
 def recover_interrupted(
     *,
     stale_after_s: float | None = None,
-    reason: str = "the server restarted while this job was running",
+    keep: Iterable[int] = (),
+    reason: str = RESTART_REASON,
     url: str | None = None,
 ) -> list[int]:
-    """Mark runs stuck in 'running' as failed; returns their ids.
+    """Fail the jobs left ``running`` by a worker that is gone; returns their ids. Queued jobs stay.
 
-    With ``stale_after_s=None`` every running job is taken as interrupted (call it once at server start,
-    before any worker runs); otherwise only jobs whose heartbeat is older than that.
+    The one recovery of the job system: a pool calls it on start and now and then while it runs, a
+    backend's ``recover`` calls it. With ``stale_after_s=None`` every running job is taken as interrupted
+    (once at server start, before any worker runs); otherwise a job is interrupted when its worker process
+    on this host is dead, or its heartbeat is missing or older than ``stale_after_s`` (another machine's
+    pool died). ``keep``: jobs the caller is running itself, never touched.
     """
     init_db(url)
     now = utcnow()
+    mine = set(keep)
     failed = []
     with session(url) as s:
         for run in s.exec(
             select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
         ).all():
-            if stale_after_s is not None and run.heartbeat_at is not None:
-                beat = (
-                    run.heartbeat_at
-                    if run.heartbeat_at.tzinfo
-                    else run.heartbeat_at.replace(tzinfo=now.tzinfo)
-                )
-                if now - beat < timedelta(seconds=stale_after_s):
+            if run.id in mine:
+                continue
+            if stale_after_s is not None and not worker_gone(run.worker_id):
+                beat = run.heartbeat_at
+                if beat is not None and beat.tzinfo is None:
+                    beat = beat.replace(tzinfo=now.tzinfo)
+                if beat is not None and now - beat < timedelta(seconds=stale_after_s):
                     continue
             run.status, run.finished_at, run.stage = RunStatus.FAILED.value, now, "failed"
             run.error = reason
             s.add(run)
             failed.append(int(run.id))  # type: ignore[arg-type]
     if failed:
-        log.warning("marked interrupted runs as failed: %s", failed)
+        log.warning("jobs %s were running when their worker stopped; marked failed", failed)
     return failed
 
 

@@ -41,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
-
 from jobs import queue
-from knowledge.db import ENV_URL, data_home, dispose_engines, init_db, session
-from knowledge.tables import CompressionRun, RunStatus, utcnow
+from jobs.queue import RESTART_REASON
+from knowledge.db import ENV_URL, data_home, dispose_engines, init_db
+from knowledge.tables import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,6 @@ STALE_AFTER_S = 60.0
 #: How long a cancelled job may take to stop by itself before the pool terminates its process.
 CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
-RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -175,29 +173,6 @@ def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path
 # the pool
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
-    """``host:pid:token`` -> (host, pid); None for ids written by someone else."""
-    if not worker_id:
-        return None
-    parts = worker_id.split(":")
-    if len(parts) < 3:
-        return None
-    try:
-        return parts[0], int(parts[1])
-    except ValueError:
-        return None
-
-
 @dataclass
 class _Child:
     run_id: int
@@ -240,9 +215,7 @@ class Worker:
             log.info("another worker pool holds %s; exiting", self._lock.path)
             return False
         init_db(self.url)
-        failed = self.recover()
-        if failed:
-            log.warning("jobs %s were running when their worker stopped; marked failed", failed)
+        queue.recover_interrupted(stale_after_s=self.stale_after_s, keep=self.children, url=self.url)
         self._write_state()
         return True
 
@@ -267,30 +240,6 @@ class Worker:
         if self._lock is not None:
             self._lock.release()
 
-    def recover(self) -> list[int]:
-        """Fail ``running`` jobs whose worker is gone: a dead pid on this host, or a stale heartbeat."""
-        host = socket.gethostname()
-        now = utcnow()
-        failed: list[int] = []
-        with session(self.url) as s:
-            for run in s.exec(
-                select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
-            ).all():
-                if run.id in self.children:
-                    continue
-                owner = parse_worker_id(run.worker_id)
-                dead_here = owner is not None and owner[0] == host and not _pid_alive(owner[1])
-                beat = run.heartbeat_at
-                if beat is not None and beat.tzinfo is None:
-                    beat = beat.replace(tzinfo=now.tzinfo)
-                stale = beat is None or (now - beat).total_seconds() > self.stale_after_s
-                if dead_here or stale:
-                    run.status, run.stage, run.finished_at = RunStatus.FAILED.value, "failed", now
-                    run.error = RESTART_REASON
-                    s.add(run)
-                    failed.append(int(run.id))  # type: ignore[arg-type]
-        return failed
-
     def serve(self, stop: threading.Event | None = None) -> None:
         """Loop until ``stop`` is set, SIGTERM arrives, or (with ``idle_exit_s``) the queue stays empty."""
         stop = stop or threading.Event()
@@ -305,7 +254,10 @@ class Worker:
                     log.info("no jobs for %.0f s; the worker pool exits", self.idle_exit_s)
                     break
                 if time.monotonic() - last_recover > self.stale_after_s / 2:
-                    self.recover()  # another machine's pool may have died
+                    # another machine's pool may have died: its jobs are failed by their heartbeat
+                    queue.recover_interrupted(
+                        stale_after_s=self.stale_after_s, keep=self.children, url=self.url
+                    )
                     last_recover = time.monotonic()
                 stop.wait(self.poll_s)
         finally:

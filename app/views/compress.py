@@ -404,7 +404,7 @@ if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
         },
     )
     try:
-        job_id = jobs_ui.runner().submit(spec)
+        job_id = jobs_ui.backend().submit(spec)
     except CompressionError as exc:
         st.error(f"Not queued: {exc}")
     else:

@@ -196,3 +196,35 @@ def test_queue_on_postgresql(postgres_url, monkeypatch):
     assert queue.request_cancel(ids[0]) is RunStatus.RUNNING and queue.heartbeat(ids[0]) is True
     assert sorted(queue.recover_interrupted()) == ids
     assert {r.status for r in queue.list_runs()} == {"failed"}
+
+
+def test_one_recovery_for_the_pool_and_the_server(home):
+    """A job of a dead process on this host is failed even with a fresh heartbeat; ``keep`` is spared."""
+    import socket
+    import subprocess
+    import sys
+
+    dead_job, mine, elsewhere = (r.id for r in _queue(3))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    queue.claim_next_run(f"{socket.gethostname()}:{dead.pid}:deadbeef")
+    queue.claim_next_run(f"{socket.gethostname()}:{dead.pid}:deadbeef")
+    queue.claim_next_run("another-machine:123:cafe")
+    assert queue.recover_interrupted(stale_after_s=3600, keep=[mine]) == [dead_job]
+    assert queue.get_run(dead_job).error == queue.RESTART_REASON
+    assert {queue.get_run(i).status for i in (mine, elsewhere)} == {"running"}
+
+
+def test_backend_factory_and_interface(monkeypatch):
+    from jobs.backend import BACKENDS, ENV_BACKEND, JobBackend, LocalBackend, get_backend
+
+    assert isinstance(get_backend(autostart=False), LocalBackend)
+    assert isinstance(get_backend(autostart=False), JobBackend)
+    monkeypatch.setenv(ENV_BACKEND, "ray")
+    with pytest.raises(ValueError, match="unknown job backend 'ray'"):
+        get_backend()
+    monkeypatch.setitem(BACKENDS, "ray", LocalBackend)  # what a Ray backend would do to register
+    assert isinstance(get_backend(autostart=False), LocalBackend)
+    (run,) = _queue()
+    queue.claim_next_run("w")
+    assert LocalBackend(autostart=False).recover(stale_after_s=0) == [run.id]

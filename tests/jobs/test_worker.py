@@ -11,8 +11,9 @@ import time
 import pytest
 
 from jobs import queue
-from jobs.backend import JobSpec, LocalJobRunner
-from jobs.worker import RESTART_REASON, Worker, ensure_worker, job_dir, pool_running
+from jobs.backend import JobSpec, LocalBackend
+from jobs.queue import RESTART_REASON
+from jobs.worker import Worker, ensure_worker, job_dir, pool_running
 from knowledge import runs as knowledge_runs
 from knowledge.tables import RunStatus
 from tests.jobs.conftest import executed
@@ -76,7 +77,7 @@ def test_cancel_stops_a_running_job_within_seconds(home):
     try:
         drive(w, until=lambda: (queue.get_run(job).fraction or 0) > 0.01)
         assert status(job) is RunStatus.RUNNING
-        assert LocalJobRunner(autostart=False).cancel(job) is RunStatus.RUNNING  # asked, not yet stopped
+        assert LocalBackend(autostart=False).cancel(job) is RunStatus.RUNNING  # asked, not yet stopped
         took = drive(w, until=lambda: status(job).finished, timeout=20)
     finally:
         w.stop()
@@ -104,7 +105,7 @@ def test_cancel_terminates_a_job_that_ignores_it(home):
 
 def test_cancel_of_a_queued_job_is_immediate_and_it_never_runs(home):
     first, second = enqueue(2)
-    assert LocalJobRunner(autostart=False).cancel(second) is RunStatus.CANCELLED
+    assert LocalBackend(autostart=False).cancel(second) is RunStatus.CANCELLED
     w = Worker(executor=f"{FAKE}:quick", max_jobs=2)
     assert w.start()
     try:
@@ -139,7 +140,7 @@ def test_stale_heartbeat_from_another_machine_is_failed(home):
     queue.claim_next_run("another-machine:123:cafe")
     w = Worker(executor=f"{FAKE}:quick", stale_after_s=0.0, use_lock=False)
     time.sleep(0.05)
-    assert w.recover() == [job]
+    assert queue.recover_interrupted(stale_after_s=w.stale_after_s, keep=w.children) == [job]
     assert queue.get_run(job).error == RESTART_REASON
 
 
@@ -239,7 +240,7 @@ def test_only_one_pool_per_data_folder(home):
 def test_settings_the_compressor_rejects_are_refused_before_queueing(home):
     from compressors.base import ConfigError
 
-    runner = LocalJobRunner(autostart=False)
+    runner = LocalBackend(autostart=False)
     with pytest.raises(ConfigError, match=r"bits=5 .*\[2, 3, 4, 8\]"):
         runner.submit(JobSpec(model_ref="demo", method="gptq", compressor="gptq", config={"bits": 5}))
     assert runner.list() == []
