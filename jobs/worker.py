@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressors.progress import Reporter
 from jobs import queue
 from jobs.queue import RESTART_REASON
 from knowledge.db import ENV_URL, data_home, dispose_engines, init_db
@@ -371,43 +372,44 @@ def job_dir(run_id: int) -> Path:
     return data_home() / "runs" / str(run_id)
 
 
-class ProgressWriter:
-    """The ``RunContext.progress`` callback of a job: writes stage, fraction and log lines to the row.
+class RowReporter(Reporter):
+    """A job's progress reporter: delivers stage, fraction and new log lines to the job's row.
 
-    Writes are throttled (a new stage is written at once, the same stage at most every ``every_s``) so a
-    compressor reporting per column does not hammer the database.
+    The one :class:`compressors.progress.Reporter` of a job: the executor's ``RunContext`` and
+    ``compress_and_measure`` report straight into it, so each line reaches the row once. Writes are
+    throttled (a new stage is written at once, the same stage at most every ``every_s``) so a compressor
+    reporting per column does not hammer the database; lines wait for the next write or :meth:`flush`.
     """
 
     def __init__(
         self, run_id: int, url: str | None, cancel_event: threading.Event, every_s: float = 0.5
     ) -> None:
-        self.run_id, self.url, self.cancel_event, self.every_s = run_id, url, cancel_event, every_s
+        super().__init__(cancel_event=cancel_event)
+        self.run_id, self.url, self.every_s = run_id, url, every_s
         self._last_write = 0.0
         self._last_stage: str | None = None
-        self._pending: list[str] = []
+        self._written = 0  # lines already in the row
         self._lock = threading.Lock()
 
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+    def _pending(self) -> str | None:
+        new = self.lines[self._written :]
+        self._written += len(new)
+        return "\n".join(new) or None
+
+    def deliver(self, stage: str, fraction: float, message: str, line: str | None) -> None:
         with self._lock:
-            if message:
-                self._pending.append(f"{time.strftime('%H:%M:%S')} [{stage}] {message}")
             now = time.monotonic()
             if stage == self._last_stage and now - self._last_write < self.every_s:
                 return
-            lines = "\n".join(self._pending) or None
-            self._pending.clear()
+            lines = self._pending()
             self._last_stage, self._last_write = stage, now
         if queue.update_progress(self.run_id, stage, fraction, lines, url=self.url):
             self.cancel_event.set()
 
-    def log(self, line: str) -> None:
-        with self._lock:
-            self._pending.append(f"{time.strftime('%H:%M:%S')} {line}")
-
     def flush(self) -> None:
+        """Write the lines still waiting (before the job's final state is written)."""
         with self._lock:
-            lines = "\n".join(self._pending) or None
-            self._pending.clear()
+            lines = self._pending()
         if lines:
             run = queue.get_run(self.run_id, url=self.url)
             queue.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
@@ -441,7 +443,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         return 2
     cancel_event = threading.Event()
     done = threading.Event()
-    progress = ProgressWriter(run_id, url, cancel_event)
+    progress = RowReporter(run_id, url, cancel_event)
     ctx = RunContext(progress=progress, cancel_event=cancel_event)
     threading.Thread(
         target=_watchdog, args=(run_id, url, cancel_event, done, os.getppid()), daemon=True
