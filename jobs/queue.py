@@ -30,6 +30,7 @@ from sqlmodel import col, select
 
 from knowledge import runs as evidence
 from knowledge.db import init_db, session
+from knowledge.metrics import RunMetrics
 from knowledge.tables import CompressionRun, RunStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,8 @@ def _finish(run_id: int, status: RunStatus, url: str | None, **values: Any) -> C
 def finish_run(
     run_id: int,
     *,
-    before_metrics: dict[str, Any],
-    after_metrics: dict[str, Any],
+    before_metrics: RunMetrics | dict[str, Any],
+    after_metrics: RunMetrics | dict[str, Any],
     artifacts: dict[str, str] | None = None,
     samples: dict[str, Any] | None = None,
     timings: dict[str, float] | None = None,
@@ -239,8 +240,8 @@ def finish_run(
         run_id,
         RunStatus.SUCCEEDED,
         url,
-        before_metrics=_finite(before_metrics),
-        after_metrics=_finite(after_metrics),
+        before_metrics=_finite(_metrics_json(before_metrics)),
+        after_metrics=_finite(_metrics_json(after_metrics)),
         artifacts=artifacts,
         samples=_finite(samples),
         timings=_finite(timings),
@@ -253,6 +254,11 @@ def finish_run(
         except Exception:
             log.exception("run #%s succeeded but its metrics could not be stored as evidence", run_id)
     return run
+
+
+def _metrics_json(metrics: RunMetrics | dict[str, Any]) -> dict[str, Any]:
+    """A metrics column's JSON: a :class:`RunMetrics` as it stores itself, a dict as given."""
+    return metrics.to_json() if isinstance(metrics, RunMetrics) else dict(metrics)
 
 
 def _finite(value: Any) -> Any:

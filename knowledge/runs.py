@@ -3,17 +3,15 @@
 The job queue that produces the runs lives in :mod:`jobs.queue`; this module only reads a finished
 ``CompressionRun`` row and turns its metrics into :class:`knowledge.schema.Evidence` marked *measured
 here*, because what counts as evidence (which metric, which unit, which setting text) is knowledge logic
-that the method pages, the map and the recommender share. :data:`METRIC_KEYS` lists the metrics keys
-that become evidence (others are stored but not turned into rows).
+that the method pages, the map and the recommender share. Which figures become evidence, and in which
+unit, is declared once on :class:`knowledge.metrics.RunMetrics`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
-from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -21,25 +19,11 @@ from typing import Any
 from sqlmodel import col, select
 
 from knowledge.db import init_db, session
-from knowledge.schema import Evidence, Metric, Source, SourceTag
+from knowledge.metrics import RunMetrics
+from knowledge.schema import Evidence, Source, SourceTag
 from knowledge.tables import CompressionRun, EvidenceOrigin, EvidenceRow, RunStatus
 
 log = logging.getLogger(__name__)
-
-#: metrics key -> (Metric, converter to the metric's unit, what the setting says about it)
-METRIC_KEYS: dict[str, tuple[Metric, Callable[[float], float], str]] = {
-    "perplexity": (Metric.PERPLEXITY, float, ""),
-    "size_mb": (Metric.SIZE_MB, float, "size on disk"),
-    "size_bytes": (Metric.SIZE_MB, lambda b: b / 1e6, "size on disk"),
-    "bits_per_weight": (Metric.BITS_PER_WEIGHT, float, "compressed layers"),
-    "model_bits_per_weight": (Metric.BITS_PER_WEIGHT, float, "whole model"),
-    "decode_tokens_per_s": (Metric.TOKENS_PER_S, float, "decode"),
-    "prefill_tokens_per_s": (Metric.TOKENS_PER_S, float, "prefill"),
-    "peak_memory_bytes": (Metric.MEMORY_GB, lambda b: b / 1e9, "peak memory"),
-    "peak_memory_gb": (Metric.MEMORY_GB, float, "peak memory"),
-    "params": (Metric.PARAMETERS_B, lambda n: n / 1e9, "parameters"),
-    "sparsity": (Metric.SPARSITY, float, "weight sparsity"),
-}
 
 
 @lru_cache(maxsize=1)
@@ -70,29 +54,19 @@ def evidence_from_run(run: CompressionRun) -> list[Evidence]:
     """The measured evidence rows of a succeeded run: one per metric present before and after."""
     if RunStatus(run.status) is not RunStatus.SUCCEEDED:
         raise ValueError(f"run #{run.id} is {run.status}; only succeeded runs are evidence")
-    before, after = run.before_metrics or {}, run.after_metrics or {}
+    before, after = RunMetrics.from_json(run.before_metrics), RunMetrics.from_json(run.after_metrics)
     machine = run.machine or describe_machine()
     dataset = None
     if isinstance(run.calibration, dict):
         dataset = run.calibration.get("eval") or run.calibration.get("dataset")
     rows: list[Evidence] = []
-    seen: set[tuple[Metric, str]] = set()
-    for key, (metric, convert, what) in METRIC_KEYS.items():
-        if after.get(key) is None:
+    for key, figure in RunMetrics.figures():
+        value = after.in_unit(key)
+        if value is None:  # not measured, or not a finite number
             continue
+        baseline = before.in_unit(key)
+        metric, what = figure.metric, figure.what
         setting = _setting_text(run) + (f"; {what}" if what else "")
-        if (metric, setting) in seen:  # size_mb and size_bytes both present: keep the first
-            continue
-        seen.add((metric, setting))
-        try:
-            value = convert(float(after[key]))
-            baseline = convert(float(before[key])) if before.get(key) is not None else None
-        except (TypeError, ValueError):
-            log.warning("run #%s: metric %r is not a number (%r); skipped", run.id, key, after.get(key))
-            continue
-        if not math.isfinite(value) or (baseline is not None and not math.isfinite(baseline)):
-            log.warning("run #%s: metric %r is not finite; no evidence row", run.id, key)
-            continue
         rows.append(
             Evidence(
                 method=run.method,

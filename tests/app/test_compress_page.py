@@ -155,7 +155,7 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     assert run.status == "succeeded", (run.error, run.log_tail)
     print(f"tiny GPTQ job: {time.monotonic() - t0:.1f} s")
     assert (
-        4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["bits_per_weight_model"] == 32
+        4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["model_bits_per_weight"] == 32
     )
     assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
     res = open_page("run_result", {"run": str(job)})
