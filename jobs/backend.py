@@ -14,6 +14,7 @@ own message (field, value, allowed range), so a bad form never becomes a failed 
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -143,13 +144,13 @@ class JobBackend(Protocol):
         model_name: str | None = None,
         method: str | None = None,
         limit: int | None = None,
-    ) -> list[JobInfo]:
+    ) -> builtins.list[JobInfo]:
         """Jobs, newest first, filtered by status, model and method."""
 
     def ensure_running(self) -> bool:
         """Make sure something will execute the queued jobs; True when this call started it."""
 
-    def recover(self, stale_after_s: float | None = None) -> list[int]:
+    def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
         """Fail jobs left ``running`` by a worker that is gone (see :func:`jobs.queue.recover_interrupted`)."""
 
 
@@ -198,7 +199,7 @@ class LocalBackend:
         model_name: str | None = None,
         method: str | None = None,
         limit: int | None = None,
-    ) -> list[JobInfo]:
+    ) -> builtins.list[JobInfo]:
         rows = queue.list_runs(
             status=list(status) if status is not None else None,
             model_name=model_name,
@@ -214,7 +215,7 @@ class LocalBackend:
 
         return ensure_worker(url=self.url)
 
-    def recover(self, stale_after_s: float | None = None) -> list[int]:
+    def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
         from jobs.worker import STALE_AFTER_S
 
         return queue.recover_interrupted(

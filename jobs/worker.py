@@ -306,7 +306,9 @@ class Worker:
         starting = run.stage in (None, "starting") and run.fraction == 0
         if child.cancel_seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
-        elif starting or time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
+        elif starting or (
+            child.cancel_seen_at is not None and time.monotonic() - child.cancel_seen_at > self.cancel_grace_s
+        ):
             log.warning(
                 "job #%s %s; terminating it",
                 child.run_id,
@@ -410,8 +412,8 @@ class RowReporter(Reporter):
         """Write the lines still waiting (before the job's final state is written)."""
         with self._lock:
             lines = self._pending()
-        if lines:
-            run = queue.get_run(self.run_id, url=self.url)
+        run = queue.get_run(self.run_id, url=self.url) if lines else None
+        if run is not None:
             queue.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
 
 

@@ -159,13 +159,14 @@ class RunMetrics(BaseModel):
         for name, info in cls.model_fields.items():
             extra = info.json_schema_extra
             if isinstance(extra, dict) and "metric" in extra:
+                per_unit = extra.get("per_unit", 1.0)
                 yield (
                     name,
                     Figure(
                         Metric(str(extra["metric"])),
-                        float(extra.get("per_unit", 1.0)),
+                        float(per_unit) if isinstance(per_unit, (int, float)) else 1.0,
                         str(extra.get("what", "")),
-                    ),  # type: ignore[arg-type]
+                    ),
                 )
 
     def in_unit(self, name: str) -> float | None:
