@@ -11,13 +11,13 @@ starts one with the server). Design:
   never run the same job.
 * **At most ``SHRINKWISE_MAX_JOBS`` jobs at once** (default 1: a compression uses every core).
 * **One child process per job** (``--run-one ID``): the child writes progress, heartbeat and results to
-  the job's row; it polls the row's cancel flag once a second and sets ``RunContext.cancel_event``, which
+  the job's row through its :class:`RowReporter`; it polls the row's cancel flag once a second and sets ``RunContext.cancel_event``, which
   the compressor checks at least once per layer. If a cancelled child has not stopped after a grace
   period the pool terminates it, so Cancel always takes effect within seconds. A child that dies (crash,
   out-of-memory kill) fails its job with the exit code instead of taking the pool down.
-* **Restart recovery.** On start, jobs still ``running`` whose worker process is gone (same host, dead
-  pid) or whose heartbeat is older than ``stale_after_s`` are marked failed with the reason; queued jobs
-  simply continue. A child whose pool died exits too (it watches its parent), so no orphan finishes a
+* **Restart recovery** (:func:`jobs.queue.recover_interrupted`, on start and every ``stale_after_s / 2``):
+  jobs still ``running`` whose worker process is gone (same host, dead pid) or whose heartbeat is older
+  than ``stale_after_s`` are marked failed with the reason; queued jobs simply continue. A child whose pool died exits too (it watches its parent), so no orphan finishes a
   job that was already marked failed.
 """
 
