@@ -37,7 +37,7 @@ pages = {
         st.Page(state.PAGE_METHOD, title="Method", icon=":material/article:", url_path="method"),
         st.Page(state.PAGE_ABOUT, title="About", icon=":material/info:", url_path="about"),
     ],
-    "Run it": [  # app/jobs_ui.py: compress a model in a background job, its result, all runs
+    "Run it": [  # jobs/ui.py: compress a model in a background job, its result, all runs
         st.Page("views/compress.py", title="Compress", icon=":material/play_circle:", url_path="compress"),
         st.Page(
             "views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run_result"

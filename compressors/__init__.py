@@ -1,2 +1,2 @@
 """Bundled PyTorch compressors behind one registry (``compressors.base``), model and text loading,
-the evaluation harness, packed storage and export, and the job runner."""
+the evaluation harness, progress reporting, packed storage and export (the job system is `jobs`)."""

@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NewType
 
+from compressors.progress import Cancelled, ProgressSink, Reporter
 from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
@@ -38,10 +37,6 @@ class CompressionError(Exception):
 
 class ConfigError(CompressionError, ValueError):
     """A config value is out of range; the message names the field, the value and what is allowed."""
-
-
-class Cancelled(Exception):
-    """Raised inside a compressor when the run was cancelled; the job runner records it as cancelled."""
 
 
 @dataclass
@@ -140,28 +135,43 @@ class CostEstimate:
 class RunContext:
     """What a running compressor may use: calibration tokens, progress reporting and cancellation.
 
-    ``progress(stage, fraction, message)``: stage is a short name ("calibrate", "layer 3/30"),
-    fraction in [0, 1] for the whole run. ``check_cancelled()`` raises :class:`Cancelled` and should
-    be called at least once per layer so a cancel stops the work within seconds.
+    ``report(stage, fraction, message)``: stage is a short name ("calibrate", "layer 3/30"), fraction in
+    [0, 1] for the whole compression. ``check_cancelled()`` raises :class:`Cancelled` and should be called
+    at least once per layer so a cancel stops the work within seconds. ``progress`` is where reports go: a
+    :class:`compressors.progress.Reporter` (a span of the run's, whose ``lines`` are then ``log_lines``)
+    or any ``callback(stage, fraction, message)``; either way :class:`Reporter` handles the report, so
+    each message becomes exactly one line of ``log_lines``.
     """
 
     calibration: Any | None = None  # torch.LongTensor [n_samples, seq_len] of token ids
-    progress: Callable[[str, float, str], None] = lambda stage, frac, msg="": None
+    progress: ProgressSink = lambda stage, frac, msg="": None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"
     seed: int = 0
     log_lines: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.progress, Reporter):
+            self.log_lines = self.progress.lines
+
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
             raise Cancelled("cancelled by the user")
 
+    def reporter(self) -> Reporter:
+        """``progress`` as a :class:`Reporter` (itself when it is one; ``progress`` may be reassigned)."""
+        if isinstance(self.progress, Reporter):
+            return self.progress
+        return Reporter(self.progress, self.cancel_event, self.log_lines)
+
     def report(self, stage: str, fraction: float, message: str = "") -> None:
         self.check_cancelled()
-        line = f"{time.strftime('%H:%M:%S')} [{stage}] {message}".rstrip()
-        self.log_lines.append(line)
-        log.info(line)
-        self.progress(stage, max(0.0, min(1.0, fraction)), message)
+        self.reporter()(stage, fraction, message)
+
+    def span(self, lo: float, hi: float, **changes: Any) -> RunContext:
+        """A context whose reports fill ``[lo, hi]`` of this one's progress, with the same log and cancel
+        event (a compressor that runs another one as a step of its own); ``changes`` replace fields."""
+        return dataclasses.replace(self, progress=self.reporter().span(lo, hi), **changes)
 
 
 class Compressor(ABC):

@@ -25,7 +25,6 @@ import logging
 import platform
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from typing import Any
 import torch
 
 from compressors.base import (
-    Cancelled,
     CompressionError,
     CompressorId,
     CostEstimate,
@@ -44,6 +42,7 @@ from compressors.base import (
 )
 from compressors.evaluate import EvalResult, _RssSampler, evaluate
 from compressors.models import ModelInfo, inspect_checkpoint, load_model
+from compressors.progress import ProgressSink, Reporter
 from compressors.text import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_WINDOWS,
@@ -56,7 +55,7 @@ from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, str], None]
+Progress = ProgressSink
 
 # fraction of the whole run at which each stage starts
 _STAGES = {
@@ -184,29 +183,9 @@ def report_markdown(r: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Progress:
-    """Maps stage-local fractions onto the whole run and enforces cancellation at every report."""
-
-    def __init__(
-        self, callback: Progress | None, cancel_event: threading.Event, log_lines: list[str]
-    ) -> None:
-        self.callback = callback
-        self.cancel_event = cancel_event
-        self.log_lines = log_lines
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        if self.cancel_event.is_set():
-            raise Cancelled("cancelled by the user")
-        fraction = max(0.0, min(1.0, fraction))
-        if message:
-            self.log_lines.append(f"{time.strftime('%H:%M:%S')} [{stage}] {message}")
-            log.info("[%s] %s", stage, message)
-        if self.callback:
-            self.callback(stage, fraction, message)
-
-    def span(self, stage: str, next_stage: str) -> Callable[[str, float, str], None]:
-        lo, hi = _STAGES[stage], _STAGES[next_stage]
-        return lambda s, f, m="": self(s, lo + (hi - lo) * max(0.0, min(1.0, f)), m)
+def _span(prog: Reporter, stage: str, next_stage: str) -> Reporter:
+    """The part of the run's progress from ``stage`` to ``next_stage``."""
+    return prog.span(_STAGES[stage], _STAGES[next_stage])
 
 
 def machine_info() -> dict[str, Any]:
@@ -258,8 +237,10 @@ def compress_and_measure(
     cancel_event = cancel_event or threading.Event()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log_lines: list[str] = []
-    prog = _Progress(progress, cancel_event, log_lines)
+    # one reporter for the whole run; stages and the compressor report through spans of it, so every
+    # line is recorded once. A job passes its own reporter (the row's): the run reports straight into it.
+    prog = progress if isinstance(progress, Reporter) else Reporter(progress, cancel_event)
+    first_line = len(prog.lines)
     timings: dict[str, float] = {}
     t_run = time.perf_counter()
 
@@ -301,7 +282,7 @@ def compress_and_measure(
     before = None
     if measure_before:
         t = time.perf_counter()
-        span = prog.span("measure before", "compress")
+        span = _span(prog, "measure before", "compress")
         before = evaluate(
             model,
             tokenizer,
@@ -320,10 +301,9 @@ def compress_and_measure(
 
     ctx = RunContext(
         calibration=calib,
-        progress=prog.span("compress", "save"),
+        progress=_span(prog, "compress", "save"),
         cancel_event=cancel_event,
         seed=seed,
-        log_lines=log_lines,
     )
     t = time.perf_counter()
     with _RssSampler() as rss:
@@ -355,7 +335,7 @@ def compress_and_measure(
     prog("measure after", _STAGES["measure after"], "loading the saved checkpoint back")
     t = time.perf_counter()
     model, _ = load_model(ckpt, with_tokenizer=False)
-    span = prog.span("measure after", "export")
+    span = _span(prog, "measure after", "export")
     after = evaluate(
         model,
         tokenizer,
@@ -402,7 +382,7 @@ def compress_and_measure(
         compress_peak_rss_bytes=rss.peak,
         text_source=texts.source,
         calibration_shape=None if calib is None else list(calib.shape),
-        log=log_lines,
+        log=prog.lines[first_line:],
         machine=machine_info(),
     )
     update_manifest(
@@ -422,6 +402,7 @@ def compress_and_measure(
     Path(artifacts.report_json).write_text(json.dumps(result.to_dict(), indent=2, default=str))
     Path(artifacts.report_md).write_text(result.to_markdown())
     prog("done", 1.0, f"done in {timings['total']:.0f} s")
+    result.log = prog.lines[first_line:]
     return result
 
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/shrinkwise kb load
-.venv/bin/python -c "from compressors.jobs.worker import ensure_worker; ensure_worker()"  # job worker pool (docs/jobs.md)
+.venv/bin/python -c "from jobs.worker import ensure_worker; ensure_worker()"  # job worker pool (docs/jobs.md)
 PORT=${PORT:-8501}
 echo "Shrinkwise is starting at http://localhost:${PORT}"
 exec .venv/bin/streamlit run app/main.py --server.port "$PORT"

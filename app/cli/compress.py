@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -31,52 +30,6 @@ _err = Console(stderr=True, soft_wrap=True)
 def _fail(msg: str, code: int = 2) -> None:
     _err.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
     raise typer.Exit(code)
-
-
-def _coerce(value: str, ftype: str) -> Any:
-    """A ``--set`` value parsed for the config field's declared type."""
-    t = ftype.lower()
-    if "bool" in t:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{value!r} is not a boolean (true/false)")
-    if "int" in t and "float" not in t:
-        return int(value)
-    if "float" in t:
-        return float(value)
-    if value.lower() in ("none", "null"):
-        return None
-    return value
-
-
-def build_config(method: str, sets: list[str], shortcuts: dict[str, Any]) -> dict[str, Any]:
-    """The method config dict from ``--set key=value`` and shortcut options, typed by the config fields."""
-    from compressors.base import CompressorId, ConfigError, get_compressor
-
-    fields = {f["name"]: f for f in get_compressor(CompressorId(method)).config_cls.describe()}
-    cfg: dict[str, Any] = {}
-    for key, value in shortcuts.items():
-        if value is None:
-            continue
-        if key not in fields:
-            raise ConfigError(
-                f"--{key.replace('_', '-')} does not apply to {method}; its settings: {sorted(fields)}"
-            )
-        cfg[key] = value
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write key=value (settings of {method}: {sorted(fields)})")
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in fields:
-            raise ConfigError(f"unknown setting {key!r} for {method}; allowed: {sorted(fields)}")
-        try:
-            cfg[key] = _coerce(value.strip(), str(fields[key]["type"]))
-        except ValueError as exc:
-            raise ConfigError(f"--set {key}={value}: {exc}") from None
-    return cfg
 
 
 def _pct(x: float | None) -> str:
@@ -152,9 +105,12 @@ def compress(
     """Compress MODEL with a bundled method, measure before/after and write the packed model."""
     from compressors.base import Cancelled, CompressionError, CompressorId
     from compressors.run import comparison_rows, compress_and_measure
+    from compressors.settings import config_from_assignments
 
     try:
-        cfg = build_config(method, sets, {"bits": bits, "group_size": group_size, "sparsity": sparsity})
+        cfg = config_from_assignments(
+            method, sets, {"bits": bits, "group_size": group_size, "sparsity": sparsity}
+        )
     except CompressionError as exc:
         _fail(str(exc))
     for f in (calib, eval_file):

@@ -13,11 +13,13 @@ from typing import Any
 
 import streamlit as st
 
-from app import jobs_ui, state
+from app import state
 from compressors.base import CompressionError, CompressorId, all_compressors
-from compressors.jobs import preflight
-from compressors.jobs.runner import JobSpec
-from compressors.jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+from compressors.settings import defaults_from_query, int_in_range
+from jobs import preflight
+from jobs import ui as jobs_ui
+from jobs.backend import JobSpec
+from jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
 from knowledge.ids import MethodId
 
 P = "cmp_"  # session-state prefix of this page
@@ -192,34 +194,15 @@ else:
     st.caption(f"Measured figures are filed under the method **{state.method_name(method_id)}**.")
 
 
-def _from_query(raw: str, typ: str) -> Any:
-    if typ == "bool":
-        if raw.lower() in ("1", "true", "yes", "on"):
-            return True
-        if raw.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(raw)
-    return {"int": int, "float": float}.get(typ, str)(raw)
-
-
 values: dict[str, Any] = {}
 fields = comp_cls.config_cls.describe()
+from_query, query_warnings = defaults_from_query(fields, qp.to_dict())
+for warning in query_warnings:
+    st.warning(warning)
 cols = st.columns(3)
 for i, f in enumerate(fields):
-    name, typ, default = f["name"], f["type"], f["default"]
-    if name in qp:
-        try:
-            default = _from_query(qp[name], typ)
-        except ValueError:
-            st.warning(f"Ignored ?{name}={qp[name]!r}: not a {typ}.")
-        lo, hi = f.get("min"), f.get("max")
-        if (
-            isinstance(default, (int, float))
-            and not isinstance(default, bool)
-            and ((lo is not None and default < lo) or (hi is not None and default > hi))
-        ):
-            st.warning(f"?{name}={default} is outside {lo}..{hi}; using {f['default']} instead.")
-            default = f["default"]
+    name, typ = f["name"], f["type"]
+    default = from_query.get(name, f["default"])
     label, help_ = name.replace("_", " "), f.get("help")
     key = f"{P}{cid}_{name}"
     with cols[i % 3]:
@@ -339,11 +322,7 @@ if text_choice == OWN_TEXT:
 
 
 def _qp_int(name: str, default: int, lo: int, hi: int) -> int:
-    try:
-        v = int(qp.get(name, default))
-    except ValueError:
-        return default
-    return v if lo <= v <= hi else default
+    return int_in_range(qp.get(name), default, lo, hi)
 
 
 with st.expander("How much text the run uses"):
@@ -438,7 +417,7 @@ if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
         },
     )
     try:
-        job_id = jobs_ui.runner().submit(spec)
+        job_id = jobs_ui.backend().submit(spec)
     except CompressionError as exc:
         st.error(f"Not queued: {exc}")
     else:

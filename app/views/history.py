@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import jobs_ui
 from app.figures.history import points_from_runs, size_quality_figure
+from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run history")
@@ -17,8 +17,8 @@ st.caption(
 )
 
 jobs_ui.ensure_worker_for_queue()
-runner = jobs_ui.runner()
-runs = runner.list()
+backend = jobs_ui.backend()
+runs = backend.list()
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
     st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import jobs_ui
+from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run result")
 
-runner = jobs_ui.runner()
-runs = runner.list(limit=200)
+backend = jobs_ui.backend()
+runs = backend.list(limit=200)
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
     st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
@@ -31,7 +31,7 @@ except ValueError:
     wanted_id = ids[0]
 if wanted_id not in ids:
     try:
-        runs.insert(0, runner.status(wanted_id))
+        runs.insert(0, backend.status(wanted_id))
         ids.insert(0, wanted_id)
     except KeyError:
         st.warning(f"There is no run #{wanted_id}; showing the latest run.")
@@ -46,7 +46,7 @@ chosen = st.selectbox(
 )
 if str(chosen) != st.query_params.get("run"):
     st.query_params["run"] = str(chosen)
-info = runner.status(chosen)
+info = backend.status(chosen)
 
 st.markdown(f"### {jobs_ui.job_title(info)} {jobs_ui.STATUS_BADGE[info.status]}")
 st.caption(

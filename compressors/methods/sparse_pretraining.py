@@ -100,14 +100,7 @@ class SparsePretrainingConfig(TrainingConfig):
 
 def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: float) -> RunContext:
     """A context for the one-shot pruner whose progress fills ``[lo, hi]`` of this run's progress."""
-    return RunContext(
-        calibration=calibration,
-        progress=lambda s, f, m="": ctx.progress(s, lo + (hi - lo) * f, m),
-        cancel_event=ctx.cancel_event,
-        device=ctx.device,
-        seed=ctx.seed,
-        log_lines=ctx.log_lines,
-    )
+    return ctx.span(lo, hi, calibration=calibration)
 
 
 @register

@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 
-from compressors.jobs.worker import Worker
-from knowledge import runs as runs_db
+from jobs import queue
+from jobs.worker import Worker
 from knowledge.tables import RunStatus
 from tests.app.conftest import open_page, text_of
-from tests.compressors.jobs import checkpoints as ck
+from tests.jobs import checkpoints as ck
 
-FAKE = "tests.compressors.jobs.fake_executors"
+FAKE = "tests.jobs.fake_executors"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def refused(at, *needles: str) -> None:
     for n in needles:
         assert n in text, f"{n!r} not in the page's errors: {text!r}"
     assert at.button(key="cmp_run").disabled
-    assert runs_db.list_runs() == []
+    assert queue.list_runs() == []
 
 
 def upload(files: list[tuple[str, bytes]], **query):
@@ -169,12 +169,12 @@ def test_calibration_text_too_short(home, tiny):
 def test_a_job_that_crashes_is_failed_with_its_error_and_the_upload_is_kept(home, tiny):
     at = upload([("tiny-llama.zip", ck.zip_bytes(tiny))])
     at.button(key="cmp_run").click().run()
-    (run,) = runs_db.list_runs()
+    (run,) = queue.list_runs()
     assert "/uploads/" in run.model_ref
     w = Worker(executor=f"{FAKE}:crash", max_jobs=1, use_lock=False)
     t0 = time.monotonic()
     try:
-        while not RunStatus(runs_db.get_run(run.id).status).finished:
+        while not RunStatus(queue.get_run(run.id).status).finished:
             assert time.monotonic() - t0 < 60
             w.tick()
             time.sleep(0.1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ROOT, _free_port, _shot, _wait_idle
-from tests.compressors.jobs import checkpoints as ck
+from tests.jobs import checkpoints as ck
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from compressors.jobs.worker import Worker
-from knowledge import runs as runs_db
+from jobs import queue
+from jobs.worker import Worker
+from knowledge import runs as knowledge_runs
 from knowledge.tables import RunStatus
 from tests.app.conftest import open_page, text_of
-from tests.compressors.jobs.checkpoints import tiny_checkpoint
+from tests.jobs.checkpoints import tiny_checkpoint
 
-FAKE = "tests.compressors.jobs.fake_executors"
+FAKE = "tests.jobs.fake_executors"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_shows_what_the_model_is_before_anything_runs(home, tiny):
     assert "Estimated peak memory" in m and "Estimated time" in m
     assert not at.error
     assert run_button(at).disabled is False
-    assert runs_db.list_runs() == []  # looking runs nothing
+    assert queue.list_runs() == []  # looking runs nothing
 
 
 def test_url_preselects_method_and_settings(home, tiny):
@@ -82,7 +83,7 @@ def test_the_url_names_the_method_and_the_compressor_apart(home, tiny):
     assert at.selectbox(key="cmp_method").value == "wanda"
     assert any("does not run" in w.value for w in at.warning)
     run_button(at).click().run()
-    (run,) = runs_db.list_runs()
+    (run,) = queue.list_runs()
     assert (run.method, run.compressor) == ("wanda", "wanda")
 
 
@@ -105,7 +106,7 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     job = int(
         at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
     )
-    run = runs_db.get_run(job)
+    run = queue.get_run(job)
     assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
     assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
     assert "Queued: the worker is starting it" in [p.proto.text for p in at.get("progress")][0]
@@ -116,31 +117,31 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
 
     w = Worker(executor=f"{FAKE}:slow", max_jobs=1, use_lock=False)
     try:
-        wait_for(lambda: (runs_db.get_run(job).fraction or 0) > 0.02, w)
+        wait_for(lambda: (queue.get_run(job).fraction or 0) > 0.02, w)
         at.run()
         progress = [p.proto.text for p in at.get("progress")]
         assert progress and progress[0].startswith("layer")
         at.button(key=f"cmp_job_cancel_{job}").click().run()
-        assert runs_db.get_run(job).cancel_requested
-        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w, timeout=20)
+        assert queue.get_run(job).cancel_requested
+        wait_for(lambda: RunStatus(queue.get_run(job).status).finished, w, timeout=20)
     finally:
         w.stop()
     at.run()
-    assert runs_db.get_run(job).status == "cancelled"
+    assert queue.get_run(job).status == "cancelled"
     assert "cancelled by the user" in text_of(at)
 
 
 def test_a_finished_job_links_to_its_result(home, tiny):
     (job,) = [
         int(
-            runs_db.create_run(
+            queue.create_run(
                 model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq", config={"bits": 4}
             ).id
         )
     ]
     w = Worker(executor=f"{FAKE}:quick", max_jobs=1, use_lock=False)
     try:
-        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w)
+        wait_for(lambda: RunStatus(queue.get_run(job).status).finished, w)
     finally:
         w.stop()
     at = open_page("compress", {"job": str(job)})
@@ -166,18 +167,18 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
         },
     )
     run_button(at).click().run()
-    job = int(runs_db.list_runs()[0].id)
+    job = int(queue.list_runs()[0].id)
     w = Worker(max_jobs=1, use_lock=False)
     t0 = time.monotonic()
     try:
-        wait_for(lambda: RunStatus(runs_db.get_run(job).status).finished, w, timeout=300)
+        wait_for(lambda: RunStatus(queue.get_run(job).status).finished, w, timeout=300)
     finally:
         w.stop()
-    run = runs_db.get_run(job)
+    run = queue.get_run(job)
     assert run.status == "succeeded", (run.error, run.log_tail)
     print(f"tiny GPTQ job: {time.monotonic() - t0:.1f} s")
     assert (
-        4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["bits_per_weight_model"] == 32
+        4.0 < run.after_metrics["bits_per_weight"] < 5.1 and run.before_metrics["model_bits_per_weight"] == 32
     )
     assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
     res = open_page("run_result", {"run": str(job)})
@@ -187,5 +188,5 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
         "Compressed checkpoint (.zip)",
         "Report (JSON)",
     }
-    ev = runs_db.measured_evidence(method="gptq", model="tiny-llama (113,256)")
+    ev = knowledge_runs.measured_evidence(method="gptq", model="tiny-llama (113,256)")
     assert any(e.metric.value == "perplexity" for e in ev)

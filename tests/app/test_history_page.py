@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from app.figures.history import FRONT_TRACE, RUN_TRACE, pareto_front, points_from_runs, size_quality_figure
-from knowledge import runs as runs_db
+from jobs import queue
 from tests.app.conftest import figures, open_page, text_of
 
 
 def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, **config) -> int:
-    run = runs_db.create_run(
+    run = queue.create_run(
         model_ref="demo", model_name=model, method=method, compressor=method, config=config
     )
-    runs_db.claim_next_run("host:1:t")
+    queue.claim_next_run("host:1:t")
     before = {
         "perplexity": 20.0,
         "size_bytes": 540e6,
@@ -47,7 +47,7 @@ def finished_run(model: str, method: str, size_mb: float, ppl: float, tmp=None, 
             "report_md": str(report),
             "export_note": "SpQR's outliers cannot be expressed in compressed-tensors",
         }
-    runs_db.finish_run(
+    queue.finish_run(
         int(run.id),
         before_metrics=before,
         after_metrics=after,
@@ -75,7 +75,7 @@ def test_figure_marks_the_front_and_every_run(home):
         finished_run("m", "rtn", 80, 23.0, bits=4),
         finished_run("m", "gptq", 60, 26.0, bits=3),
     ]
-    points, original = points_from_runs(runs_db.list_runs())
+    points, original = points_from_runs(queue.list_runs())
     assert original == pytest.approx(540.0)
     fig = size_quality_figure(points, original)
     runs = [t for t in fig.data if t.meta == RUN_TRACE]
@@ -133,8 +133,8 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
 
 
 def test_result_page_of_a_failed_run_shows_the_error(home):
-    run = runs_db.create_run(model_ref="demo", model_name="m", method="gptq", compressor="gptq")
-    runs_db.claim_next_run("host:1:t")
-    runs_db.fail_run(int(run.id), "loading the weights of demo failed: out of memory")
+    run = queue.create_run(model_ref="demo", model_name="m", method="gptq", compressor="gptq")
+    queue.claim_next_run("host:1:t")
+    queue.fail_run(int(run.id), "loading the weights of demo failed: out of memory")
     at = open_page("run_result", {"run": str(run.id)})
     assert any("out of memory" in e.value for e in at.error)

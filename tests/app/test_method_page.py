@@ -51,17 +51,17 @@ def test_without_an_id_the_page_asks_for_a_method():
 
 
 def test_a_run_measured_here_shows_in_its_own_section_with_model_value_and_run_link(home):
-    from knowledge import runs as runs_db
+    from jobs import queue
 
-    run = runs_db.create_run(
+    run = queue.create_run(
         model_ref="demo",
         model_name="TinyTestLM-1M",
         method="gptq",
         compressor="gptq",
         config={"bits": 4, "group_size": 128},
     )
-    runs_db.claim_next_run("host:1:t")
-    runs_db.finish_run(
+    queue.claim_next_run("host:1:t")
+    queue.finish_run(
         int(run.id),
         before_metrics={"perplexity": 10.05, "size_bytes": 540e6},
         after_metrics={"perplexity": 11.93, "size_bytes": 160e6},

@@ -15,13 +15,13 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from compressors.jobs.worker import run_one
-from knowledge import runs as runs_db
+from jobs import queue
+from jobs.worker import run_one
 from knowledge.loader import load_methods
 from tests.app.conftest import open_page
-from tests.compressors.jobs.checkpoints import tiny_checkpoint
+from tests.jobs.checkpoints import tiny_checkpoint
 
-FAKE = "tests.compressors.jobs.fake_executors"
+FAKE = "tests.jobs.fake_executors"
 WITH_COMPRESSOR = sorted((m.id, m.compressor) for m in load_methods() if m.compressor)
 TINY_NAME = "tiny-llama (113,256)"  # the name the Compress page gives the tiny checkpoint's runs
 
@@ -57,13 +57,13 @@ def test_a_run_started_from_the_method_page_shows_on_that_page(home, tiny, metho
     assert form.selectbox(key="cmp_method").value == compressor
     form.button(key="cmp_run").click().run()
     assert not form.exception and not form.error, [e.value for e in form.error]
-    (queued,) = runs_db.list_runs()
+    (queued,) = queue.list_runs()
     assert (queued.method, queued.compressor) == (method, compressor)
 
-    claimed = runs_db.claim_next_run("test-host:1:sync")
+    claimed = queue.claim_next_run("test-host:1:sync")
     assert claimed is not None and claimed.id == queued.id
     assert run_one(int(queued.id), executor=f"{FAKE}:quick") == 0  # in this process, synchronously
-    assert runs_db.get_run(int(queued.id)).status == "succeeded"
+    assert queue.get_run(int(queued.id)).status == "succeeded"
 
     rows = _measured_rows(open_page("method", {"id": method}))
     mine = [r for r in rows if r["run"] == f"#{queued.id}"]

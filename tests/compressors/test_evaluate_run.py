@@ -74,6 +74,10 @@ def test_compress_and_measure_end_to_end(tiny_folder, tmp_path):
     assert r.after.size_on_disk_bytes < r.before.size_on_disk_bytes
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["after"]["perplexity"] == pytest.approx(r.after.perplexity)
+    # every line once: the compressor's own (RTN reports each layer) and the run's
+    layer_lines = [line.split(" ", 1)[1] for line in report["log"] if "[block " in line]
+    assert layer_lines and len(layer_lines) == len(set(layer_lines))
+    assert len(report["log"]) == len({line.split(" ", 1)[1] for line in report["log"]})
     manifest = json.loads((tmp_path / "run" / "model" / "shrinkwise.json").read_text())
     assert manifest["results"]["after"]["perplexity"] == pytest.approx(r.after.perplexity)
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from knowledge import db, runs
+from jobs import queue
+from knowledge import db
 from knowledge.catalog import CELLS, Catalog, UnknownMethodError, clear_cache, load_catalog
 from knowledge.loader import load_all
 from knowledge.schema import Impact, Phase
@@ -86,15 +87,15 @@ def test_catalog_pulls_neither_torch_nor_sqlalchemy_without_a_database(isolated_
 def test_measured_runs_join_the_catalog():
     db.sync_catalog()
     before = len(load_catalog().evidence)
-    run = runs.create_run(
+    run = queue.create_run(
         model_ref="demo",
         model_name="SmolLM2-135M-Instruct",
         method="gptq",
         compressor="gptq",
         config={"bits": 4, "group_size": 64},
     )
-    runs.claim_next_run("w1")
-    runs.finish_run(
+    queue.claim_next_run("w1")
+    queue.finish_run(
         run.id,
         before_metrics={"perplexity": 10.05},
         after_metrics={"perplexity": 10.9},

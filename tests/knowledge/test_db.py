@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from knowledge import db, runs
+from jobs import queue
+from knowledge import db
 from knowledge.loader import load_all
 from knowledge.tables import CompressionRun, EvidenceRow, MethodRow, SavedRecommendation
 
@@ -44,7 +45,7 @@ def _sync_twice_keeps_measured(url=None):
     data = load_all()
     first = db.sync_catalog(url)
     assert first.methods_added == len(data.methods) and first.evidence_from_files == len(data.evidence)
-    run = runs.create_run(
+    run = queue.create_run(
         model_ref="demo",
         model_name="SmolLM2-135M-Instruct",
         method="rtn",
@@ -52,8 +53,8 @@ def _sync_twice_keeps_measured(url=None):
         config={"bits": 4},
         url=url,
     )
-    assert runs.claim_next_run("w", url=url).id == run.id
-    runs.finish_run(
+    assert queue.claim_next_run("w", url=url).id == run.id
+    queue.finish_run(
         run.id,
         before_metrics={"perplexity": 10.05, "size_mb": 538.0},
         after_metrics={"perplexity": 12.3, "size_mb": 90.0},

@@ -1,5 +1,8 @@
-"""Streamlit pieces shared by the "Run it" pages (Compress, Run result, History): the job runner, the
-live job panel, the before/after table. Layout and formatting only; the work is in ``compressors.jobs``.
+"""Streamlit pieces shared by the "Run it" pages (Compress, Run result, History): the job backend, the
+live job panel, the before/after table. Layout and formatting only; the work is in the rest of :mod:`jobs`.
+
+This is the one module of ``jobs`` that imports Streamlit: only the app imports it, so the queue and the
+worker stay importable on a machine without it.
 
 Page files and URL parameters (a link from another page opens a pre-filled form)::
 
@@ -14,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from compressors.jobs.runner import JobInfo, LocalJobRunner
+from jobs.backend import JobBackend, JobInfo, get_backend
 from knowledge.tables import RunStatus
 
 PAGE_COMPRESS = "views/compress.py"
@@ -37,18 +40,18 @@ def autostart() -> bool:
     return os.environ.get(ENV_AUTOSTART, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def runner() -> LocalJobRunner:
-    """The job runner (cheap to build; the database engine behind it is cached by knowledge.db)."""
-    return LocalJobRunner(autostart=autostart())
+def backend() -> JobBackend:
+    """The job backend (cheap to build; the database engine behind it is cached by knowledge.db)."""
+    return get_backend(autostart=autostart())
 
 
 def ensure_worker_for_queue() -> None:
     """Start the worker pool when jobs wait and none runs (e.g. after a server restart)."""
     if not autostart():
         return
-    r = runner()
+    r = backend()
     if r.list(status=[RunStatus.QUEUED], limit=1):
-        r.ensure_worker()
+        r.ensure_running()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ def job_title(info: JobInfo) -> str:
 def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
     """The state of one job; while it is queued or running it refreshes itself every second."""
     try:
-        info = runner().status(job_id)
+        info = backend().status(job_id)
     except KeyError:
         st.warning(
             f"There is no job #{job_id} in this database. It may have been deleted; see the History page."
@@ -139,7 +142,7 @@ def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
 
 @st.fragment(run_every=1.0)
 def _live_panel(job_id: int, key: str) -> None:
-    info = runner().status(job_id)
+    info = backend().status(job_id)
     _render(info, key)
     if info.finished:
         st.rerun()  # the job ended: redraw the whole page without the timer
@@ -150,7 +153,9 @@ def _render(info: JobInfo, key: str) -> None:
         st.markdown(f"**{job_title(info)}** {STATUS_BADGE[info.status]}")
         st.caption(f"{settings_text(info.config)}")
         if info.status is RunStatus.QUEUED:
-            ahead = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id < info.id]
+            ahead = [
+                j for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id < info.id
+            ]
             st.progress(
                 0.0,
                 text=f"Queued: {len(ahead)} job(s) ahead" if ahead else "Queued: the worker is starting it",
@@ -168,7 +173,7 @@ def _render(info: JobInfo, key: str) -> None:
                 disabled=info.cancel_requested,
                 help="Stops the job within seconds; the uploaded model is kept.",
             ):
-                runner().cancel(info.id)
+                backend().cancel(info.id)
                 st.rerun(scope="fragment")
         elif info.status is RunStatus.SUCCEEDED:
             b, a = info.before_metrics, info.after_metrics
@@ -205,7 +210,7 @@ def _is_upload(model_ref: str) -> bool:
 
 def active_jobs(exclude: int | None = None) -> list[JobInfo]:
     """Queued and running jobs (every tab and user), with links to follow them."""
-    jobs = [j for j in runner().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
+    jobs = [j for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
     if any(j.status is RunStatus.QUEUED for j in jobs):
         ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue
     if jobs:

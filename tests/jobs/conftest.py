@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.knowledge.conftest import postgres_url  # noqa: F401  (the queue tests' PostgreSQL server)
+
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from compressors.jobs.uploads import UploadError, safe_file_name, save_model_upload, save_text_upload
-from tests.compressors.jobs import checkpoints as ck
+from jobs.uploads import UploadError, safe_file_name, save_model_upload, save_text_upload
+from tests.jobs import checkpoints as ck
 
 
 def test_loose_files_become_one_model_folder(home, tmp_path):

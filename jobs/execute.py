@@ -1,6 +1,6 @@
 """What one job does: compress and measure the model with :func:`compressors.run.compress_and_measure`,
-then turn its result into the row's columns (before/after metrics, artifacts, generations, timings) and
-write the run report next to the checkpoint.
+then turn its result into the row's columns (before/after metrics as :class:`knowledge.metrics.RunMetrics`,
+artifacts, generations, timings) and write the run report next to the checkpoint.
 
 The worker calls :func:`execute` in the job's own process; tests swap it for a fake through
 ``SHRINKWISE_JOB_EXECUTOR`` to exercise the runner without torch.
@@ -14,21 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from compressors.base import RunContext
+from knowledge.metrics import RunMetrics
 
 log = logging.getLogger(__name__)
-
-#: EvalResult field -> metrics key understood by knowledge.runs (which turns them into evidence rows).
-METRIC_ALIASES = {
-    "perplexity": "perplexity",
-    "size_on_disk_bytes": "size_bytes",
-    "bits_per_weight_compressed": "bits_per_weight",
-    "bits_per_weight_model": "model_bits_per_weight",
-    "decode_tokens_per_s": "decode_tokens_per_s",
-    "prefill_tokens_per_s": "prefill_tokens_per_s",
-    "peak_rss_bytes": "peak_memory_bytes",
-    "n_params": "params",
-    "sparsity": "sparsity",
-}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -41,19 +29,6 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)  # type: ignore[arg-type]
     return dict(vars(obj))
-
-
-def metrics_of(eval_result: Any) -> dict[str, Any]:
-    """An evaluation result as the metrics dict of a run: every field, plus the evidence keys."""
-    d = {
-        k: v
-        for k, v in _as_dict(eval_result).items()
-        if isinstance(v, (int, float, str, bool, type(None), dict, list))
-    }
-    for src, key in METRIC_ALIASES.items():
-        if d.get(src) is not None and key not in d:
-            d[key] = d[src]
-    return d
 
 
 def text_sources(calibration: dict[str, Any] | None) -> tuple[Path | None, Path | None]:
@@ -110,14 +85,17 @@ def result_columns(result: Any) -> dict[str, Any]:
         if r is None
         else (lambda k, default=None: r.get(k, default))
     )
-    before_m, after_m = metrics_of(before), metrics_of(after)
+    run_figures = {
+        key: get(key)
+        for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine")
+        if get(key) is not None
+    }
+    before_m = RunMetrics.from_eval(before).to_json()
+    after_m = RunMetrics.from_eval(after, **run_figures).to_json()
     artifacts = {k: str(v) for k, v in (_as_dict(get("artifacts")) or {}).items() if v}
     timings = {
         k: float(v) for k, v in (_as_dict(get("timings")) or {}).items() if isinstance(v, (int, float))
     }
-    for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine"):
-        if get(key) is not None:
-            after_m[key] = get(key)
     samples = {
         "prompt": after_m.get("generation_prompt") or before_m.get("generation_prompt"),
         "before": before_m.get("generation"),

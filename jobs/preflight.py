@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 def check_model(ref: str) -> Any:
     """The checkpoint's :class:`compressors.models.ModelInfo`; raises ``CompressionError`` with the reason."""
-    from compressors.jobs.uploads import check_pickles
     from compressors.models import check_memory, inspect_checkpoint
+    from jobs.uploads import check_pickles
 
     info = inspect_checkpoint(ref)
     if info.path and info.source == "folder":

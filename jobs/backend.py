@@ -1,9 +1,12 @@
-"""The job-runner interface the web app calls, and its local implementation.
+"""The job backend interface the web app calls, its local implementation, and the factory that picks one.
 
-``JobRunner`` is a ``Protocol`` with four verbs (``submit``, ``cancel``, ``status``, ``list``) so a later
-runner can send the same jobs to a cluster (Slurm, Kubernetes, a Ray pool) without touching the pages.
-:class:`LocalJobRunner` keeps jobs as ``CompressionRun`` rows in the Shrinkwise database and makes sure
-one worker pool (``python -m compressors.jobs.worker``) is running on this machine to execute them.
+:class:`JobBackend` is a ``Protocol`` (``submit``, ``cancel``, ``status``, ``list``, ``ensure_running``,
+``recover``) so a later backend can send the same jobs to a cluster (a Ray pool, Slurm, Kubernetes)
+without touching the pages: every backend keeps its jobs as ``CompressionRun`` rows (:mod:`jobs.queue`),
+so status and progress are read from the database whatever runs the job. :class:`LocalBackend`, the
+first implementation, makes sure one worker pool (``python -m jobs.worker``) runs on this machine to
+execute them. :func:`get_backend` chooses the backend by name (``SHRINKWISE_JOB_BACKEND``, default
+``local``); a Ray backend registers itself in :data:`BACKENDS`.
 
 Settings a compressor rejects are refused in ``submit``, before anything is queued, with the config's
 own message (field, value, allowed range), so a bad form never becomes a failed job.
@@ -11,14 +14,16 @@ own message (field, value, allowed range), so a bad form never becomes a failed 
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from compressors.base import CompressorId
-from knowledge import runs as runs_db
+from jobs import queue
 from knowledge.ids import MethodId
 from knowledge.tables import CompressionRun, RunStatus
 
@@ -126,7 +131,7 @@ class JobInfo:
 
 
 @runtime_checkable
-class JobRunner(Protocol):
+class JobBackend(Protocol):
     """Where compression jobs go. Implementations must make ``submit`` durable before returning."""
 
     def submit(self, spec: JobSpec) -> int:
@@ -136,7 +141,7 @@ class JobRunner(Protocol):
         """Cancel a queued job at once, or ask a running one to stop; returns the status now."""
 
     def status(self, job_id: int) -> JobInfo:
-        """The job's current state; ``KeyError`` for an unknown id."""
+        """The job's current state and progress; ``KeyError`` for an unknown id."""
 
     def list(
         self,
@@ -145,11 +150,17 @@ class JobRunner(Protocol):
         model_name: str | None = None,
         method: str | None = None,
         limit: int | None = None,
-    ) -> list[JobInfo]:
+    ) -> builtins.list[JobInfo]:
         """Jobs, newest first, filtered by status, model and method."""
 
+    def ensure_running(self) -> bool:
+        """Make sure something will execute the queued jobs; True when this call started it."""
 
-class LocalJobRunner:
+    def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
+        """Fail jobs left ``running`` by a worker that is gone (see :func:`jobs.queue.recover_interrupted`)."""
+
+
+class LocalBackend:
     """Jobs in the Shrinkwise database, executed by the worker pool on this machine.
 
     ``autostart=True`` starts the worker process (if none holds the lock) whenever a job is submitted,
@@ -162,7 +173,7 @@ class LocalJobRunner:
 
     def submit(self, spec: JobSpec) -> int:
         config = spec.validate()
-        run = runs_db.create_run(
+        run = queue.create_run(
             model_ref=spec.model_ref,
             model_name=spec.model_name or spec.model_ref,
             method=spec.method,
@@ -173,16 +184,16 @@ class LocalJobRunner:
             url=self.url,
         )
         if self.autostart:
-            self.ensure_worker()
+            self.ensure_running()
         return int(run.id)  # type: ignore[arg-type]
 
     def cancel(self, job_id: int) -> RunStatus:
-        status = runs_db.request_cancel(job_id, url=self.url)
+        status = queue.request_cancel(job_id, url=self.url)
         log.info("cancel requested for job #%s (now %s)", job_id, status)
         return status
 
     def status(self, job_id: int) -> JobInfo:
-        run = runs_db.get_run(job_id, url=self.url)
+        run = queue.get_run(job_id, url=self.url)
         if run is None:
             raise KeyError(f"no job #{job_id}")
         return JobInfo.from_row(run)
@@ -194,8 +205,8 @@ class LocalJobRunner:
         model_name: str | None = None,
         method: str | None = None,
         limit: int | None = None,
-    ) -> list[JobInfo]:
-        rows = runs_db.list_runs(
+    ) -> builtins.list[JobInfo]:
+        rows = queue.list_runs(
             status=list(status) if status is not None else None,
             model_name=model_name,
             method=method,
@@ -204,18 +215,36 @@ class LocalJobRunner:
         )
         return [JobInfo.from_row(r) for r in rows]
 
-    def ensure_worker(self) -> bool:
+    def ensure_running(self) -> bool:
         """Start the worker pool if none is running; True when this call started one."""
-        from compressors.jobs.worker import ensure_worker
+        from jobs.worker import ensure_worker
 
         return ensure_worker(url=self.url)
 
+    def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
+        from jobs.worker import STALE_AFTER_S
+
+        return queue.recover_interrupted(
+            stale_after_s=STALE_AFTER_S if stale_after_s is None else stale_after_s, url=self.url
+        )
+
     def worker_state(self) -> dict[str, Any]:
-        from compressors.jobs.worker import worker_state
+        """What the local pool last wrote about itself (pid, started, last loop, running jobs)."""
+        from jobs.worker import worker_state
 
         return worker_state()
 
 
-def get_runner(url: str | None = None) -> JobRunner:
-    """The runner the app uses (local for now; a cluster runner would be chosen here by a setting)."""
-    return LocalJobRunner(url=url)
+#: Backend name -> class taking ``url=`` (``SHRINKWISE_JOB_BACKEND`` picks one; a Ray backend adds itself).
+BACKENDS: dict[str, Callable[..., JobBackend]] = {"local": LocalBackend}
+ENV_BACKEND = "SHRINKWISE_JOB_BACKEND"
+
+
+def get_backend(name: str | None = None, url: str | None = None, **options: Any) -> JobBackend:
+    """The backend named ``name`` (default ``$SHRINKWISE_JOB_BACKEND``, else ``local``)."""
+    chosen = (name or os.environ.get(ENV_BACKEND) or "local").strip().lower()
+    try:
+        factory = BACKENDS[chosen]
+    except KeyError:
+        raise ValueError(f"unknown job backend {chosen!r}; known: {sorted(BACKENDS)}") from None
+    return factory(url=url, **options)

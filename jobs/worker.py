@@ -1,23 +1,23 @@
 """The worker pool: claims queued compression jobs from the database and runs each in a child process.
 
-Run it with ``python -m compressors.jobs.worker`` (the app starts one on demand, ``scripts/run-app.sh``
+Run it with ``python -m jobs.worker`` (the app starts one on demand, ``scripts/run-app.sh``
 starts one with the server). Design:
 
 * **One pool per data folder.** The pool holds an exclusive ``flock`` on ``<data>/worker.lock`` for its
   whole life; a second pool started by a race exits at once. ``<data>/worker.json`` says which process
   holds it and when it last looked at the queue (the app shows this).
 * **Atomic claims.** A job moves ``queued -> running`` through a compare-and-set UPDATE
-  (``knowledge.runs.claim_next_run``), so two pools sharing one database (two machines on PostgreSQL)
+  (``jobs.queue.claim_next_run``), so two pools sharing one database (two machines on PostgreSQL)
   never run the same job.
 * **At most ``SHRINKWISE_MAX_JOBS`` jobs at once** (default 1: a compression uses every core).
 * **One child process per job** (``--run-one ID``): the child writes progress, heartbeat and results to
-  the job's row; it polls the row's cancel flag once a second and sets ``RunContext.cancel_event``, which
+  the job's row through its :class:`RowReporter`; it polls the row's cancel flag once a second and sets ``RunContext.cancel_event``, which
   the compressor checks at least once per layer. If a cancelled child has not stopped after a grace
   period the pool terminates it, so Cancel always takes effect within seconds. A child that dies (crash,
   out-of-memory kill) fails its job with the exit code instead of taking the pool down.
-* **Restart recovery.** On start, jobs still ``running`` whose worker process is gone (same host, dead
-  pid) or whose heartbeat is older than ``stale_after_s`` are marked failed with the reason; queued jobs
-  simply continue. A child whose pool died exits too (it watches its parent), so no orphan finishes a
+* **Restart recovery** (:func:`jobs.queue.recover_interrupted`, on start and every ``stale_after_s / 2``):
+  jobs still ``running`` whose worker process is gone (same host, dead pid) or whose heartbeat is older
+  than ``stale_after_s`` are marked failed with the reason; queued jobs simply continue. A child whose pool died exits too (it watches its parent), so no orphan finishes a
   job that was already marked failed.
 """
 
@@ -41,17 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import select
-
-from knowledge import runs as runs_db
-from knowledge.db import ENV_URL, data_home, dispose_engines, init_db, session
-from knowledge.tables import CompressionRun, RunStatus, utcnow
+from compressors.progress import Reporter
+from jobs import queue
+from jobs.queue import RESTART_REASON
+from knowledge.db import ENV_URL, data_home, dispose_engines, init_db
+from knowledge.tables import RunStatus
 
 log = logging.getLogger(__name__)
 
 ENV_MAX_JOBS = "SHRINKWISE_MAX_JOBS"
 ENV_EXECUTOR = "SHRINKWISE_JOB_EXECUTOR"
-DEFAULT_EXECUTOR = "compressors.jobs.execute:execute"
+DEFAULT_EXECUTOR = "jobs.execute:execute"
 LOCK_NAME = "worker.lock"
 STATE_NAME = "worker.json"
 LOG_NAME = "worker.log"
@@ -60,9 +60,8 @@ STALE_AFTER_S = 60.0
 #: How long a cancelled job may take to stop by itself before the pool terminates its process.
 CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
-RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
 
-_ROOT = str(Path(__file__).resolve().parents[2])
+_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def max_jobs_setting() -> int:
@@ -159,7 +158,7 @@ def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path
     env.setdefault("SHRINKWISE_HOME", str(home))
     with open(home / LOG_NAME, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "compressors.jobs.worker", "--idle-exit", str(idle_exit_s)],
+            [sys.executable, "-m", "jobs.worker", "--idle-exit", str(idle_exit_s)],
             cwd=_ROOT,
             env=env,
             stdout=out,
@@ -173,29 +172,6 @@ def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path
 
 # ---------------------------------------------------------------------------------------------------
 # the pool
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
-    """``host:pid:token`` -> (host, pid); None for ids written by someone else."""
-    if not worker_id:
-        return None
-    parts = worker_id.split(":")
-    if len(parts) < 3:
-        return None
-    try:
-        return parts[0], int(parts[1])
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -240,16 +216,14 @@ class Worker:
             log.info("another worker pool holds %s; exiting", self._lock.path)
             return False
         init_db(self.url)
-        failed = self.recover()
-        if failed:
-            log.warning("jobs %s were running when their worker stopped; marked failed", failed)
+        queue.recover_interrupted(stale_after_s=self.stale_after_s, keep=self.children, url=self.url)
         self._write_state()
         return True
 
     def stop(self, cancel_children: bool = True) -> None:
         """Terminate running children (their jobs are failed with the restart reason) and unlock."""
         for child in list(self.children.values()):
-            run = runs_db.get_run(child.run_id, url=self.url)
+            run = queue.get_run(child.run_id, url=self.url)
             if child.proc.poll() is None and run is not None and RunStatus(run.status).finished:
                 try:  # the job has ended and is writing its last rows (evidence): let it finish
                     child.proc.wait(15)
@@ -267,30 +241,6 @@ class Worker:
         if self._lock is not None:
             self._lock.release()
 
-    def recover(self) -> list[int]:
-        """Fail ``running`` jobs whose worker is gone: a dead pid on this host, or a stale heartbeat."""
-        host = socket.gethostname()
-        now = utcnow()
-        failed: list[int] = []
-        with session(self.url) as s:
-            for run in s.exec(
-                select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
-            ).all():
-                if run.id in self.children:
-                    continue
-                owner = parse_worker_id(run.worker_id)
-                dead_here = owner is not None and owner[0] == host and not _pid_alive(owner[1])
-                beat = run.heartbeat_at
-                if beat is not None and beat.tzinfo is None:
-                    beat = beat.replace(tzinfo=now.tzinfo)
-                stale = beat is None or (now - beat).total_seconds() > self.stale_after_s
-                if dead_here or stale:
-                    run.status, run.stage, run.finished_at = RunStatus.FAILED.value, "failed", now
-                    run.error = RESTART_REASON
-                    s.add(run)
-                    failed.append(int(run.id))  # type: ignore[arg-type]
-        return failed
-
     def serve(self, stop: threading.Event | None = None) -> None:
         """Loop until ``stop`` is set, SIGTERM arrives, or (with ``idle_exit_s``) the queue stays empty."""
         stop = stop or threading.Event()
@@ -305,7 +255,10 @@ class Worker:
                     log.info("no jobs for %.0f s; the worker pool exits", self.idle_exit_s)
                     break
                 if time.monotonic() - last_recover > self.stale_after_s / 2:
-                    self.recover()  # another machine's pool may have died
+                    # another machine's pool may have died: its jobs are failed by their heartbeat
+                    queue.recover_interrupted(
+                        stale_after_s=self.stale_after_s, keep=self.children, url=self.url
+                    )
                     last_recover = time.monotonic()
                 stop.wait(self.poll_s)
         finally:
@@ -322,7 +275,7 @@ class Worker:
             else:
                 self._watch(child)
         while len(self.children) < self.max_jobs:
-            run = runs_db.claim_next_run(self.worker_id, url=self.url)
+            run = queue.claim_next_run(self.worker_id, url=self.url)
             if run is None:
                 break
             self.children[int(run.id)] = self._spawn(int(run.id))  # type: ignore[arg-type]
@@ -330,7 +283,7 @@ class Worker:
         self._write_state()
 
     def _spawn(self, run_id: int) -> _Child:
-        cmd = [sys.executable, "-m", "compressors.jobs.worker", "--run-one", str(run_id)]
+        cmd = [sys.executable, "-m", "jobs.worker", "--run-one", str(run_id)]
         if self.executor:
             cmd += ["--executor", self.executor]
         env = dict(os.environ)
@@ -346,14 +299,16 @@ class Worker:
         return _Child(run_id, proc)
 
     def _watch(self, child: _Child) -> None:
-        run = runs_db.get_run(child.run_id, url=self.url)
+        run = queue.get_run(child.run_id, url=self.url)
         if run is None or not run.cancel_requested:
             return
         # a job still starting up (importing torch) has done nothing worth a graceful stop
         starting = run.stage in (None, "starting") and run.fraction == 0
         if child.cancel_seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
-        elif starting or time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
+        elif starting or (
+            child.cancel_seen_at is not None and time.monotonic() - child.cancel_seen_at > self.cancel_grace_s
+        ):
             log.warning(
                 "job #%s %s; terminating it",
                 child.run_id,
@@ -372,11 +327,11 @@ class Worker:
 
     def _settle(self, child: _Child, default_error: str | None = None) -> None:
         """After a child exits: a job it left ``running`` is ended here (cancelled or failed)."""
-        run = runs_db.get_run(child.run_id, url=self.url)
+        run = queue.get_run(child.run_id, url=self.url)
         if run is None or RunStatus(run.status).finished:
             return
         if run.cancel_requested:
-            runs_db.mark_cancelled(
+            queue.mark_cancelled(
                 child.run_id,
                 url=self.url,
                 reason="cancelled by the user (it did not stop by itself, so it was terminated)",
@@ -391,7 +346,7 @@ class Worker:
                 )
             else:
                 default_error = f"the job process exited with code {code} before finishing; see {job_dir(child.run_id) / 'job.log'}"
-        runs_db.fail_run(child.run_id, default_error, url=self.url)
+        queue.fail_run(child.run_id, default_error, url=self.url)
 
     def _write_state(self) -> None:
         if self._lock is None:
@@ -419,46 +374,47 @@ def job_dir(run_id: int) -> Path:
     return data_home() / "runs" / str(run_id)
 
 
-class ProgressWriter:
-    """The ``RunContext.progress`` callback of a job: writes stage, fraction and log lines to the row.
+class RowReporter(Reporter):
+    """A job's progress reporter: delivers stage, fraction and new log lines to the job's row.
 
-    Writes are throttled (a new stage is written at once, the same stage at most every ``every_s``) so a
-    compressor reporting per column does not hammer the database.
+    The one :class:`compressors.progress.Reporter` of a job: the executor's ``RunContext`` and
+    ``compress_and_measure`` report straight into it, so each line reaches the row once. Writes are
+    throttled (a new stage is written at once, the same stage at most every ``every_s``) so a compressor
+    reporting per column does not hammer the database; lines wait for the next write or :meth:`flush`.
     """
 
     def __init__(
         self, run_id: int, url: str | None, cancel_event: threading.Event, every_s: float = 0.5
     ) -> None:
-        self.run_id, self.url, self.cancel_event, self.every_s = run_id, url, cancel_event, every_s
+        super().__init__(cancel_event=cancel_event)
+        self.run_id, self.url, self.every_s = run_id, url, every_s
         self._last_write = 0.0
         self._last_stage: str | None = None
-        self._pending: list[str] = []
+        self._written = 0  # lines already in the row
         self._lock = threading.Lock()
 
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+    def _pending(self) -> str | None:
+        new = self.lines[self._written :]
+        self._written += len(new)
+        return "\n".join(new) or None
+
+    def deliver(self, stage: str, fraction: float, message: str, line: str | None) -> None:
         with self._lock:
-            if message:
-                self._pending.append(f"{time.strftime('%H:%M:%S')} [{stage}] {message}")
             now = time.monotonic()
             if stage == self._last_stage and now - self._last_write < self.every_s:
                 return
-            lines = "\n".join(self._pending) or None
-            self._pending.clear()
+            lines = self._pending()
             self._last_stage, self._last_write = stage, now
-        if runs_db.update_progress(self.run_id, stage, fraction, lines, url=self.url):
+        if queue.update_progress(self.run_id, stage, fraction, lines, url=self.url):
             self.cancel_event.set()
 
-    def log(self, line: str) -> None:
-        with self._lock:
-            self._pending.append(f"{time.strftime('%H:%M:%S')} {line}")
-
     def flush(self) -> None:
+        """Write the lines still waiting (before the job's final state is written)."""
         with self._lock:
-            lines = "\n".join(self._pending) or None
-            self._pending.clear()
-        if lines:
-            run = runs_db.get_run(self.run_id, url=self.url)
-            runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
+            lines = self._pending()
+        run = queue.get_run(self.run_id, url=self.url) if lines else None
+        if run is not None:
+            queue.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
 
 
 def _watchdog(
@@ -470,7 +426,7 @@ def _watchdog(
             log.error("job #%s: the worker pool died; stopping (the next pool marks the job failed)", run_id)
             os._exit(3)
         try:
-            if runs_db.heartbeat(run_id, url=url):
+            if queue.heartbeat(run_id, url=url):
                 cancel_event.set()
         except Exception:  # a locked database for a moment must not kill the job
             log.exception("heartbeat of job #%s failed", run_id)
@@ -480,7 +436,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
     """Execute one claimed job in this process and record its outcome; returns the exit code."""
     from compressors.base import Cancelled, CompressionError, RunContext
 
-    run = runs_db.get_run(run_id, url=url)
+    run = queue.get_run(run_id, url=url)
     if run is None:
         log.error("no job #%s", run_id)
         return 2
@@ -489,7 +445,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         return 2
     cancel_event = threading.Event()
     done = threading.Event()
-    progress = ProgressWriter(run_id, url, cancel_event)
+    progress = RowReporter(run_id, url, cancel_event)
     ctx = RunContext(progress=progress, cancel_event=cancel_event)
     threading.Thread(
         target=_watchdog, args=(run_id, url, cancel_event, done, os.getppid()), daemon=True
@@ -505,7 +461,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         timings = dict(result.get("timings") or {})
         timings.setdefault("job_total_s", round(time.monotonic() - t0, 2))
         progress.flush()
-        runs_db.finish_run(
+        queue.finish_run(
             run_id,
             before_metrics=result.get("before_metrics") or {},
             after_metrics=result.get("after_metrics") or {},
@@ -518,17 +474,17 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         return 0
     except Cancelled:
         progress.flush()
-        runs_db.mark_cancelled(run_id, url=url)
+        queue.mark_cancelled(run_id, url=url)
         log.info("job #%s cancelled", run_id)
         return 0
     except CompressionError as exc:  # the user can fix it; the message says how
         progress.log(f"failed: {exc}")
         progress.flush()
-        runs_db.fail_run(run_id, str(exc), url=url)
+        queue.fail_run(run_id, str(exc), url=url)
         return 1
     except MemoryError:
         progress.flush()
-        runs_db.fail_run(
+        queue.fail_run(
             run_id, "ran out of memory; try a smaller model or settings with a lower peak", url=url
         )
         return 1
@@ -537,7 +493,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
         log.error("job #%s crashed:\n%s", run_id, tb)
         progress.log("crashed:\n" + "\n".join(tb.strip().splitlines()[-6:]))
         progress.flush()
-        runs_db.fail_run(run_id, f"{type(exc).__name__}: {exc}", url=url)
+        queue.fail_run(run_id, f"{type(exc).__name__}: {exc}", url=url)
         return 1
     finally:
         done.set()
@@ -549,7 +505,7 @@ def run_one(run_id: int, executor: str | None = None, url: str | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m compressors.jobs.worker",
+        prog="python -m jobs.worker",
         description="Run Shrinkwise compression jobs from the database queue.",
     )
     parser.add_argument(
