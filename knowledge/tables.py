@@ -74,7 +74,7 @@ class MethodRow(SQLModel, table=True):
     family: str = Field(index=True, max_length=40)
     in_paper: bool = Field(default=False, index=True)
     position: int = Field(default=0, description="Order in the data files, so queries can keep it.")
-    data: dict = _json()  # Method.model_dump(mode="json")
+    data: dict[str, Any] = _json()  # Method.model_dump(mode="json")
     updated_at: datetime | None = _ts(default_now=True)
 
 
@@ -92,16 +92,18 @@ class CompressionRun(SQLModel, table=True):
     model_name: str = Field(index=True, description="Readable model name, e.g. 'SmolLM2-135M-Instruct'.")
     method: str = Field(index=True, max_length=80, description="Knowledge-base method id, e.g. 'gptq'.")
     compressor: str = Field(max_length=80, description="Bundled compressor id that runs it.")
-    config: dict = _json(default_factory=dict)
-    calibration: dict | None = _json(default=None, nullable=True)  # source of calibration/eval text
+    config: dict[str, Any] = _json(default_factory=dict)
+    calibration: dict[str, Any] | None = _json(default=None, nullable=True)  # source of calibration/eval text
     owner: str | None = Field(default=None, index=True, description="Browser session or user that queued it.")
 
     # results
-    before_metrics: dict | None = _json(default=None, nullable=True)
-    after_metrics: dict | None = _json(default=None, nullable=True)
-    artifacts: dict | None = _json(default=None, nullable=True)  # name -> path (checkpoint, export, report)
-    samples: dict | None = _json(default=None, nullable=True)  # greedy generations before/after
-    timings: dict | None = _json(default=None, nullable=True)  # stage -> seconds
+    before_metrics: dict[str, Any] | None = _json(default=None, nullable=True)
+    after_metrics: dict[str, Any] | None = _json(default=None, nullable=True)
+    artifacts: dict[str, Any] | None = _json(
+        default=None, nullable=True
+    )  # name -> path (checkpoint, export, report)
+    samples: dict[str, Any] | None = _json(default=None, nullable=True)  # greedy generations before/after
+    timings: dict[str, Any] | None = _json(default=None, nullable=True)  # stage -> seconds
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     machine: str | None = Field(default=None, description="Where it ran, for 'measured here on ...'.")
 
@@ -145,7 +147,7 @@ class EvidenceRow(SQLModel, table=True):
     measured: bool = Field(default=False, index=True)
     origin: str = Field(default=EvidenceOrigin.DATA_FILE.value, index=True, max_length=12)
     run_id: int | None = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
-    data: dict = _json()  # Evidence.model_dump(mode="json")
+    data: dict[str, Any] = _json()  # Evidence.model_dump(mode="json")
     created_at: datetime | None = _ts(default_now=True)
 
 
@@ -156,5 +158,5 @@ class SavedRecommendation(SQLModel, table=True):
     created_at: datetime | None = _ts(nullable=False, index=True, default_now=True)
     title: str | None = Field(default=None)
     owner: str | None = Field(default=None, index=True)
-    constraints: dict = _json()
-    result: dict = _json()
+    constraints: dict[str, Any] = _json()
+    result: dict[str, Any] = _json()
