@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class CompressorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
+    def from_dict(cls: type[_ConfigSelf], data: dict[str, Any]) -> _ConfigSelf:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -63,9 +63,7 @@ class CompressorConfig:
             default = (
                 f.default
                 if f.default is not dataclasses.MISSING
-                else (
-                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-                )
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             )
             out.append(
                 {
@@ -76,6 +74,11 @@ class CompressorConfig:
                 }
             )
         return out
+
+
+_ConfigSelf = TypeVar("_ConfigSelf", bound=CompressorConfig)
+#: The config dataclass a compressor takes (``Compressor[GPTQConfig]``).
+ConfigT = TypeVar("ConfigT", bound=CompressorConfig)
 
 
 def check_choice(name: str, value: Any, allowed: list[Any]) -> None:
@@ -120,7 +123,7 @@ class RunContext:
     """
 
     calibration: Any | None = None  # torch.LongTensor [n_samples, seq_len] of token ids
-    progress: Callable[[str, float, str], None] = lambda stage, frac, msg="": None
+    progress: Callable[[str, float, str], None] = field(default=lambda stage, frac, msg="": None)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"
     seed: int = 0
@@ -138,8 +141,13 @@ class RunContext:
         self.progress(stage, max(0.0, min(1.0, fraction)), message)
 
 
-class Compressor(ABC):
-    """Base class. Subclasses set the capability flags and implement ``compress`` and ``estimate``."""
+class Compressor(ABC, Generic[ConfigT]):
+    """Base class. Subclasses set the capability flags and implement ``compress`` and ``estimate``.
+
+    Generic over the config dataclass, so a subclass declared as ``Compressor[GPTQConfig]`` receives a
+    ``GPTQConfig`` in ``compress``/``estimate`` with its fields typed. Callers that pick a compressor by
+    id (:func:`get_compressor`) get a ``Compressor[Any]`` and pass ``comp.config_cls.from_dict(...)``.
+    """
 
     id: ClassVar[str]
     name: ClassVar[str]
@@ -149,22 +157,24 @@ class Compressor(ABC):
     needs_gradients: ClassVar[bool] = False
     needs_gpu: ClassVar[bool] = False
     output_format: ClassVar[str] = "shrinkwise-packed"
-    config_cls: ClassVar[type[CompressorConfig]]
+    # not a ClassVar: a ClassVar cannot mention ConfigT; subclasses assign it in the class body
+    config_cls: type[ConfigT]
     summary: ClassVar[str] = ""
 
     @abstractmethod
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: ConfigT) -> CostEstimate:
         """Peak memory and wall time on this kind of machine, from the model's shape alone."""
 
     @abstractmethod
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
+    def compress(self, model: Any, tokenizer: Any, config: ConfigT, ctx: RunContext) -> Any:
         """Compress ``model`` in place (or return a new one) and return the model to save."""
 
 
-_REGISTRY: dict[str, type[Compressor]] = {}
+_REGISTRY: dict[str, type[Compressor[Any]]] = {}
+_CompressorCls = TypeVar("_CompressorCls", bound=type[Compressor[Any]])
 
 
-def register(cls: type[Compressor]) -> type[Compressor]:
+def register(cls: _CompressorCls) -> _CompressorCls:
     """Class decorator adding a compressor to the registry; a duplicate id is a programming error."""
     cid = cls.id
     if cid in _REGISTRY and _REGISTRY[cid] is not cls:
@@ -175,7 +185,7 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def get_compressor(cid: str) -> Compressor:
+def get_compressor(cid: str) -> Compressor[Any]:
     from compressors import methods  # noqa: F401  (importing registers every bundled compressor)
 
     try:
@@ -184,7 +194,7 @@ def get_compressor(cid: str) -> Compressor:
         raise CompressionError(f"unknown compressor {cid!r}; known: {sorted(_REGISTRY)}") from None
 
 
-def all_compressors() -> dict[str, type[Compressor]]:
+def all_compressors() -> dict[str, type[Compressor[Any]]]:
     from compressors import methods  # noqa: F401
 
     return dict(sorted(_REGISTRY.items()))

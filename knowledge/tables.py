@@ -121,6 +121,13 @@ class CompressionRun(SQLModel, table=True):
     attempts: int = Field(default=0)
 
     @property
+    def stored_id(self) -> int:
+        """The primary key; ``id`` is typed optional only because it is assigned on the first insert."""
+        if self.id is None:
+            raise ValueError("this run has not been stored yet: it has no id")
+        return self.id
+
+    @property
     def run_status(self) -> RunStatus:
         return RunStatus(self.status)
 

@@ -46,10 +46,11 @@ class JobSpec:
         Raises :class:`compressors.base.CompressionError` / ``ConfigError`` whose message names the bad
         value and what is allowed.
         """
-        from compressors.base import get_compressor
+        from compressors.base import CompressorConfig, get_compressor
 
         comp = get_compressor(self.compressor)
-        return comp.config_cls.from_dict(dict(self.config)).to_dict()
+        config: CompressorConfig = comp.config_cls.from_dict(dict(self.config))
+        return config.to_dict()
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class JobInfo:
     @classmethod
     def from_row(cls, run: CompressionRun) -> JobInfo:
         return cls(
-            id=int(run.id),  # type: ignore[arg-type]
+            id=run.stored_id,
             status=RunStatus(run.status),
             model_ref=run.model_ref,
             model_name=run.model_name,
@@ -168,7 +169,7 @@ class LocalJobRunner:
         )
         if self.autostart:
             self.ensure_worker()
-        return int(run.id)  # type: ignore[arg-type]
+        return run.stored_id
 
     def cancel(self, job_id: int) -> RunStatus:
         status = runs_db.request_cancel(job_id, url=self.url)

@@ -44,7 +44,8 @@ from typing import Any
 from sqlmodel import select
 
 from knowledge import runs as runs_db
-from knowledge.db import ENV_URL, data_home, dispose_engines, init_db, session
+from knowledge.db import dispose_engines, init_db, session
+from knowledge.paths import ENV_URL, data_home
 from knowledge.tables import CompressionRun, RunStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ def load_executor(dotted: str | None = None) -> Callable[..., dict[str, Any]]:
     module, _, name = dotted.partition(":")
     if not name:
         raise ValueError(f"job executor {dotted!r} must look like 'package.module:function'")
-    return getattr(importlib.import_module(module), name)
+    executor: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
+    return executor
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ def worker_state(home: Path | None = None) -> dict[str, Any]:
     """What ``worker.json`` says (pid, started, last loop) plus whether the lock is held now."""
     path = (home or data_home()) / STATE_NAME
     try:
-        state = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         state = {}
     state["running"] = pool_running(home)
@@ -201,7 +203,7 @@ def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
 @dataclass
 class _Child:
     run_id: int
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     cancel_seen_at: float | None = None
 
 
@@ -288,7 +290,7 @@ class Worker:
                     run.status, run.stage, run.finished_at = RunStatus.FAILED.value, "failed", now
                     run.error = RESTART_REASON
                     s.add(run)
-                    failed.append(int(run.id))  # type: ignore[arg-type]
+                    failed.append(int(run.id))
         return failed
 
     def serve(self, stop: threading.Event | None = None) -> None:
@@ -325,7 +327,7 @@ class Worker:
             run = runs_db.claim_next_run(self.worker_id, url=self.url)
             if run is None:
                 break
-            self.children[int(run.id)] = self._spawn(int(run.id))  # type: ignore[arg-type]
+            self.children[run.stored_id] = self._spawn(run.stored_id)
             log.info("job #%s started (%s on %s)", run.id, run.compressor, run.model_name)
         self._write_state()
 
@@ -351,9 +353,10 @@ class Worker:
             return
         # a job still starting up (importing torch) has done nothing worth a graceful stop
         starting = run.stage in (None, "starting") and run.fraction == 0
-        if child.cancel_seen_at is None and not starting:
+        seen_at = child.cancel_seen_at
+        if seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
-        elif starting or time.monotonic() - child.cancel_seen_at > self.cancel_grace_s:
+        elif starting or (seen_at is not None and time.monotonic() - seen_at > self.cancel_grace_s):
             log.warning(
                 "job #%s %s; terminating it",
                 child.run_id,
@@ -458,7 +461,8 @@ class ProgressWriter:
             self._pending.clear()
         if lines:
             run = runs_db.get_run(self.run_id, url=self.url)
-            runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
+            if run is not None:  # a run deleted while it ran has nowhere to put its log
+                runs_db.update_progress(self.run_id, run.stage or "", run.fraction, lines, url=self.url)
 
 
 def _watchdog(

@@ -6,6 +6,7 @@ The data-free baseline of the SparseGPT and Wanda papers; stored as :class:`comp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from compressors.base import Compressor, CompressorConfig, CostEstimate, ModelShape, RunContext, register
 from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
@@ -41,7 +42,7 @@ class MagnitudeConfig(PruningConfig):
 
 
 @register
-class Magnitude(Compressor):
+class Magnitude(Compressor[MagnitudeConfig]):
     id = "magnitude"
     name = "Magnitude pruning"
     phase = "post-training"
@@ -51,11 +52,10 @@ class Magnitude(Compressor):
     config_cls = MagnitudeConfig
     summary = "Zeroes the smallest weights of each layer; no data, no weight update. The pruning baseline."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: MagnitudeConfig) -> CostEstimate:
         return layerwise_estimate(shape, "magnitude")
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, MagnitudeConfig)
+    def compress(self, model: Any, tokenizer: Any, config: MagnitudeConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm
         _, blocks = find_blocks(model)
         layers = list(iter_block_linears(model))

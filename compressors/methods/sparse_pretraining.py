@@ -25,7 +25,6 @@ import torch
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CostEstimate,
     ModelShape,
     RunContext,
@@ -97,9 +96,13 @@ class SparsePretrainingConfig(TrainingConfig):
 
 def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: float) -> RunContext:
     """A context for the one-shot pruner whose progress fills ``[lo, hi]`` of this run's progress."""
+
+    def progress(s: str, f: float, m: str = "") -> None:
+        ctx.progress(s, lo + (hi - lo) * f, m)
+
     return RunContext(
         calibration=calibration,
-        progress=lambda s, f, m="": ctx.progress(s, lo + (hi - lo) * f, m),
+        progress=progress,
         cancel_event=ctx.cancel_event,
         device=ctx.device,
         seed=ctx.seed,
@@ -108,7 +111,7 @@ def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: floa
 
 
 @register
-class SparsePretraining(Compressor):
+class SparsePretraining(Compressor[SparsePretrainingConfig]):
     id = "sparse-pretraining"
     name = "Sparse continued pre-training (Sparse Llama)"
     phase = "pre-training"
@@ -126,8 +129,7 @@ class SparsePretraining(Compressor):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, SparsePretrainingConfig)
+    def estimate(self, shape: ModelShape, config: SparsePretrainingConfig) -> CostEstimate:
         one = layerwise_estimate(shape, config.one_shot)
         emb = shape.vocab_size * shape.hidden_size
         trained = shape.n_params if config.train_embeddings else shape.n_params - emb
@@ -147,8 +149,7 @@ class SparsePretraining(Compressor):
             ),
         )
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SparsePretrainingConfig)
+    def compress(self, model: Any, tokenizer: Any, config: SparsePretrainingConfig, ctx: RunContext) -> Any:
         device = torch.device(ctx.device)
         model.to(device)
         torch.manual_seed(ctx.seed)

@@ -7,18 +7,20 @@ sequential driver and stores the result as :class:`compressors.packed.SparseLine
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CostEstimate,
     ModelShape,
     RunContext,
     check_range,
     register,
 )
-from compressors.calibration import calibration_tokens, sequential_compress
-from compressors.layers import get_weight
+from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.layers import get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
 from compressors.ops.sparsegpt import sparsegpt_prune
@@ -45,7 +47,7 @@ class SparseGPTConfig(PruningConfig):
 
 
 @register
-class SparseGPT(Compressor):
+class SparseGPT(Compressor[SparseGPTConfig]):
     id = "sparsegpt"
     name = "SparseGPT"
     phase = "post-training"
@@ -54,14 +56,13 @@ class SparseGPT(Compressor):
     config_cls = SparseGPTConfig
     summary = "Prunes by second-order saliency and updates the remaining weights to keep each layer's output."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: SparseGPTConfig) -> CostEstimate:
         return layerwise_estimate(shape, "sparsegpt")
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SparseGPTConfig)
+    def compress(self, model: Any, tokenizer: Any, config: SparseGPTConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm
 
-        def solve(bi, name, layer, stats):
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = sparsegpt_prune(
                 get_weight(layer).detach(),
                 stats.value,
@@ -72,7 +73,7 @@ class SparseGPT(Compressor):
                 blocksize=config.blocksize,
             )
             new = sparse_module(layer, r.weight, config.pattern)
-            new._solve_info = {"loss": r.loss}
+            set_attribute(new, "_solve_info", {"loss": r.loss})  # read back by sequential_compress
             return new
 
         self.last_report = sequential_compress(

@@ -76,7 +76,7 @@ class TEALConfig(CompressorConfig):
 
 
 @register
-class TEAL(Compressor):
+class TEAL(Compressor[TEALConfig]):
     id = "teal"
     name = "TEAL (training-free activation sparsity)"
     phase = "post-training"
@@ -89,8 +89,7 @@ class TEAL(Compressor):
         "skips the weight columns of its small activations. Dynamic at post-training: the paper's gap."
     )
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, TEALConfig)
+    def estimate(self, shape: ModelShape, config: TEALConfig) -> CostEstimate:
         seq = 512
         tokens = config.calib_samples * seq
         forward = 2 * shape.n_params * tokens / FLOPS_PER_SECOND
@@ -108,8 +107,7 @@ class TEAL(Compressor):
             ),
         )
 
-    def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any]) -> Any:
-        assert isinstance(config, TEALConfig)
+    def install(self, model: Any, config: TEALConfig, payload: dict[str, Any]) -> Any:
         thresholds = payload.get("thresholds")
         if thresholds is None:
             raise ConfigError(
@@ -127,12 +125,11 @@ class TEAL(Compressor):
         manifest.record(model, self.id, config, {"thresholds": thresholds})
         return model
 
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
+    def compress(self, model: Any, tokenizer: Any, config: TEALConfig, ctx: RunContext) -> Any:
         import torch
 
         from compressors.calibration import calibration_tokens
 
-        assert isinstance(config, TEALConfig)
         tokens = calibration_tokens(ctx)[: config.calib_samples]
         n = tokens.shape[0]
         ctx.report("calibrate", 0.0, f"activation magnitudes on {n}×{tokens.shape[1]} tokens")
