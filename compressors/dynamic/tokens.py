@@ -239,10 +239,9 @@ class _Runner:
             past_key_values=cache,
             use_cache=True,
         )
-        if isinstance(out, tuple):
-            out = out[0]
+        hidden: torch.Tensor = out[0] if isinstance(out, tuple) else out
         cache.key_pos[j], cache.key_bias[j] = k_pos, k_bias
-        return out
+        return hidden
 
     def last_token_attention(self, j: int, h_last_in: torch.Tensor, last_pos: torch.Tensor) -> torch.Tensor:
         """Attention of the last token over layer ``j``'s cached keys, averaged over heads ([K])."""
@@ -252,18 +251,24 @@ class _Runner:
         q = attn.q_proj(x).view(1, 1, -1, attn.head_dim).transpose(1, 2)  # [1, H, 1, D]
         cos, sin = self.inner.rotary_emb(x, last_pos.view(1, 1))
         q = q * cos.unsqueeze(1) + _rotate_half(q) * sin.unsqueeze(1)
-        keys = self.cache.layers[j].keys  # [1, kvH, K, D]
+        # [1, kvH, K, D]; a getattr because linear-attention cache layers (typed alongside) have no keys
+        keys = getattr(self.cache.layers[j], "keys", None)
+        if not isinstance(keys, torch.Tensor):  # the layer ran before this is called
+            raise CompressionError(f"layer {j} has no cached keys to score tokens with")
         groups = q.shape[1] // keys.shape[1]
         k = keys.repeat_interleave(groups, dim=1) if groups > 1 else keys
         logits = (q @ k.transpose(2, 3))[0, :, 0].float() * attn.scaling  # [H, K]
         k_pos = self.cache.key_pos[j]
-        if self.cache.key_bias.get(j) is not None:
-            logits = logits + self.cache.key_bias[j].float()
+        key_bias = self.cache.key_bias.get(j)
+        if key_bias is not None:
+            logits = logits + key_bias.float()
         allowed = k_pos <= last_pos
-        if self.windows[j] is not None:
-            allowed &= k_pos > last_pos - self.windows[j]
+        window = self.windows[j]
+        if window is not None:
+            allowed &= k_pos > last_pos - window
         logits = logits.masked_fill(~allowed, float("-inf"))
-        return logits.softmax(-1).mean(0)
+        scores: torch.Tensor = logits.softmax(-1).mean(0)
+        return scores
 
     def n_keep(self, j: int) -> int:
         return max(math.ceil(self.plan.keep[j] * self.cache.prompt_len), self.plan.protect_first + 1)
@@ -300,9 +305,10 @@ class _Runner:
         cache, plan = self.cache, self.plan
         prefill = cache.seen == 0
         T = pos.numel()
+        stats: PrefillStats | None = None  # set during a prefill
         if prefill:
             cache.prompt_len = T
-            cache.stats = PrefillStats(prompt_tokens=T)
+            stats = cache.stats = PrefillStats(prompt_tokens=T)
         exits: list[tuple[torch.Tensor, torch.Tensor]] = []
         sizes: torch.Tensor | None = None
         h_last_in: torch.Tensor | None = None
@@ -338,10 +344,10 @@ class _Runner:
                 h_last_in = h[:, -1:]
             bias = sizes.log() if sizes is not None and bool((sizes > 1).any()) else None
             h = self.run_layer(j, h, pos, bias, prefill)
-            if prefill:
-                cache.stats.tokens_per_layer.append(int(h.shape[1]))
-        if prefill:
-            cache.stats.revived = 0
+            if stats is not None:
+                stats.tokens_per_layer.append(int(h.shape[1]))
+        if stats is not None:
+            stats.revived = 0
             full = h.new_zeros(1, T, h.shape[-1])
             base = int(cache.seen)
             for p, hid in exits:  # rows of tokens that stopped early: their state where they stopped
@@ -366,7 +372,10 @@ def _token_plan_forward(
 ) -> BaseModelOutputWithPast:
     """Replacement for the decoder's ``forward`` (bound to the instance by :func:`install_token_plan`)."""
     plan: TokenPlan = self._shrinkwise_token_plan
-    batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+    given = input_ids if input_ids is not None else inputs_embeds
+    if given is None:
+        raise ValueError("give input_ids or inputs_embeds")
+    batch = given.shape[0]
     padded = attention_mask is not None and (attention_mask.dim() != 2 or not bool(attention_mask.all()))
     foreign_cache = (
         past_key_values is not None
@@ -380,7 +389,7 @@ def _token_plan_forward(
         # no cache is being built, so no generation follows: a teacher-forced scoring pass (perplexity,
         # training) where every position is an output. Token pruning only serves the prompt's next tokens,
         # so this pass runs the untouched model.
-        return self._shrinkwise_original_forward(
+        scored: BaseModelOutputWithPast = self._shrinkwise_original_forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -389,13 +398,14 @@ def _token_plan_forward(
             use_cache=False,
             **kwargs,
         )
+        return scored
     if batch != 1 or padded or foreign_cache or wants_extra:
         if isinstance(past_key_values, PrunedCache):
             raise CompressionError("a pruned cache can only continue one unpadded sequence")
         log.warning(
             "%s: batch=%d padded=%s: running the unpruned forward", plan.method or "token plan", batch, padded
         )
-        return self._shrinkwise_original_forward(
+        unpruned: BaseModelOutputWithPast = self._shrinkwise_original_forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -404,6 +414,7 @@ def _token_plan_forward(
             use_cache=use_cache,
             **kwargs,
         )
+        return unpruned
     cache = past_key_values if isinstance(past_key_values, PrunedCache) else PrunedCache()
     if inputs_embeds is None:
         inputs_embeds = self.embed_tokens(input_ids)
@@ -413,9 +424,7 @@ def _token_plan_forward(
     runner = _Runner(self, plan, cache)
     h = runner.forward(inputs_embeds, pos)
     self._shrinkwise_last_stats = cache.stats
-    return BaseModelOutputWithPast(
-        last_hidden_state=self.norm(h), past_key_values=cache if use_cache else None
-    )
+    return BaseModelOutputWithPast(last_hidden_state=self.norm(h), cache=cache if use_cache else None)
 
 
 def install_token_plan(model: Any, plan: TokenPlan) -> Any:
