@@ -18,7 +18,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NewType
+from typing import Any, ClassVar, Generic, NewType, TypeVar
 
 from compressors.progress import Cancelled, ProgressSink, Reporter
 from knowledge.ids import MethodId
@@ -52,7 +52,7 @@ class CompressorConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
+    def from_dict(cls: type[_ConfigSelf], data: dict[str, Any]) -> _ConfigSelf:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -67,9 +67,7 @@ class CompressorConfig:
             default = (
                 f.default
                 if f.default is not dataclasses.MISSING
-                else (
-                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-                )
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
             )
             out.append(
                 {
@@ -80,6 +78,11 @@ class CompressorConfig:
                 }
             )
         return out
+
+
+_ConfigSelf = TypeVar("_ConfigSelf", bound=CompressorConfig)
+#: The config dataclass a compressor takes (``Compressor[GPTQConfig]``).
+ConfigT = TypeVar("ConfigT", bound=CompressorConfig)
 
 
 def check_choice(name: str, value: Any, allowed: list[Any]) -> None:
@@ -144,7 +147,7 @@ class RunContext:
     """
 
     calibration: Any | None = None  # torch.LongTensor [n_samples, seq_len] of token ids
-    progress: ProgressSink = lambda stage, frac, msg="": None
+    progress: ProgressSink = field(default=lambda stage, frac, msg="": None)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     device: str = "cpu"
     seed: int = 0
@@ -174,8 +177,13 @@ class RunContext:
         return dataclasses.replace(self, progress=self.reporter().span(lo, hi), **changes)
 
 
-class Compressor(ABC):
-    """Base class. Subclasses set the capability flags and implement ``compress`` and ``estimate``."""
+class Compressor(ABC, Generic[ConfigT]):
+    """Base class. Subclasses set the capability flags and implement ``compress`` and ``estimate``.
+
+    Generic over the config dataclass, so a subclass declared as ``Compressor[GPTQConfig]`` receives a
+    ``GPTQConfig`` in ``compress``/``estimate`` with its fields typed. Callers that pick a compressor by
+    id (:func:`get_compressor`) get a ``Compressor[Any]`` and pass ``comp.config_cls.from_dict(...)``.
+    """
 
     id: ClassVar[CompressorId]
     #: Knowledge-base methods this compressor runs, its own method first (the one a run is credited to
@@ -190,22 +198,24 @@ class Compressor(ABC):
     needs_gradients: ClassVar[bool] = False
     needs_gpu: ClassVar[bool] = False
     output_format: ClassVar[str] = "shrinkwise-packed"
-    config_cls: ClassVar[type[CompressorConfig]]
+    # not a ClassVar: a ClassVar cannot mention ConfigT; subclasses assign it in the class body
+    config_cls: type[ConfigT]
     summary: ClassVar[str] = ""
 
     @abstractmethod
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: ConfigT) -> CostEstimate:
         """Peak memory and wall time on this kind of machine, from the model's shape alone."""
 
     @abstractmethod
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
+    def compress(self, model: Any, tokenizer: Any, config: ConfigT, ctx: RunContext) -> Any:
         """Compress ``model`` in place (or return a new one) and return the model to save."""
 
 
-_REGISTRY: dict[CompressorId, type[Compressor]] = {}
+_REGISTRY: dict[CompressorId, type[Compressor[Any]]] = {}
+_CompressorCls = TypeVar("_CompressorCls", bound=type[Compressor[Any]])
 
 
-def register(cls: type[Compressor]) -> type[Compressor]:
+def register(cls: _CompressorCls) -> _CompressorCls:
     """Class decorator adding a compressor to the registry; a duplicate id, or a compressor that does not
     say which knowledge-base method it implements, is a programming error."""
     cid = cls.id
@@ -222,7 +232,7 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def get_compressor(cid: CompressorId) -> Compressor:
+def get_compressor(cid: CompressorId) -> Compressor[Any]:
     from compressors import methods  # noqa: F401  (importing registers every bundled compressor)
 
     try:
@@ -231,7 +241,7 @@ def get_compressor(cid: CompressorId) -> Compressor:
         raise CompressionError(f"unknown compressor {cid!r}; known: {sorted(_REGISTRY)}") from None
 
 
-def all_compressors() -> dict[CompressorId, type[Compressor]]:
+def all_compressors() -> dict[CompressorId, type[Compressor[Any]]]:
     from compressors import methods  # noqa: F401
 
     return dict(sorted(_REGISTRY.items()))

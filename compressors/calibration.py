@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from torch import nn
 from compressors.base import CompressionError, RunContext
 from compressors.layers import capture_block_inputs, find_blocks, linear_layers, run_block, set_module
 from compressors.ops.hessian import accumulate_hessian, accumulate_sq_norms
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +84,11 @@ def _in_features(module: nn.Module) -> int:
 def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> list[list[str]]:
     """Group the block's linear layers into steps of layers reading the same input, in execution order."""
     layers = linear_layers(block)
-    seen: list[tuple[str, int, tuple]] = []
+    seen: list[tuple[str, int, tuple[int, ...]]] = []
     handles = []
     for name, m in layers.items():
 
-        def hook(mod, args, name=name):
+        def hook(mod: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
             x = args[0]
             seen.append((name, x.data_ptr(), tuple(x.shape)))
 
@@ -96,7 +99,7 @@ def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -
         for h in handles:
             h.remove()
     steps: list[list[str]] = []
-    keys: list[tuple] = []
+    keys: list[tuple[int, tuple[int, ...]]] = []
     done = set()
     for name, ptr, shape in seen:
         if name in done:
@@ -116,7 +119,7 @@ def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -
 
 @torch.no_grad()
 def sequential_compress(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokens: torch.Tensor,
     stat: str,
     solve: SolveFn,
@@ -176,8 +179,15 @@ def sequential_compress(
                     # bound as defaults: each step's hooks are removed before the next step starts,
                     # but binding keeps a stray late call from touching the next step's state
                     def hook(
-                        mod, args, out, name=name, stats=stats, called=called, last_step=last_step, step=step
-                    ):
+                        mod: nn.Module,
+                        args: tuple[Any, ...],
+                        out: Any,
+                        name: str = name,
+                        stats: dict[str, LayerStats] = stats,
+                        called: set[str] = called,
+                        last_step: bool = last_step,
+                        step: list[str] = step,
+                    ) -> None:
                         stats[name].add(args[0])
                         called.add(name)
                         if not last_step and len(called) == len(step):

@@ -20,6 +20,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch and transformers are imported lazily (seconds); only their types are needed
+    from torch import nn
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +126,13 @@ def ensure_demo_checkpoint() -> Path:
     return target
 
 
-def _persistent(model, name: str) -> bool:
+def _persistent(model: nn.Module, name: str) -> bool:
     owner, _, attr = name.rpartition(".")
     module = model.get_submodule(owner) if owner else model
     return attr not in getattr(module, "_non_persistent_buffers_set", set())
 
 
-def load_demo():
+def load_demo() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` of the demo model, float32, tied embeddings, eval mode."""
     from compressors.models import load_model
 

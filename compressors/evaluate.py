@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,6 +34,9 @@ from compressors.base import Cancelled
 from compressors.hf_compat import cache_kwarg, output_cache
 from compressors.packed import PackedModule, packed_modules
 from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, eval_windows, tokenize
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_PROMPT = "Python is a programming language that"
 DEFAULT_PREFILL_LEN = 256
@@ -94,7 +97,7 @@ class _RssSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
@@ -123,7 +126,7 @@ def storage_bits(model: nn.Module) -> tuple[int, int, int, int]:
 
 def linear_sparsity(model: nn.Module) -> float:
     """Fraction of exact zeros over the decoder blocks' linear weights (packed or not)."""
-    from compressors.layers import find_blocks, is_linear
+    from compressors.layers import find_blocks, get_weight, is_linear
 
     _, blocks = find_blocks(model)
     zeros = total = 0
@@ -137,8 +140,9 @@ def linear_sparsity(model: nn.Module) -> float:
                     zeros += int((m.weight == 0).sum())
                 total += m.n_weights
             elif is_linear(m):
-                zeros += int((m.weight == 0).sum())
-                total += m.weight.numel()
+                w = get_weight(m)
+                zeros += int((w == 0).sum())
+                total += w.numel()
     return zeros / total if total else 0.0
 
 
@@ -210,8 +214,14 @@ def speed(
 
 
 @torch.no_grad()
-def greedy_generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
+def greedy_generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 32
+) -> str:
     """Greedy continuation of ``prompt`` (plain text, no chat template), decoded without special tokens."""
+    from transformers import GenerationMixin
+
+    if not isinstance(model, GenerationMixin):  # every *ForCausalLM class is one
+        raise TypeError(f"{type(model).__name__} has no generate(): not a causal language model")
     enc = tokenizer(prompt, return_tensors="pt")
     out = model.generate(
         **enc,
@@ -219,12 +229,13 @@ def greedy_generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: in
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    # batch_decode: decode() is typed str | list[str]; one sequence in, one string out either way
+    return tokenizer.batch_decode(out[:1, enc["input_ids"].shape[1] :], skip_special_tokens=True)[0]
 
 
 def evaluate(
-    model: nn.Module,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     eval_text: str,
     *,
     n_windows: int = DEFAULT_EVAL_WINDOWS,

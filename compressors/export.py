@@ -27,13 +27,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from compressors.base import CompressionError
 from compressors.packed import PackedModule, QuantizedLinear, packed_modules
+
+if TYPE_CHECKING:  # transformers is imported lazily (it costs seconds); only its types are needed here
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: ("pack-quantized" | "int-quantized", bits, strategy, group size, symmetric): layers sharing one scheme
+SchemeKey = tuple[str, int, str, int | None, bool]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +85,7 @@ def _check_expressible(path: str, m: PackedModule) -> None:
     )
 
 
-def _scheme_key(m: PackedModule) -> tuple:
+def _scheme_key(m: PackedModule) -> SchemeKey:
     if isinstance(m, QuantizedLinear):
         a = _quant_args(m)
         return ("pack-quantized", a["num_bits"], a["strategy"], a["group_size"], a["symmetric"])
@@ -87,7 +93,10 @@ def _scheme_key(m: PackedModule) -> tuple:
 
 
 def export_compressed_tensors(
-    model: nn.Module, tokenizer, out_dir: str | Path, dtype: torch.dtype | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    out_dir: str | Path,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` (with packed layers) as a compressed-tensors checkpoint in ``out_dir``.
 
@@ -114,7 +123,8 @@ def export_compressed_tensors(
     dt = dtype or next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
     tensors: dict[str, torch.Tensor] = {}
-    first = next(iter(packed.values()))
+    # one scheme for all layers (checked above): the quantized layers' arguments are the first one's
+    first_quantized = next((m for m in packed.values() if isinstance(m, QuantizedLinear)), None)
     for path, m in packed.items():
         if isinstance(m, QuantizedLinear):
             offset = 1 << (m.bits - 1)
@@ -125,9 +135,10 @@ def export_compressed_tensors(
             if not _quant_args(m)["symmetric"]:
                 z = (m.zero_points().round().to(torch.int16) - offset).to(torch.int8)
                 tensors[f"{path}.weight_zero_point"] = pack_to_int32(z, m.bits, packed_dim=0).contiguous()
-        else:  # Int8DynamicLinear
-            tensors[f"{path}.weight"] = m.qweight.contiguous()
-            tensors[f"{path}.weight_scale"] = m.scales.to(dt)[:, None].contiguous()
+        else:  # Int8DynamicLinear: its packed state is the int8 weight and the per-row scales
+            state = m.packed_state()
+            tensors[f"{path}.weight"] = state["qweight"].contiguous()
+            tensors[f"{path}.weight_scale"] = state["scales"].to(dt)[:, None].contiguous()
         b = getattr(m, "bias", None)
         if b is not None:
             tensors[f"{path}.bias"] = b.to(dt).contiguous()
@@ -140,8 +151,8 @@ def export_compressed_tensors(
         seen.add(id(p))
         tensors[name] = p.detach().to(dt if p.is_floating_point() else p.dtype).contiguous()
 
-    if fmt == "pack-quantized":
-        weights = _quant_args(first)  # type: ignore[arg-type]
+    if first_quantized is not None:  # fmt == "pack-quantized"
+        weights = _quant_args(first_quantized)
         scheme = {
             "targets": ["Linear"],
             "weights": weights,

@@ -17,17 +17,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D  # GPT-2 style layers: y = x @ W + b, W stored [in, out]
 
 from compressors.base import CompressionError
 from compressors.hf_compat import CACHE_KWARG_NAMES
 from compressors.packed import PackedModule
 
 log = logging.getLogger(__name__)
-
-try:  # GPT-2 style layers: y = x @ W + b with W stored [in, out]
-    from transformers.pytorch_utils import Conv1D
-except Exception:  # pragma: no cover - transformers always provides it
-    Conv1D = ()  # type: ignore[assignment,misc]
 
 # The usual places transformers keeps the decoder blocks, tried first; any other ModuleList whose
 # length is the configured number of layers is accepted too.
@@ -43,7 +39,7 @@ KNOWN_BLOCK_PATHS = (
 
 def is_linear(module: nn.Module) -> bool:
     """A layer whose weight a weight-only compressor may replace: ``nn.Linear`` or GPT-2's ``Conv1D``."""
-    return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
+    return isinstance(module, (nn.Linear, Conv1D))
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -55,6 +51,12 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = get_module(model, parent_path)
     setattr(parent, name, new)
+
+
+def set_attribute(module: nn.Module, name: str, value: object) -> None:
+    """Set a plain (non-tensor) attribute such as ``layer_idx``: ``Module.__setattr__`` is typed for
+    tensors and submodules only, so ``module.layer_idx = 3`` does not type-check."""
+    setattr(module, name, value)
 
 
 def _n_layers(model: nn.Module) -> int | None:
@@ -120,10 +122,11 @@ def all_linear_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def get_weight(module: nn.Module) -> torch.Tensor:
     """The layer's weight as ``[out, in]`` (a transposed view for ``Conv1D``; no copy)."""
-    if bool(Conv1D) and isinstance(module, Conv1D):
+    if isinstance(module, Conv1D):
         return module.weight.t()
-    if isinstance(module, nn.Linear) or hasattr(module, "weight"):
-        return module.weight
+    weight = getattr(module, "weight", None)  # nn.Linear, a packed layer's dequantized view, ...
+    if isinstance(weight, torch.Tensor):
+        return weight
     raise CompressionError(f"{type(module).__name__} is not a linear layer")
 
 
@@ -153,7 +156,8 @@ class _StopForward(Exception):
 
 def block_output(out: Any) -> torch.Tensor:
     """A decoder block returns a tensor (Llama in transformers 5) or a tuple whose first item is it."""
-    return out[0] if isinstance(out, (tuple, list)) else out
+    hidden: torch.Tensor = out[0] if isinstance(out, (tuple, list)) else out
+    return hidden
 
 
 @torch.no_grad()
@@ -175,8 +179,8 @@ def capture_block_inputs(
     captured: list[torch.Tensor] = []
     first_kwargs: dict[str, Any] = {}
 
-    def hook(module, args, kwargs):
-        hs = args[0] if args else kwargs.get("hidden_states")
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hs = args[0] if args else kwargs["hidden_states"]
         captured.append(hs.detach())
         if not first_kwargs:
             first_kwargs.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
@@ -235,7 +239,7 @@ def pre_block_modules(model: nn.Module, tokens: torch.Tensor | None = None) -> d
         if own:
             handles.append(m.register_forward_hook(lambda mod, a, o, name=name: ran.append(name)))
 
-    def stop(module, args, kwargs):
+    def stop(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         raise _StopForward
 
     handles.append(blocks[0].register_forward_pre_hook(stop, with_kwargs=True))

@@ -26,11 +26,14 @@ import socket
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 
 from compressors.base import CompressionError, ModelShape
+
+if TYPE_CHECKING:  # transformers is imported lazily (it costs seconds); only its types are needed here
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ def check_safetensors(path: Path) -> dict[str, Any]:
                 f"{path.name} is corrupt or truncated: its header claims {n} bytes but the file has {size}"
             )
         try:
-            header = json.loads(f.read(n))
+            header: dict[str, Any] = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{path.name} is corrupt: its header is not valid JSON ({exc})") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
@@ -180,14 +183,25 @@ def _dir_size(folder: Path) -> int:
 # config-level checks
 
 
-def _load_config(source: str, path: Path | None, ref: str):
+def _local(path: Path | None, ref: str) -> Path:
+    """The file or folder of a reference :func:`_resolve` classified as local (every kind but "hub")."""
+    if path is None:
+        raise ModelLoadError(f"{ref} is not a local model folder or file")
+    return path
+
+
+def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
     from transformers import AutoConfig
 
+    config: PretrainedConfig  # AutoConfig.from_pretrained is typed as returning Any
     try:
-        if source == "gguf":
-            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
         if source == "hub":
-            return AutoConfig.from_pretrained(ref)
+            config = AutoConfig.from_pretrained(ref)
+            return config
+        path = _local(path, ref)
+        if source == "gguf":
+            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            return config
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{path} has no config.json; a Hugging Face model folder needs config.json next to its "
@@ -216,7 +230,7 @@ def _tf_version() -> str:
     return transformers.__version__
 
 
-def check_causal(config, ref: str = "") -> None:
+def check_causal(config: PretrainedConfig, ref: str = "") -> None:
     """Refuse configs that are not decoder-only causal LMs, naming what they are instead."""
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -241,7 +255,7 @@ def check_causal(config, ref: str = "") -> None:
         )
 
 
-def model_shape(config) -> ModelShape:
+def model_shape(config: PretrainedConfig) -> ModelShape:
     """Exact parameter counts from the config alone (the model is built on the meta device: no memory)."""
     from transformers import AutoModelForCausalLM
 
@@ -290,7 +304,7 @@ def model_shape(config) -> ModelShape:
     )
 
 
-def _config_dtype(config) -> str:
+def _config_dtype(config: PretrainedConfig) -> str:
     d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
     return str(d).replace("torch.", "") if d is not None else "float32"
 
@@ -344,11 +358,12 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     if source == "hub":
         _require_network(str(ref))
     if source == "packed":
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((_local(path, str(ref)) / MANIFEST).read_text())
         packed_method = manifest.get("method")
     config = _load_config("folder" if source == "demo" else source, path, str(ref))
     check_causal(config, str(ref))
     if source in ("demo", "folder", "packed"):
+        path = _local(path, str(ref))
         weight_files = _weight_files(path)
         if not weight_files:
             raise ModelLoadError(
@@ -359,6 +374,7 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
                 check_safetensors(wf)
         size = _dir_size(path)
     elif source == "gguf":
+        path = _local(path, str(ref))
         weight_files = [path]
         size = path.stat().st_size
     else:
@@ -383,17 +399,18 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     )
 
 
-def _architecture(config) -> str:
+def _architecture(config: PretrainedConfig) -> str:
     archs = getattr(config, "architectures", None)
     if archs:
-        return archs[0]
+        return str(archs[0])
     from transformers import AutoModelForCausalLM
 
-    cls = AutoModelForCausalLM._model_mapping.get(type(config), None)
-    return cls.__name__ if cls is not None else type(config).__name__
+    # the mapping's get() is typed with the (pytorch, tf) pair of an older API; today it gives the class
+    name = getattr(AutoModelForCausalLM._model_mapping.get(type(config), None), "__name__", None)
+    return str(name) if name is not None else type(config).__name__
 
 
-def load_tokenizer(ref: str | Path):
+def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a model reference (same rules as :func:`load_model`)."""
     from transformers import AutoTokenizer
 
@@ -403,11 +420,12 @@ def load_tokenizer(ref: str | Path):
 
         path = ensure_demo_checkpoint()
     try:
-        if source == "gguf":
-            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         if source == "hub":
             _require_network(str(ref))
             return AutoTokenizer.from_pretrained(str(ref))
+        path = _local(path, str(ref))
+        if source == "gguf":
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
@@ -416,13 +434,33 @@ def load_tokenizer(ref: str | Path):
         ) from None
 
 
+@overload
+def load_model(
+    ref: str | Path,
+    *,
+    dtype: torch.dtype = ...,
+    check_free_memory: bool = ...,
+    with_tokenizer: Literal[True] = ...,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]: ...
+
+
+@overload
+def load_model(
+    ref: str | Path,
+    *,
+    dtype: torch.dtype = ...,
+    check_free_memory: bool = ...,
+    with_tokenizer: Literal[False],
+) -> tuple[PreTrainedModel, None]: ...
+
+
 def load_model(
     ref: str | Path,
     *,
     dtype: torch.dtype = torch.float32,
     check_free_memory: bool = True,
     with_tokenizer: bool = True,
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None]:
     """Load ``(model, tokenizer)`` in eval mode on the CPU; ``tokenizer`` is None if ``with_tokenizer=False``.
 
     Validation happens first (see :func:`inspect_checkpoint`); then the weights are read. A Shrinkwise
@@ -436,7 +474,7 @@ def load_model(
     if info.source == "packed":
         from compressors.storage import load_packed
 
-        model = load_packed(path)
+        model = load_packed(_local(path, str(ref)))
     else:
         model = _load_weights(info, path, dtype)
     model.eval()
@@ -451,15 +489,16 @@ def load_model(
     return model, tok
 
 
-def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype):
+def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=False)
     try:
-        if info.source == "gguf":
-            return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         if info.source == "hub":
             return AutoModelForCausalLM.from_pretrained(info.ref, **kwargs)
+        path = _local(path, info.ref)
+        if info.source == "gguf":
+            return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         if any(f.endswith(".safetensors") for f in info.weight_files):
             model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
             if info.source == "demo":
@@ -473,7 +512,7 @@ def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype):
         raise ModelLoadError(f"loading the weights of {info.ref} failed: {first}") from None
 
 
-def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype):
+def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype) -> PreTrainedModel:
     """A ``*.bin``/``*.pt`` checkpoint: only plain tensors are accepted (``weights_only=True``)."""
     import pickle
 
@@ -493,7 +532,7 @@ def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype):
             raise ModelLoadError(f"refused {f.name}: it holds {type(part).__name__}, not a dict of tensors")
         state.update(part)
     config = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight")]
     if missing:
@@ -501,4 +540,7 @@ def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype):
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     log.info("loaded %s via weights_only pickle; %d unexpected keys ignored", path, len(unexpected))
-    return model.to(dtype)
+    # transformers wraps PreTrainedModel.to in a decorator the checker sees as a plain function, so the
+    # method is called through the class (the same call as model.to(dtype)); it converts in place
+    type(model).to(model, dtype)
+    return model

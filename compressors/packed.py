@@ -19,11 +19,15 @@ fastest way to run them.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 SUPPORTED_BITS = (1, 2, 3, 4, 8)
 
@@ -208,9 +212,11 @@ class PackedModule(nn.Module):
     def clear_cache(self) -> None:
         self._w_cache = None
 
-    def _apply(self, fn, recurse=True):  # .to()/.half() invalidate the cached weight
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
+        # .to()/.half() invalidate the cached weight
         self._w_cache = None
-        return super()._apply(fn, recurse)
+        nn.Module._apply(self, fn, recurse)  # converts the buffers in place and returns self
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self._dequantized()
@@ -257,6 +263,12 @@ class QuantizedLinear(PackedModule):
     """
 
     packed_type = "quantized_linear"
+    # buffers (registered in __init__), declared so the checker knows them as tensors, not submodules
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor | None
+    perm: torch.Tensor | None
+    bias: torch.Tensor | None
 
     def __init__(
         self,
@@ -383,6 +395,8 @@ class QuantizedLinear(PackedModule):
         """Zero-points as float ``[out, n_groups]``."""
         if self.zero_const is not None:
             return torch.full((self.out_features, self.n_groups), self.zero_const)
+        if self.zeros is None:
+            raise ValueError("this layer stores neither a constant zero-point nor zero-point tensors")
         if self.zero_bits is not None:
             return unpack_bits(self.zeros, self.zero_bits, (self.out_features, self.n_groups)).float()
         return self.zeros.float()
@@ -446,6 +460,10 @@ class SparseLinear(PackedModule):
     """
 
     packed_type = "sparse_linear"
+    # buffers (registered in __init__), declared so the checker knows them as tensors, not submodules
+    values: torch.Tensor
+    index: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(
         self,

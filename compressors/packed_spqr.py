@@ -39,6 +39,17 @@ class SpQRLinear(PackedModule):
     """A linear layer stored in SpQR's sparse-quantized representation (see module docstring)."""
 
     packed_type = "spqr_linear"
+    # buffers (registered in __init__), declared so the checker knows them as tensors, not submodules
+    qweight: torch.Tensor
+    scale_q: torch.Tensor
+    zero_q: torch.Tensor
+    scale_stats: torch.Tensor
+    zero_stats: torch.Tensor
+    perm: torch.Tensor | None
+    row_ptr: torch.Tensor
+    col_idx: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ import logging
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ class RunResult:
             return {}
         b, a = self.before, self.after
 
-        def rel(x, y):
+        def rel(x: float | None, y: float | None) -> float | None:
             return None if not x or y is None else (y - x) / x
 
         return {
@@ -132,7 +133,7 @@ def _mb(x: int | None) -> str:
 def comparison_rows(before: EvalResult | None, after: EvalResult) -> list[tuple[str, str, str]]:
     """``(figure, before, after)`` rows shared by the CLI table and the Markdown report."""
 
-    def f(r: EvalResult | None, fn) -> str:
+    def f(r: EvalResult | None, fn: Callable[[EvalResult], str]) -> str:
         return "n/a" if r is None else fn(r)
 
     rows = [
@@ -169,8 +170,9 @@ def report_markdown(r: RunResult) -> str:
     ]
     lines += [f"| {n} | {b} | {a} |" for n, b, a in comparison_rows(r.before, r.after)]
     ch = r.changes()
-    if ch.get("perplexity") is not None:
-        lines += ["", f"Perplexity change: {100 * ch['perplexity']:+.2f}%."]
+    ppl_change = ch.get("perplexity")
+    if ppl_change is not None:
+        lines += ["", f"Perplexity change: {100 * ppl_change:+.2f}%."]
     lines += ["", "## Timings (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r.timings.items()]
     lines += ["", "## Greedy generation", "", f"Prompt: {r.after.generation_prompt!r}", ""]
@@ -411,4 +413,5 @@ def load_run(out_dir: str | Path) -> dict[str, Any]:
     p = Path(out_dir) / "report.json"
     if not p.is_file():
         raise CompressionError(f"{out_dir} holds no finished run (report.json missing)")
-    return json.loads(p.read_text())
+    run: dict[str, Any] = json.loads(p.read_text())
+    return run

@@ -30,13 +30,16 @@ import tarfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from compressors.base import CompressionError
 from compressors.packed import get_packed_type, packed_modules
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,8 @@ def checkpoint_tensors(model: nn.Module, dense_dtype: torch.dtype | None = None)
 
 
 def save_packed(
-    model: nn.Module,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
     out_dir: str | Path,
     *,
     method: str,
@@ -183,7 +186,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     p = Path(folder) / MANIFEST
     if not p.is_file():
         raise CheckpointError(f"{folder} is not a Shrinkwise packed checkpoint: {MANIFEST} is missing")
-    manifest = json.loads(p.read_text())
+    manifest: dict[str, Any] = json.loads(p.read_text())
     if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"{p}: format {manifest.get('format')!r} version {manifest.get('format_version')} is not readable "
@@ -200,7 +203,7 @@ def update_manifest(folder: str | Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-def build_empty(config, dtype: torch.dtype | None = None) -> nn.Module:
+def build_empty(config: PretrainedConfig, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """The model of ``config`` with uninitialised weights (fast; the weights are loaded next)."""
     from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
@@ -209,10 +212,11 @@ def build_empty(config, dtype: torch.dtype | None = None) -> nn.Module:
     if isinstance(d, str):
         d = getattr(torch, d)
     with no_init_weights():
-        return AutoModelForCausalLM.from_config(config, dtype=d)
+        model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=d)
+    return model
 
 
-def load_packed(folder: str | Path) -> nn.Module:
+def load_packed(folder: str | Path) -> PreTrainedModel:
     """Rebuild a runnable model from a packed checkpoint folder (eval mode, CPU)."""
     from safetensors.torch import load_file
 
@@ -333,7 +337,7 @@ def safe_extract(
     return dest
 
 
-def _copy_limited(src, dst: Path, budget: list[int], limit: int) -> None:
+def _copy_limited(src: IO[bytes], dst: Path, budget: list[int], limit: int) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "wb") as out:
         while True:

@@ -20,10 +20,14 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from compressors.base import CompressionError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +144,10 @@ def resolve_texts(
             return file_documents(x), str(x)
         return text_documents(x), "given text"
 
-    if calib_text is None and eval_text is None:
-        return default_split(eval_every)
     if eval_text is None:
-        docs, src = docs_of(calib_text)  # type: ignore[arg-type]
+        if calib_text is None:
+            return default_split(eval_every)
+        docs, src = docs_of(calib_text)
         return split_documents(docs, eval_every, src)
     edocs, esrc = docs_of(eval_text)
     if calib_text is None:
@@ -165,7 +169,7 @@ def resolve_texts(
     )
 
 
-def tokenize(tokenizer, text: str) -> torch.Tensor:
+def tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> torch.Tensor:
     """All token ids of ``text`` as a 1-D LongTensor, without special tokens (windows add the tokenizer's
     start tokens themselves, see :func:`start_tokens`)."""
     ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
@@ -200,7 +204,7 @@ def _with_start(start: list[int], body: torch.Tensor) -> torch.Tensor:
 
 
 def calibration_windows(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     text: str,
     n_samples: int = DEFAULT_CALIB_SAMPLES,
     seq_len: int = DEFAULT_SEQ_LEN,
@@ -232,7 +236,7 @@ def calibration_windows(
 
 
 def eval_windows(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     text: str,
     n_windows: int = DEFAULT_EVAL_WINDOWS,
     seq_len: int = DEFAULT_SEQ_LEN,

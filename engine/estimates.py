@@ -167,7 +167,8 @@ def expected_quality_drop(method: Method, rows: Iterable[Evidence], model_params
         chosen.sort(
             key=lambda r: (r.model, r.dataset or "", r.setting, r.metric.value, r.value, r.source.locator)
         )
-        pct = statistics.median(quality_drop_of(r) for r in chosen)  # type: ignore[misc]
+        # every chosen row has a drop (``usable`` kept only those); the filter states it for the checker
+        pct = statistics.median(d for r in chosen if (d := quality_drop_of(r)) is not None)
         models = sorted({r.model for r in chosen})
         measured = [r for r in chosen if r.measured_here]
         measured_on = tuple(sorted({r.model for r in measured}))

@@ -133,7 +133,8 @@ class Recommendation:
         return [e.id for e in self.excluded]
 
     def get(self, method_id: str) -> RankedMethod | ExcludedMethod:
-        for item in (*self.ranked, *self.excluded):
+        items: list[RankedMethod | ExcludedMethod] = [*self.ranked, *self.excluded]
+        for item in items:
             if item.id == method_id:
                 return item
         raise KeyError(f"method {method_id!r} is not in this recommendation")

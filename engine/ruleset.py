@@ -25,7 +25,7 @@ import difflib
 import logging
 import operator
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -103,7 +103,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     path: str
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
 
     def __len__(self) -> int:
@@ -359,7 +359,7 @@ def _parse_rule(raw: Any, index: int, where: str, ctx: rule_engine.Context) -> R
             f"{label}: description placeholder {names or exc!s} is not a symbol; use names from engine/context.py"
         ) from None
     return Rule(
-        id=rid,
+        id=raw["id"],  # checked above: a non-empty string
         description=raw["description"].strip(),
         condition=raw["condition"],
         effect=effect,

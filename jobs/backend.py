@@ -56,11 +56,12 @@ class JobSpec:
         Raises :class:`compressors.base.CompressionError` / ``ConfigError`` whose message names the bad
         value and what is allowed.
         """
-        from compressors.base import check_pairing, get_compressor
+        from compressors.base import CompressorConfig, check_pairing, get_compressor
 
         comp = get_compressor(self.compressor)
         check_pairing(self.method, self.compressor)
-        return comp.config_cls.from_dict(dict(self.config)).to_dict()
+        config: CompressorConfig = comp.config_cls.from_dict(dict(self.config))
+        return config.to_dict()
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class JobInfo:
     @classmethod
     def from_row(cls, run: CompressionRun) -> JobInfo:
         return cls(
-            id=int(run.id),  # type: ignore[arg-type]
+            id=run.stored_id,
             status=RunStatus(run.status),
             model_ref=run.model_ref,
             model_name=run.model_name,
@@ -185,7 +186,7 @@ class LocalBackend:
         )
         if self.autostart:
             self.ensure_running()
-        return int(run.id)  # type: ignore[arg-type]
+        return run.stored_id
 
     def cancel(self, job_id: int) -> RunStatus:
         status = queue.request_cancel(job_id, url=self.url)

@@ -26,8 +26,8 @@ def _as_dict(obj: Any) -> dict[str, Any]:
         return dict(obj)
     if hasattr(obj, "to_dict"):
         return dict(obj.to_dict())
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)  # type: ignore[arg-type]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
     return dict(vars(obj))
 
 
@@ -80,11 +80,10 @@ def result_columns(result: Any) -> dict[str, Any]:
     r = _as_dict(result) if not hasattr(result, "before") else None
     before = getattr(result, "before", None) if r is None else r.get("before")
     after = getattr(result, "after", None) if r is None else r.get("after")
-    get = (
-        (lambda k, default=None: getattr(result, k, default))
-        if r is None
-        else (lambda k, default=None: r.get(k, default))
-    )
+
+    def get(k: str, default: Any = None) -> Any:
+        return getattr(result, k, default) if r is None else r.get(k, default)
+
     run_figures = {
         key: get(key)
         for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine")

@@ -66,7 +66,7 @@ def max_upload_bytes() -> int:
 
 
 def uploads_root() -> Path:
-    from knowledge.db import data_home
+    from knowledge.paths import data_home
 
     return data_home() / "uploads"
 

@@ -84,7 +84,8 @@ def load_executor(dotted: str | None = None) -> Callable[..., dict[str, Any]]:
     module, _, name = dotted.partition(":")
     if not name:
         raise ValueError(f"job executor {dotted!r} must look like 'package.module:function'")
-    return getattr(importlib.import_module(module), name)
+    executor: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), name)
+    return executor
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def worker_state(home: Path | None = None) -> dict[str, Any]:
     """What ``worker.json`` says (pid, started, last loop) plus whether the lock is held now."""
     path = (home or data_home()) / STATE_NAME
     try:
-        state = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         state = {}
     state["running"] = pool_running(home)
@@ -177,7 +178,7 @@ def ensure_worker(url: str | None = None, idle_exit_s: float = 900.0, home: Path
 @dataclass
 class _Child:
     run_id: int
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     cancel_seen_at: float | None = None
 
 
@@ -278,7 +279,7 @@ class Worker:
             run = queue.claim_next_run(self.worker_id, url=self.url)
             if run is None:
                 break
-            self.children[int(run.id)] = self._spawn(int(run.id))  # type: ignore[arg-type]
+            self.children[run.stored_id] = self._spawn(run.stored_id)
             log.info("job #%s started (%s on %s)", run.id, run.compressor, run.model_name)
         self._write_state()
 
@@ -304,7 +305,8 @@ class Worker:
             return
         # a job still starting up (importing torch) has done nothing worth a graceful stop
         starting = run.stage in (None, "starting") and run.fraction == 0
-        if child.cancel_seen_at is None and not starting:
+        seen_at = child.cancel_seen_at
+        if seen_at is None and not starting:
             child.cancel_seen_at = time.monotonic()
         elif starting or (
             child.cancel_seen_at is not None and time.monotonic() - child.cancel_seen_at > self.cancel_grace_s

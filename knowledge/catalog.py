@@ -173,14 +173,16 @@ def _measured_from_db() -> tuple[Evidence, ...]:
     if not paths.database_exists():  # checked before importing SQLAlchemy: a first run stays fast
         return ()
     try:
-        from knowledge import db, runs
+        from knowledge import db, paths, runs
     except ImportError as exc:  # sqlmodel missing: the catalog still works from the files
         log.warning("measured evidence unavailable (%s)", exc)
         return ()
     try:
         return tuple(runs.measured_evidence())
     except Exception as exc:  # a broken or unreachable database must not take the catalog down
-        log.warning("could not read measured evidence from %s: %s", db.describe_url(db.database_url()), exc)
+        log.warning(
+            "could not read measured evidence from %s: %s", db.describe_url(paths.database_url()), exc
+        )
         return ()
 
 

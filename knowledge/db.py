@@ -21,8 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, create_engine, delete, select
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, SQLModel, col, create_engine, delete, select
 
 from knowledge import tables
 from knowledge.loader import DATA_DIR, KnowledgeData, load_all
@@ -54,7 +56,7 @@ def describe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the app read while a worker process writes progress; foreign keys for run -> evidence
     cur.execute("PRAGMA journal_mode=WAL")
@@ -110,10 +112,8 @@ def init_db(url: str | None = None) -> Engine:
     if key in _initialized:  # queue functions call this on every use; check the schema once per process
         return engine
     wanted = [
-        tables.MethodRow.__table__,  # type: ignore[attr-defined]
-        tables.CompressionRun.__table__,  # type: ignore[attr-defined]
-        tables.EvidenceRow.__table__,  # type: ignore[attr-defined]
-        tables.SavedRecommendation.__table__,  # type: ignore[attr-defined]
+        SQLModel.metadata.tables[t.__tablename__]
+        for t in (tables.MethodRow, tables.CompressionRun, tables.EvidenceRow, tables.SavedRecommendation)
     ]
     for attempt in range(3):
         try:
@@ -234,7 +234,7 @@ def _sync(url: str | None, data: KnowledgeData) -> SyncReport:
         for row in stale:
             log.info("method %r is no longer in the data files; removing it from the database", row.id)
             s.delete(row)
-        s.exec(delete(EvidenceRow).where(EvidenceRow.origin == EvidenceOrigin.DATA_FILE.value))  # type: ignore[call-overload]
+        s.exec(delete(EvidenceRow).where(col(EvidenceRow.origin) == EvidenceOrigin.DATA_FILE.value))
         for ev in data.evidence:
             s.add(
                 EvidenceRow(

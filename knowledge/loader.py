@@ -29,10 +29,11 @@ import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from knowledge.schema import (
     EngineInfo,
@@ -41,8 +42,11 @@ from knowledge.schema import (
     Hardware,
     HardwareInfo,
     Method,
+    Metric,
     ServingEngine,
 )
+
+ItemT = TypeVar("ItemT", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +127,20 @@ def display_path(path: Path) -> str:
 # YAML reading: duplicate keys are errors, and every node keeps its line for error messages
 
 
-class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+if TYPE_CHECKING:
+    # CSafeLoader has SafeLoader's API (libyaml parser, same constructor and resolver); the stubs
+    # describe SafeLoader in full, so the checker sees that one.
+    _SafeLoader = yaml.SafeLoader
+else:
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
     """Safe loader (libyaml's C parser when installed: 4x faster) that refuses a key given twice in one
     mapping, where PyYAML would silently keep the last one."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
@@ -170,17 +182,20 @@ def _parse_yaml(path: Path, shown: str) -> tuple[Any, yaml.Node | None]:
 
 def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for k, v in pairs:
             if k.value == str(key):
                 return v
     elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-        return node.value[key]
+        items: list[yaml.Node] = node.value
+        return items[key]
     return None
 
 
 def _key_node(node: yaml.Node | None, key: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
-        for k, _ in node.value:
+        pairs: list[tuple[yaml.Node, yaml.Node]] = node.value
+        for k, _ in pairs:
             if k.value == str(key):
                 return k
     return None
@@ -236,7 +251,7 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | N
     return current
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
+def _describe(err: ErrorDetails, model: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
     """(location, message) for one pydantic error, phrased for a person editing the file."""
     loc = tuple(err.get("loc", ()))
     kind = err.get("type", "")
@@ -274,10 +289,11 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[tuple[Any, .
 
 
 @dataclass
-class Entry:
-    """One validated entry and where it came from (for cross-file error messages)."""
+class Entry(Generic[ItemT]):
+    """One validated entry and where it came from (for cross-file error messages). Generic over the
+    entry's model so the cross-file checks read ``Method`` or ``Evidence`` fields with their types."""
 
-    item: BaseModel
+    item: ItemT
     file: str
     index: int  # 1-based
     node: yaml.Node | None
@@ -303,11 +319,43 @@ class Entry:
 
 
 @dataclass
+class Entries:
+    """The entries of one or more files, one typed list per kind (the keys of :data:`KINDS`)."""
+
+    methods: list[Entry[Method]] = field(default_factory=list)
+    evidence: list[Entry[Evidence]] = field(default_factory=list)
+    hardware: list[Entry[HardwareInfo]] = field(default_factory=list)
+    formats: list[Entry[FormatInfo]] = field(default_factory=list)
+    engines: list[Entry[EngineInfo]] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        sizes = {
+            "methods": len(self.methods),
+            "evidence": len(self.evidence),
+            "hardware": len(self.hardware),
+            "formats": len(self.formats),
+            "engines": len(self.engines),
+        }
+        return sizes[kind]
+
+    @classmethod
+    def union(cls, parsed: Iterable[ParsedFile]) -> Entries:
+        out = cls()
+        for p in parsed:
+            out.methods += p.entries.methods
+            out.evidence += p.entries.evidence
+            out.hardware += p.entries.hardware
+            out.formats += p.entries.formats
+            out.engines += p.entries.engines
+        return out
+
+
+@dataclass
 class ParsedFile:
     path: Path
     shown: str
     kinds: frozenset[str]
-    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    entries: Entries = field(default_factory=Entries)
 
 
 def _entry_id(raw: Any) -> tuple[str, str | None]:
@@ -365,8 +413,9 @@ def parse_file(path: Path | str, expected: Iterable[str] | None = None) -> Parse
         )
     parsed = ParsedFile(path=path, shown=shown, kinds=keys)
     problems: list[Problem] = []
-    for key in sorted(keys):
-        model = KINDS[key]
+
+    def entries_of(key: str, model: type[ItemT]) -> list[Entry[ItemT]]:
+        """The valid entries under ``key``; the invalid ones go to ``problems``."""
         items = data[key]
         list_node = _child(root, key)
         if items is None:
@@ -380,8 +429,8 @@ def parse_file(path: Path | str, expected: Iterable[str] | None = None) -> Parse
                     line=_line_of(root, [key]),
                 )
             )
-            continue
-        entries: list[Entry] = []
+            return []
+        entries: list[Entry[ItemT]] = []
         for i, raw in enumerate(items):
             node = _child(list_node, i)
             try:
@@ -403,7 +452,20 @@ def parse_file(path: Path | str, expected: Iterable[str] | None = None) -> Parse
                     )
                 continue
             entries.append(Entry(item=item, file=shown, index=i + 1, node=node))
-        parsed.entries[key] = entries
+        return entries
+
+    # one branch per kind (in sorted key order, as the problems are reported) so each list keeps its type
+    for key in sorted(keys):
+        if key == "engines":
+            parsed.entries.engines = entries_of(key, EngineInfo)
+        elif key == "evidence":
+            parsed.entries.evidence = entries_of(key, Evidence)
+        elif key == "formats":
+            parsed.entries.formats = entries_of(key, FormatInfo)
+        elif key == "hardware":
+            parsed.entries.hardware = entries_of(key, HardwareInfo)
+        elif key == "methods":
+            parsed.entries.methods = entries_of(key, Method)
     if problems:
         raise DataFileError(problems)
     return parsed
@@ -468,11 +530,7 @@ def _parse_many(paths: Iterable[tuple[Path, Iterable[str]]]) -> tuple[list[Parse
 
 
 def _cross_check(
-    methods: list[Entry],
-    evidence: list[Entry],
-    hardware: list[Entry],
-    formats: list[Entry],
-    engines: list[Entry],
+    entries: Entries,
     *,
     reference_only: frozenset[str] = frozenset(),
     warnings: list[Problem] | None = None,
@@ -483,13 +541,15 @@ def _cross_check(
     reported (used when validating a single user file). Output formats are free text in the method
     files, so a format that formats.yaml does not know is a warning, not an error."""
     problems: list[Problem] = []
+    methods, evidence, hardware = entries.methods, entries.evidence, entries.hardware
+    formats, engines = entries.formats, entries.engines
 
-    def report(entry: Entry, problem: Problem) -> None:
+    def report(entry: Entry[ItemT], problem: Problem) -> None:
         if entry.file not in reference_only:
             problems.append(problem)
 
-    def check_unique(entries: list[Entry], what: str) -> dict[str, Entry]:
-        first: dict[str, Entry] = {}
+    def check_unique(entries: list[Entry[ItemT]], what: str) -> dict[str, Entry[ItemT]]:
+        first: dict[str, Entry[ItemT]] = {}
         for e in entries:
             ident = e.ident
             if ident is None:
@@ -515,7 +575,7 @@ def _cross_check(
     eng_by_id = check_unique(engines, "engine")
 
     for e in methods:
-        m: Method = e.item  # type: ignore[assignment]
+        m = e.item
         for key in ("composes_with", "excludes"):
             for i, ref in enumerate(getattr(m, key)):
                 if ref not in by_id:
@@ -527,7 +587,7 @@ def _cross_check(
                     )
         if formats and warnings is not None:
             for i, out in enumerate(m.formats):
-                fmt = resolve_format(out.format, (f.item for f in fmt_by_id.values()))  # type: ignore[misc]
+                fmt = resolve_format(out.format, (f.item for f in fmt_by_id.values()))
                 if fmt is None:
                     if e.file not in reference_only:
                         warnings.append(
@@ -541,36 +601,36 @@ def _cross_check(
                     continue
                 for j, eng in enumerate(out.engines):
                     info = eng_by_id.get(str(eng))
-                    if info is not None and fmt.id not in info.item.loads:  # type: ignore[attr-defined]
+                    if info is not None and fmt.id not in info.item.loads:
                         if e.file not in reference_only:
                             warnings.append(
                                 e.problem(
                                     f"formats[{i}].engines[{j}]",
                                     f"engine {str(eng)!r} does not load format {fmt.id!r} according to formats.yaml "
-                                    f"(it loads: {', '.join(info.item.loads)})",  # type: ignore[attr-defined]
+                                    f"(it loads: {', '.join(info.item.loads)})",
                                     ["formats", i, "engines", j],
                                 )
                             )
-    for e in evidence:
-        ev: Evidence = e.item  # type: ignore[assignment]
+    for ev_entry in evidence:
+        ev = ev_entry.item
         if ev.method not in by_id:
             report(
-                e,
-                e.problem(
+                ev_entry,
+                ev_entry.problem(
                     "method",
                     f"evidence for unknown method {ev.method!r}{_suggest(ev.method, by_id)}",
                     ["method"],
                 ),
             )
-    seen_rows: dict[tuple, Entry] = {}
-    for e in evidence:
-        ev = e.item  # type: ignore[assignment]
-        key = (ev.method, ev.model, ev.setting, ev.metric, ev.dataset)
-        if key in seen_rows:
-            f = seen_rows[key]
+    seen_rows: dict[tuple[str, str, str, Metric, str | None], Entry[Evidence]] = {}
+    for ev_entry in evidence:
+        ev = ev_entry.item
+        row = (ev.method, ev.model, ev.setting, ev.metric, ev.dataset)
+        if row in seen_rows:
+            f = seen_rows[row]
             report(
-                e,
-                e.problem(
+                ev_entry,
+                ev_entry.problem(
                     "setting",
                     f"same method, model, setting, metric and dataset as {f.file} "
                     f"entry #{f.index}; make the setting say what differs",
@@ -578,7 +638,7 @@ def _cross_check(
                 ),
             )
         else:
-            seen_rows[key] = e
+            seen_rows[row] = ev_entry
     if hardware:
         missing = [h.value for h in Hardware if h.value not in hw_by_id]
         if missing:
@@ -601,12 +661,12 @@ def _cross_check(
                     "every value of schema.ServingEngine needs one",
                 )
             )
-        for e in engines:
-            for i, fmt_id in enumerate(e.item.loads):  # type: ignore[attr-defined]
+        for eng_entry in engines:
+            for i, fmt_id in enumerate(eng_entry.item.loads):
                 if fmt_id not in fmt_by_id:
                     report(
-                        e,
-                        e.problem(
+                        eng_entry,
+                        eng_entry.problem(
                             f"loads[{i}]",
                             f"unknown format {fmt_id!r}{_suggest(fmt_id, fmt_by_id)}",
                             ["loads", i],
@@ -626,10 +686,6 @@ def _bundled_paths(data_dir: Path) -> list[tuple[Path, Iterable[str]]]:
     return paths
 
 
-def _collect(parsed: list[ParsedFile], key: str) -> list[Entry]:
-    return [e for p in parsed for e in p.entries.get(key, [])]
-
-
 def load_all(data_dir: Path | str = DATA_DIR) -> KnowledgeData:
     """Load every data file under ``data_dir``, validate each and all of them together.
 
@@ -641,27 +697,20 @@ def load_all(data_dir: Path | str = DATA_DIR) -> KnowledgeData:
     kinds = {k for p in parsed for k in p.kinds}
     if not method_files(data_dir):
         problems.append(Problem(display_path(data_dir / "methods"), "no methods/*.yaml files found"))
-    entries = {k: _collect(parsed, k) for k in KINDS}
+    entries = Entries.union(parsed)
     warnings: list[Problem] = []
-    problems += _cross_check(
-        entries["methods"],
-        entries["evidence"],
-        entries["hardware"],
-        entries["formats"],
-        entries["engines"],
-        warnings=warnings,
-    )
+    problems += _cross_check(entries, warnings=warnings)
     if problems:
         raise DataFileError(problems)
     for w in warnings:
         log.debug("data warning: %s", w)
     log.debug("loaded %d files (%s)", len(parsed), ", ".join(sorted(kinds)))
     return KnowledgeData(
-        methods=tuple(e.item for e in entries["methods"]),  # type: ignore[misc]
-        evidence=tuple(e.item for e in entries["evidence"]),  # type: ignore[misc]
-        hardware=tuple(e.item for e in entries["hardware"]),  # type: ignore[misc]
-        formats=tuple(e.item for e in entries["formats"]),  # type: ignore[misc]
-        engines=tuple(e.item for e in entries["engines"]),  # type: ignore[misc]
+        methods=tuple(e.item for e in entries.methods),
+        evidence=tuple(e.item for e in entries.evidence),
+        hardware=tuple(e.item for e in entries.hardware),
+        formats=tuple(e.item for e in entries.formats),
+        engines=tuple(e.item for e in entries.engines),
         files=tuple(p.shown for p in parsed),
         warnings=tuple(warnings),
     )
@@ -706,23 +755,14 @@ def validate_file(path: Path | str, data_dir: Path | str = DATA_DIR) -> FileRepo
         log.warning("the bundled data has problems too (run `shrinkwise kb validate`): %s", ctx_problems[0])
     reference = frozenset(p.shown for p in context)
     everything = context + [target]
-    entries = {k: _collect(everything, k) for k in KINDS}
     warnings: list[Problem] = []
-    problems = _cross_check(
-        entries["methods"],
-        entries["evidence"],
-        entries["hardware"],
-        entries["formats"],
-        entries["engines"],
-        reference_only=reference,
-        warnings=warnings,
-    )
+    problems = _cross_check(Entries.union(everything), reference_only=reference, warnings=warnings)
     # completeness checks (every Hardware has an entry) name the bundled files too; keep only ours
     problems = [p for p in problems if target.shown in p.file]
     if problems:
         raise DataFileError(problems)
     return FileReport(
         path=target.shown,
-        counts={k: len(v) for k, v in target.entries.items()},
+        counts={k: target.entries.count(k) for k in sorted(target.kinds)},
         warnings=tuple(w for w in warnings if w.file == target.shown),
     )

@@ -23,6 +23,8 @@ from knowledge.ids import MethodId
 class _StrEnum(str, Enum):
     """String enum whose str() is its value, so it prints and serialises as the data file spells it."""
 
+    _value_: str  # tells the type checker what ``.value`` holds
+
     def __str__(self) -> str:
         return self.value
 

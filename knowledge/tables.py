@@ -74,7 +74,7 @@ class MethodRow(SQLModel, table=True):
     family: str = Field(index=True, max_length=40)
     in_paper: bool = Field(default=False, index=True)
     position: int = Field(default=0, description="Order in the data files, so queries can keep it.")
-    data: dict = _json()  # Method.model_dump(mode="json")
+    data: dict[str, Any] = _json()  # Method.model_dump(mode="json")
     updated_at: datetime | None = _ts(default_now=True)
 
 
@@ -96,16 +96,18 @@ class CompressionRun(SQLModel, table=True):
         index=True, max_length=80, description="Knowledge-base method id, e.g. 'magnitude-pruning'."
     )
     compressor: str = Field(max_length=80, description="Bundled compressor id that ran it, e.g. 'magnitude'.")
-    config: dict = _json(default_factory=dict)
-    calibration: dict | None = _json(default=None, nullable=True)  # source of calibration/eval text
+    config: dict[str, Any] = _json(default_factory=dict)
+    calibration: dict[str, Any] | None = _json(default=None, nullable=True)  # source of calibration/eval text
     owner: str | None = Field(default=None, index=True, description="Browser session or user that queued it.")
 
     # results
-    before_metrics: dict | None = _json(default=None, nullable=True)
-    after_metrics: dict | None = _json(default=None, nullable=True)
-    artifacts: dict | None = _json(default=None, nullable=True)  # name -> path (checkpoint, export, report)
-    samples: dict | None = _json(default=None, nullable=True)  # greedy generations before/after
-    timings: dict | None = _json(default=None, nullable=True)  # stage -> seconds
+    before_metrics: dict[str, Any] | None = _json(default=None, nullable=True)
+    after_metrics: dict[str, Any] | None = _json(default=None, nullable=True)
+    artifacts: dict[str, Any] | None = _json(
+        default=None, nullable=True
+    )  # name -> path (checkpoint, export, report)
+    samples: dict[str, Any] | None = _json(default=None, nullable=True)  # greedy generations before/after
+    timings: dict[str, Any] | None = _json(default=None, nullable=True)  # stage -> seconds
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     machine: str | None = Field(default=None, description="Where it ran, for 'measured here on ...'.")
 
@@ -121,6 +123,13 @@ class CompressionRun(SQLModel, table=True):
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     attempts: int = Field(default=0)
+
+    @property
+    def stored_id(self) -> int:
+        """The primary key; ``id`` is typed optional only because it is assigned on the first insert."""
+        if self.id is None:
+            raise ValueError("this run has not been stored yet: it has no id")
+        return self.id
 
     @property
     def run_status(self) -> RunStatus:
@@ -149,7 +158,7 @@ class EvidenceRow(SQLModel, table=True):
     measured: bool = Field(default=False, index=True)
     origin: str = Field(default=EvidenceOrigin.DATA_FILE.value, index=True, max_length=12)
     run_id: int | None = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
-    data: dict = _json()  # Evidence.model_dump(mode="json")
+    data: dict[str, Any] = _json()  # Evidence.model_dump(mode="json")
     created_at: datetime | None = _ts(default_now=True)
 
 
@@ -160,5 +169,5 @@ class SavedRecommendation(SQLModel, table=True):
     created_at: datetime | None = _ts(nullable=False, index=True, default_now=True)
     title: str | None = Field(default=None)
     owner: str | None = Field(default=None, index=True)
-    constraints: dict = _json()
-    result: dict = _json()
+    constraints: dict[str, Any] = _json()
+    result: dict[str, Any] = _json()

@@ -18,13 +18,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from knowledge.schema import Evidence, Family, Impact, Method, Phase, _StrEnum
+
+if TYPE_CHECKING:  # the catalog module is imported lazily (the CLI starts faster without it)
+    from knowledge.catalog import Catalog
 
 kb_app = typer.Typer(
     name="kb",
@@ -59,7 +62,7 @@ def _choice(value: str | None, enum: type[_StrEnum], option: str) -> str | None:
     return value
 
 
-def _catalog(include_measured: bool = True):  # type: ignore[no-untyped-def]
+def _catalog(include_measured: bool = True) -> Catalog:
     """The catalog, or exit 1 with the data problems when a data file is invalid."""
     from knowledge.catalog import load_catalog
     from knowledge.loader import DataFileError

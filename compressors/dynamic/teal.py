@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
 
 from compressors.dynamic.sparse_kernel import load_kernel
-from compressors.layers import Conv1D, find_blocks, get_bias, get_weight, linear_layers
+from compressors.layers import find_blocks, get_bias, get_weight, linear_layers, set_attribute
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,40 @@ class TealState:
     original_forward: Any = field(default=None, repr=False)
 
 
+def _state(module: nn.Module) -> TealState | None:
+    """The TEAL state installed on ``module`` (an attribute :func:`install_teal` sets), if any."""
+    st = getattr(module, "_shrinkwise_teal", None)
+    return st if isinstance(st, TealState) else None
+
+
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer inside the decoder blocks by full path (the layers TEAL sparsifies)."""
     path, blocks = find_blocks(model)
     return {f"{path}.{i}.{n}": m for i, b in enumerate(blocks) for n, m in linear_layers(b).items()}
+
+
+@overload
+def calibrate_thresholds(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    sparsity: float,
+    max_samples: int = ...,
+    seed: int = ...,
+    n_batches: int | None = ...,
+    on_batch: Callable[[int], object] | None = ...,
+) -> dict[str, float]: ...
+
+
+@overload
+def calibrate_thresholds(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    sparsity: list[float],
+    max_samples: int = ...,
+    seed: int = ...,
+    n_batches: int | None = ...,
+    on_batch: Callable[[int], object] | None = ...,
+) -> dict[float, dict[str, float]]: ...
 
 
 @torch.no_grad()
@@ -63,8 +93,8 @@ def calibrate_thresholds(
     max_samples: int = 1 << 18,
     seed: int = 0,
     n_batches: int | None = None,
-    on_batch: Any | None = None,
-) -> dict[str, float]:
+    on_batch: Callable[[int], object] | None = None,
+) -> dict[str, float] | dict[float, dict[str, float]]:
     """The ``sparsity``-quantile of |input| of every block linear, from the dense model on ``batches``.
 
     Each layer keeps about ``max_samples`` randomly drawn input magnitudes in all (``max_samples /
@@ -79,8 +109,8 @@ def calibrate_thresholds(
     gen = torch.Generator().manual_seed(seed)
     per_batch = max(1, max_samples // n_batches) if n_batches else max_samples
 
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: tuple) -> None:
+    def make_hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             a = args[0].detach().abs().reshape(-1).float().cpu()
             if a.numel() > per_batch:
                 a = a[torch.randint(0, a.numel(), (per_batch,), generator=gen)]
@@ -113,19 +143,23 @@ def calibrate_thresholds(
 
 
 def _teal_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    st: TealState = self._shrinkwise_teal
+    st = _state(self)
+    if st is None:  # only install_teal binds this forward, right after setting the state
+        raise RuntimeError(f"TEAL forward called on a {type(self).__name__} without TEAL installed")
     keep = x.abs() > st.threshold
     if st.count:
         st.seen += keep.numel()
         st.zeroed += int(keep.numel() - keep.sum())
-    if st.wt is not None and x.numel() == st.wt.shape[0] and x.dtype == torch.float32:
-        kernel = load_kernel()
-        y = kernel.sparse_rows_matvec(x.reshape(-1).contiguous(), st.wt, st.threshold)
+    # wt is only set when the kernel loaded (it is cached), so kernel is not None whenever wt is set
+    kernel = load_kernel() if st.wt is not None else None
+    if kernel is not None and st.wt is not None and x.numel() == st.wt.shape[0] and x.dtype == torch.float32:
+        y: torch.Tensor = kernel.sparse_rows_matvec(x.reshape(-1).contiguous(), st.wt, st.threshold)
         bias = get_bias(self)
         if bias is not None:
             y = y + bias
         return y.view(*x.shape[:-1], -1)
-    return st.original_forward(x * keep)
+    out: torch.Tensor = st.original_forward(x * keep)
+    return out
 
 
 def install_teal(
@@ -163,29 +197,25 @@ def install_teal(
             continue  # exact: the original forward stays
         wt = None
         if use_kernel and get_weight(module).dtype == torch.float32:
-            w = module.weight
-            wt = (
-                w.detach().contiguous()
-                if (bool(Conv1D) and isinstance(module, Conv1D))
-                else w.detach().t().contiguous()
-            )
-        module._shrinkwise_teal = TealState(
-            threshold=t, use_kernel=wt is not None, wt=wt, original_forward=module.forward
-        )
-        module.forward = types.MethodType(_teal_forward, module)
+            # [in, out]: Conv1D stores it so; get_weight gives [out, in] (a transposed view for Conv1D)
+            w = get_weight(module)
+            wt = w.detach().t().contiguous()
+        state = TealState(threshold=t, use_kernel=wt is not None, wt=wt, original_forward=module.forward)
+        set_attribute(module, "_shrinkwise_teal", state)
+        set_attribute(module, "forward", types.MethodType(_teal_forward, module))
     return model
 
 
 def uninstall_teal(model: nn.Module) -> nn.Module:
     for module in block_linears(model).values():
         if hasattr(module, "_shrinkwise_teal"):
-            del module.forward
-            del module._shrinkwise_teal
+            delattr(module, "forward")  # the class's forward shows through again
+            delattr(module, "_shrinkwise_teal")
     return model
 
 
 def installed_states(model: nn.Module) -> dict[str, TealState]:
-    return {n: m._shrinkwise_teal for n, m in block_linears(model).items() if hasattr(m, "_shrinkwise_teal")}
+    return {n: st for n, m in block_linears(model).items() if (st := _state(m)) is not None}
 
 
 def set_counting(model: nn.Module, on: bool) -> None:
@@ -207,7 +237,7 @@ def skipped_flops_fraction(model: nn.Module) -> float:
     for module in block_linears(model).values():
         n_w = get_weight(module).numel()
         total += n_w
-        st = getattr(module, "_shrinkwise_teal", None)
+        st = _state(module)
         if st is not None and st.seen:
             skipped += n_w * st.zeroed / st.seen
     return skipped / total if total else 0.0

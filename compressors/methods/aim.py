@@ -104,7 +104,7 @@ class AIMConfig(CompressorConfig):
 
 
 @register
-class AIM(Compressor):
+class AIM(Compressor[AIMConfig]):
     id = CompressorId("aim")
     implements = (MethodId("aim"),)
     name = "AIM (token merging + pruning)"
@@ -130,8 +130,7 @@ class AIM(Compressor):
             keep=keep, merge=merge, revive=False, protect_first=config.protect_first, method=self.id
         )
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, AIMConfig)
+    def estimate(self, shape: ModelShape, config: AIMConfig) -> CostEstimate:
         keep = stage_schedule(shape.n_layers, config.prune_ratio, config.prune_start, config.stages)
         share = prefill_compute_share(shape.n_layers, keep)
         merged_from = min(config.merge_layer, shape.n_layers) / max(shape.n_layers, 1)
@@ -145,15 +144,13 @@ class AIM(Compressor):
             ),
         )
 
-    def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any] | None = None) -> Any:
-        assert isinstance(config, AIMConfig)
+    def install(self, model: Any, config: AIMConfig, payload: dict[str, Any] | None = None) -> Any:
         plan = self.plan(model.config.num_hidden_layers, config)
         install_token_plan(model, plan)
         manifest.record(model, self.id, config, {"plan": plan.to_dict()})
         return model
 
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
-        assert isinstance(config, AIMConfig)
+    def compress(self, model: Any, tokenizer: Any, config: AIMConfig, ctx: RunContext) -> Any:
         ctx.report("install", 0.0, "installing token merging and pruning (weights untouched)")
         self.install(model, config)
         plan = self.plan(model.config.num_hidden_layers, config)

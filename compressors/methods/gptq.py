@@ -8,6 +8,9 @@ it) and stores every layer packed (:class:`compressors.packed.QuantizedLinear`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     Compressor,
@@ -20,8 +23,8 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import calibration_tokens, sequential_compress
-from compressors.layers import get_weight
+from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.layers import get_weight, set_attribute
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.gptq import gptq_quantize
 from knowledge.ids import MethodId
@@ -78,7 +81,7 @@ class GPTQConfig(CompressorConfig):
 
 
 @register
-class GPTQ(Compressor):
+class GPTQ(Compressor[GPTQConfig]):
     id = CompressorId("gptq")
     implements = (MethodId("gptq"),)
     name = "GPTQ"
@@ -88,14 +91,12 @@ class GPTQ(Compressor):
     config_cls = GPTQConfig
     summary = "Quantizes weights column by column, compensating each rounding error with the inverse Hessian of the layer's inputs."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, GPTQConfig)
+    def estimate(self, shape: ModelShape, config: GPTQConfig) -> CostEstimate:
         return layerwise_estimate(shape, "gptq", group_size=config.group_size, blocksize=config.blocksize)
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, GPTQConfig)
+    def compress(self, model: Any, tokenizer: Any, config: GPTQConfig, ctx: RunContext) -> Any:
 
-        def solve(bi, name, layer, stats):
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = gptq_quantize(
                 get_weight(layer).detach(),
                 stats.value,
@@ -111,7 +112,7 @@ class GPTQ(Compressor):
             new = quantized_module(
                 layer, r.codes, r.scale, r.zero, config.bits, config.group_size, config.sym, r.perm
             )
-            new._solve_info = {"loss": r.loss}
+            set_attribute(new, "_solve_info", {"loss": r.loss})  # read back by sequential_compress
             return new
 
         self.last_report = sequential_compress(

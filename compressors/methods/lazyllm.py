@@ -96,7 +96,7 @@ def prefill_compute_share(n_layers: int, schedule: dict[int, float]) -> float:
 
 
 @register
-class LazyLLM(Compressor):
+class LazyLLM(Compressor[LazyLLMConfig]):
     id = CompressorId("lazyllm")
     implements = (MethodId("lazyllm"),)
     name = "LazyLLM (dynamic token pruning)"
@@ -114,8 +114,7 @@ class LazyLLM(Compressor):
         keep = stage_schedule(n_layers, config.ratio, config.start, config.stages)
         return TokenPlan(keep=keep, revive=config.revive, protect_first=config.protect_first, method=self.id)
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, LazyLLMConfig)
+    def estimate(self, shape: ModelShape, config: LazyLLMConfig) -> CostEstimate:
         share = prefill_compute_share(
             shape.n_layers, stage_schedule(shape.n_layers, config.ratio, config.start, config.stages)
         )
@@ -128,15 +127,13 @@ class LazyLLM(Compressor):
             ),
         )
 
-    def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any] | None = None) -> Any:
-        assert isinstance(config, LazyLLMConfig)
+    def install(self, model: Any, config: LazyLLMConfig, payload: dict[str, Any] | None = None) -> Any:
         plan = self.plan(model.config.num_hidden_layers, config)
         install_token_plan(model, plan)
         manifest.record(model, self.id, config, {"plan": plan.to_dict()})
         return model
 
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
-        assert isinstance(config, LazyLLMConfig)
+    def compress(self, model: Any, tokenizer: Any, config: LazyLLMConfig, ctx: RunContext) -> Any:
         ctx.report("install", 0.0, "installing dynamic token pruning (weights untouched)")
         self.install(model, config)
         plan = self.plan(model.config.num_hidden_layers, config)

@@ -23,7 +23,6 @@ import torch
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CompressorId,
     CostEstimate,
     ModelShape,
@@ -132,7 +131,7 @@ def pruned_shape(shape: ModelShape, config: LLMPrunerConfig) -> ModelShape:
 
 
 @register
-class LLMPruner(Compressor):
+class LLMPruner(Compressor[LLMPrunerConfig]):
     id = CompressorId("llm-pruner")
     implements = (MethodId("llm-pruner"),)
     name = "LLM-Pruner (structural pruning + LoRA recovery)"
@@ -153,8 +152,7 @@ class LLMPruner(Compressor):
         # (the benchmark sets the held-out evaluation text here).
         self.eval_tokens: torch.Tensor | None = None
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, LLMPrunerConfig)
+    def estimate(self, shape: ModelShape, config: LLMPrunerConfig) -> CostEstimate:
         small = pruned_shape(shape, config)
         block_linear = shape.linear_params or shape.n_layers * (
             2 * shape.hidden_size * shape.hidden_size * (1 + max(shape.n_kv_heads, 1) / max(shape.n_heads, 1))
@@ -190,8 +188,7 @@ class LLMPruner(Compressor):
             basis=get_throughput().describe(),
         )
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, LLMPrunerConfig)
+    def compress(self, model: Any, tokenizer: Any, config: LLMPrunerConfig, ctx: RunContext) -> Any:
         blocks = structural.check_supported(model)
         device = torch.device(ctx.device)
         model.to(device)

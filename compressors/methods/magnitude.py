@@ -6,6 +6,7 @@ The data-free baseline of the SparseGPT and Wanda papers; stored as :class:`comp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from compressors.base import (
     Compressor,
@@ -50,7 +51,7 @@ class MagnitudeConfig(PruningConfig):
 
 
 @register
-class Magnitude(Compressor):
+class Magnitude(Compressor[MagnitudeConfig]):
     id = CompressorId("magnitude")
     implements = (MethodId("magnitude-pruning"),)
     name = "Magnitude pruning"
@@ -61,11 +62,10 @@ class Magnitude(Compressor):
     config_cls = MagnitudeConfig
     summary = "Zeroes the smallest weights of each layer; no data, no weight update. The pruning baseline."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: MagnitudeConfig) -> CostEstimate:
         return layerwise_estimate(shape, "magnitude")
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, MagnitudeConfig)
+    def compress(self, model: Any, tokenizer: Any, config: MagnitudeConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm
         _, blocks = find_blocks(model)
         layers = list(iter_block_linears(model))

@@ -8,6 +8,7 @@ compensation: at 3 bits it degrades quickly (GPTQ paper, Table 3: OPT-125M 4-bit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from compressors.base import (
     Compressor,
@@ -47,7 +48,7 @@ class RTNConfig(CompressorConfig):
 
 
 @register
-class RTN(Compressor):
+class RTN(Compressor[RTNConfig]):
     id = CompressorId("rtn")
     implements = (MethodId("rtn"),)
     name = "Round-to-nearest"
@@ -57,12 +58,10 @@ class RTN(Compressor):
     config_cls = RTNConfig
     summary = "Rounds each weight to a uniform low-bit grid per group; no data needed, the baseline for GPTQ."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, RTNConfig)
+    def estimate(self, shape: ModelShape, config: RTNConfig) -> CostEstimate:
         return layerwise_estimate(shape, "rtn", group_size=config.group_size)
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, RTNConfig)
+    def compress(self, model: Any, tokenizer: Any, config: RTNConfig, ctx: RunContext) -> Any:
         path, blocks = find_blocks(model)
         layers = list(iter_block_linears(model))
         for k, (bi, name, layer) in enumerate(layers):

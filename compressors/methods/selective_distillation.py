@@ -25,14 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from compressors.base import (
     CompressionError,
     Compressor,
-    CompressorConfig,
     CompressorId,
     CostEstimate,
     ModelShape,
@@ -44,7 +43,7 @@ from compressors.throughput import get_throughput
 from compressors.training import distill, structural
 from compressors.training import student as student_mod
 from compressors.training.config import TrainingConfig, check_float
-from compressors.training.data import prepare
+from compressors.training.data import BatchSampler, prepare
 from compressors.training.loop import (
     TRAIN_UNCERTAINTY,
     eval_seconds,
@@ -56,6 +55,9 @@ from compressors.training.loop import (
     trainable,
 )
 from knowledge.ids import MethodId
+
+if TYPE_CHECKING:  # transformers is imported lazily (it costs seconds); only its types are needed here
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,13 @@ def n_keep(n_layers: int, drop_ratio: float) -> int:
 class DistillLoss:
     """``loss(batch)`` of a student against a frozen teacher, and the last batch's token weights."""
 
-    def __init__(self, teacher, student, keep: list[int], config: SelectiveDistillationConfig) -> None:
+    def __init__(
+        self,
+        teacher: PreTrainedModel,
+        student: PreTrainedModel,
+        keep: list[int],
+        config: SelectiveDistillationConfig,
+    ) -> None:
         self.teacher, self.student, self.keep, self.c = teacher, student, keep, config
         self.last_weights: torch.Tensor | None = None
         self.last_kl: torch.Tensor | None = None
@@ -177,7 +185,7 @@ class DistillLoss:
 
 
 @register
-class SelectiveDistillation(Compressor):
+class SelectiveDistillation(Compressor[SelectiveDistillationConfig]):
     id = CompressorId("selective-distillation")
     implements = (MethodId("selective-distillation"),)
     name = "Selective-intervention distillation"
@@ -196,8 +204,7 @@ class SelectiveDistillation(Compressor):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, SelectiveDistillationConfig)
+    def estimate(self, shape: ModelShape, config: SelectiveDistillationConfig) -> CostEstimate:
         keep = n_keep(shape.n_layers, config.drop_ratio)
         emb = shape.vocab_size * shape.hidden_size
         block = (shape.n_params - emb) / max(shape.n_layers, 1)
@@ -233,8 +240,9 @@ class SelectiveDistillation(Compressor):
             basis=get_throughput().describe(),
         )
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SelectiveDistillationConfig)
+    def compress(
+        self, model: Any, tokenizer: Any, config: SelectiveDistillationConfig, ctx: RunContext
+    ) -> Any:
         from compressors.layers import find_blocks
 
         device = torch.device(ctx.device)
@@ -294,8 +302,8 @@ class SelectiveDistillation(Compressor):
             for p in student.parameters():
                 p.requires_grad_(False)
             report["distillation"] = tlog.summary()
-            if loss.last_weights is not None:
-                w, kl = loss.last_weights, loss.last_kl
+            w, kl = loss.last_weights, loss.last_kl  # both set by every loss call
+            if w is not None and kl is not None:
                 report["last_batch_kl_share_selected"] = round(
                     float((w * kl).sum() / kl.sum().clamp_min(1e-12)), 4
                 )
@@ -311,7 +319,9 @@ class SelectiveDistillation(Compressor):
         return student
 
     @staticmethod
-    def _prune_mlp(student, sampler, config: SelectiveDistillationConfig, ctx: RunContext) -> None:
+    def _prune_mlp(
+        student: PreTrainedModel, sampler: BatchSampler, config: SelectiveDistillationConfig, ctx: RunContext
+    ) -> None:
         """Width-prune the student's MLP channels by Taylor importance (LLM-Pruner's ranking, heads kept)."""
         try:
             blocks = structural.check_supported(student)

@@ -25,7 +25,6 @@ import torch
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CompressorId,
     CostEstimate,
     ModelShape,
@@ -104,7 +103,7 @@ def _sub_context(ctx: RunContext, calibration: torch.Tensor, lo: float, hi: floa
 
 
 @register
-class SparsePretraining(Compressor):
+class SparsePretraining(Compressor[SparsePretrainingConfig]):
     id = CompressorId("sparse-pretraining")
     implements = (MethodId("sparse-pretraining"),)
     name = "Sparse continued pre-training (Sparse Llama)"
@@ -123,8 +122,7 @@ class SparsePretraining(Compressor):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, SparsePretrainingConfig)
+    def estimate(self, shape: ModelShape, config: SparsePretrainingConfig) -> CostEstimate:
         one = layerwise_estimate(shape, config.one_shot)
         emb = shape.vocab_size * shape.hidden_size
         trained = shape.n_params if config.train_embeddings else shape.n_params - emb
@@ -146,8 +144,7 @@ class SparsePretraining(Compressor):
             basis=one.basis,
         )
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SparsePretrainingConfig)
+    def compress(self, model: Any, tokenizer: Any, config: SparsePretrainingConfig, ctx: RunContext) -> Any:
         device = torch.device(ctx.device)
         model.to(device)
         torch.manual_seed(ctx.seed)

@@ -7,10 +7,12 @@ sequential driver and stores the result as :class:`compressors.packed.SparseLine
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CompressorId,
     CostEstimate,
     ModelShape,
@@ -18,8 +20,8 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import calibration_tokens, sequential_compress
-from compressors.layers import get_weight
+from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.layers import get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
 from compressors.ops.sparsegpt import sparsegpt_prune
@@ -47,7 +49,7 @@ class SparseGPTConfig(PruningConfig):
 
 
 @register
-class SparseGPT(Compressor):
+class SparseGPT(Compressor[SparseGPTConfig]):
     id = CompressorId("sparsegpt")
     implements = (MethodId("sparsegpt"),)
     name = "SparseGPT"
@@ -57,15 +59,13 @@ class SparseGPT(Compressor):
     config_cls = SparseGPTConfig
     summary = "Prunes by second-order saliency and updates the remaining weights to keep each layer's output."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, SparseGPTConfig)
+    def estimate(self, shape: ModelShape, config: SparseGPTConfig) -> CostEstimate:
         return layerwise_estimate(shape, "sparsegpt", blocksize=config.blocksize)
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SparseGPTConfig)
+    def compress(self, model: Any, tokenizer: Any, config: SparseGPTConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm
 
-        def solve(bi, name, layer, stats):
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = sparsegpt_prune(
                 get_weight(layer).detach(),
                 stats.value,
@@ -76,7 +76,7 @@ class SparseGPT(Compressor):
                 blocksize=config.blocksize,
             )
             new = sparse_module(layer, r.weight, config.pattern)
-            new._solve_info = {"loss": r.loss}
+            set_attribute(new, "_solve_info", {"loss": r.loss})  # read back by sequential_compress
             return new
 
         self.last_report = sequential_compress(

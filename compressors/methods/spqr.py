@@ -9,6 +9,9 @@ each layer's info and in ``last_bits_per_param``): ``wbits + 2·qq_bits/beta1 + 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     Compressor,
@@ -21,8 +24,8 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import calibration_tokens, sequential_compress
-from compressors.layers import get_bias, get_weight
+from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.layers import get_bias, get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate
 from compressors.ops.spqr import spqr_quantize
 from compressors.packed_spqr import SpQRLinear
@@ -79,7 +82,7 @@ class SpQRConfig(CompressorConfig):
 
 
 @register
-class SpQR(Compressor):
+class SpQR(Compressor[SpQRConfig]):
     id = CompressorId("spqr")
     implements = (MethodId("spqr"),)
     name = "SpQR"
@@ -89,16 +92,14 @@ class SpQR(Compressor):
     config_cls = SpQRConfig
     summary = "GPTQ with tiny groups whose scales are themselves 3-bit, plus the ~1% most sensitive weights kept in fp16."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, SpQRConfig)
+    def estimate(self, shape: ModelShape, config: SpQRConfig) -> CostEstimate:
         return layerwise_estimate(shape, "spqr", group_size=config.beta1)
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, SpQRConfig)
+    def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
         thr = float("inf") if config.outlier_threshold == 0 else config.outlier_threshold
         totals = {"weights": 0, "outliers": 0}
 
-        def solve(bi, name, layer, stats):
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = spqr_quantize(
                 get_weight(layer).detach(),
                 stats.value,
@@ -113,7 +114,11 @@ class SpQR(Compressor):
             new = SpQRLinear.from_result(r, get_bias(layer))
             totals["weights"] += r.codes.numel()
             totals["outliers"] += new.n_outliers
-            new._solve_info = {"loss": r.loss, "outliers": r.outlier_fraction, "paper_bits": r.bits_per_param}
+            set_attribute(
+                new,
+                "_solve_info",
+                {"loss": r.loss, "outliers": r.outlier_fraction, "paper_bits": r.bits_per_param},
+            )  # read back by sequential_compress
             return new
 
         self.last_report = sequential_compress(

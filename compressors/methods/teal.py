@@ -81,7 +81,7 @@ class TEALConfig(CompressorConfig):
 
 
 @register
-class TEAL(Compressor):
+class TEAL(Compressor[TEALConfig]):
     id = CompressorId("teal")
     implements = (MethodId("teal"),)
     name = "TEAL (training-free activation sparsity)"
@@ -95,8 +95,7 @@ class TEAL(Compressor):
         "skips the weight columns of its small activations. Dynamic at post-training: the paper's gap."
     )
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
-        assert isinstance(config, TEALConfig)
+    def estimate(self, shape: ModelShape, config: TEALConfig) -> CostEstimate:
         seq = 512
         tokens = config.calib_samples * seq
         tp = get_throughput()
@@ -117,8 +116,7 @@ class TEAL(Compressor):
             basis=tp.describe(),
         )
 
-    def install(self, model: Any, config: CompressorConfig, payload: dict[str, Any]) -> Any:
-        assert isinstance(config, TEALConfig)
+    def install(self, model: Any, config: TEALConfig, payload: dict[str, Any]) -> Any:
         thresholds = payload.get("thresholds")
         if thresholds is None:
             raise ConfigError(
@@ -136,12 +134,11 @@ class TEAL(Compressor):
         manifest.record(model, self.id, config, {"thresholds": thresholds})
         return model
 
-    def compress(self, model: Any, tokenizer: Any, config: CompressorConfig, ctx: RunContext) -> Any:
+    def compress(self, model: Any, tokenizer: Any, config: TEALConfig, ctx: RunContext) -> Any:
         import torch
 
         from compressors.calibration import calibration_tokens
 
-        assert isinstance(config, TEALConfig)
         tokens = calibration_tokens(ctx)[: config.calib_samples]
         n = tokens.shape[0]
         ctx.report("calibrate", 0.0, f"activation magnitudes on {n}×{tokens.shape[1]} tokens")

@@ -7,17 +7,19 @@ already-pruned blocks before it, as in the authors' code); no weight update.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     Compressor,
-    CompressorConfig,
     CompressorId,
     CostEstimate,
     ModelShape,
     RunContext,
     register,
 )
-from compressors.calibration import calibration_tokens, sequential_compress
+from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
@@ -36,7 +38,7 @@ class WandaConfig(PruningConfig):
 
 
 @register
-class Wanda(Compressor):
+class Wanda(Compressor[WandaConfig]):
     id = CompressorId("wanda")
     implements = (MethodId("wanda"),)
     name = "Wanda"
@@ -46,14 +48,13 @@ class Wanda(Compressor):
     config_cls = WandaConfig
     summary = "Prunes the weights with the smallest |W|·‖X‖ in each output row; one calibration pass, no weight update."
 
-    def estimate(self, shape: ModelShape, config: CompressorConfig) -> CostEstimate:
+    def estimate(self, shape: ModelShape, config: WandaConfig) -> CostEstimate:
         return layerwise_estimate(shape, "wanda")
 
-    def compress(self, model, tokenizer, config: CompressorConfig, ctx: RunContext):
-        assert isinstance(config, WandaConfig)
+    def compress(self, model: Any, tokenizer: Any, config: WandaConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm
 
-        def solve(bi, name, layer, stats):
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             w = get_weight(layer).detach().float()
             mask = wanda_mask(w, stats.value, sparsity, n, m)
             return sparse_module(layer, w.masked_fill(mask, 0), config.pattern)

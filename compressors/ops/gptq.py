@@ -54,7 +54,9 @@ class QuantResult:
     loss: float
 
 
-def _static_group_params(W: torch.Tensor, bits: int, group_size: int, sym: bool, mse: bool):
+def _static_group_params(
+    W: torch.Tensor, bits: int, group_size: int, sym: bool, mse: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     cols = W.shape[1]
     out = []
     for g in range(n_groups_for(cols, group_size)):
@@ -116,7 +118,8 @@ def gptq_quantize(
         scale, zero = scale[:, None], zero[:, None]
         scales[:, 0:1], zeros[:, 0:1] = scale, zero
     else:
-        scale = zero = None  # set at the first group boundary
+        # replaced at the first group boundary, which column 0 is
+        scale = zero = torch.empty(0, device=W.device)
     if static is not None:
         for g, (s, z) in enumerate(static):
             scales[:, g], zeros[:, g] = s, z
@@ -136,7 +139,7 @@ def gptq_quantize(
             d = Hinv1[i, i]
             if gs != -1:
                 if static is not None:
-                    orig = perm[col].item() if perm is not None else col
+                    orig = int(perm[col].item()) if perm is not None else col
                     s, z = static[orig // gs]
                     scale, zero = s[:, None], z[:, None]
                 elif col % gs == 0:
@@ -153,7 +156,7 @@ def gptq_quantize(
             err1 = (w - wq) / d
             W1[:, i:] -= err1.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
             Err1[:, i] = err1
-            if col_scale is not None:
+            if col_scale is not None and col_zero is not None:
                 col_scale[:, col], col_zero[:, col] = scale.squeeze(1), zero.squeeze(1)
 
         Q[:, i1:i2] = Q1
@@ -161,7 +164,7 @@ def gptq_quantize(
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     codes = Q.to(torch.uint8)
-    if col_scale is not None:
+    if col_scale is not None and col_zero is not None:
         deq = dequantize(Q, col_scale, col_zero)
     else:
         gsz = cols if gs == -1 else gs

@@ -71,6 +71,7 @@ def inverse_cholesky_upper(H: torch.Tensor) -> torch.Tensor:
         L, info = torch.linalg.cholesky_ex(Hd)
         if info.item() == 0:
             Hinv = torch.cholesky_inverse(L)
+            U: torch.Tensor
             U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
             if info2.item() == 0:
                 return U

@@ -170,7 +170,8 @@ def spqr_quantize(
     Wq = torch.zeros(rows, cols)  # reconstruction in processing order, outliers included
     outlier_mask = torch.zeros(rows, cols, dtype=torch.bool)
     Losses = torch.zeros(rows)
-    scale = zero = None
+    # replaced at the first group boundary, which column 0 is
+    scale = zero = torch.empty(0, device=W.device)
 
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)

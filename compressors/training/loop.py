@@ -138,7 +138,8 @@ def train(
 
 def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of ``model`` on ``batch`` ``[b, seq]``."""
-    return model(input_ids=batch, labels=batch, use_cache=False).loss
+    loss: torch.Tensor = model(input_ids=batch, labels=batch, use_cache=False).loss
+    return loss
 
 
 @torch.no_grad()

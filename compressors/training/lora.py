@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 from torch import nn
 
 from compressors.base import CompressionError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 def add_lora(
     model: nn.Module, rank: int, alpha: float, targets: Sequence[str] = DEFAULT_TARGETS, dropout: float = 0.0
-) -> nn.Module:
+) -> PeftModel:
     """Wrap ``model`` with LoRA adapters on the linear layers named ``targets`` (suffix match); returns the
     ``peft`` model whose only trainable parameters are the adapters."""
     try:
@@ -38,7 +42,14 @@ def add_lora(
             f"its linear layers are named {sorted(present)}"
         )
     cfg = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=use, bias="none", task_type="CAUSAL_LM"
+        r=rank,
+        # peft annotates lora_alpha as int but only divides by it (scale = alpha / r): fractional
+        # values work and the config allows them, so the annotation is the boundary crossed here
+        lora_alpha=cast(int, alpha),
+        lora_dropout=dropout,
+        target_modules=use,
+        bias="none",
+        task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, cfg)
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -46,9 +57,9 @@ def add_lora(
     return peft_model
 
 
-def merge_lora(peft_model: nn.Module) -> nn.Module:
+def merge_lora(peft_model: PeftModel) -> nn.Module:
     """Fold the adapters into the base weights and return the plain transformers model."""
-    model = peft_model.merge_and_unload()
+    model: nn.Module = peft_model.merge_and_unload()  # forwarded to the LoRA tuner, hence untyped
     for p in model.parameters():
         p.requires_grad_(False)
     return model

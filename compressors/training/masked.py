@@ -80,9 +80,10 @@ def pack(
     """Put every trained layer back as ``SparseLinear`` (the mask applied once more)."""
     for name, lin in layers.items():
         w = (lin.weight * masks[name].to(lin.weight.device)).float().cpu()
+        b = get_bias(lin)
         sparse = SparseLinear.from_dense(
             w,
-            bias=get_bias(lin).detach().cpu() if get_bias(lin) is not None else None,
+            bias=b.detach().cpu() if b is not None else None,
             pattern=patterns[name],
         )
         set_module(model, name, sparse.to(lin.weight.device))

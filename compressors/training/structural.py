@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from compressors.base import CompressionError, RunContext
 from compressors.layers import find_blocks
+
+if TYPE_CHECKING:  # transformers is imported lazily (it costs seconds); only its types are needed here
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class AttentionShape:
         return self.n_heads // self.n_kv_heads
 
 
-def attention_shape(model: nn.Module) -> AttentionShape:
+def attention_shape(model: PreTrainedModel) -> AttentionShape:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     h = int(cfg.num_attention_heads)
     k = int(getattr(cfg, "num_key_value_heads", None) or h)
@@ -69,7 +72,7 @@ def attention_shape(model: nn.Module) -> AttentionShape:
     return AttentionShape(h, k, d)
 
 
-def check_supported(model: nn.Module) -> list[nn.Module]:
+def check_supported(model: PreTrainedModel) -> list[nn.Module]:
     """The decoder blocks, after checking each has the coupled projections this pruner understands."""
     mtype = getattr(model.config, "model_type", type(model).__name__)
     try:
@@ -90,7 +93,10 @@ def check_supported(model: nn.Module) -> list[nn.Module]:
 
 
 def taylor_importance(
-    model: nn.Module, batches: list[torch.Tensor], ctx: RunContext, fraction: tuple[float, float] = (0.0, 1.0)
+    model: PreTrainedModel,
+    batches: list[torch.Tensor],
+    ctx: RunContext,
+    fraction: tuple[float, float] = (0.0, 1.0),
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``|w · g|`` for every coupled projection of every block, ``g`` the loss gradient summed over batches.
 
@@ -264,32 +270,39 @@ def slice_linear(
 
 
 @torch.no_grad()
-def apply_plan(model: nn.Module, p: PrunePlan) -> None:
+def apply_plan(model: PreTrainedModel, p: PrunePlan) -> None:
     """Slice every block's projections to the plan and write the new widths into the config."""
     blocks = check_supported(model)
     a = attention_shape(model)
     for b, block in enumerate(blocks):
-        attn, mlp = block.self_attn, block.mlp
+        attn, mlp = block.get_submodule("self_attn"), block.get_submodule("mlp")
         q_rows = _expand(p.heads[b], a.head_dim)
         kv_rows = _expand(p.kv_heads[b], a.head_dim)
-        attn.q_proj = slice_linear(attn.q_proj, rows=q_rows)
-        attn.k_proj = slice_linear(attn.k_proj, rows=kv_rows)
-        attn.v_proj = slice_linear(attn.v_proj, rows=kv_rows)
-        attn.o_proj = slice_linear(attn.o_proj, cols=q_rows)
-        attn.num_key_value_groups = p.n_heads // p.n_kv_heads
-        for name, value in (
-            ("num_heads", p.n_heads),
-            ("num_attention_heads", p.n_heads),
-            ("num_key_value_heads", p.n_kv_heads),
-        ):
-            if hasattr(attn, name):
-                setattr(attn, name, value)
         ch = p.channels[b]
-        mlp.gate_proj = slice_linear(mlp.gate_proj, rows=ch)
-        mlp.up_proj = slice_linear(mlp.up_proj, rows=ch)
-        mlp.down_proj = slice_linear(mlp.down_proj, cols=ch)
-        if hasattr(mlp, "intermediate_size"):
-            mlp.intermediate_size = p.intermediate_size
+        # (module, projection, kept rows, kept columns); check_supported found each to be an nn.Linear
+        slices: tuple[tuple[nn.Module, str, torch.Tensor | None, torch.Tensor | None], ...] = (
+            (attn, "q_proj", q_rows, None),
+            (attn, "k_proj", kv_rows, None),
+            (attn, "v_proj", kv_rows, None),
+            (attn, "o_proj", None, q_rows),
+            (mlp, "gate_proj", ch, None),
+            (mlp, "up_proj", ch, None),
+            (mlp, "down_proj", None, ch),
+        )
+        for part, name, rows, cols in slices:
+            setattr(part, name, slice_linear(getattr(part, name), rows=rows, cols=cols))
+        # plain int attributes the modules read in forward (setattr: Module.__setattr__ is typed for
+        # tensors and submodules only); the first is always written, the others where the module has them
+        sizes = (
+            (attn, "num_key_value_groups", p.n_heads // p.n_kv_heads, True),
+            (attn, "num_heads", p.n_heads, False),
+            (attn, "num_attention_heads", p.n_heads, False),
+            (attn, "num_key_value_heads", p.n_kv_heads, False),
+            (mlp, "intermediate_size", p.intermediate_size, False),
+        )
+        for part, name, value, always in sizes:
+            if always or hasattr(part, name):
+                setattr(part, name, value)
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     cfg.head_dim = a.head_dim  # no longer hidden_size // num_attention_heads: must be written explicitly
     cfg.num_attention_heads = p.n_heads

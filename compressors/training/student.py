@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from compressors.base import CompressionError
-from compressors.layers import find_blocks
+from compressors.layers import find_blocks, set_attribute
+
+if TYPE_CHECKING:  # transformers is imported lazily (it costs seconds); only its types are needed here
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def choose_layers(n_layers: int, n_keep: int, rule: str = "uniform") -> list[int
     raise CompressionError(f"layer rule {rule!r} is not known; choose one of {RULES}")
 
 
-def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
+def drop_layers(model: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
     """A deep copy of ``model`` holding only the blocks ``keep`` (the teacher is not modified)."""
     student = copy.deepcopy(model)
     path, blocks = find_blocks(student)
@@ -57,8 +61,8 @@ def drop_layers(model: nn.Module, keep: list[int]) -> nn.Module:
     setattr(parent, name, kept)
     for new_i, block in enumerate(kept):
         for m in block.modules():
-            if hasattr(m, "layer_idx") and isinstance(m.layer_idx, int):
-                m.layer_idx = new_i
+            if isinstance(getattr(m, "layer_idx", None), int):
+                set_attribute(m, "layer_idx", new_i)
     cfg = student.config.get_text_config() if hasattr(student.config, "get_text_config") else student.config
     old_types = getattr(cfg, "layer_types", None)
     cfg.num_hidden_layers = len(keep)
