@@ -20,7 +20,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NewType, TypeVar
 
-from compressors.progress import Cancelled, ProgressSink, Reporter
+# Cancelled lives with the progress reporter (which raises it); re-exported here, where callers look
+from compressors.progress import Cancelled as Cancelled
+from compressors.progress import ProgressSink, Reporter
 from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)

@@ -211,7 +211,8 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
             from compressors.storage import read_packed_config
 
             return read_packed_config(path)
-        return AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+        return config
     except ModelLoadError:
         raise
     except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:

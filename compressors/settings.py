@@ -54,9 +54,9 @@ def config_from_assignments(
 
     Raises :class:`compressors.base.ConfigError` naming the key or value and the compressor's settings.
     """
-    from compressors.base import ConfigError, get_compressor
+    from compressors.base import CompressorId, ConfigError, get_compressor
 
-    fields = {f["name"]: f for f in get_compressor(compressor_id).config_cls.describe()}
+    fields = {f["name"]: f for f in get_compressor(CompressorId(compressor_id)).config_cls.describe()}
     cfg: dict[str, Any] = {}
     for key, value in (shortcuts or {}).items():
         if value is None:

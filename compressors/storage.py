@@ -166,20 +166,23 @@ def _mark_config_packed(config_json: Path) -> None:
     config_json.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def read_packed_config(folder: str | Path) -> Any:
+def read_packed_config(folder: str | Path) -> PretrainedConfig:
     """The transformers config of a packed checkpoint folder (restoring the model type saved aside)."""
     from transformers import AutoConfig
 
     cfg = json.loads((Path(folder) / "config.json").read_text())
     marker = cfg.pop("shrinkwise_packed", None)
+    config: PretrainedConfig  # AutoConfig's constructors are typed as returning Any
     if cfg.get("model_type") != PACKED_MODEL_TYPE:  # written before the marker existed, or a dense save
-        return AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
+        return config
     if not isinstance(marker, dict) or not isinstance(marker.get("model_type"), str):
         raise CheckpointError(
             f"{folder}: config.json says {PACKED_MODEL_TYPE} but lacks the original model type"
         )
     cfg.pop("model_type")
-    return AutoConfig.for_model(marker["model_type"], **cfg)
+    config = AutoConfig.for_model(marker["model_type"], **cfg)
+    return config
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def start_tokens(tokenizer) -> list[int]:
+def start_tokens(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The ids the tokenizer itself puts before any text: the BOS of Llama-3, Gemma, Mistral, or nothing.
 
     Every calibration and evaluation window starts with them, as the model's own inputs do in use: a

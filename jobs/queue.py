@@ -132,7 +132,7 @@ def claim_next_run(worker_id: str, url: str | None = None) -> CompressionRun | N
             if candidate is None:
                 return None
             now = utcnow()
-            result = s.exec(  # type: ignore[call-overload]
+            result = s.exec(
                 update(CompressionRun)
                 .where(
                     col(CompressionRun.id) == candidate, col(CompressionRun.status) == RunStatus.QUEUED.value
@@ -353,7 +353,7 @@ def recover_interrupted(
             run.status, run.finished_at, run.stage = RunStatus.FAILED.value, now, "failed"
             run.error = reason
             s.add(run)
-            failed.append(int(run.id))  # type: ignore[arg-type]
+            failed.append(run.stored_id)
     if failed:
         log.warning("jobs %s were running when their worker stopped; marked failed", failed)
     return failed

@@ -13,6 +13,7 @@ Page files and URL parameters (a link from another page opens a pre-filled form)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -230,7 +231,8 @@ def active_jobs(exclude: int | None = None) -> list[JobInfo]:
 
 
 #: (label, metrics key, formatter, lower is better?)
-COMPARISON = [
+# (label, metric key, how to show a value, lower is better)
+COMPARISON: list[tuple[str, str, Callable[[Any], str], bool]] = [
     ("Perplexity (held-out)", "perplexity", lambda v: f"{v:.3f}", True),
     ("Size on disk", "size_bytes", fmt_bytes, True),
     ("Bits per weight, compressed layers", "bits_per_weight", lambda v: f"{v:.3f}", True),

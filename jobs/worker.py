@@ -44,7 +44,8 @@ from typing import Any
 from compressors.progress import Reporter
 from jobs import queue
 from jobs.queue import RESTART_REASON
-from knowledge.db import ENV_URL, data_home, dispose_engines, init_db
+from knowledge.db import dispose_engines, init_db
+from knowledge.paths import ENV_URL, data_home
 from knowledge.tables import RunStatus
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from knowledge.db import init_db, session
+from knowledge.ids import MethodId
 from knowledge.metrics import RunMetrics
 from knowledge.schema import Evidence, Source, SourceTag
 from knowledge.tables import CompressionRun, EvidenceOrigin, EvidenceRow, RunStatus
@@ -69,7 +70,7 @@ def evidence_from_run(run: CompressionRun) -> list[Evidence]:
         setting = _setting_text(run) + (f"; {what}" if what else "")
         rows.append(
             Evidence(
-                method=run.method,
+                method=MethodId(run.method),
                 model=run.model_name,
                 setting=setting,
                 metric=metric,

@@ -165,7 +165,7 @@ class SparsePretraining(Compressor[SparsePretrainingConfig]):
         }
         report["ppl_dense"] = perplexity(model, measure, config.batch_size)
 
-        pruner = get_compressor(config.one_shot)
+        pruner = get_compressor(CompressorId(config.one_shot))
         pruner.compress(
             model,
             tokenizer,
