@@ -204,6 +204,14 @@ class Compressor(ABC, Generic[ConfigT]):
     config_cls: type[ConfigT]
     summary: ClassVar[str] = ""
 
+    def check_model(self, model_type: str) -> None:
+        """Raise :class:`CompressionError` when this compressor cannot run a ``model_type`` at all.
+
+        Called from the config alone, before any weight is loaded (the Compress page's pre-run check and
+        the first step of a run), so an unsupported architecture is refused at once instead of after
+        loading and measuring the original. Default: every architecture the layer discovery handles.
+        """
+
     @abstractmethod
     def estimate(self, shape: ModelShape, config: ConfigT) -> CostEstimate:
         """Peak memory and wall time on this kind of machine, from the model's shape alone."""

@@ -253,6 +253,7 @@ def compress_and_measure(
     check_pairing(method, compressor_id)
     cfg = compressor.config_cls.from_dict(dict(config or {}))
     info: ModelInfo = inspect_checkpoint(model_ref)
+    compressor.check_model(info.model_type)  # before loading: an unsupported architecture fails at once
     estimate: CostEstimate | None = None
     try:
         estimate = compressor.estimate(info.shape, cfg) if info.shape else None

@@ -54,6 +54,12 @@ class CostCheck:
         )
 
 
+def check_compatible(compressor_id: CompressorId, info: Any) -> None:
+    """Raise ``CompressionError`` when the compressor cannot run this architecture at all (e.g. token
+    pruning on a model type it does not support), from the config alone, so Run is never offered."""
+    get_compressor(compressor_id).check_model(info.model_type)
+
+
 def estimate_cost(compressor_id: CompressorId, info: Any, config: dict[str, Any]) -> CostCheck:
     """The compressor's estimate for this model and settings (``ConfigError`` for rejected settings)."""
     from compressors.models import available_memory_bytes

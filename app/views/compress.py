@@ -250,7 +250,15 @@ except CompressionError as exc:
     st.error(f"These settings are not accepted: {exc}")
     problems.append("settings rejected")
     config = None
-if config is not None and info is not None:
+compatible = True
+if info is not None:
+    try:
+        preflight.check_compatible(cid, info)
+    except CompressionError as exc:
+        st.error(f"{comp_cls.name} cannot run on this model: {exc}")
+        problems.append("architecture not supported")
+        compatible = False
+if config is not None and info is not None and compatible:
     try:
         cost = preflight.estimate_cost(cid, info, config)
     except CompressionError as exc:

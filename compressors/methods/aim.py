@@ -44,7 +44,7 @@ from compressors.base import (
     register,
 )
 from compressors.dynamic import manifest
-from compressors.dynamic.tokens import TokenPlan, install_token_plan
+from compressors.dynamic.tokens import TokenPlan, check_model_type, install_token_plan
 from compressors.methods.lazyllm import prefill_compute_share, stage_schedule
 from knowledge.ids import MethodId
 
@@ -129,6 +129,9 @@ class AIM(Compressor[AIMConfig]):
         return TokenPlan(
             keep=keep, merge=merge, revive=False, protect_first=config.protect_first, method=self.id
         )
+
+    def check_model(self, model_type: str) -> None:
+        check_model_type(model_type)
 
     def estimate(self, shape: ModelShape, config: AIMConfig) -> CostEstimate:
         keep = stage_schedule(shape.n_layers, config.prune_ratio, config.prune_start, config.stages)

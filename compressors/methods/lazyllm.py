@@ -30,7 +30,7 @@ from compressors.base import (
     register,
 )
 from compressors.dynamic import manifest
-from compressors.dynamic.tokens import TokenPlan, install_token_plan
+from compressors.dynamic.tokens import TokenPlan, check_model_type, install_token_plan
 from knowledge.ids import MethodId
 
 
@@ -113,6 +113,9 @@ class LazyLLM(Compressor[LazyLLMConfig]):
     def plan(self, n_layers: int, config: LazyLLMConfig) -> TokenPlan:
         keep = stage_schedule(n_layers, config.ratio, config.start, config.stages)
         return TokenPlan(keep=keep, revive=config.revive, protect_first=config.protect_first, method=self.id)
+
+    def check_model(self, model_type: str) -> None:
+        check_model_type(model_type)
 
     def estimate(self, shape: ModelShape, config: LazyLLMConfig) -> CostEstimate:
         share = prefill_compute_share(

@@ -52,6 +52,19 @@ def test_shows_what_the_model_is_before_anything_runs(home, tiny):
     assert queue.list_runs() == []  # looking runs nothing
 
 
+def test_token_pruning_refuses_an_unsupported_architecture_before_anything_runs(home, tmp_path):
+    """LazyLLM/AIM on a model type they do not support: refused from the config, Run disabled (it used
+    to be refused only after loading and measuring the original)."""
+    gpt2 = tiny_checkpoint(tmp_path / "tiny-gpt2", arch="gpt2")
+    for cid in ("lazyllm", "aim"):
+        at = open_page("compress", {"source": "path", "path": str(gpt2), "compressor": cid})
+        assert at.selectbox(key="cmp_method").value == cid
+        assert any("cannot run on this model" in e.value and "gpt2" in e.value for e in at.error)
+        assert run_button(at).disabled is True
+    at = open_page("compress", {"source": "path", "path": str(gpt2), "compressor": "rtn"})
+    assert not at.error and run_button(at).disabled is False
+
+
 def test_url_preselects_method_and_settings(home, tiny):
     at = open_page(
         "compress",

@@ -205,3 +205,19 @@ def test_cli_evaluate_json(tiny_folder):
     assert data["model"]["architecture"] == "LlamaForCausalLM" and data["result"]["eval_tokens"] == 64
     res = CliRunner().invoke(app, ["evaluate", str(tiny_folder / "config.json") + ".missing"])
     assert res.exit_code == 2
+
+
+def test_a_run_refuses_an_unsupported_architecture_before_loading(tmp_path, monkeypatch):
+    """compress_and_measure (the CLI's path) checks the architecture from the config before loading."""
+    import compressors.run as run_mod
+    from compressors.base import CompressionError
+    from tests.jobs.checkpoints import tiny_checkpoint
+
+    gpt2 = tiny_checkpoint(tmp_path / "tiny-gpt2", arch="gpt2")
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the architecture was checked")
+
+    monkeypatch.setattr(run_mod, "load_model", no_load)
+    with pytest.raises(CompressionError, match="not 'gpt2'"):
+        run_mod.compress_and_measure(str(gpt2), "lazyllm", {}, out_dir=tmp_path / "out")
