@@ -15,7 +15,9 @@ Exit codes: 0 fine, 2 a problem the user can fix (the message says what; no trac
 from __future__ import annotations
 
 import json
+import sys
 import threading
+import time
 from pathlib import Path
 
 import typer
@@ -30,6 +32,27 @@ _err = Console(stderr=True, soft_wrap=True)
 def _fail(msg: str, code: int = 2) -> None:
     _err.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
     raise typer.Exit(code)
+
+
+class _PlainProgress:
+    """Progress as plain, flushed lines on stderr for a log file or a pipe (no terminal to redraw).
+
+    A line for every message and every stage change, and otherwise at most one every ``every_s``
+    seconds while the fraction moves, so a long GPTQ run shows it is alive without flooding the log.
+    """
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.last_t = 0.0
+        self.last_stage = ""
+
+    def __call__(self, stage: str, frac: float, msg: str) -> None:
+        now = time.monotonic()
+        if not msg and stage == self.last_stage and now - self.last_t < self.every_s:
+            return
+        self.last_t, self.last_stage = now, stage
+        line = f"{time.strftime('%H:%M:%S')} {100 * frac:5.1f}% [{stage}] {msg}".rstrip()
+        print(line, file=sys.stderr, flush=True)
 
 
 def _pct(x: float | None) -> str:
@@ -117,6 +140,7 @@ def compress(
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
     cancel = threading.Event()
+    plain = _PlainProgress() if not _err.is_terminal else None
     progress = Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -124,14 +148,18 @@ def compress(
         TimeElapsedColumn(),
         console=_err,
         transient=json_out,
-        disable=not _err.is_terminal and json_out,
+        # rich draws nothing useful into a log file or a pipe: there, plain lines (see _PlainProgress)
+        disable=plain is not None,
     )
     try:
         with progress:
             task = progress.add_task("starting", total=1.0)
 
             def on_progress(stage: str, frac: float, msg: str) -> None:
-                progress.update(task, completed=frac, description=stage[:28])
+                if plain is not None:
+                    plain(stage, frac, msg)
+                else:
+                    progress.update(task, completed=frac, description=stage[:28])
 
             result = compress_and_measure(
                 model,

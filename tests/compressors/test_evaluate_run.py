@@ -221,3 +221,23 @@ def test_a_run_refuses_an_unsupported_architecture_before_loading(tmp_path, monk
     monkeypatch.setattr(run_mod, "load_model", no_load)
     with pytest.raises(CompressionError, match="not 'gpt2'"):
         run_mod.compress_and_measure(str(gpt2), "lazyllm", {}, out_dir=tmp_path / "out")
+
+
+def test_cli_progress_goes_to_a_log_file_as_plain_lines(tiny_folder, tmp_path):
+    """With stderr redirected to a file (no terminal), the CLI still reports every stage as it happens;
+    it used to print nothing there until the end (a GPTQ log stayed empty for almost two hours)."""
+    import subprocess
+    import sys
+
+    log_file = tmp_path / "compress.log"
+    cmd = [sys.executable, "-c", "from app.cli.main import main; main()", "compress", str(tiny_folder)]
+    cmd += ["--method", "rtn", "--bits", "4", "--group-size", "32", "--out", str(tmp_path / "o")]
+    cmd += ["--eval-windows", "2", "--eval-seq-len", "32", "--no-export"]
+    with log_file.open("w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, timeout=300)
+    assert proc.returncode == 0, log_file.read_text()
+    lines = log_file.read_text().splitlines()
+    stages = [line.split("[", 1)[1].split("]", 1)[0] for line in lines if "% [" in line]
+    assert stages[0] == "load" and "measure before" in stages and "measure after" in stages
+    assert any(s.startswith("block") for s in stages), "the compressor's own layer progress is shown"
+    assert all("\x1b[" not in line for line in lines), "no terminal escape codes in a log file"
