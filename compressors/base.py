@@ -113,6 +113,21 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How much calibration text a run feeds the compressor: ``samples`` windows of ``seq_len`` tokens.
+
+    Estimates take it because the calibration passes and Hessians of the layer-wise methods scale with
+    it; a card that assumed the default while the user chose 16 windows overstated GPTQ's time 8x.
+    """
+
+    samples: int = 128
+    seq_len: int = 512
+
+
+DEFAULT_CALIBRATION = Calibration()
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     """Peak memory and wall time of a run, before it starts.
 
@@ -213,8 +228,11 @@ class Compressor(ABC, Generic[ConfigT]):
         """
 
     @abstractmethod
-    def estimate(self, shape: ModelShape, config: ConfigT) -> CostEstimate:
-        """Peak memory and wall time on this kind of machine, from the model's shape alone."""
+    def estimate(
+        self, shape: ModelShape, config: ConfigT, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
+        """Peak memory and wall time on this machine, from the model's shape, the settings and the
+        calibration size the run will use (ignored by methods that need no calibration text)."""
 
     @abstractmethod
     def compress(self, model: Any, tokenizer: Any, config: ConfigT, ctx: RunContext) -> Any:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from compressors.base import (
+    Calibration,
     CompressionError,
     CompressorId,
     CostEstimate,
@@ -256,7 +257,8 @@ def compress_and_measure(
     compressor.check_model(info.model_type)  # before loading: an unsupported architecture fails at once
     estimate: CostEstimate | None = None
     try:
-        estimate = compressor.estimate(info.shape, cfg) if info.shape else None
+        calib_size = Calibration(n_calib_samples, calib_seq_len)
+        estimate = compressor.estimate(info.shape, cfg, calib_size) if info.shape else None
     except Exception as exc:  # an estimate is advisory; it must not block the run
         log.warning("estimate failed for %s: %s", compressor_id, exc)
     texts: TextSplit = resolve_texts(calib_text, eval_text)

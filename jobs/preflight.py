@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compressors.base import CompressorId, CostEstimate, get_compressor
+from compressors.base import DEFAULT_CALIBRATION, Calibration, CompressorId, CostEstimate, get_compressor
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,16 @@ def check_compatible(compressor_id: CompressorId, info: Any) -> None:
     get_compressor(compressor_id).check_model(info.model_type)
 
 
-def estimate_cost(compressor_id: CompressorId, info: Any, config: dict[str, Any]) -> CostCheck:
-    """The compressor's estimate for this model and settings (``ConfigError`` for rejected settings)."""
+def estimate_cost(
+    compressor_id: CompressorId, info: Any, config: dict[str, Any], calib: Calibration = DEFAULT_CALIBRATION
+) -> CostCheck:
+    """The compressor's estimate for this model, settings and calibration size (``ConfigError`` for
+    rejected settings)."""
     from compressors.models import available_memory_bytes
 
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
-    return CostCheck(comp.estimate(info.shape, cfg), available_memory_bytes())
+    return CostCheck(comp.estimate(info.shape, cfg, calib), available_memory_bytes())
 
 
 @dataclass(frozen=True)

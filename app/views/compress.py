@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from app import state
-from compressors.base import CompressionError, CompressorId, all_compressors
+from compressors.base import Calibration, CompressionError, CompressorId, all_compressors
 from compressors.settings import defaults_from_query, int_in_range
 from jobs import preflight
 from jobs import ui as jobs_ui
@@ -258,32 +258,8 @@ if info is not None:
         st.error(f"{comp_cls.name} cannot run on this model: {exc}")
         problems.append("architecture not supported")
         compatible = False
-if config is not None and info is not None and compatible:
-    try:
-        cost = preflight.estimate_cost(cid, info, config)
-    except CompressionError as exc:
-        st.error(f"{comp_cls.name} cannot run on this model with these settings: {exc}")
-        problems.append("settings rejected")
-if cost is not None:
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
-    c2.metric(
-        "Estimated time",
-        jobs_ui.fmt_seconds(cost.estimate.seconds),
-        help="The compressor's own estimate for this machine: its operation count for the model's shape "
-        "divided by the throughput a short probe measured here; the before and after measurements add to it.",
-    )
-    c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
-    if cost.estimate.note:
-        st.caption(cost.estimate.note)
-    if cost.estimate.uncertainty > 1 or cost.estimate.basis:
-        low, high = cost.estimate.seconds_range
-        st.caption(
-            f"Expected between {jobs_ui.fmt_seconds(low)} and {jobs_ui.fmt_seconds(high)}: operation counts "
-            f"divided by this machine's measured throughput ({cost.estimate.basis})."
-        )
-    if cost.warning:
-        st.warning(cost.warning)
+# the estimate depends on the calibration size chosen below; it is shown here, computed there
+cost_box = st.container()
 
 # --- 3. text -------------------------------------------------------------------------------------------
 st.subheader("3. Calibration and evaluation text")
@@ -360,6 +336,34 @@ budget = {
     "eval_windows": int(n_eval),
     "eval_seq_len": int(seq_len),
 }
+
+with cost_box:
+    if config is not None and info is not None and compatible:
+        try:
+            cost = preflight.estimate_cost(cid, info, config, Calibration(int(n_calib), int(seq_len)))
+        except CompressionError as exc:
+            st.error(f"{comp_cls.name} cannot run on this model with these settings: {exc}")
+            problems.append("settings rejected")
+    if cost is not None:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
+        c2.metric(
+            "Estimated time",
+            jobs_ui.fmt_seconds(cost.estimate.seconds),
+            help="The compressor's own estimate for this machine: its operation count for the model's shape "
+            "divided by the throughput a short probe measured here; the before and after measurements add to it.",
+        )
+        c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
+        if cost.estimate.note:
+            st.caption(cost.estimate.note)
+        if cost.estimate.uncertainty > 1 or cost.estimate.basis:
+            low, high = cost.estimate.seconds_range
+            st.caption(
+                f"Expected between {jobs_ui.fmt_seconds(low)} and {jobs_ui.fmt_seconds(high)}: operation counts "
+                f"divided by this machine's measured throughput ({cost.estimate.basis})."
+            )
+        if cost.warning:
+            st.warning(cost.warning)
 
 
 @st.cache_data(show_spinner="Counting tokens…", max_entries=32)

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -133,7 +135,9 @@ class AIM(Compressor[AIMConfig]):
     def check_model(self, model_type: str) -> None:
         check_model_type(model_type)
 
-    def estimate(self, shape: ModelShape, config: AIMConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: AIMConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         keep = stage_schedule(shape.n_layers, config.prune_ratio, config.prune_start, config.stages)
         share = prefill_compute_share(shape.n_layers, keep)
         merged_from = min(config.merge_layer, shape.n_layers) / max(shape.n_layers, 1)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -191,7 +193,9 @@ class CPUInference(Compressor[CPUInferenceConfig]):
         "kernels make linear layers faster on x86 CPUs."
     )
 
-    def estimate(self, shape: ModelShape, config: CPUInferenceConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: CPUInferenceConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         # One pass over the weights. Peak process RSS: the runtime (~400 MB of torch + transformers), the
         # float model with load-time copies (x1.5) and the int8 copy. Checked on the demo (135 M
         # parameters): estimate 1.3 GB, measured 1.36 GB; time measured 1.8 s (the old fixed-rate estimate: 2.7 s).

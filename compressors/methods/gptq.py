@@ -13,6 +13,8 @@ from typing import Any
 from torch import nn
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -91,8 +93,17 @@ class GPTQ(Compressor[GPTQConfig]):
     config_cls = GPTQConfig
     summary = "Quantizes weights column by column, compensating each rounding error with the inverse Hessian of the layer's inputs."
 
-    def estimate(self, shape: ModelShape, config: GPTQConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "gptq", group_size=config.group_size, blocksize=config.blocksize)
+    def estimate(
+        self, shape: ModelShape, config: GPTQConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
+        return layerwise_estimate(
+            shape,
+            "gptq",
+            calib_samples=calib.samples,
+            calib_seq=calib.seq_len,
+            group_size=config.group_size,
+            blocksize=config.blocksize,
+        )
 
     def compress(self, model: Any, tokenizer: Any, config: GPTQConfig, ctx: RunContext) -> Any:
 

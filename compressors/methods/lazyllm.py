@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -117,7 +119,9 @@ class LazyLLM(Compressor[LazyLLMConfig]):
     def check_model(self, model_type: str) -> None:
         check_model_type(model_type)
 
-    def estimate(self, shape: ModelShape, config: LazyLLMConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: LazyLLMConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         share = prefill_compute_share(
             shape.n_layers, stage_schedule(shape.n_layers, config.ratio, config.start, config.stages)
         )

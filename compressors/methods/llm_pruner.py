@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorId,
     CostEstimate,
@@ -152,7 +154,9 @@ class LLMPruner(Compressor[LLMPrunerConfig]):
         # (the benchmark sets the held-out evaluation text here).
         self.eval_tokens: torch.Tensor | None = None
 
-    def estimate(self, shape: ModelShape, config: LLMPrunerConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: LLMPrunerConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         small = pruned_shape(shape, config)
         block_linear = shape.linear_params or shape.n_layers * (
             2 * shape.hidden_size * shape.hidden_size * (1 + max(shape.n_kv_heads, 1) / max(shape.n_heads, 1))

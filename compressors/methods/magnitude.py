@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -62,7 +64,9 @@ class Magnitude(Compressor[MagnitudeConfig]):
     config_cls = MagnitudeConfig
     summary = "Zeroes the smallest weights of each layer; no data, no weight update. The pruning baseline."
 
-    def estimate(self, shape: ModelShape, config: MagnitudeConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: MagnitudeConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         return layerwise_estimate(shape, "magnitude")
 
     def compress(self, model: Any, tokenizer: Any, config: MagnitudeConfig, ctx: RunContext) -> Any:

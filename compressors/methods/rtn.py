@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -58,7 +60,9 @@ class RTN(Compressor[RTNConfig]):
     config_cls = RTNConfig
     summary = "Rounds each weight to a uniform low-bit grid per group; no data needed, the baseline for GPTQ."
 
-    def estimate(self, shape: ModelShape, config: RTNConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: RTNConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         return layerwise_estimate(shape, "rtn", group_size=config.group_size)
 
     def compress(self, model: Any, tokenizer: Any, config: RTNConfig, ctx: RunContext) -> Any:

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     CompressionError,
     Compressor,
     CompressorId,
@@ -204,7 +206,9 @@ class SelectiveDistillation(Compressor[SelectiveDistillationConfig]):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
-    def estimate(self, shape: ModelShape, config: SelectiveDistillationConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: SelectiveDistillationConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         keep = n_keep(shape.n_layers, config.drop_ratio)
         emb = shape.vocab_size * shape.hidden_size
         block = (shape.n_params - emb) / max(shape.n_layers, 1)

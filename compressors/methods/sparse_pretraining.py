@@ -24,6 +24,8 @@ from typing import Any
 import torch
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorId,
     CostEstimate,
@@ -122,7 +124,9 @@ class SparsePretraining(Compressor[SparsePretrainingConfig]):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
-    def estimate(self, shape: ModelShape, config: SparsePretrainingConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: SparsePretrainingConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         one = layerwise_estimate(shape, config.one_shot)
         emb = shape.vocab_size * shape.hidden_size
         trained = shape.n_params if config.train_embeddings else shape.n_params - emb

@@ -12,6 +12,8 @@ from typing import Any
 from torch import nn
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorId,
     CostEstimate,
@@ -59,8 +61,16 @@ class SparseGPT(Compressor[SparseGPTConfig]):
     config_cls = SparseGPTConfig
     summary = "Prunes by second-order saliency and updates the remaining weights to keep each layer's output."
 
-    def estimate(self, shape: ModelShape, config: SparseGPTConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "sparsegpt", blocksize=config.blocksize)
+    def estimate(
+        self, shape: ModelShape, config: SparseGPTConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
+        return layerwise_estimate(
+            shape,
+            "sparsegpt",
+            blocksize=config.blocksize,
+            calib_samples=calib.samples,
+            calib_seq=calib.seq_len,
+        )
 
     def compress(self, model: Any, tokenizer: Any, config: SparseGPTConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm

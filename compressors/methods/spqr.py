@@ -14,6 +14,8 @@ from typing import Any
 from torch import nn
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -92,8 +94,12 @@ class SpQR(Compressor[SpQRConfig]):
     config_cls = SpQRConfig
     summary = "GPTQ with tiny groups whose scales are themselves 3-bit, plus the ~1% most sensitive weights kept in fp16."
 
-    def estimate(self, shape: ModelShape, config: SpQRConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "spqr", group_size=config.beta1)
+    def estimate(
+        self, shape: ModelShape, config: SpQRConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
+        return layerwise_estimate(
+            shape, "spqr", group_size=config.beta1, calib_samples=calib.samples, calib_seq=calib.seq_len
+        )
 
     def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
         thr = float("inf") if config.outlier_threshold == 0 else config.outlier_threshold

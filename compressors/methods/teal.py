@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorConfig,
     CompressorId,
@@ -95,7 +97,9 @@ class TEAL(Compressor[TEALConfig]):
         "skips the weight columns of its small activations. Dynamic at post-training: the paper's gap."
     )
 
-    def estimate(self, shape: ModelShape, config: TEALConfig) -> CostEstimate:
+    def estimate(
+        self, shape: ModelShape, config: TEALConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
         seq = 512
         tokens = config.calib_samples * seq
         tp = get_throughput()

@@ -12,6 +12,8 @@ from typing import Any
 from torch import nn
 
 from compressors.base import (
+    DEFAULT_CALIBRATION,
+    Calibration,
     Compressor,
     CompressorId,
     CostEstimate,
@@ -48,8 +50,10 @@ class Wanda(Compressor[WandaConfig]):
     config_cls = WandaConfig
     summary = "Prunes the weights with the smallest |W|·‖X‖ in each output row; one calibration pass, no weight update."
 
-    def estimate(self, shape: ModelShape, config: WandaConfig) -> CostEstimate:
-        return layerwise_estimate(shape, "wanda")
+    def estimate(
+        self, shape: ModelShape, config: WandaConfig, calib: Calibration = DEFAULT_CALIBRATION
+    ) -> CostEstimate:
+        return layerwise_estimate(shape, "wanda", calib_samples=calib.samples, calib_seq=calib.seq_len)
 
     def compress(self, model: Any, tokenizer: Any, config: WandaConfig, ctx: RunContext) -> Any:
         sparsity, n, m = config.nm

@@ -65,6 +65,18 @@ def test_token_pruning_refuses_an_unsupported_architecture_before_anything_runs(
     assert not at.error and run_button(at).disabled is False
 
 
+def test_the_cost_card_follows_the_chosen_calibration_size(home, tiny):
+    """GPTQ's estimate scales with the calibration windows the user picks (it once said "assumes
+    128x512" with 16 windows chosen, overstating the time 8x)."""
+    base = {"source": "path", "path": str(tiny), "compressor": "gptq"}
+    captions = lambda at: " ".join(c.value for c in at.caption)  # noqa: E731
+    small, large = open_page("compress", {**base, "calib_samples": "16"}), open_page("compress", base)
+    assert "assumes 16×512 calibration" in captions(small)
+    assert "assumes 128×512 calibration" in captions(large)
+    rtn = open_page("compress", {**base, "compressor": "rtn", "calib_samples": "16"})
+    assert "calibration tokens and" not in captions(rtn)  # no calibration assumption for RTN
+
+
 def test_url_preselects_method_and_settings(home, tiny):
     at = open_page(
         "compress",
