@@ -97,7 +97,8 @@ def cache_kwarg(module: Any, kwargs: dict[str, Any]) -> str:
 
 def get_hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     """A decoder layer's input hidden states from its call arguments."""
-    return args[0] if args else kwargs["hidden_states"]
+    hidden: torch.Tensor = args[0] if args else kwargs["hidden_states"]
+    return hidden
 
 
 def set_hidden(
@@ -111,7 +112,8 @@ def set_hidden(
 
 def output_hidden(output: Any) -> torch.Tensor:
     """A decoder layer's output hidden states (5.x layers return a tensor; older ones a tuple)."""
-    return output[0] if isinstance(output, tuple) else output
+    hidden: torch.Tensor = output[0] if isinstance(output, tuple) else output
+    return hidden
 
 
 def replace_output_hidden(output: Any, hidden: torch.Tensor) -> Any:
@@ -137,7 +139,8 @@ def input_length(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, in
 
 def layer_keys(cache: Any, layer: int) -> torch.Tensor:
     """The key tensor ``[batch, kv_heads, tokens, head_dim]`` a cache holds for ``layer``."""
-    return cache.layers[layer].keys
+    keys: torch.Tensor = cache.layers[layer].keys
+    return keys
 
 
 # Names a decoder layer's captured keyword arguments may use for the KV cache, across supported releases.

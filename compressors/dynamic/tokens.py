@@ -54,6 +54,7 @@ import contextvars
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,16 +212,25 @@ class PrunedCache(DynamicCache):
 
 
 @dataclass
-class _Run:
-    """State of one decoder call, shared by the hooks and the attention function (via :data:`_RUN`)."""
+class _Passthrough:
+    """A decoder call the plan leaves untouched (batch > 1, padding, no cache, ...), set in :data:`_RUN`
+    so that its layers and attention calls know they belong to an installed plan but must not be changed."""
 
     ctl: _Controller
-    active: bool
-    cache: PrunedCache | None = None
+    token: contextvars.Token[_Call | None] | None = None  # to restore :data:`_RUN` when the call ends
+
+
+@dataclass
+class _Run:
+    """State of one decoder call the plan applies to, shared by the hooks and the attention function
+    (via :data:`_RUN`)."""
+
+    ctl: _Controller
+    cache: PrunedCache
+    pos: torch.Tensor  # original positions of the rows now flowing through the layers
     prefill: bool = False
     T: int = 0
     base: int = 0
-    pos: torch.Tensor | None = None  # original positions of the rows now flowing through the layers
     sizes: torch.Tensor | None = None  # how many original tokens each row stands for (after merging)
     exits: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     layer: int | None = None  # the layer whose attention runs now
@@ -228,10 +238,30 @@ class _Run:
     scores: torch.Tensor | None = None  # last token's attention over the previous layer's keys
     reviving: bool = False
     revived: int = 0
-    token: contextvars.Token | None = None
+    token: contextvars.Token[_Call | None] | None = None  # to restore :data:`_RUN` when the call ends
+
+    @property
+    def prefill_stats(self) -> PrefillStats:
+        """The stats of this prefill (the decoder pre-hook puts them on the cache when a prefill starts)."""
+        stats = self.cache.stats
+        if stats is None:
+            raise CompressionError("a prefill ran on a pruned cache without prefill stats")
+        return stats
+
+    @property
+    def pending(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Positions and key biases of the rows the running layer adds (set by the layer pre-hook)."""
+        pending = self.cache.pending
+        if pending is None:
+            raise CompressionError(
+                f"layer {self.layer} runs attention without the positions of its tokens (no layer pre-hook ran)"
+            )
+        return pending
 
 
-_RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("shrinkwise_token_run", default=None)
+# The decoder call now running under an installed plan: one it applies to, one it leaves untouched, or none.
+_Call = _Run | _Passthrough
+_RUN: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("shrinkwise_token_run", default=None)
 # For calls made outside a hooked decoder call (e.g. a layer called on its own): the wrapped implementation,
 # keyed by the id of the config that selects :data:`ATTENTION_NAME`.
 _ORIGINAL_BY_CONFIG: dict[int, str] = {}
@@ -271,11 +301,18 @@ def _eager_attention(
     return out, weights
 
 
-def _original_attention(name: str) -> Any:
-    return _eager_attention if name == "eager" else ALL_ATTENTION_FUNCTIONS[name]
+# An attention function of transformers' interface: (module, query, key, value, mask, **kwargs) -> (out, weights).
+_AttentionFunction = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
-def _original_name(run: _Run | None, config: Any) -> str:
+def _original_attention(name: str) -> _AttentionFunction:
+    if name == "eager":
+        return _eager_attention
+    fn: _AttentionFunction = ALL_ATTENTION_FUNCTIONS[name]
+    return fn
+
+
+def _original_name(run: _Call | None, config: Any) -> str:
     if run is not None:
         return run.ctl.original
     return _ORIGINAL_BY_CONFIG.get(id(config), "sdpa")
@@ -285,7 +322,7 @@ def _plan_mask_function(*args: Any, **kwargs: Any) -> Any:
     """Mask companion of :func:`_plan_attention`: the wrapped implementation's mask, or none when the plan
     runs (the plan's attention builds its own from positions, so the model's full mask is not needed)."""
     run = _RUN.get()
-    if run is not None and run.active:
+    if isinstance(run, _Run):
         return None
     return ALL_MASK_ATTENTION_FUNCTIONS[_original_name(run, kwargs.get("config"))](*args, **kwargs)
 
@@ -322,10 +359,10 @@ def _plan_attention(
     """The registered attention function: position-aware masks and last-token ranking around sdpa/eager."""
     run = _RUN.get()
     original = _original_attention(_original_name(run, getattr(module, "config", None)))
-    if run is None or not run.active or run.layer is None:
+    if not isinstance(run, _Run) or run.layer is None:
         return original(module, query, key, value, attention_mask, **kwargs)
     cache, j = run.cache, run.layer
-    q_pos = cache.pending[0]
+    q_pos = run.pending[0]
     k_pos, k_bias = cache.key_pos[j], cache.key_bias[j]
     window = kwargs.get("sliding_window")
     window_bites = window is not None and bool((q_pos.max() - k_pos.min()) >= window)
@@ -391,7 +428,9 @@ class _Controller:
         self.handles.clear()
 
     # -- the decoder call ---------------------------------------------------------------------------
-    def _pre_decoder(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    def _pre_decoder(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         name = hf_compat.cache_kwarg(module, kwargs)
         cache = kwargs.get(name)
         batch, T = hf_compat.input_length(args, kwargs)
@@ -404,7 +443,7 @@ class _Controller:
             use_cache = bool(getattr(module.config, "use_cache", True))
         foreign = cache is not None and not isinstance(cache, PrunedCache) and cache.get_seq_length() > 0
         extra = kwargs.get("output_hidden_states") or kwargs.get("output_attentions")
-        run = _Run(ctl=self, active=False)
+        run: _Call = _Passthrough(ctl=self)
         if not use_cache and cache is None:
             pass  # teacher-forced scoring pass: no generation follows, so the untouched model runs
         elif batch != 1 or padded or foreign or extra or not use_cache:
@@ -426,27 +465,28 @@ class _Controller:
             if pos is None:
                 pos = torch.arange(cache.seen, cache.seen + T, device=device)[None]
                 kwargs["position_ids"] = pos
-            run = _Run(ctl=self, active=True, cache=cache, prefill=cache.seen == 0, T=T)
-            run.pos = pos[0].long()
-            run.base = int(run.pos[0])
+            run_pos = pos[0].long()
+            run = _Run(ctl=self, cache=cache, pos=run_pos, prefill=cache.seen == 0, T=T, base=int(run_pos[0]))
             if run.prefill:
                 cache.prompt_len = T
                 cache.stats = PrefillStats(prompt_tokens=T)
         run.token = _RUN.set(run)
         return args, kwargs
 
-    def _post_decoder(self, module: Any, args: tuple, output: Any) -> None:
+    def _post_decoder(self, module: Any, args: tuple[Any, ...], output: Any) -> None:
         run = _RUN.get()
         if run is None or run.ctl is not self:
             return
+        if run.token is None:
+            raise CompressionError("a decoder call ended without the context token its plan pre-hook sets")
         _RUN.reset(run.token)
-        if not run.active:
+        if not isinstance(run, _Run):
             return
         run.cache.pending = None
         if output is None:  # the forward raised
             return
         if run.prefill:
-            run.cache.stats.revived = 0
+            run.prefill_stats.revived = 0
         elif run.cache.stats is not None:
             run.cache.stats.revived += run.revived
         run.cache.seen += run.T
@@ -456,9 +496,11 @@ class _Controller:
     def _n_keep(self, run: _Run, j: int) -> int:
         return max(math.ceil(self.plan.keep[j] * run.cache.prompt_len), self.plan.protect_first + 1)
 
-    def _pre_layer(self, j: int, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    def _pre_layer(
+        self, j: int, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         run = _RUN.get()
-        if run is None or not run.active or run.ctl is not self:
+        if not isinstance(run, _Run) or run.ctl is not self:
             return None
         if run.reviving:  # a revival call made below: its rows and positions are already set
             run.layer = j
@@ -492,7 +534,7 @@ class _Controller:
                 run.exits.append((res.absorbed_positions, res.absorbed_hidden))
                 h, run.pos, run.sizes = res.hidden[None], res.positions, res.sizes
         if not run.prefill and plan.revive and j in plan.keep and run.scores is not None:
-            run.revived += self._revive(run, j, kwargs)
+            run.revived += self._revive(run, j, run.scores, kwargs)
         run.scores = None
         run.want_scores = (j + 1) in plan.keep and (run.prefill or plan.revive)
         run.layer = j
@@ -503,15 +545,15 @@ class _Controller:
             kwargs["position_embeddings"] = hf_compat.select_positions(pe, run.pos - run.base)
         return hf_compat.set_hidden(args, kwargs, h)
 
-    def _post_layer(self, j: int, module: Any, args: tuple, output: Any) -> Any:
+    def _post_layer(self, j: int, module: Any, args: tuple[Any, ...], output: Any) -> Any:
         run = _RUN.get()
-        if run is None or not run.active or run.ctl is not self or run.reviving:
+        if not isinstance(run, _Run) or run.ctl is not self or run.reviving:
             return None
         run.layer = None
         if not run.prefill:
             return None
         h = hf_compat.output_hidden(output)
-        run.cache.stats.tokens_per_layer.append(int(h.shape[1]))
+        run.prefill_stats.tokens_per_layer.append(int(h.shape[1]))
         if j != len(self.layers) - 1 or h.shape[1] == run.T:
             return None
         full = h.new_zeros(1, run.T, h.shape[-1])
@@ -521,11 +563,12 @@ class _Controller:
         return hf_compat.replace_output_hidden(output, full)
 
     # -- decoding: revival from the aux cache ---------------------------------------------------------
-    def _revive(self, run: _Run, j: int, kwargs: dict) -> int:
+    def _revive(self, run: _Run, j: int, scores: torch.Tensor, kwargs: dict[str, Any]) -> int:
+        """Revive the prompt tokens waiting in layer ``j``'s aux cache that the new token's attention
+        over layer ``j - 1`` (``scores``, one per key of that layer) now ranks in the kept set."""
         cache = run.cache
         if j not in cache.aux or cache.aux[j][0].numel() == 0:
             return 0
-        scores = run.scores
         k_pos = cache.key_pos[j - 1]
         prompt = k_pos < cache.prompt_len
         cand_pos, cand_scores = k_pos[prompt], scores[prompt]
