@@ -125,7 +125,13 @@ def storage_bits(model: nn.Module) -> tuple[int, int, int, int]:
 
 
 def linear_sparsity(model: nn.Module) -> float:
-    """Fraction of exact zeros over the decoder blocks' linear weights (packed or not)."""
+    """Fraction of the decoder blocks' linear weights that are pruned: zeros a pruned layer does not store
+    (``nnz`` of a sparse packed layer) and exact zeros of a dense float layer.
+
+    A quantized layer's weights that round to zero are not counted: they are stored like every other
+    code and save nothing, so counting them made 4-bit runs report "sparsity 4.5% -> 13.7%". (A dense
+    source that was itself quantized, such as a GGUF, still shows its rounding zeros: a float tensor
+    does not say where its zeros came from.)"""
     from compressors.layers import find_blocks, get_weight, is_linear
 
     _, blocks = find_blocks(model)
@@ -136,8 +142,6 @@ def linear_sparsity(model: nn.Module) -> float:
                 nnz = getattr(m, "nnz", None)
                 if nnz is not None:
                     zeros += m.n_weights - nnz
-                else:
-                    zeros += int((m.weight == 0).sum())
                 total += m.n_weights
             elif is_linear(m):
                 w = get_weight(m)

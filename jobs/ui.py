@@ -246,15 +246,23 @@ COMPARISON: list[tuple[str, str, Callable[[Any], str], bool]] = [
 ]
 
 
+# figures that are shares of a whole: their change is shown in percentage points
+SHARE_KEYS = frozenset({"sparsity"})
+
+
 def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
-    """Rows of the before/after table; the change column is relative (``+3.1%``)."""
+    """Rows of the before/after table; the change column is relative (``+3.1%``), except for shares
+    (sparsity), whose change is in percentage points: 0.0% -> 14.8% is "+14.8 pts", not "+46728%"."""
     rows = []
     for label, key, fmt, _ in COMPARISON:
         b, a = before.get(key), after.get(key)
         if b is None and a is None:
             continue
         change = ""
-        if isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
+        if key in SHARE_KEYS:
+            if isinstance(b, (int, float)) and isinstance(a, (int, float)):
+                change = f"{100 * (a - b):+.1f} pts"
+        elif isinstance(b, (int, float)) and isinstance(a, (int, float)) and b:
             change = f"{100 * (a - b) / b:+.1f}%"
         rows.append(
             {

@@ -51,6 +51,26 @@ def test_evaluate_reports_bits_of_packed_layers(eval_text):
     assert r.packed_layer_types == {"quantized_linear": 14}
 
 
+def test_sparsity_counts_pruned_weights_not_rounding_zeros():
+    """A 2-bit grid rounds many weights to exactly zero; those are stored codes, not pruned weights, so a
+    quantized model's sparsity is 0 (4-bit runs used to report "4.5% -> 13.7%"). Pruned layers count."""
+    from compressors.evaluate import linear_sparsity
+    from compressors.packed import packed_modules
+    from jobs.ui import comparison_rows
+
+    model = rtn_quantize_model(tiny_model("llama"), bits=2, group_size=32)
+    assert any(bool((m.weight == 0).any()) for m in packed_modules(model).values()), "the test needs zeros"
+    assert linear_sparsity(model) == 0.0
+    pruned = tiny_model("llama")
+    from compressors.base import CompressorId, RunContext, get_compressor
+
+    comp = get_compressor(CompressorId("magnitude"))
+    comp.compress(pruned, None, comp.config_cls.from_dict({"sparsity": 0.5}), RunContext())
+    assert linear_sparsity(pruned) == pytest.approx(0.5, abs=0.01)
+    rows = {r["figure"]: r for r in comparison_rows({"sparsity": 0.0}, {"sparsity": 0.148})}
+    assert rows["Sparsity of linear layers"]["change"] == "+14.8 pts"  # a share: points, not +inf %
+
+
 def test_evaluate_needs_enough_text():
     with pytest.raises(TextTooShort, match="need 64 tokens"):
         evaluate(tiny_model("llama"), tiny_tokenizer(), "too short", **FAST)
