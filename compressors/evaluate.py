@@ -106,8 +106,11 @@ class _RssSampler:
 def storage_bits(model: nn.Module) -> tuple[int, int, int, int]:
     """``(total stored bits, total parameters, bits in packed layers, weights in packed layers)``.
 
-    Dense parameters and persistent buffers are counted once each (tied weights share storage).
+    Dense parameters and persistent buffers are counted once each (tied weights share storage), at the
+    width they are stored with: a packed checkpoint whose dense tensors were saved in 16 bits computes in
+    float32 after loading (``shrinkwise_stored_dense_bits`` says what the file holds).
     """
+    stored_bits = getattr(model, "shrinkwise_stored_dense_bits", None)
     packed = packed_modules(model)
     packed_bits = sum(m.stored_bits() for m in packed.values())
     packed_weights = sum(m.n_weights for m in packed.values())
@@ -119,7 +122,8 @@ def storage_bits(model: nn.Module) -> tuple[int, int, int, int]:
         if name.startswith(inside) or id(p) in seen:
             continue
         seen.add(id(p))
-        dense_bits += p.numel() * p.element_size() * 8
+        width = stored_bits if stored_bits and p.is_floating_point() else p.element_size() * 8
+        dense_bits += p.numel() * width
         dense_params += p.numel()
     return dense_bits + packed_bits, dense_params + packed_params, packed_bits, packed_weights
 

@@ -36,6 +36,7 @@ from compressors.base import (
     Calibration,
     CompressionError,
     CompressorId,
+    ConfigError,
     CostEstimate,
     RunContext,
     check_pairing,
@@ -102,6 +103,7 @@ class RunResult:
     calibration_shape: list[int] | None
     log: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # results the user should not miss (e.g. grew)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -186,6 +188,15 @@ def report_markdown(r: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe_gguf_source(before: EvalResult, gguf: Path) -> None:
+    """Report a GGUF source as the file the user has, not as its float32 dequantization in memory: its
+    size, and its real bits per weight (bytes over parameters: a Q4_K_M is ~4.9, the demo's Q4_1 ~5.5),
+    which were shown as 32."""
+    before.size_on_disk_bytes = before.weights_file_bytes = gguf.stat().st_size
+    before.total_stored_bits = 8 * before.size_on_disk_bytes
+    before.bits_per_weight_model = before.total_stored_bits / max(before.n_params, 1)
+
+
 def _span(prog: Reporter, stage: str, next_stage: str) -> Reporter:
     """The part of the run's progress from ``stage`` to ``next_stage``."""
     return prog.span(_STAGES[stage], _STAGES[next_stage])
@@ -220,6 +231,7 @@ def compress_and_measure(
     export: bool = True,
     archive: str | None = "zip",
     seed: int = 0,
+    dense_dtype: str = "auto",
 ) -> RunResult:
     """Compress ``model_ref`` with compressor ``compressor_id`` and measure before and after.
 
@@ -231,7 +243,9 @@ def compress_and_measure(
     ``Path`` is a file, a ``str`` is the text itself, ``None`` the built-in text (see
     :func:`compressors.text.resolve_texts`). ``out_dir`` receives ``model/`` (the packed checkpoint),
     ``model.zip`` (if ``archive``), ``compressed-tensors/`` (if the result can be expressed there),
-    ``report.md`` and ``report.json``.
+    ``report.md`` and ``report.json``. ``dense_dtype``: the dtype of the tensors that stay unquantized
+    in the saved checkpoint (see :func:`compressors.storage.resolve_dense_dtype`; ``auto`` keeps the
+    source's 16-bit dtype and uses bfloat16 for a GGUF source).
 
     Raises :class:`compressors.models.ModelLoadError`, :class:`compressors.base.ConfigError`,
     :class:`compressors.text.TextTooShort`, :class:`compressors.base.CompressionError` for problems
@@ -255,6 +269,12 @@ def compress_and_measure(
     cfg = compressor.config_cls.from_dict(dict(config or {}))
     info: ModelInfo = inspect_checkpoint(model_ref)
     compressor.check_model(info.model_type)  # before loading: an unsupported architecture fails at once
+    from compressors.storage import resolve_dense_dtype
+
+    try:
+        dense = resolve_dense_dtype(dense_dtype, info.source, info.dtype)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     estimate: CostEstimate | None = None
     try:
         calib_size = Calibration(n_calib_samples, calib_seq_len)
@@ -300,7 +320,7 @@ def compress_and_measure(
             measure_speed=measure_speed,
         )
         if info.source == "gguf" and info.path:
-            before.size_on_disk_bytes = before.weights_file_bytes = Path(info.path).stat().st_size
+            describe_gguf_source(before, Path(info.path))
         timings["measure before"] = time.perf_counter() - t
         prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
 
@@ -327,6 +347,7 @@ def compress_and_measure(
         out / "model",
         method=compressor_id,
         config=cfg.to_dict(),
+        dense_dtype=None if dense == torch.float32 else dense,
         extra={
             "source_model": str(model_ref),
             "source_architecture": info.architecture,
@@ -354,6 +375,17 @@ def compress_and_measure(
     )
     timings["measure after"] = time.perf_counter() - t
     prog("measure after", _STAGES["export"], f"perplexity {after.perplexity:.3f}")
+    warnings: list[str] = []
+    src_bytes = before.size_on_disk_bytes if before is not None else info.size_on_disk_bytes
+    if src_bytes and after.size_on_disk_bytes and after.size_on_disk_bytes > src_bytes:
+        warnings.append(
+            f"the compressed checkpoint ({after.size_on_disk_bytes / 1e6:.1f} MB) is larger than the input "
+            f"({src_bytes / 1e6:.1f} MB): its unquantized tensors are stored in {str(dense).replace('torch.', '')}"
+            + (" while the input was itself quantized (GGUF)" if info.source == "gguf" else "")
+            + "; a smaller dense dtype (dense_dtype='bfloat16') or quantizing more layers makes it smaller"
+        )
+    for w in warnings:
+        prog("measure after", _STAGES["export"], f"warning: {w}")
 
     artifacts = Artifacts(checkpoint_dir=str(ckpt))
     t = time.perf_counter()
@@ -389,6 +421,7 @@ def compress_and_measure(
         calibration_shape=None if calib is None else list(calib.shape),
         log=prog.lines[first_line:],
         machine=machine_info(),
+        warnings=warnings,
     )
     update_manifest(
         ckpt,

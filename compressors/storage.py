@@ -144,6 +144,26 @@ def save_packed(
     return out
 
 
+_DENSE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DENSE_DTYPES = ("auto", *_DENSE)
+
+
+def resolve_dense_dtype(requested: str, source: str, source_dtype: str) -> torch.dtype:
+    """The dtype a run stores its unquantized tensors in (embeddings, norms, the head, pruned layers'
+    values): ``auto`` keeps the checkpoint's own 16-bit dtype, and uses bfloat16 for a GGUF source, whose
+    dense copy in memory is a float32 dequantization of a ~4-6-bit file (kept in float32, a Gemma-3
+    GGUF's 262k-word embedding made the output three times the input). A float32 source stays float32,
+    so the only change measured is the compressor's. Any other value is used as given.
+    """
+    if requested not in DENSE_DTYPES:
+        raise ValueError(f"dense dtype {requested!r}: choose one of {', '.join(DENSE_DTYPES)}")
+    if requested != "auto":
+        return _DENSE[requested]
+    if source == "gguf":
+        return torch.bfloat16
+    return _DENSE[source_dtype] if source_dtype in ("bfloat16", "float16") else torch.float32
+
+
 PACKED_MODEL_TYPE = "shrinkwise-packed"
 LOAD_HINT = (
     "Shrinkwise packed checkpoint: load it with `from compressors.storage import load_packed; "
@@ -248,6 +268,13 @@ def load_packed(folder: str | Path) -> PreTrainedModel:
         if not state:
             raise CheckpointError(f"{folder}: no tensors for packed module {path} in {WEIGHTS}")
         set_module(model, path, cls.from_packed(state, spec["meta"]))
+    # Dense tensors saved in 16 bits (dense_dtype) compute in the model's dtype: a bf16 embedding feeding
+    # float32 layers would mix dtypes. What was *stored* is remembered for the bit count of the harness.
+    compute = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    tensors = {k: (t.to(compute) if t.is_floating_point() else t) for k, t in tensors.items()}
+    stored = manifest.get("dense_dtype")
+    if isinstance(stored, str) and stored:
+        vars(model)["shrinkwise_stored_dense_bits"] = torch.finfo(getattr(torch, stored)).bits
     result = model.load_state_dict(tensors, strict=False, assign=True)
     packed_prefixes = tuple(p + "." for p in manifest.get("modules", {}))
     tied = _tied_keys(model)

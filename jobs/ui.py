@@ -246,6 +246,24 @@ COMPARISON: list[tuple[str, str, Callable[[Any], str], bool]] = [
 ]
 
 
+def size_growth_warning(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """A sentence when the compressed checkpoint is larger on disk than its input (None otherwise).
+
+    It happens when the input was itself quantized (a GGUF) and the tensors left unquantized are stored
+    wider than they were there; the page says so instead of showing a bigger number without a word.
+    """
+    b, a = before.get("size_bytes"), after.get("size_bytes")
+    if not (isinstance(b, (int, float)) and isinstance(a, (int, float)) and b and a > b):
+        return None
+    return (
+        f"The compressed checkpoint ({fmt_bytes(a)}) is larger than its input ({fmt_bytes(b)}). The layers "
+        "that were not quantized (embeddings, norms, the output layer) are stored in 16 or 32 bits, while "
+        "the input held them in fewer bits (a GGUF is quantized throughout). Store them in bfloat16 "
+        "(`--dense-dtype bfloat16`, the default for a GGUF input) or compress from the original 16-bit "
+        "checkpoint."
+    )
+
+
 # figures that are shares of a whole: their change is shown in percentage points
 SHARE_KEYS = frozenset({"sparsity"})
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -124,6 +125,12 @@ def compress(
     no_before: bool = typer.Option(False, "--no-before", help="Skip measuring the original model"),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the compressed-tensors export"),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+    dense_dtype: str = typer.Option(
+        "auto",
+        "--dense-dtype",
+        help="dtype of the tensors left unquantized (embeddings, norms, head): auto (the source's 16-bit "
+        "dtype; bfloat16 for a GGUF source; float32 stays float32), float32, bfloat16 or float16",
+    ),
 ) -> None:
     """Compress MODEL with a bundled method, measure before/after and write the packed model."""
     from compressors.base import Cancelled, CompressionError, CompressorId
@@ -176,6 +183,7 @@ def compress(
                 eval_seq_len=eval_seq_len,
                 measure_before=not no_before,
                 export=not no_export,
+                dense_dtype=dense_dtype,
             )
     except KeyboardInterrupt:
         cancel.set()
@@ -194,6 +202,8 @@ def compress(
     for name, b, a in comparison_rows(result.before, result.after):
         t.add_row(name, b, a)
     _out.print(t)
+    for w in result.warnings:
+        _err.print(f"[yellow]warning:[/yellow] {escape(w)}")
     ch = result.changes()
     if ch:
         _out.print(

@@ -69,6 +69,9 @@ st.dataframe(
     height=jobs_ui.table_height(len(rows)),
     column_config={"figure": st.column_config.TextColumn("Figure", width="large")},
 )
+grown = jobs_ui.size_growth_warning(b, a)
+if grown:
+    st.warning(grown)
 if a.get("eval_tokens"):
     st.caption(
         f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "

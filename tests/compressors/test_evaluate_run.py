@@ -261,3 +261,62 @@ def test_cli_progress_goes_to_a_log_file_as_plain_lines(tiny_folder, tmp_path):
     assert stages[0] == "load" and "measure before" in stages and "measure after" in stages
     assert any(s.startswith("block") for s in stages), "the compressor's own layer progress is shown"
     assert all("\x1b[" not in line for line in lines), "no terminal escape codes in a log file"
+
+
+def test_dense_tensors_keep_the_source_16_bit_dtype_and_gguf_sources_get_bfloat16(tmp_path):
+    """The tensors a compressor leaves alone (here the 320x64 embedding and the norms) were saved in
+    float32 whatever the source held; a GGUF source made the output three times its input."""
+    from safetensors import safe_open
+
+    from compressors.storage import WEIGHTS, resolve_dense_dtype
+
+    assert resolve_dense_dtype("auto", "gguf", "float32") == torch.bfloat16
+    assert resolve_dense_dtype("auto", "folder", "float16") == torch.float16
+    assert resolve_dense_dtype("auto", "folder", "float32") == torch.float32
+    assert resolve_dense_dtype("float16", "gguf", "float32") == torch.float16
+    with pytest.raises(ValueError, match="choose one of auto"):
+        resolve_dense_dtype("int3", "folder", "float32")
+
+    src = tmp_path / "bf16"
+    tiny_model("llama").to(torch.bfloat16).save_pretrained(src)
+    tiny_tokenizer().save_pretrained(src)
+    res = compress_and_measure(
+        str(src), "rtn", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "o", **RUN_FAST
+    )
+    with safe_open(str(tmp_path / "o" / "model" / WEIGHTS), "pt") as f:
+        dense = {
+            k: f.get_slice(k).get_dtype() for k in f.keys() if not k.endswith(("qweight", "scales", "qzeros"))
+        }
+    assert dense["model.embed_tokens.weight"] == "BF16"
+    assert res.after.bits_per_weight_model < res.before.bits_per_weight_model  # counted as stored: 16-bit
+    assert math.isfinite(res.after.perplexity)
+    with pytest.raises(ConfigError, match="dense dtype"):
+        compress_and_measure(str(src), "rtn", {}, out_dir=tmp_path / "x", dense_dtype="int3", **RUN_FAST)
+
+
+def test_a_gguf_source_states_its_real_bits_per_weight(eval_text, tmp_path):
+    """A GGUF is quantized throughout; the "before" column shows its bytes over its parameters (the demo's
+    Q4_1 file: about 5-6 bits), not the 32 of its float32 dequantization in memory."""
+    from compressors.demo import demo_gguf_path
+    from compressors.models import inspect_checkpoint
+    from compressors.run import describe_gguf_source
+
+    before = evaluate(tiny_model("llama"), tiny_tokenizer(), eval_text, measure_speed=False, **FAST)
+    assert before.bits_per_weight_model == 32.0
+    fake = tmp_path / "m.gguf"
+    fake.write_bytes(b"\0" * (before.n_params * 5 // 8))  # a 5-bit file of this many parameters
+    describe_gguf_source(before, fake)
+    assert before.bits_per_weight_model == pytest.approx(5.0, abs=0.01)
+    assert before.size_on_disk_bytes == fake.stat().st_size
+    info = inspect_checkpoint(demo_gguf_path())  # and the real demo file is about 5-6 bits per weight
+    assert 4.5 < 8 * info.size_on_disk_bytes / info.n_params < 7
+
+
+def test_a_checkpoint_that_grew_is_explained_on_the_result_page():
+    from jobs.ui import size_growth_warning
+
+    assert size_growth_warning({"size_bytes": 253e6}, {"size_bytes": 759e6}).startswith(
+        "The compressed checkpoint (759"
+    )
+    assert size_growth_warning({"size_bytes": 541e6}, {"size_bytes": 172e6}) is None
+    assert size_growth_warning({}, {"size_bytes": 172e6}) is None
