@@ -320,3 +320,33 @@ def test_a_checkpoint_that_grew_is_explained_on_the_result_page():
     )
     assert size_growth_warning({"size_bytes": 541e6}, {"size_bytes": 172e6}) is None
     assert size_growth_warning({}, {"size_bytes": 172e6}) is None
+
+
+def test_a_gemma3_model_with_a_bos_tokenizer_runs_end_to_end(tmp_path):
+    """The layout issue reports came from (Gemma-3: tied embeddings, a tokenizer that requires BOS), next
+    to the Llama-shaped runs: GPTQ calibrates and the harness measures on windows that start with BOS,
+    the checkpoint names its class and is refused by plain transformers, and it loads back in Shrinkwise."""
+    from transformers import AutoModelForCausalLM
+
+    from compressors.models import load_model
+    from compressors.text import default_split, eval_windows
+    from tests.compressors.tiny import tiny_bos_tokenizer, tiny_config
+
+    src = tmp_path / "gemma3"
+    tok = tiny_bos_tokenizer()
+    cfg = tiny_config("gemma3_text")
+    cfg.vocab_size = len(tok)  # the <bos> the tokenizer adds is one more id
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(src)
+    tok.save_pretrained(src)
+    res = compress_and_measure(
+        str(src), "gptq", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "o", **RUN_FAST
+    )
+    assert math.isfinite(res.before.perplexity) and math.isfinite(res.after.perplexity)
+    assert res.calibration_shape == [4, 32]
+    windows = eval_windows(tok, default_split().evaluation, 2, 32)
+    assert windows[:, 0].tolist() == [tok.bos_token_id] * 2
+    with pytest.raises((ValueError, KeyError), match="shrinkwise-packed"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "model")
+    model, _ = load_model(str(tmp_path / "o" / "model"), with_tokenizer=False)
+    assert model.config.architectures == ["Gemma3ForCausalLM"] and model.config.tie_word_embeddings

@@ -23,6 +23,7 @@ EXPECTED = {
     "mistral": ("model.layers", 7),
     "qwen2": ("model.layers", 7),
     "gemma": ("model.layers", 7),
+    "gemma3_text": ("model.layers", 7),
     "phi": ("model.layers", 6),
     "opt": ("model.decoder.layers", 6),
     "gpt2": ("transformer.h", 4),

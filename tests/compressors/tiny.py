@@ -47,6 +47,21 @@ ARCH_CONFIGS = {
         num_key_value_heads=1,
         head_dim=16,
     ),
+    # Gemma-3 text (Gemma-3-270M's layout): tied and scaled embeddings, q/k norms, sliding-window layers
+    # around a global one; its tokenizer requires a BOS (see tiny_bos_tokenizer)
+    "gemma3_text": dict(
+        model_type="gemma3_text",
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        tie_word_embeddings=True,
+    ),
     "phi": dict(
         model_type="phi",
         hidden_size=64,
