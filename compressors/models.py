@@ -306,7 +306,7 @@ def model_shape(config: PretrainedConfig) -> ModelShape:
 
 
 def _config_dtype(config: PretrainedConfig) -> str:
-    d = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    d = getattr(config, "dtype", None)  # `torch_dtype` is transformers' deprecated alias of it
     return str(d).replace("torch.", "") if d is not None else "float32"
 
 
