@@ -112,6 +112,20 @@ def _change(e) -> str:
     return f"{change:+.1%}" if change is not None else ""
 
 
+def _figure(e) -> dict:
+    """The columns both evidence tables share: what was measured, against what."""
+    return {
+        "model": e.model,
+        "setting": e.setting,
+        "metric": str(e.metric),
+        "dataset": e.dataset or "",
+        "value": e.value,
+        "baseline": e.baseline,
+        "change": _change(e),
+        "baseline is": e.baseline_label or "",
+    }
+
+
 st.subheader("From the papers")
 papers = cat.evidence_for(m.id, measured=False)
 if papers:
@@ -120,14 +134,7 @@ if papers:
         pd.DataFrame(
             [
                 {
-                    "model": e.model,
-                    "setting": e.setting,
-                    "metric": str(e.metric),
-                    "dataset": e.dataset or "",
-                    "value": e.value,
-                    "baseline": e.baseline,
-                    "change": _change(e),
-                    "baseline is": e.baseline_label or "",
+                    **_figure(e),
                     "source": f"{e.source.paper}, {e.source.locator}",
                     "kind": str(e.source.tag),
                     "link": e.source.url,
@@ -154,14 +161,7 @@ if measured:
         pd.DataFrame(
             [
                 {
-                    "model": e.model,
-                    "setting": e.setting,
-                    "metric": str(e.metric),
-                    "dataset": e.dataset or "",
-                    "value": e.value,
-                    "baseline": e.baseline,
-                    "change": _change(e),
-                    "baseline is": e.baseline_label or "",
+                    **_figure(e),
                     "run": f"#{rid}" if (rid := run_id_of(e)) is not None else "",
                     "where": e.source.locator,
                     "note": e.note or "",
