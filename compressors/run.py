@@ -378,11 +378,17 @@ def compress_and_measure(
     warnings: list[str] = []
     src_bytes = before.size_on_disk_bytes if before is not None else info.size_on_disk_bytes
     if src_bytes and after.size_on_disk_bytes and after.size_on_disk_bytes > src_bytes:
+        dense_name = str(dense).replace("torch.", "")
         warnings.append(
             f"the compressed checkpoint ({after.size_on_disk_bytes / 1e6:.1f} MB) is larger than the input "
-            f"({src_bytes / 1e6:.1f} MB): its unquantized tensors are stored in {str(dense).replace('torch.', '')}"
-            + (" while the input was itself quantized (GGUF)" if info.source == "gguf" else "")
-            + "; a smaller dense dtype (dense_dtype='bfloat16') or quantizing more layers makes it smaller"
+            f"({src_bytes / 1e6:.1f} MB): its unquantized tensors (embeddings, norms, output layer) are stored "
+            f"in {dense_name}"
+            + (", while the input held them quantized too (GGUF)" if info.source == "gguf" else "")
+            + (
+                "; dense_dtype='bfloat16' halves them"
+                if dense == torch.float32
+                else "; keep the input as it is, or compress from the original 16-bit checkpoint"
+            )
         )
     for w in warnings:
         prog("measure after", _STAGES["export"], f"warning: {w}")
