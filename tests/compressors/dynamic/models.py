@@ -37,7 +37,7 @@ _EXTRA_CONFIGS = {
 
 
 def deep_tiny(arch: str = "llama", layers: int = 6, attn: str = "sdpa", seed: int = 0):
-    kw = dict(ARCH_CONFIGS.get(arch) or _EXTRA_CONFIGS[arch])
+    kw = dict(_EXTRA_CONFIGS.get(arch) or ARCH_CONFIGS[arch])  # the deep layouts win over the 2-layer ones
     model_type = kw.pop("model_type")
     kw.update(num_hidden_layers=layers, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     kw.setdefault("max_position_embeddings", 512)
