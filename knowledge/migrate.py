@@ -48,6 +48,7 @@ def config(connection: Connection | None = None, url: str | None = None) -> Conf
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
+    cfg.set_main_option("path_separator", "os")  # for version_locations (several folders)
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:
