@@ -6,17 +6,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from jobs import queue
 from knowledge import db, migrate
-from knowledge.tables import CompressionRun, EvidenceRow
+from knowledge.tables import CompressionRun, EvidenceRow, JSONType
+
+#: The first revision: the tables as ``create_all`` made them before migrations existed.
+BASELINE = "0001"
 
 
 def _db_file(home: Path) -> Path:
@@ -24,37 +29,55 @@ def _db_file(home: Path) -> Path:
 
 
 def _old_schema_database(url: str, runs: int = 3) -> None:
-    """A database as Shrinkwise made it before migrations: ``create_all``, no alembic_version, with
-    finished runs and the evidence they measured."""
+    """A database as Shrinkwise made it before migrations (``create_all`` of the baseline's tables, no
+    alembic_version), with finished runs and the evidence they measured. Written with the baseline's
+    columns only, so the helper stays right when later revisions add columns to knowledge/tables.py."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    run_t = sa.table(
+        "compression_run",
+        *(sa.column(c) for c in ("created_at", "status", "model_ref", "model_name", "method", "compressor")),
+        *(sa.column(c) for c in ("fraction", "cancel_requested", "attempts", "log_tail")),
+        sa.column("config", JSONType),
+    )
+    ev_t = sa.table(
+        "evidence",
+        *(sa.column(c) for c in ("method", "model", "metric", "measured", "origin", "run_id")),
+        sa.column("data", JSONType),
+    )
     engine = create_engine(url)
     try:
-        SQLModel.metadata.create_all(engine)
-        with Session(engine) as s:
+        with engine.begin() as conn:
+            command.upgrade(migrate.config(connection=conn), BASELINE)
+            conn.execute(sa.text("DROP TABLE alembic_version"))
             for i in range(runs):
-                run = CompressionRun(
-                    model_ref="demo",
-                    model_name=f"Model-{i}",
-                    method="rtn",
-                    compressor="rtn",
-                    status="succeeded",
-                    config={"bits": 4},
-                    log_tail="x" * 2000,
+                conn.execute(
+                    run_t.insert().values(
+                        created_at=datetime.now(timezone.utc),
+                        status="succeeded",
+                        model_ref="demo",
+                        model_name=f"Model-{i}",
+                        method="rtn",
+                        compressor="rtn",
+                        fraction=1.0,
+                        cancel_requested=False,
+                        attempts=1,
+                        log_tail="x" * 2000,
+                        config={"bits": 4},
+                    )
                 )
-                s.add(run)
-                s.flush()
-                s.add(
-                    EvidenceRow(
+                run_id = conn.execute(sa.text("SELECT max(id) FROM compression_run")).scalar_one()
+                conn.execute(
+                    ev_t.insert().values(
                         method="rtn",
                         model=f"Model-{i}",
                         metric="perplexity",
+                        measured=True,
                         origin="run",
-                        run_id=run.id,
+                        run_id=run_id,
                         data={},
                     )
                 )
-            s.commit()
         with engine.connect() as conn:
             assert "alembic_version" not in sa.inspect(conn).get_table_names()
     finally:
@@ -90,7 +113,7 @@ def test_old_schema_sqlite_database_keeps_its_runs_and_is_backed_up_first(isolat
     assert _revision(url) == migrate.head()
     assert _counts(url) == (3, 3)
     assert [r.model_name for r in queue.list_runs()] == ["Model-2", "Model-1", "Model-0"]
-    backups = sorted((isolated_home / "backups").glob("shrinkwise-*-before-0001.db"))
+    backups = sorted((isolated_home / "backups").glob(f"shrinkwise-*-before-{migrate.head()}.db"))
     assert len(backups) == 1
     # the backup is the database as it was before the migration: the runs, no alembic_version
     with sqlite3.connect(backups[0]) as conn:
@@ -149,13 +172,14 @@ def test_a_revision_that_rebuilds_a_table_keeps_the_evidence_of_runs(isolated_ho
     so with foreign keys on, the migration would delete every run's evidence."""
     extra = tmp_path / "versions"
     extra.mkdir()
-    (extra / "v0002_rebuild.py").write_text(
+    head = migrate.head()
+    (extra / "v9000_rebuild.py").write_text(
         "import sqlalchemy as sa\n"
         "from alembic import op\n"
-        "revision = '0002'\ndown_revision = '0001'\nbranch_labels = None\ndepends_on = None\n"
+        f"revision = '9000'\ndown_revision = {head!r}\nbranch_labels = None\ndepends_on = None\n"
         "def upgrade():\n"
         "    with op.batch_alter_table('compression_run', recreate='always') as batch:\n"
-        "        batch.add_column(sa.Column('public_id', sa.String(), nullable=True))\n"
+        "        batch.add_column(sa.Column('rebuilt_marker', sa.String(), nullable=True))\n"
         "def downgrade():\n"
         "    pass\n"
     )
@@ -168,16 +192,16 @@ def test_a_revision_that_rebuilds_a_table_keeps_the_evidence_of_runs(isolated_ho
 
     url = f"sqlite:///{_db_file(isolated_home)}"
     _old_schema_database(url)
-    db.init_db()  # at 0001
+    db.init_db()  # at the head of the packaged revisions
     db.dispose_engines()
     monkeypatch.setattr(migrate, "config", config)
     db.init_db()
-    assert _revision(url) == "0002"
+    assert _revision(url) == "9000"
     assert _counts(url) == (3, 3)
-    assert len(list((isolated_home / "backups").glob("shrinkwise-*-before-0002.db"))) == 1
+    assert len(list((isolated_home / "backups").glob("shrinkwise-*-before-9000.db"))) == 1
     with sqlite3.connect(_db_file(isolated_home)) as conn:
         assert conn.execute("PRAGMA foreign_keys").fetchone() == (0,)  # a new connection's default
-        assert "public_id" in {r[1] for r in conn.execute("PRAGMA table_info(compression_run)")}
+        assert "rebuilt_marker" in {r[1] for r in conn.execute("PRAGMA table_info(compression_run)")}
 
 
 def test_a_database_from_a_newer_shrinkwise_is_refused(isolated_home):
