@@ -45,4 +45,10 @@ pages = {
         st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
     ],
 }
-st.navigation(pages, position="top").run()
+try:
+    st.navigation(pages, position="top").run()
+except Exception as exc:  # a damaged database: a clear page instead of SQLAlchemy's traceback
+    from app.dbfault import show_database_fault
+
+    if not show_database_fault(exc):
+        raise

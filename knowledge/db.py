@@ -5,6 +5,9 @@
 - Otherwise a SQLite file ``shrinkwise.db`` in the per-user data folder
   (``platformdirs.user_data_dir("shrinkwise")``, or ``SHRINKWISE_HOME`` when set).
 
+:func:`init_db` refuses a damaged SQLite file (:class:`DatabaseDamaged`) and migrates the schema with
+Alembic (:mod:`knowledge.migrate`, backup first); docs/database.md says where the backups are.
+
 :func:`sync_catalog` loads the data files into the tables and can run any number of times: methods
 are upserted, evidence from the data files is replaced, and evidence measured by users' runs is kept.
 """
@@ -24,9 +27,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, SQLModel, col, create_engine, delete, select
+from sqlmodel import Session, col, create_engine, delete, select
 
 from knowledge import tables
+from knowledge.faults import DatabaseDamaged as DatabaseDamaged
+from knowledge.faults import DatabaseFault as DatabaseFault
+from knowledge.faults import DatabaseTooNew as DatabaseTooNew
 from knowledge.loader import DATA_DIR, KnowledgeData, load_all
 from knowledge.paths import (  # noqa: F401  (re-exported: db is where callers look for them)
     DB_FILENAME,
@@ -102,33 +108,69 @@ def dispose_engines() -> None:
 
 
 def init_db(url: str | None = None) -> Engine:
-    """Create the tables that do not exist yet; returns the engine.
+    """Check the database and bring its schema to the newest revision, once per process; returns the engine.
+
+    - A SQLite file that exists but is damaged (0 bytes, not SQLite, pages missing) raises
+      :class:`DatabaseDamaged` naming the file and its newest backup; it is never replaced or recreated.
+    - The schema is migrated with Alembic (:mod:`knowledge.migrate`): a new database gets every table,
+      one made before migrations existed is taken over without touching its rows, and a SQLite file
+      is copied to ``backups/`` next to it before any revision changes it.
 
     Safe when two processes start together: if the other one created a table between our check and
-    our CREATE, the error is ignored and the check runs again.
+    our CREATE, the error is ignored and the migration runs again (PostgreSQL takes a lock instead).
     """
+    url = normalize_url(url) if url else database_url()
     engine = get_engine(url)
     key = str(engine.url)
     if key in _initialized:  # queue functions call this on every use; check the schema once per process
         return engine
-    wanted = [
-        SQLModel.metadata.tables[t.__tablename__]
-        for t in (tables.MethodRow, tables.CompressionRun, tables.EvidenceRow, tables.SavedRecommendation)
-    ]
-    for attempt in range(3):
-        try:
-            SQLModel.metadata.create_all(engine, tables=wanted)
-            break
-        except (OperationalError, ProgrammingError, IntegrityError) as exc:
-            if (
-                attempt == 2
-                or "already exists" not in str(exc).lower()
-                and "duplicate" not in str(exc).lower()
-            ):
-                raise
-            time.sleep(0.2)
+    from knowledge import faults, migrate
+
+    path = sqlite_path(url)
+    try:
+        if path is not None:
+            faults.check_sqlite_file(path)
+        for attempt in range(3):
+            try:
+                migrate.upgrade(engine)
+                break
+            except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                if (
+                    attempt == 2
+                    or "already exists" not in str(exc).lower()
+                    and "duplicate" not in str(exc).lower()
+                ):
+                    raise
+                time.sleep(0.2)
+    except Exception as exc:
+        fault = database_fault(exc, url)
+        if fault is None:
+            raise
+        forget_engine(url)  # no pooled connection stays on the damaged file; moving it aside is enough
+        if fault is exc:
+            raise
+        raise fault from exc
     _initialized.add(key)
     return engine
+
+
+def database_fault(exc: BaseException, url: str | None = None) -> DatabaseFault | None:
+    """The :class:`DatabaseFault` that ``exc`` means for the database at ``url`` (a damaged SQLite file
+    behind a SQLAlchemy error, say), or None when ``exc`` is some other error."""
+    from knowledge import faults
+
+    url = normalize_url(url) if url else database_url()
+    return faults.damage_from(exc, describe_url(url), sqlite_path(url))
+
+
+def forget_engine(url: str | None = None) -> None:
+    """Close and drop the cached engine of ``url`` (the next use opens the database afresh)."""
+    url = normalize_url(url) if url else database_url()
+    with _lock:
+        engine = _engines.pop(url, None)
+        if engine is not None:
+            _initialized.discard(str(engine.url))
+            engine.dispose()
 
 
 @contextmanager

@@ -357,6 +357,9 @@ def load() -> None:
         for p in exc.problems:
             _err.print(f"  {p}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    except db.DatabaseFault as exc:  # damaged, or from a newer Shrinkwise: one line, what to do
+        _err.print(f"shrinkwise: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except Exception as exc:  # unreachable server, bad URL, permissions
         _err.print(f"Could not load the knowledge base into {db.describe_url(url)}: {exc}", markup=False)
         _err.print(f"Check {db.ENV_URL} (unset it to use the SQLite file in the data folder).", markup=False)

@@ -46,6 +46,21 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             sys.exit(exc.code)
+    except Exception as exc:
+        fault = _database_fault(exc)
+        if fault is None:
+            raise
+        print(f"shrinkwise: {fault}", file=sys.stderr)  # one line, no traceback
+        sys.exit(1)
+
+
+def _database_fault(exc: Exception) -> Exception | None:
+    """The database fault (damaged, too new) that ``exc`` means, if any; None for anything else."""
+    if "knowledge.db" not in sys.modules:  # nothing touched the database: not a database fault
+        return None
+    from knowledge import db
+
+    return db.database_fault(exc)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first by their number (``vNNNN_<slug>.py``)."""
