@@ -13,12 +13,14 @@ Page files and URL parameters (a link from another page opens a pre-filled form)
 from __future__ import annotations
 
 import os
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from jobs.backend import JobBackend, JobInfo, get_backend
+from jobs.backend import JobBackend, JobInfo, get_backend, reconcile
 from knowledge.tables import RunStatus
 
 PAGE_COMPRESS = "views/compress.py"
@@ -46,13 +48,30 @@ def backend() -> JobBackend:
     return get_backend(autostart=autostart())
 
 
-def ensure_worker_for_queue() -> None:
-    """Start the worker pool when jobs wait and none runs (e.g. after a server restart)."""
-    if not autostart():
+#: A page reconciles the jobs at most this often per server process (the live panel asks every second).
+RECONCILE_EVERY_S = 5.0
+_last_reconcile = [0.0]
+
+
+def ensure_worker_for_queue(force: bool = True) -> None:
+    """Every page visit: end the ``running`` jobs whose worker is gone (even when nothing is queued),
+    delete expired uploads and outputs, and start the worker pool when jobs wait and none runs (e.g.
+    after a server restart). ``force=False`` skips it when it ran less than ``RECONCILE_EVERY_S`` ago."""
+    now = time.monotonic()
+    if not force and now - _last_reconcile[0] < RECONCILE_EVERY_S:
         return
-    r = backend()
-    if r.list(status=[RunStatus.QUEUED], limit=1):
-        r.ensure_running()
+    _last_reconcile[0] = now
+    reconcile(backend(), start_worker=autostart())
+
+
+def plain(text: object) -> str:
+    """``text`` for ``st.markdown`` (and labels) shown exactly as written: every character Markdown,
+    Streamlit's directives (``:red[…]``, ``:material/…:``) or LaTeX (``$``) would read is escaped, so
+    a folder named ``[Session expired - click here](https://…)`` stays text, never a link."""
+    return _MD_SPECIAL.sub(r"\\\g<0>", str(text)).replace("\n", " ")
+
+
+_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()<>#+\-.!|~:$&=\"']")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,7 +135,9 @@ def settings_text(config: dict[str, Any]) -> str:
 
 
 def job_title(info: JobInfo) -> str:
-    return f"Job #{info.id}: {info.compressor} on {info.model_name}"
+    """The job's title as Markdown: the model's name (an upload's folder name, chosen by a user) is
+    escaped so it is shown as written."""
+    return f"Job #{info.id}: {plain(info.compressor)} on {plain(info.model_name)}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -133,8 +154,9 @@ def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
         )
         return None
     if info.active:
-        if info.status is RunStatus.QUEUED:
-            ensure_worker_for_queue()
+        ensure_worker_for_queue()
+        info = backend().status(job_id)
+    if info.active:
         _live_panel(job_id, key)
     else:
         _render(info, key)
@@ -143,6 +165,7 @@ def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
 
 @st.fragment(run_every=1.0)
 def _live_panel(job_id: int, key: str) -> None:
+    ensure_worker_for_queue(force=False)  # a worker that dies while the page watches: the job ends
     info = backend().status(job_id)
     _render(info, key)
     if info.finished:
@@ -196,7 +219,7 @@ def _render(info: JobInfo, key: str) -> None:
             st.error(f"The job failed: {info.error}")
             if _is_upload(info.model_ref):
                 st.caption(
-                    f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again."
+                    f"Your uploaded model is kept at {plain(info.model_ref)}; fix the problem and run it again."
                 )
         elif info.status is RunStatus.CANCELLED:
             st.info(f"The job was {info.error or 'cancelled by the user'}.")
@@ -211,15 +234,14 @@ def _is_upload(model_ref: str) -> bool:
 
 def active_jobs(exclude: int | None = None) -> list[JobInfo]:
     """Queued and running jobs (every tab and user), with links to follow them."""
+    ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue, orphans end
     jobs = [j for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
-    if any(j.status is RunStatus.QUEUED for j in jobs):
-        ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue
     if jobs:
         with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
             for j in jobs:
                 st.page_link(
                     PAGE_COMPRESS,
-                    label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
+                    label=f"#{j.id} {plain(j.compressor)} on {plain(j.model_name)}: {j.status.value}"
                     + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
                     query_params={"job": str(j.id)},
                 )

@@ -57,7 +57,7 @@ LOCK_NAME = "worker.lock"
 STATE_NAME = "worker.json"
 LOG_NAME = "worker.log"
 #: A running job whose heartbeat is older than this is taken as abandoned (its worker died).
-STALE_AFTER_S = 60.0
+STALE_AFTER_S = queue.STALE_AFTER_S
 #: How long a cancelled job may take to stop by itself before the pool terminates its process.
 CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
