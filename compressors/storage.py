@@ -387,7 +387,11 @@ def safe_extract(
                 f"{archive.name} is corrupt: its compressed data does not decompress ({exc}); "
                 "create the archive again and upload it once more"
             ) from None
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, RuntimeError) as exc:
+        except OSError as exc:  # the message without the server's paths
+            raise UnsafeArchive(
+                f"{archive.name} could not be extracted: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, RuntimeError) as exc:
             raise UnsafeArchive(
                 f"{archive.name} is not a readable archive ({type(exc).__name__}: {exc}); "
                 "create it again with zip or tar and upload it once more"

@@ -75,6 +75,50 @@ _MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()<>#+\-.!|~:$&=\"']")
 
 
 # ---------------------------------------------------------------------------------------------------
+# reading a model for the Compress page
+
+
+def model_stamp(ref: str) -> float:
+    """Changes whenever the model at ``ref`` does: the newest modification time of the path and of the
+    files directly in it (a fixed ``config.json`` changes it, although the folder's own time does not)."""
+    stamps = [0.0]
+    try:
+        stamps.append(os.stat(ref).st_mtime)
+        if os.path.isdir(ref):
+            with os.scandir(ref) as entries:
+                stamps.extend(e.stat().st_mtime for e in entries)
+    except OSError:
+        pass
+    return max(stamps)
+
+
+@st.cache_data(show_spinner="Reading the model's config…", max_entries=32, ttl=600)
+def _check_model_cached(ref: str, stamp: float) -> Any:
+    """Only successes are cached (Streamlit never caches an exception), keyed on the model's stamp, and
+    for ten minutes at most: a refused model is read again on the next visit, once it has been fixed."""
+    from jobs import preflight
+
+    return preflight.check_model(ref)
+
+
+def check_model(ref: str) -> Any:
+    """:func:`jobs.preflight.check_model` for the page (cached while the files stay the same); raises."""
+    return _check_model_cached(ref, model_stamp(ref))
+
+
+def inspect_model(ref: str) -> tuple[Any, str | None]:
+    """``(ModelInfo, None)``, or ``(None, why the model cannot be used)``; never raises."""
+    from compressors.base import CompressionError
+
+    try:
+        return check_model(ref), None
+    except CompressionError as exc:
+        return None, str(exc)
+    except Exception as exc:  # an unexpected reader error: show it, never crash the page
+        return None, f"cannot read this model: {type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------------
 # formatting
 
 

@@ -219,6 +219,12 @@ class Worker:
             return False
         init_db(self.url)
         queue.recover_interrupted(stale_after_s=self.stale_after_s, keep=self.children, url=self.url)
+        try:
+            from jobs.uploads import cleanup_expired
+
+            cleanup_expired(url=self.url)
+        except Exception:  # housekeeping must never keep the pool from running jobs
+            log.exception("cleaning up expired uploads and outputs failed")
         self._write_state()
         return True
 
