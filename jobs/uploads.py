@@ -306,7 +306,7 @@ def pickle_refusal(name: str, exc: BaseException) -> str:
         detail = detail[:157].rstrip() + "..."
     detail = detail.rstrip(".")
     return (
-        f"Refused {name}: it is a pickle that torch.load(weights_only=True) does not accept "
+        f"refused {name}: it is a pickle that torch.load(weights_only=True) does not accept "
         f"(torch says: {detail}). Loading such a file can run code on the server, so Shrinkwise never "
         "loads it. Convert the weights to safetensors on a machine where you trust them, and upload those."
     )

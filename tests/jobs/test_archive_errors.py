@@ -89,7 +89,7 @@ def test_the_pickle_refusal_is_complete_sentences(tmp_path):
     with pytest.raises(UploadError) as exc:
         check_pickles(folder)
     message = str(exc.value)
-    assert message.startswith("Refused pytorch_model.bin: it is a pickle that torch.load(weights_only=True)")
+    assert message.startswith("refused pytorch_model.bin: it is a pickle that torch.load(weights_only=True)")
     assert "Re-running" not in message and "mmap" not in message
     assert "torch says: " in message and message.endswith("upload those.")
     assert "can run code on the server" in message
