@@ -28,7 +28,9 @@ import shutil
 import stat
 import tarfile
 import time
+import uuid
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
@@ -338,33 +340,89 @@ def _safe_member_path(name: str, dest: Path) -> Path:
     return target
 
 
+#: What every archive entry (a file, a folder, a folder implied by a member's path) costs on disk at the
+#: least, counted toward ``max_total_bytes``: an archive of empty folders fills inodes and blocks too.
+ENTRY_BYTES = 4096
+#: Zip compression methods Python reads (stored, deflate, bzip2, lzma); others (deflate64 = 9) are refused.
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
 def safe_extract(
     archive: str | Path, dest: str | Path, *, max_files: int = 1000, max_total_bytes: int = 64 * 2**30
 ) -> Path:
     """Extract a ``.zip``/``.tar``/``.tar.gz`` into ``dest`` refusing anything unsafe; returns ``dest``.
 
     Every member is checked before anything is written (absolute paths, ``..``, symlinks and hard
-    links, devices/FIFOs, more than ``max_files`` files, declared sizes over ``max_total_bytes``), and
-    bytes are counted while writing so an archive that lies about its sizes is stopped too. On refusal
-    the partially extracted ``dest`` is removed.
+    links, devices/FIFOs, encrypted or unsupported zip compression, more than ``max_files`` entries,
+    declared sizes over ``max_total_bytes``), and bytes are counted while writing so an archive that
+    lies about its sizes is stopped too. Entries of every kind count: files, folders and the folders a
+    member's path implies each count toward ``max_files`` and cost :data:`ENTRY_BYTES` of the byte
+    budget, so an archive of 100,000 empty folders is refused like one of 100,000 files.
+
+    The archive is extracted into a hidden sibling folder that is renamed to ``dest`` only when all went
+    well; on a refusal, an unreadable archive or any interruption (even ``KeyboardInterrupt``) that
+    folder is removed, so nothing half-extracted is left. ``dest`` must not exist or be empty. Every
+    failure is an :class:`UnsafeArchive` whose message says what was wrong, never a traceback.
     """
     archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    dest = dest.resolve()
+    dest = dest.parent.resolve() / dest.name
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UnsafeArchive(f"cannot extract {archive.name}: {dest} already exists and is not empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = dest.parent / f".{dest.name}.extracting-{uuid.uuid4().hex[:8]}"
     name = archive.name.lower()
     try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest, max_files, max_total_bytes)
-        elif name.endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(archive):
-            _extract_tar(archive, dest, max_files, max_total_bytes)
-        else:
-            raise UnsafeArchive(f"{archive.name} is not a .zip, .tar or .tar.gz archive")
-    except (UnsafeArchive, zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        if isinstance(exc, UnsafeArchive):
+        work.mkdir()
+        try:
+            if zipfile.is_zipfile(archive):
+                _extract_zip(archive, work, max_files, max_total_bytes)
+            elif name.endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(archive):
+                _extract_tar(archive, work, max_files, max_total_bytes)
+            else:
+                raise UnsafeArchive(f"{archive.name} is not a .zip, .tar or .tar.gz archive")
+        except UnsafeArchive:
             raise
-        raise UnsafeArchive(f"{archive.name} is not a readable archive: {exc}") from None
+        except zlib.error as exc:
+            raise UnsafeArchive(
+                f"{archive.name} is corrupt: its compressed data does not decompress ({exc}); "
+                "create the archive again and upload it once more"
+            ) from None
+        except OSError as exc:  # the message without the server's paths
+            raise UnsafeArchive(
+                f"{archive.name} could not be extracted: {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, RuntimeError) as exc:
+            raise UnsafeArchive(
+                f"{archive.name} is not a readable archive ({type(exc).__name__}: {exc}); "
+                "create it again with zip or tar and upload it once more"
+            ) from None
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        work.rename(dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return dest
+
+
+def _count_entries(names: list[str], max_files: int, *, more: bool = False) -> int:
+    """The number of paths the archive creates (its members and every folder their paths imply);
+    refused over ``max_files``. ``more``: the listing was cut short, there are more members."""
+    paths: set[tuple[str, ...]] = set()
+    n_files = 0
+    for n in names:
+        parts = tuple(p for p in PurePosixPath(n.replace("\\", "/")).parts if p not in ("", ".", "/"))
+        if not n.endswith("/"):
+            n_files += 1
+        for i in range(1, len(parts) + 1):
+            paths.add(parts[:i])
+    if more or len(paths) > max_files:
+        or_more = " or more" if more else ""
+        raise UnsafeArchive(
+            f"archive has {len(paths)}{or_more} entries ({n_files} files, {len(paths) - n_files} folders"
+            f"{or_more}); at most {max_files} files and folders together are accepted"
+        )
+    return len(paths)
 
 
 def _copy_limited(src: IO[bytes], dst: Path, budget: list[int], limit: int) -> None:
@@ -383,13 +441,23 @@ def _copy_limited(src: IO[bytes], dst: Path, budget: list[int], limit: int) -> N
 def _extract_zip(archive: Path, dest: Path, max_files: int, max_total: int) -> None:
     with zipfile.ZipFile(archive) as z:
         infos = z.infolist()
+        entries = _count_entries([i.filename for i in infos], max_files)
         files = [i for i in infos if not i.is_dir()]
-        if len(files) > max_files:
-            raise UnsafeArchive(f"archive has {len(files)} files; at most {max_files} are accepted")
-        if sum(i.file_size for i in files) > max_total:
+        if sum(i.file_size for i in files) + ENTRY_BYTES * entries > max_total:
             raise UnsafeArchive(f"archive expands to more than {max_total} bytes; refused")
         targets = []
         for i in infos:
+            if i.flag_bits & 0x1:
+                raise UnsafeArchive(
+                    f"{archive.name} is encrypted ({i.filename!r} needs a password); "
+                    "upload an archive made without a password"
+                )
+            if i.compress_type not in _ZIP_METHODS:
+                kind = "deflate64" if i.compress_type == 9 else f"method {i.compress_type}"
+                raise UnsafeArchive(
+                    f"{archive.name} uses a compression Shrinkwise cannot read ({kind}, for "
+                    f"{i.filename!r}); create it again with standard zip compression (deflate) or as .tar.gz"
+                )
             mode = (i.external_attr >> 16) & 0xFFFF
             if mode and (
                 stat.S_ISLNK(mode)
@@ -402,7 +470,7 @@ def _extract_zip(archive: Path, dest: Path, max_files: int, max_total: int) -> N
                     f"refused archive member {i.filename!r}: links and device files are not accepted"
                 )
             targets.append((i, _safe_member_path(i.filename, dest)))
-        budget = [0]
+        budget = [ENTRY_BYTES * entries]
         for i, target in targets:
             if i.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -413,7 +481,11 @@ def _extract_zip(archive: Path, dest: Path, max_files: int, max_total: int) -> N
 
 def _extract_tar(archive: Path, dest: Path, max_files: int, max_total: int) -> None:
     with tarfile.open(archive, "r:*") as t:
-        members = t.getmembers()
+        members = []
+        for m in t:  # read the headers one by one: a count over the limit stops the listing early
+            members.append(m)
+            if len(members) > max_files:
+                break
         for m in members:
             if m.issym() or m.islnk():
                 raise UnsafeArchive(f"refused archive member {m.name!r}: links are not accepted")
@@ -421,13 +493,14 @@ def _extract_tar(archive: Path, dest: Path, max_files: int, max_total: int) -> N
                 raise UnsafeArchive(
                     f"refused archive member {m.name!r}: device files and FIFOs are not accepted"
                 )
+        entries = _count_entries(
+            [m.name + ("/" if m.isdir() else "") for m in members], max_files, more=len(members) > max_files
+        )
         files = [m for m in members if m.isfile()]
-        if len(files) > max_files:
-            raise UnsafeArchive(f"archive has {len(files)} files; at most {max_files} are accepted")
-        if sum(m.size for m in files) > max_total:
+        if sum(m.size for m in files) + ENTRY_BYTES * entries > max_total:
             raise UnsafeArchive(f"archive expands to more than {max_total} bytes; refused")
         targets = [(m, _safe_member_path(m.name, dest)) for m in members]
-        budget = [0]
+        budget = [ENTRY_BYTES * entries]
         for m, target in targets:
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)

@@ -223,10 +223,8 @@ class LocalBackend:
         return ensure_worker(url=self.url)
 
     def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
-        from jobs.worker import STALE_AFTER_S
-
         return queue.recover_interrupted(
-            stale_after_s=STALE_AFTER_S if stale_after_s is None else stale_after_s, url=self.url
+            stale_after_s=queue.STALE_AFTER_S if stale_after_s is None else stale_after_s, url=self.url
         )
 
     def worker_state(self) -> dict[str, Any]:
@@ -234,6 +232,24 @@ class LocalBackend:
         from jobs.worker import worker_state
 
         return worker_state()
+
+
+def reconcile(backend: JobBackend, *, start_worker: bool = True) -> builtins.list[int]:
+    """What every page visit (and every pool start) does so no job stays stuck: fail (or, when a cancel
+    was asked, cancel) the ``running`` jobs whose worker is gone, even when nothing is queued; delete
+    expired uploads and job outputs (:func:`jobs.uploads.cleanup_expired`); and start a worker when
+    jobs wait and ``start_worker``. Returns the ids of the jobs it ended.
+    """
+    ended = backend.recover()
+    try:
+        from jobs.uploads import cleanup_expired
+
+        cleanup_expired()
+    except Exception:  # housekeeping must never break a page
+        log.exception("cleaning up expired uploads and outputs failed")
+    if start_worker and backend.list(status=[RunStatus.QUEUED], limit=1):
+        backend.ensure_running()
+    return ended
 
 
 #: Backend name -> class taking ``url=`` (``SHRINKWISE_JOB_BACKEND`` picks one; a Ray backend adds itself).

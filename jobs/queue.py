@@ -22,7 +22,7 @@ import math
 import os
 import socket
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
@@ -189,8 +189,14 @@ def heartbeat(run_id: int, url: str | None = None) -> bool:
         return bool(run.cancel_requested)
 
 
-def request_cancel(run_id: int, url: str | None = None) -> RunStatus:
-    """Cancel a queued run at once, or ask the worker of a running one to stop; returns the new status."""
+def request_cancel(run_id: int, url: str | None = None, stale_after_s: float | None = None) -> RunStatus:
+    """Cancel a queued run at once, or ask the worker of a running one to stop; returns the new status.
+
+    A running job whose worker is gone (dead process on this host, or no heartbeat for ``stale_after_s``,
+    default :data:`STALE_AFTER_S`) has nobody to stop it: it is cancelled at once instead of waiting
+    for a worker that will never answer.
+    """
+    stale_after_s = STALE_AFTER_S if stale_after_s is None else stale_after_s
     with session(url) as s:
         run = s.get(CompressionRun, run_id)
         if run is None:
@@ -201,6 +207,9 @@ def request_cancel(run_id: int, url: str | None = None) -> RunStatus:
             run.error = "cancelled before it started"
         elif status is RunStatus.RUNNING:
             run.cancel_requested = True
+            if _interrupted(run, utcnow(), stale_after_s):  # nobody is left to stop it: done now
+                run.status, run.finished_at, run.stage = RunStatus.CANCELLED.value, utcnow(), "cancelled"
+                run.error = ORPHAN_CANCEL_REASON
         s.add(run)
         return RunStatus(run.status)
 
@@ -285,6 +294,10 @@ def mark_cancelled(
 
 #: Why a job left ``running`` by a worker that is gone is failed (the user can queue it again).
 RESTART_REASON = "the server restarted while this job ran (its worker process stopped); queue it again"
+#: How a cancelled job whose worker was already gone ends.
+ORPHAN_CANCEL_REASON = "cancelled by the user (its worker process had already stopped)"
+#: A running job whose heartbeat is older than this is taken as abandoned (its worker died).
+STALE_AFTER_S = 60.0
 
 
 def parse_worker_id(worker_id: str | None) -> tuple[str, int] | None:
@@ -328,6 +341,8 @@ def recover_interrupted(
 ) -> list[int]:
     """Fail the jobs left ``running`` by a worker that is gone; returns their ids. Queued jobs stay.
 
+    A job whose cancel was requested ends ``cancelled`` instead (its worker can no longer confirm it).
+
     The one recovery of the job system: a pool calls it on start and now and then while it runs, a
     backend's ``recover`` calls it. With ``stale_after_s=None`` every running job is taken as interrupted
     (once at server start, before any worker runs); otherwise a job is interrupted when its worker process
@@ -342,21 +357,33 @@ def recover_interrupted(
         for run in s.exec(
             select(CompressionRun).where(CompressionRun.status == RunStatus.RUNNING.value)
         ).all():
-            if run.id in mine:
+            if run.id in mine or not _interrupted(run, now, stale_after_s):
                 continue
-            if stale_after_s is not None and not worker_gone(run.worker_id):
-                beat = run.heartbeat_at
-                if beat is not None and beat.tzinfo is None:
-                    beat = beat.replace(tzinfo=now.tzinfo)
-                if beat is not None and now - beat < timedelta(seconds=stale_after_s):
-                    continue
-            run.status, run.finished_at, run.stage = RunStatus.FAILED.value, now, "failed"
-            run.error = reason
+            if run.cancel_requested:  # the user asked to stop it, and it has stopped: that is a cancel
+                run.status, run.stage, run.error = (
+                    RunStatus.CANCELLED.value,
+                    "cancelled",
+                    ORPHAN_CANCEL_REASON,
+                )
+            else:
+                run.status, run.stage, run.error = RunStatus.FAILED.value, "failed", reason
+            run.finished_at = now
             s.add(run)
             failed.append(run.stored_id)
     if failed:
-        log.warning("jobs %s were running when their worker stopped; marked failed", failed)
+        log.warning("jobs %s were running when their worker stopped; marked failed (or cancelled)", failed)
     return failed
+
+
+def _interrupted(run: CompressionRun, now: datetime, stale_after_s: float | None) -> bool:
+    """True when nobody runs this ``running`` job any more: its worker on this host is dead, or its
+    heartbeat is missing or older than ``stale_after_s`` (None: every running job counts as interrupted)."""
+    if stale_after_s is None or worker_gone(run.worker_id):
+        return True
+    beat = run.heartbeat_at
+    if beat is not None and beat.tzinfo is None:
+        beat = beat.replace(tzinfo=now.tzinfo)
+    return beat is None or now - beat >= timedelta(seconds=stale_after_s)
 
 
 def delete_run(run_id: int, url: str | None = None) -> None:

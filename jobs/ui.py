@@ -13,12 +13,14 @@ Page files and URL parameters (a link from another page opens a pre-filled form)
 from __future__ import annotations
 
 import os
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from jobs.backend import JobBackend, JobInfo, get_backend
+from jobs.backend import JobBackend, JobInfo, get_backend, reconcile
 from knowledge.tables import RunStatus
 
 PAGE_COMPRESS = "views/compress.py"
@@ -46,13 +48,74 @@ def backend() -> JobBackend:
     return get_backend(autostart=autostart())
 
 
-def ensure_worker_for_queue() -> None:
-    """Start the worker pool when jobs wait and none runs (e.g. after a server restart)."""
-    if not autostart():
+#: A page reconciles the jobs at most this often per server process (the live panel asks every second).
+RECONCILE_EVERY_S = 5.0
+_last_reconcile = [0.0]
+
+
+def ensure_worker_for_queue(force: bool = True) -> None:
+    """Every page visit: end the ``running`` jobs whose worker is gone (even when nothing is queued),
+    delete expired uploads and outputs, and start the worker pool when jobs wait and none runs (e.g.
+    after a server restart). ``force=False`` skips it when it ran less than ``RECONCILE_EVERY_S`` ago."""
+    now = time.monotonic()
+    if not force and now - _last_reconcile[0] < RECONCILE_EVERY_S:
         return
-    r = backend()
-    if r.list(status=[RunStatus.QUEUED], limit=1):
-        r.ensure_running()
+    _last_reconcile[0] = now
+    reconcile(backend(), start_worker=autostart())
+
+
+def plain(text: object) -> str:
+    """``text`` for ``st.markdown`` (and labels) shown exactly as written: every character Markdown,
+    Streamlit's directives (``:red[…]``, ``:material/…:``) or LaTeX (``$``) would read is escaped, so
+    a folder named ``[Session expired - click here](https://…)`` stays text, never a link."""
+    return _MD_SPECIAL.sub(r"\\\g<0>", str(text)).replace("\n", " ")
+
+
+_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()<>#+\-.!|~:$&=\"']")
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading a model for the Compress page
+
+
+def model_stamp(ref: str) -> float:
+    """Changes whenever the model at ``ref`` does: the newest modification time of the path and of the
+    files directly in it (a fixed ``config.json`` changes it, although the folder's own time does not)."""
+    stamps = [0.0]
+    try:
+        stamps.append(os.stat(ref).st_mtime)
+        if os.path.isdir(ref):
+            with os.scandir(ref) as entries:
+                stamps.extend(e.stat().st_mtime for e in entries)
+    except OSError:
+        pass
+    return max(stamps)
+
+
+@st.cache_data(show_spinner="Reading the model's config…", max_entries=32, ttl=600)
+def _check_model_cached(ref: str, stamp: float) -> Any:
+    """Only successes are cached (Streamlit never caches an exception), keyed on the model's stamp, and
+    for ten minutes at most: a refused model is read again on the next visit, once it has been fixed."""
+    from jobs import preflight
+
+    return preflight.check_model(ref)
+
+
+def check_model(ref: str) -> Any:
+    """:func:`jobs.preflight.check_model` for the page (cached while the files stay the same); raises."""
+    return _check_model_cached(ref, model_stamp(ref))
+
+
+def inspect_model(ref: str) -> tuple[Any, str | None]:
+    """``(ModelInfo, None)``, or ``(None, why the model cannot be used)``; never raises."""
+    from compressors.base import CompressionError
+
+    try:
+        return check_model(ref), None
+    except CompressionError as exc:
+        return None, str(exc)
+    except Exception as exc:  # an unexpected reader error: show it, never crash the page
+        return None, f"cannot read this model: {type(exc).__name__}: {exc}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,7 +179,9 @@ def settings_text(config: dict[str, Any]) -> str:
 
 
 def job_title(info: JobInfo) -> str:
-    return f"Job #{info.id}: {info.compressor} on {info.model_name}"
+    """The job's title as Markdown: the model's name (an upload's folder name, chosen by a user) is
+    escaped so it is shown as written."""
+    return f"Job #{info.id}: {plain(info.compressor)} on {plain(info.model_name)}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -133,8 +198,9 @@ def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
         )
         return None
     if info.active:
-        if info.status is RunStatus.QUEUED:
-            ensure_worker_for_queue()
+        ensure_worker_for_queue()
+        info = backend().status(job_id)
+    if info.active:
         _live_panel(job_id, key)
     else:
         _render(info, key)
@@ -143,6 +209,7 @@ def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
 
 @st.fragment(run_every=1.0)
 def _live_panel(job_id: int, key: str) -> None:
+    ensure_worker_for_queue(force=False)  # a worker that dies while the page watches: the job ends
     info = backend().status(job_id)
     _render(info, key)
     if info.finished:
@@ -196,7 +263,7 @@ def _render(info: JobInfo, key: str) -> None:
             st.error(f"The job failed: {info.error}")
             if _is_upload(info.model_ref):
                 st.caption(
-                    f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again."
+                    f"Your uploaded model is kept at {plain(info.model_ref)}; fix the problem and run it again."
                 )
         elif info.status is RunStatus.CANCELLED:
             st.info(f"The job was {info.error or 'cancelled by the user'}.")
@@ -211,15 +278,14 @@ def _is_upload(model_ref: str) -> bool:
 
 def active_jobs(exclude: int | None = None) -> list[JobInfo]:
     """Queued and running jobs (every tab and user), with links to follow them."""
+    ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue, orphans end
     jobs = [j for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
-    if any(j.status is RunStatus.QUEUED for j in jobs):
-        ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue
     if jobs:
         with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
             for j in jobs:
                 st.page_link(
                     PAGE_COMPRESS,
-                    label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
+                    label=f"#{j.id} {plain(j.compressor)} on {plain(j.model_name)}: {j.status.value}"
                     + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
                     query_params={"job": str(j.id)},
                 )

@@ -22,10 +22,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from compressors.base import CompressionError
 
@@ -34,13 +36,26 @@ log = logging.getLogger(__name__)
 ENV_MAX_UPLOAD_MB = "SHRINKWISE_MAX_UPLOAD_MB"
 #: Same default as ``server.maxUploadSize`` in .streamlit/config.toml.
 DEFAULT_MAX_UPLOAD_MB = 2048
-#: An archive may expand to at most this many times the upload limit (stops zip bombs).
-EXPAND_FACTOR = 4
+#: How much one upload may take on disk once unpacked (an archive's contents, or the loose files).
+ENV_MAX_UNPACKED_MB = "SHRINKWISE_MAX_UNPACKED_MB"
+#: The default fits the largest model an upload can bring (2 GB of safetensors barely compress) twice over.
+DEFAULT_MAX_UNPACKED_MB = 4096
+#: How much all the uploads of one user may take on disk together (one quota for everyone in local mode).
+ENV_UPLOAD_QUOTA_MB = "SHRINKWISE_UPLOAD_QUOTA_MB"
+DEFAULT_UPLOAD_QUOTA_MB = 16384
+#: Uploads and job outputs older than this many days are deleted (0: never).
+ENV_RETENTION_DAYS = "SHRINKWISE_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 14.0
+#: An upload folder without its ``upload.json`` this old is the debris of an interrupted upload.
+DEBRIS_AFTER_S = 3600.0
+#: Files and folders an archive may hold, together.
 MAX_FILES = 1000
+META = "upload.json"
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+\-][A-Za-z0-9._+\- ]{0,200}$")
 
 FileLike = bytes | BinaryIO
+T = TypeVar("T")
 
 
 class UploadError(CompressionError):
@@ -63,6 +78,35 @@ def max_upload_bytes() -> int:
     except ValueError:
         raise UploadError(f"{ENV_MAX_UPLOAD_MB}={raw!r} is not a number of megabytes; e.g. 2048") from None
     return int(mb * 2**20)
+
+
+def _mb_setting(env: str, default: float) -> int:
+    raw = os.environ.get(env, "").strip()
+    try:
+        mb = float(raw) if raw else default
+    except ValueError:
+        raise UploadError(f"{env}={raw!r} is not a number of megabytes; e.g. {default:.0f}") from None
+    return int(mb * 2**20)
+
+
+def max_unpacked_bytes() -> int:
+    """``SHRINKWISE_MAX_UNPACKED_MB`` (default 4096): the most one upload may take on disk unpacked."""
+    return _mb_setting(ENV_MAX_UNPACKED_MB, DEFAULT_MAX_UNPACKED_MB)
+
+
+def upload_quota_bytes() -> int:
+    """``SHRINKWISE_UPLOAD_QUOTA_MB`` (default 16384): the most one user's uploads may take together."""
+    return _mb_setting(ENV_UPLOAD_QUOTA_MB, DEFAULT_UPLOAD_QUOTA_MB)
+
+
+def retention_s() -> float | None:
+    """``SHRINKWISE_RETENTION_DAYS`` (default 14) in seconds; None when set to 0 (keep everything)."""
+    raw = os.environ.get(ENV_RETENTION_DAYS, "").strip()
+    try:
+        days = float(raw) if raw else DEFAULT_RETENTION_DAYS
+    except ValueError:
+        raise UploadError(f"{ENV_RETENTION_DAYS}={raw!r} is not a number of days; e.g. 14") from None
+    return days * 86400.0 if days > 0 else None
 
 
 def uploads_root() -> Path:
@@ -110,7 +154,11 @@ def is_archive(name: str) -> bool:
 
 
 def save_model_upload(
-    files: Iterable[tuple[str, FileLike]], *, limit_bytes: int | None = None
+    files: Iterable[tuple[str, FileLike]],
+    *,
+    limit_bytes: int | None = None,
+    unpacked_limit_bytes: int | None = None,
+    owner: str | None = None,
 ) -> SavedUpload:
     """Save what the user uploaded and return where the model is; refuse anything unsafe or unusable.
 
@@ -132,6 +180,15 @@ def save_model_upload(
             f"the upload is {total / 2**20:.1f} MB, over the limit of {limit / 2**20:.0f} MB; "
             f"raise {ENV_MAX_UPLOAD_MB} and server.maxUploadSize, or give the model's path on the server instead"
         )
+    unpacked_limit = unpacked_limit_bytes if unpacked_limit_bytes is not None else max_unpacked_bytes()
+    if total > unpacked_limit:
+        raise UploadError(
+            f"the upload is {total / 2**20:.1f} MB, over the limit of {unpacked_limit / 2**20:.0f} MB per model "
+            f"({ENV_MAX_UNPACKED_MB}); give the model's path on the server instead"
+        )
+    quota, used = upload_quota_bytes(), upload_usage(owner)
+    if used + total > quota:
+        raise UploadError(_quota_message(owner, used, total, quota))
     names = [safe_file_name(n) for n, _ in files]
     if len(set(names)) != len(names):
         raise UploadError(f"two uploaded files have the same name: {sorted(names)}")
@@ -150,14 +207,24 @@ def save_model_upload(
     folder = uploads_root() / upload_id
     model_dir = folder / "model"
     try:
-        model_dir.mkdir(parents=True)
+        folder.mkdir(parents=True)
         if archives:
             original = folder / "original" / names[0]
             _write(files[0][1], original)
             try:
-                safe_extract(original, model_dir, max_files=MAX_FILES, max_total_bytes=limit * EXPAND_FACTOR)
+                safe_extract(original, model_dir, max_files=MAX_FILES, max_total_bytes=unpacked_limit)
             except UnsafeArchive as exc:
-                raise UploadError(f"{names[0]}: {exc}") from None
+                raise UploadError(
+                    f"{names[0]}: {exc}"
+                    + (
+                        f" (at most {unpacked_limit / 2**20:.0f} MB unpacked per upload, {ENV_MAX_UNPACKED_MB})"
+                        if "expands to more than" in str(exc)
+                        else ""
+                    )
+                ) from None
+            on_disk = _disk_bytes(folder)
+            if used + on_disk > quota:
+                raise UploadError(_quota_message(owner, used, on_disk, quota))
             try:
                 root = find_model_root(model_dir)
             except CompressionError:
@@ -170,6 +237,7 @@ def save_model_upload(
                     "(config.json, *.safetensors, tokenizer files)."
                 ) from None
         else:
+            model_dir.mkdir()
             for name, (_, data) in zip(names, files):
                 _write(data, model_dir / name)
             root = model_dir / ggufs[0] if ggufs else model_dir
@@ -178,8 +246,10 @@ def save_model_upload(
                     f"the uploaded files ({', '.join(sorted(names))}) have no config.json; a Hugging Face model "
                     "needs config.json next to its *.safetensors weights and tokenizer files"
                 )
-        (folder / "upload.json").write_text(
-            json.dumps({"files": names, "bytes": total, "model": str(root), "created": time.time()})
+        (folder / META).write_text(
+            json.dumps(
+                {"files": names, "bytes": total, "model": str(root), "created": time.time(), "owner": owner}
+            )
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -188,7 +258,9 @@ def save_model_upload(
     return SavedUpload(upload_id, folder, str(root), tuple(names), total)
 
 
-def save_text_upload(name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20) -> Path:
+def save_text_upload(
+    name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20, owner: str | None = None
+) -> Path:
     """Save an uploaded calibration/evaluation ``.txt`` under ``uploads/<id>/text/``; returns its path."""
     base = safe_file_name(name)
     size = _size_of(data)
@@ -203,11 +275,41 @@ def save_text_upload(name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20
         raise UploadError(
             f"{base} is not UTF-8 text (byte {exc.start}); save it as UTF-8 plain text"
         ) from None
-    folder = uploads_root() / (time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]) / "text"
-    folder.mkdir(parents=True)
-    path = folder / base
-    path.write_bytes(bytes(raw))
+    quota, used = upload_quota_bytes(), upload_usage(owner)
+    if used + size > quota:
+        raise UploadError(_quota_message(owner, used, size, quota))
+    upload = uploads_root() / (time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8])
+    folder = upload / "text"
+    try:
+        folder.mkdir(parents=True)
+        path = folder / base
+        path.write_bytes(bytes(raw))
+        (upload / META).write_text(
+            json.dumps({"files": [base], "bytes": size, "created": time.time(), "owner": owner, "text": True})
+        )
+    except BaseException:
+        shutil.rmtree(upload, ignore_errors=True)
+        raise
     return path
+
+
+def pickle_refusal(name: str, exc: BaseException) -> str:
+    """The page's refusal of a pickle, in whole sentences: what was found (the one line of torch's long
+    message that says it, e.g. ``Unsupported global: GLOBAL posix.system``), why that matters, what to do."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = found.group(1).strip() if found else ""
+    if not detail:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if len(detail) > 160:
+        detail = detail[:157].rstrip() + "..."
+    detail = detail.rstrip(".")
+    return (
+        f"refused {name}: it is a pickle that torch.load(weights_only=True) does not accept "
+        f"(torch says: {detail}). Loading such a file can run code on the server, so Shrinkwise never "
+        "loads it. Convert the weights to safetensors on a machine where you trust them, and upload those."
+    )
 
 
 def check_pickles(model_ref: str | Path) -> None:
@@ -225,12 +327,244 @@ def check_pickles(model_ref: str | Path) -> None:
         return
     for f in sorted(list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))):
         try:
-            obj = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4 ..."
+                try:
+                    obj = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as exc:  # a legacy (not zip) torch file cannot be memory-mapped
+                    if "mmap can only be used" not in str(exc):
+                        raise
+                    obj = torch.load(f, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            raise UploadError(
-                f"refused {f.name}: it is a pickle that does not load with torch.load(weights_only=True) ({first}). "
-                "Pickles can run code; convert the weights to safetensors where you trust them and upload those."
-            ) from None
+            raise UploadError(pickle_refusal(f.name, exc)) from None
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise UploadError(f"refused {f.name}: it holds {type(obj).__name__}, not a dict of tensors")
+
+
+# ---------------------------------------------------------------------------------------------------
+# disk budgets: refused uploads deleted at once, a quota per user, expiry, deleting one's own
+
+_UPLOAD_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One upload folder as the History page lists it."""
+
+    upload_id: str
+    folder: Path
+    owner: str | None
+    files: tuple[str, ...]
+    created: float
+    disk_bytes: int
+    in_use: bool  # a queued or running job reads it
+
+
+def _disk_bytes(path: Path) -> int:
+    """Bytes a folder takes: its files' sizes, and one block for every file and folder."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        total += 4096 * (len(dirnames) + 1)
+        for f in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _quota_message(owner: str | None, used: int, adding: int, quota: int) -> str:
+    who = "your uploads" if owner is not None else "the uploads on this server"
+    return (
+        f"this upload ({adding / 2**20:.1f} MB) would take {who} to {(used + adding) / 2**20:.0f} MB, over the "
+        f"quota of {quota / 2**20:.0f} MB ({ENV_UPLOAD_QUOTA_MB}); delete uploads you no longer need on the "
+        "History page and try again"
+    )
+
+
+def _active_paths(url: str | None = None) -> list[Path]:
+    """Paths that queued or running jobs read (their model and text files): never deleted under them."""
+    from jobs.queue import list_runs
+    from knowledge.tables import RunStatus
+
+    paths = []
+    for run in list_runs(status=[RunStatus.QUEUED, RunStatus.RUNNING], url=url):
+        paths.append(Path(run.model_ref))
+        for value in (run.calibration or {}).values():
+            if isinstance(value, str) and value:
+                paths.append(Path(value))
+    return paths
+
+
+def _used_by(folder: Path, active: list[Path]) -> bool:
+    folder = folder.resolve()
+    return any(p == folder or folder in p.parents for p in (a.resolve() for a in active))
+
+
+def list_uploads(
+    owner: str | None = None, *, every_owner: bool = False, url: str | None = None
+) -> list[UploadRecord]:
+    """The finished uploads of ``owner`` (None: the local user), newest first; ``every_owner``: all."""
+    root = uploads_root()
+    if not root.is_dir():
+        return []
+    active = _active_paths(url)
+    out = []
+    for folder in sorted(root.iterdir(), reverse=True):
+        meta = _meta(folder) if folder.is_dir() else None
+        if meta is None or (not every_owner and meta.get("owner") != owner):
+            continue
+        out.append(
+            UploadRecord(
+                upload_id=folder.name,
+                folder=folder,
+                owner=meta.get("owner"),
+                files=tuple(str(f) for f in meta.get("files") or ()),
+                created=float(meta.get("created") or folder.stat().st_mtime),
+                disk_bytes=_disk_bytes(folder),
+                in_use=_used_by(folder, active),
+            )
+        )
+    return out
+
+
+def upload_usage(owner: str | None = None) -> int:
+    """Bytes on disk of the uploads of ``owner`` (None: the local user): what the quota counts."""
+    root = uploads_root()
+    if not root.is_dir():
+        return 0
+    total = 0
+    for folder in root.iterdir():
+        meta = _meta(folder) if folder.is_dir() else None
+        if meta is not None and meta.get("owner") == owner:
+            total += _disk_bytes(folder)
+    return total
+
+
+def discard_upload(upload: SavedUpload | str | Path) -> None:
+    """Delete a just-saved upload at once (it was refused by a later check: pickle, encoder, corrupt)."""
+    folder = upload.folder if isinstance(upload, SavedUpload) else Path(upload)
+    root = uploads_root().resolve()
+    folder = folder.resolve()
+    if folder.parent != root:
+        raise UploadError(f"{folder} is not an upload folder")
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("deleted the refused upload %s", folder.name)
+
+
+def delete_upload(upload_id: str, owner: str | None = None, *, url: str | None = None) -> None:
+    """Delete one of ``owner``'s uploads (the History page's Delete); refused while a job reads it."""
+    if not _UPLOAD_ID.match(upload_id):
+        raise UploadError(f"there is no upload {upload_id!r}")
+    folder = uploads_root() / upload_id
+    meta = _meta(folder)
+    if meta is None or meta.get("owner") != owner:
+        raise UploadError(f"there is no upload {upload_id!r} of yours")
+    if _used_by(folder, _active_paths(url)):
+        raise UploadError(f"upload {upload_id} is used by a queued or running job; cancel it first")
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("deleted upload %s at its owner's request", upload_id)
+
+
+def save_checked_model_upload(
+    files: Iterable[tuple[str, FileLike]],
+    check: Callable[[str], T],
+    *,
+    owner: str | None = None,
+    limit_bytes: int | None = None,
+) -> tuple[SavedUpload, T]:
+    """:func:`save_model_upload`, then ``check(model_ref)`` (the page's model check: pickles, encoders,
+    corrupt weights, memory); an upload the check refuses is deleted at once, so nothing refused stays."""
+    saved = save_model_upload(files, limit_bytes=limit_bytes, owner=owner)
+    try:
+        return saved, check(saved.model_ref)
+    except BaseException:
+        discard_upload(saved)
+        raise
+
+
+def cleanup_expired(
+    *, max_age_s: float | None = None, now: float | None = None, url: str | None = None
+) -> list[Path]:
+    """Delete uploads and job outputs older than the retention time; returns what was deleted.
+
+    Called at every worker start and page visit. ``max_age_s`` defaults to ``SHRINKWISE_RETENTION_DAYS``
+    (14 days; 0 keeps everything). Uploads count from when they were saved, a job's outputs
+    (``<data>/runs/<id>/``) from when it finished; whatever a queued or running job reads is kept.
+    Upload folders left half-written by an interrupted upload (no ``upload.json``) go after an hour.
+    """
+    from jobs.queue import list_runs
+    from knowledge.paths import data_home
+    from knowledge.tables import RunStatus
+
+    max_age = retention_s() if max_age_s is None else max_age_s
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    root = uploads_root()
+    active = _active_paths(url) if root.is_dir() else []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir():
+            continue
+        meta = _meta(folder)
+        if meta is None:
+            try:
+                old = now - folder.stat().st_mtime > DEBRIS_AFTER_S
+            except OSError:
+                continue
+        else:
+            old = max_age is not None and now - float(meta.get("created") or 0) > max_age
+        if old and not _used_by(folder, active):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    runs_root = data_home() / "runs"
+    if max_age is not None and runs_root.is_dir():
+        finished = {
+            r.stored_id: r.finished_at
+            for r in list_runs(status=[RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED], url=url)
+        }
+        for folder in sorted(runs_root.iterdir()):
+            if not (folder.is_dir() and folder.name.isdigit()) or int(folder.name) not in finished:
+                continue
+            ended = finished[int(folder.name)]
+            when = (
+                ended.timestamp()
+                if ended is not None and ended.tzinfo
+                else (
+                    ended.replace(tzinfo=timezone.utc).timestamp()
+                    if ended is not None
+                    else folder.stat().st_mtime
+                )
+            )
+            if now - when > max_age:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    if removed:
+        log.info(
+            "deleted %d expired upload(s) and job output(s): %s", len(removed), [p.name for p in removed]
+        )
+    return removed
+
+
+def delete_run_and_outputs(run_id: int, *, url: str | None = None) -> None:
+    """Delete a finished run, its evidence and its outputs (``<data>/runs/<id>/``): the History page's
+    Delete. A queued or running job is refused: cancel it first."""
+    from jobs import queue
+    from knowledge.paths import data_home
+    from knowledge.tables import RunStatus
+
+    run = queue.get_run(run_id, url=url)
+    if run is None:
+        raise UploadError(f"there is no run #{run_id}")
+    if not RunStatus(run.status).finished:
+        raise UploadError(f"run #{run_id} is {run.status}; cancel it first")
+    queue.delete_run(run_id, url=url)
+    shutil.rmtree(data_home() / "runs" / str(run_id), ignore_errors=True)
+    log.info("deleted run #%s and its outputs", run_id)

@@ -57,7 +57,7 @@ LOCK_NAME = "worker.lock"
 STATE_NAME = "worker.json"
 LOG_NAME = "worker.log"
 #: A running job whose heartbeat is older than this is taken as abandoned (its worker died).
-STALE_AFTER_S = 60.0
+STALE_AFTER_S = queue.STALE_AFTER_S
 #: How long a cancelled job may take to stop by itself before the pool terminates its process.
 CANCEL_GRACE_S = 3.0
 HEARTBEAT_S = 1.0
@@ -219,6 +219,12 @@ class Worker:
             return False
         init_db(self.url)
         queue.recover_interrupted(stale_after_s=self.stale_after_s, keep=self.children, url=self.url)
+        try:
+            from jobs.uploads import cleanup_expired
+
+            cleanup_expired(url=self.url)
+        except Exception:  # housekeeping must never keep the pool from running jobs
+            log.exception("cleaning up expired uploads and outputs failed")
         self._write_state()
         return True
 

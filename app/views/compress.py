@@ -19,7 +19,16 @@ from compressors.settings import defaults_from_query, int_in_range
 from jobs import preflight
 from jobs import ui as jobs_ui
 from jobs.backend import JobSpec
-from jobs.uploads import ARCHIVE_SUFFIXES, save_model_upload, save_text_upload
+from jobs.uploads import (
+    ARCHIVE_SUFFIXES,
+    MAX_FILES,
+    max_unpacked_bytes,
+    max_upload_bytes,
+    retention_s,
+    save_checked_model_upload,
+    save_text_upload,
+    upload_quota_bytes,
+)
 from knowledge.ids import MethodId
 
 P = "cmp_"  # session-state prefix of this page
@@ -71,6 +80,13 @@ elif source == UPLOAD:
         help="One archive, or the loose files of one model folder, or one .gguf. Saved on the server under "
         "uploads/ and kept after the run.",
     )
+    st.caption(
+        f"Up to {max_upload_bytes() / 2**20:,.0f} MB per upload, {max_unpacked_bytes() / 2**20:,.0f} MB once "
+        f"unpacked and {MAX_FILES:,} files and folders; all your uploads together up to "
+        f"{upload_quota_bytes() / 2**20:,.0f} MB"
+        + (f". Uploads are deleted after {retention_s() / 86400:g} days" if retention_s() else "")
+        + "; delete your own sooner on the History page."
+    )
     if files:
         sig = hashlib.sha1(repr([(f.name, f.size, f.file_id) for f in files]).encode()).hexdigest()
         if st.session_state.get(P + "upload_sig") != sig:
@@ -78,8 +94,8 @@ elif source == UPLOAD:
             st.session_state.pop(P + "upload_ref", None)
             st.session_state.pop(P + "upload_error", None)
             with st.spinner("Saving and checking the upload…"):
-                try:
-                    saved = save_model_upload([(f.name, f) for f in files])
+                try:  # an upload the model check refuses (pickle, encoder, corrupt) is deleted at once
+                    saved, _ = save_checked_model_upload([(f.name, f) for f in files], jobs_ui.check_model)
                     st.session_state[P + "upload_ref"] = saved.model_ref
                 except CompressionError as exc:
                     st.session_state[P + "upload_error"] = str(exc)
@@ -99,28 +115,9 @@ else:
     model_ref = path.strip() or None
 
 
-@st.cache_data(show_spinner="Reading the model's config…", max_entries=32)
-def _inspect(ref: str, _stamp: float) -> tuple[Any, str | None]:
-    try:
-        return preflight.check_model(ref), None
-    except CompressionError as exc:
-        return None, str(exc)
-    except Exception as exc:  # an unexpected reader error: show it, never crash the page
-        return None, f"cannot read this model: {type(exc).__name__}: {exc}"
-
-
-def _stamp(ref: str) -> float:
-    import os
-
-    try:
-        return os.stat(ref).st_mtime
-    except OSError:
-        return 0.0
-
-
 info = None
 if model_ref:
-    info, error = _inspect(model_ref, _stamp(model_ref))
+    info, error = jobs_ui.inspect_model(model_ref)
     if error:
         st.error(error)
         problems.append("the model cannot be used")

@@ -4,10 +4,13 @@ user's own model. ``?model=<name>`` preselects a model."""
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from app.figures.history import points_from_runs, size_quality_figure
 from jobs import ui as jobs_ui
+from jobs.uploads import UploadError, delete_run_and_outputs, delete_upload, list_uploads, retention_s
 from knowledge.tables import RunStatus
 
 st.title("Run history")
@@ -18,6 +21,40 @@ st.caption(
 
 jobs_ui.ensure_worker_for_queue()
 backend = jobs_ui.backend()
+
+
+def _uploads_section() -> None:
+    """Your uploads, with their size, and a Delete for each one no job is reading."""
+    uploads = list_uploads()
+    if not uploads:
+        return
+    total = sum(u.disk_bytes for u in uploads)
+    with st.expander(f"Your uploads ({len(uploads)}, {jobs_ui.fmt_bytes(total)})", expanded=False):
+        keep = retention_s()
+        st.caption(
+            (
+                f"Uploads and job outputs are deleted {keep / 86400:g} days after they were made. "
+                if keep
+                else ""
+            )
+            + "Delete one sooner to free your quota."
+        )
+        for u in uploads:
+            c1, c2 = st.columns([4, 1])
+            c1.text(
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(u.created))} · {', '.join(u.files)[:120]} · "
+                f"{jobs_ui.fmt_bytes(u.disk_bytes)}" + (" · in use by a job" if u.in_use else "")
+            )
+            if c2.button("Delete", key=f"hist_del_upload_{u.upload_id}", disabled=u.in_use):
+                try:
+                    delete_upload(u.upload_id)
+                except UploadError as exc:
+                    st.error(str(exc))
+                else:
+                    st.rerun()
+
+
+_uploads_section()
 runs = backend.list()
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
@@ -97,6 +134,18 @@ if shown:
         st.page_link(
             jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)}
         )
+    chosen = next(r for r in shown if r.id == open_id)
+    if chosen.finished and st.button(
+        f"Delete run #{open_id} and its files",
+        key="hist_delete_run",
+        help="Deletes the run, its measured evidence and its compressed checkpoint and reports.",
+    ):
+        try:
+            delete_run_and_outputs(open_id)
+        except UploadError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
 
 # --- size vs quality on one model ------------------------------------------------------------------------
 st.subheader("Size vs quality on one model")
