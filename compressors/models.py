@@ -11,7 +11,9 @@ Accepted model references (``load_model(ref)`` / ``inspect_checkpoint(ref)``):
 * a hub id such as ``HuggingFaceTB/SmolLM2-135M``, only where a network exists: offline it fails at
   once (``HF_HUB_OFFLINE`` or a 2-second connection probe), never hangs.
 
-``trust_remote_code`` is never set: only architectures transformers itself implements are loaded. Every
+``trust_remote_code=False`` is passed to every transformers reader (so transformers never asks), and a
+config or tokenizer config with an ``auto_map`` (code shipped with the checkpoint) is refused before
+transformers reads it: only architectures transformers itself implements are loaded. Every
 problem the user can fix raises :class:`ModelLoadError` with what was wrong and what to do; problems
 that can be seen from the config (not a causal LM, unknown architecture, too large for free memory)
 are raised before any weight is read.
@@ -180,6 +182,52 @@ def _dir_size(folder: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# remote code
+
+#: The files whose ``auto_map`` makes transformers import Python code shipped with a checkpoint.
+REMOTE_CODE_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+
+
+def _remote_code_message(ref: str, where: str) -> str:
+    return (
+        f"refused {ref}: its {where} has an auto_map, i.e. it asks to run Python code shipped with the "
+        "checkpoint. Shrinkwise never runs remote code; use a model whose architecture transformers "
+        "implements itself (remove auto_map only if the architecture is a built-in one)."
+    )
+
+
+def refuse_remote_code_files(folder: Path, ref: str) -> None:
+    """Refuse a model folder whose config or tokenizer config carries an ``auto_map`` (remote code).
+
+    Read as plain JSON, before transformers sees the folder, so no prompt is ever shown and no code file
+    is imported.
+    """
+    if not folder.is_dir():
+        return
+    for name in REMOTE_CODE_FILES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # the reader that needs the file says what is wrong with it
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ModelLoadError(_remote_code_message(ref, name))
+
+
+def refuse_remote_code(obj: Any, ref: str) -> None:
+    """Refuse a loaded config or tokenizer that names remote code (``auto_map``), e.g. from the hub."""
+    if getattr(obj, "auto_map", None) or (getattr(obj, "init_kwargs", None) or {}).get("auto_map"):
+        raise ModelLoadError(_remote_code_message(ref, type(obj).__name__))
+
+
+# ---------------------------------------------------------------------------------------------------
 # config-level checks
 
 
@@ -196,22 +244,24 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
     config: PretrainedConfig  # AutoConfig.from_pretrained is typed as returning Any
     try:
         if source == "hub":
-            config = AutoConfig.from_pretrained(ref)
+            config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
+            refuse_remote_code(config, ref)
             return config
         path = _local(path, ref)
         if source == "gguf":
-            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
             return config
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{path} has no config.json; a Hugging Face model folder needs config.json next to its "
                 "*.safetensors weights (and tokenizer files)"
             )
+        refuse_remote_code_files(path, ref)
         if source == "packed":
             from compressors.storage import read_packed_config
 
             return read_packed_config(path)
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         return config
     except ModelLoadError:
         raise
@@ -423,11 +473,16 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     try:
         if source == "hub":
             _require_network(str(ref))
-            return AutoTokenizer.from_pretrained(str(ref))
+            tok = AutoTokenizer.from_pretrained(str(ref), trust_remote_code=False)
+            refuse_remote_code(tok, str(ref))
+            return tok
         path = _local(path, str(ref))
         if source == "gguf":
-            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(path)
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+        refuse_remote_code_files(path, str(ref))
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except ModelLoadError:
+        raise
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"cannot load the tokenizer of {ref}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
@@ -532,8 +587,8 @@ def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype) -> 
         if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
             raise ModelLoadError(f"refused {f.name}: it holds {type(part).__name__}, not a dict of tensors")
         state.update(part)
-    config = AutoConfig.from_pretrained(path)
-    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight")]
     if missing:
