@@ -257,6 +257,7 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
                 "*.safetensors weights (and tokenizer files)"
             )
         refuse_remote_code_files(path, ref)
+        check_config_limits(_raw_config(path / "config.json"), ref)
         if source == "packed":
             from compressors.storage import read_packed_config
 
@@ -273,6 +274,21 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
                 f"({msg}); Shrinkwise never runs remote code, so only built-in architectures load"
             ) from None
         raise ModelLoadError(f"cannot read the config of {ref}: {msg}") from None
+
+
+def _raw_config(config_json: Path) -> dict[str, Any]:
+    """``config.json`` as plain JSON, for the checks made before transformers builds anything from it."""
+    if config_json.stat().st_size > 16 * 2**20:
+        raise ModelLoadError(
+            f"{config_json} is {config_json.stat().st_size / 2**20:.0f} MB; a model's config.json is a few kB"
+        )
+    try:
+        raw = json.loads(config_json.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{config_json} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{config_json} holds {type(raw).__name__}, not a JSON object")
+    return raw
 
 
 def _tf_version() -> str:
@@ -306,51 +322,178 @@ def check_causal(config: PretrainedConfig, ref: str = "") -> None:
         )
 
 
-def model_shape(config: PretrainedConfig) -> ModelShape:
-    """Exact parameter counts from the config alone (the model is built on the meta device: no memory)."""
-    from transformers import AutoModelForCausalLM
+# Sanity limits on the numbers of a config, checked before anything is built from it: a 2 KB config.json
+# with ``num_hidden_layers: 10000000`` must be refused in milliseconds, not grow the server for minutes.
+# Each bound is far above the largest published model (Llama-3.1-405B: 126 layers, hidden 16384,
+# intermediate 53248, 128 heads; vocabularies up to ~262k).
+CONFIG_LIMITS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (("num_hidden_layers", "n_layer", "num_layers"), 1024),
+    "hidden size": (("hidden_size", "n_embd", "d_model"), 65_536),
+    "intermediate size": (("intermediate_size", "n_inner", "ffn_dim"), 524_288),
+    "vocabulary": (("vocab_size",), 4_194_304),
+    "attention heads": (("num_attention_heads", "n_head"), 1024),
+    "key/value heads": (("num_key_value_heads",), 1024),
+    "head dimension": (("head_dim",), 4096),
+    "experts": (("num_local_experts", "num_experts", "n_routed_experts"), 4096),
+    "position embeddings": (("max_position_embeddings", "n_positions"), 16_777_216),
+}
+#: No checkpoint Shrinkwise could load comes near this; a config that adds up to more is refused.
+MAX_PARAMS = 10**13
+#: Architectures whose attention splits ``hidden_size`` into the heads (no separate ``head_dim``).
+_SPLIT_HIDDEN = {
+    "gpt2",
+    "opt",
+    "gpt_neox",
+    "phi",
+    "gptj",
+    "bloom",
+    "falcon",
+    "gpt_bigcode",
+    "codegen",
+    "bert",
+}
+#: Architectures with a plain two-matrix MLP (with biases) and LayerNorms with a bias.
+_PLAIN_MLP = {
+    "gpt2",
+    "opt",
+    "gpt_neox",
+    "phi",
+    "gptj",
+    "bloom",
+    "falcon",
+    "gpt_bigcode",
+    "codegen",
+    "starcoder2",
+}
 
+
+def _field(obj: Any, *names: str) -> tuple[str, Any] | None:
+    """The first of ``names`` that ``obj`` (a config or its raw dict) sets to something not None."""
+    for n in names:
+        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
+        if v is not None:
+            return n, v
+    return None
+
+
+def check_config_limits(config: PretrainedConfig | dict[str, Any], ref: str = "") -> None:
+    """Refuse a config whose sizes are not positive whole numbers within :data:`CONFIG_LIMITS`, or whose
+    heads do not divide the widths they split. Works on the raw ``config.json`` dict (before transformers
+    builds anything from it) and on a config object; a multimodal config's ``text_config`` is checked too."""
+    where = f"{ref}: " if ref else ""
+    text = config.get("text_config") if isinstance(config, dict) else None
+    if isinstance(text, dict):
+        check_config_limits(text, ref)
+    elif not isinstance(config, dict) and hasattr(config, "get_text_config"):
+        sub = config.get_text_config()
+        if sub is not config:
+            check_config_limits(sub, ref)
+    values: dict[str, int] = {}
+    for label, (names, hi) in CONFIG_LIMITS.items():
+        found = _field(config, *names)
+        if found is None:
+            continue
+        name, v = found
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ModelLoadError(
+                    f"{where}config.json sets {name} = {v!r}; the {label} must be a whole number"
+                )
+        if not 1 <= v <= hi:
+            raise ModelLoadError(
+                f"{where}config.json sets {name} = {v:,}; the {label} must be between 1 and {hi:,}. "
+                "The config is damaged or not a real model's."
+            )
+        values[label] = v
+    heads, kv = values.get("attention heads"), values.get("key/value heads")
+    if heads and kv and heads % kv:
+        raise ModelLoadError(
+            f"{where}config.json has {heads} attention heads and {kv} key/value heads; the key/value heads "
+            "must divide the attention heads"
+        )
+    found = _field(config, "model_type")
+    model_type = str(found[1]) if found else ""
+    hidden = values.get("hidden size")
+    if hidden and heads and "head dimension" not in values and model_type in _SPLIT_HIDDEN | {"llama"}:
+        if hidden % heads:
+            raise ModelLoadError(
+                f"{where}config.json has hidden size {hidden} and {heads} attention heads; {model_type} "
+                "splits the hidden size into the heads, so the heads must divide it"
+            )
+
+
+def model_shape(config: PretrainedConfig) -> ModelShape:
+    """Parameter counts from the config by arithmetic (no model is built, so no memory or time is spent
+    on a hostile config); within a few per cent of the real count for the architectures Shrinkwise
+    supports, exact for most. Call :func:`check_config_limits` first."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    mt = str(getattr(text, "model_type", "") or getattr(config, "model_type", ""))
 
     def g(*names: str, default: int = 0) -> int:
-        for n in names:
-            v = getattr(text, n, None)
-            if isinstance(v, int):
-                return v
-        return default
+        found = _field(text, *names)
+        return (
+            int(found[1])
+            if found and isinstance(found[1], int) and not isinstance(found[1], bool)
+            else default
+        )
 
     hidden = g("hidden_size", "n_embd", "d_model")
-    n_heads = g("num_attention_heads", "n_head")
-    dtype_name = _config_dtype(config)
-    n_params = linear = 0
-    try:
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        n_params = sum(p.numel() for p in model.parameters())
-        from compressors.layers import all_linear_layers, get_weight
+    n_heads = g("num_attention_heads", "n_head", default=1)
+    n_kv = (
+        g("num_key_value_heads", default=n_heads) if mt not in ("gpt2", "opt", "gpt_neox", "phi") else n_heads
+    )
+    head_dim = g("head_dim") or hidden // max(n_heads, 1)
+    inter = g("intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    layers = g("num_hidden_layers", "n_layer", "num_layers")
+    vocab = g("vocab_size")
+    experts = g("num_local_experts", "num_experts", "n_routed_experts", default=1)
+    plain = mt in _PLAIN_MLP
+    q_out, kv_out = n_heads * head_dim, n_kv * head_dim
 
-        try:
-            linear = sum(get_weight(m).numel() for m in all_linear_layers(model).values())
-        except CompressionError:
-            linear = 0
-        del model
-    except Exception as exc:  # fall back to the usual formula for a Llama-like model
-        log.debug("meta build of %s failed (%s); estimating parameters by formula", config.model_type, exc)
-        inter = g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
-        layers = g("num_hidden_layers", "n_layer")
-        linear = layers * (4 * hidden * hidden + 3 * hidden * inter)
-        n_params = linear + g("vocab_size") * hidden * (
-            1 if getattr(text, "tie_word_embeddings", True) else 2
-        )
+    # attention: q, k, v, o (+ biases where the architecture has them)
+    attn = hidden * q_out + 2 * hidden * kv_out + q_out * hidden
+    attn_bias = 0
+    if plain:
+        attn_bias = q_out + 2 * kv_out + hidden
+    elif mt in ("qwen2", "qwen2_moe") or getattr(text, "attention_bias", False):
+        attn_bias = q_out + 2 * kv_out + (hidden if getattr(text, "attention_bias", False) else 0)
+    # MLP: gate/up/down, or fc1/fc2 with biases
+    if plain:
+        mlp, mlp_bias = 2 * hidden * inter, inter + hidden
+    else:
+        mlp, mlp_bias = 3 * hidden * inter, (2 * inter + hidden) if getattr(text, "mlp_bias", False) else 0
+    router = hidden * experts if experts > 1 else 0
+    # norms: LayerNorm (weight + bias) for the plain family, RMSNorm (weight) otherwise
+    norm = 2 * hidden if plain else hidden
+    norms_per_layer = (
+        4 if mt.startswith(("gemma2", "gemma3")) else 1 if mt in ("phi", "gptj", "codegen") else 2
+    )
+    qk_norm = 2 * head_dim if mt.startswith(("gemma3", "qwen3", "olmo2")) else 0
+    linear = layers * (attn + experts * mlp)
+    per_layer = attn + attn_bias + experts * (mlp + mlp_bias) + router + norms_per_layer * norm + qk_norm
+
+    embed_dim = g("word_embed_proj_dim", default=hidden) if mt == "opt" else hidden
+    embeddings = vocab * embed_dim
+    if embed_dim != hidden:  # OPT's project_in / project_out
+        embeddings += 2 * embed_dim * hidden
+    if mt in ("gpt2", "gpt_bigcode"):
+        embeddings += g("n_positions", "max_position_embeddings") * hidden
+    elif mt == "opt":
+        embeddings += (g("max_position_embeddings") + 2) * hidden
+    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True)))
+    head = 0 if tied else vocab * embed_dim + (vocab if mt == "phi" else 0)
+    n_params = embeddings + layers * per_layer + norm + head
     return ModelShape(
         n_params=int(n_params),
-        n_layers=g("num_hidden_layers", "n_layer", "num_layers"),
+        n_layers=layers,
         hidden_size=hidden,
-        intermediate_size=g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
-        vocab_size=g("vocab_size"),
+        intermediate_size=inter,
+        vocab_size=vocab,
         n_heads=n_heads,
-        n_kv_heads=g("num_key_value_heads", default=n_heads),
-        dtype_bytes=_DTYPE_BYTES.get(dtype_name, 4),
+        n_kv_heads=n_kv,
+        dtype_bytes=_DTYPE_BYTES.get(_config_dtype(config), 4),
         linear_params=int(linear),
     )
 
@@ -412,6 +555,7 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
         manifest = json.loads((_local(path, str(ref)) / MANIFEST).read_text())
         packed_method = manifest.get("method")
     config = _load_config("folder" if source == "demo" else source, path, str(ref))
+    check_config_limits(config, str(ref))
     check_causal(config, str(ref))
     if source in ("demo", "folder", "packed"):
         path = _local(path, str(ref))
@@ -431,6 +575,11 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     else:
         size = 0
     shape = model_shape(config)
+    if not 0 < shape.n_params <= MAX_PARAMS:
+        raise ModelLoadError(
+            f"{ref}: its config adds up to {shape.n_params:,} parameters, which no loadable model has; "
+            "the config is damaged or not a real model's"
+        )
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelInfo(
         ref=str(ref),
