@@ -300,10 +300,14 @@ def _tf_version() -> str:
 def check_causal(config: PretrainedConfig, ref: str = "") -> None:
     """Refuse configs that are not decoder-only causal LMs, naming what they are instead."""
     from transformers import AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     archs = list(getattr(config, "architectures", None) or [])
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    model_type = str(getattr(config, "model_type", ""))
     if getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"{ref or config.model_type} is an encoder-decoder model ({', '.join(archs) or config.model_type}); "
@@ -314,6 +318,15 @@ def check_causal(config: PretrainedConfig, ref: str = "") -> None:
             f"{ref or config.model_type} is not a causal language model: its architecture is "
             f"{', '.join(archs)} (an encoder or a task head). Shrinkwise compresses decoder-only "
             "causal LMs (e.g. LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel)"
+        )
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        # an encoder family (BERT, RoBERTa...): transformers has a "causal" head for some of them, but it
+        # is a masked-LM encoder flipped to a decoder and would start from random weights
+        raise ModelLoadError(
+            f"{ref or model_type} is not a causal language model: its model type {model_type!r} is an "
+            f"encoder ({MODEL_FOR_MASKED_LM_MAPPING_NAMES[model_type]}, masked language modelling)"
+            + ("" if archs else ", and its config names no architecture")
+            + ". Shrinkwise compresses decoder-only causal LMs (e.g. LlamaForCausalLM, Qwen2ForCausalLM)"
         )
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise ModelLoadError(
@@ -496,6 +509,87 @@ def model_shape(config: PretrainedConfig) -> ModelShape:
         dtype_bytes=_DTYPE_BYTES.get(_config_dtype(config), 4),
         linear_params=int(linear),
     )
+
+
+def _as_loaded(model: PreTrainedModel, found: dict[str, list[int]]) -> tuple[dict[str, list[int]], set[str]]:
+    """The checkpoint's tensor names as transformers renames them while loading (legacy names such as
+    GPT-NeoX's ``embed_out``, a missing base-model prefix), and the names a converter merges or splits."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # another transformers layout: compare the names as they are
+        return found, set()
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    meta = model.state_dict()
+    prefix = str(getattr(model, "base_model_prefix", "") or "") or None
+    renamed: dict[str, list[int]] = {}
+    converted: set[str] = set()
+    for key, shape in found.items():
+        new, pattern = rename_source_key(key, renamings, converters, prefix, meta)
+        if pattern is not None:
+            converted.add(new)
+        renamed[new] = shape
+    return renamed, converted
+
+
+def check_weights_match(ref: str | Path, config: PretrainedConfig | None = None) -> None:
+    """Refuse a folder whose safetensors tensors do not fit its config, naming a mismatching tensor.
+
+    Reads the safetensors headers only (names and shapes, no weights) and compares them with the
+    parameters of the model the config describes, built on the meta device (no memory for weights).
+    Without this check transformers loads such a folder as a randomly initialised model with a warning.
+    Folders with a ``quantization_config`` (their tensors are packed) and other sources are not checked.
+    """
+    source, path = _resolve(ref)
+    if source == "demo":
+        from compressors.demo import ensure_demo_checkpoint
+
+        source, path = "folder", ensure_demo_checkpoint()
+    if source != "folder" or path is None:
+        return
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return
+    if config is None:
+        config = _load_config(source, path, str(ref))
+    if getattr(config, "quantization_config", None):
+        return
+    found: dict[str, list[int]] = {}
+    for f in files:
+        for name, meta in check_safetensors(f).items():
+            if name != "__metadata__" and isinstance(meta, dict):
+                found[name] = list(meta.get("shape", []))
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    expected = {n: list(p.shape) for n, p in model.named_parameters()}
+    found, converted = _as_loaded(model, found)
+    del model
+
+    missing: list[str] = []
+    for name, shape in expected.items():
+        got = found.get(name)
+        if name in converted:
+            continue  # merged or split while loading (e.g. experts): its shape is checked by transformers
+        if got is None:
+            missing.append(name)
+        elif got != shape:
+            raise ModelLoadError(
+                f"the weights of {ref} do not match its config.json: tensor {name} has shape {got} in the "
+                f"safetensors files, but the config ({config.model_type}, hidden size "
+                f"{getattr(config, 'hidden_size', '?')}) needs {shape}. The weights belong to another model: "
+                "upload the config.json that came with them."
+            )
+    if missing:
+        raise ModelLoadError(
+            f"the weights of {ref} do not match its config.json: {len(missing)} of the {len(expected)} tensors "
+            f"the config needs are not in the safetensors files, e.g. {missing[0]} "
+            f"(the files hold {len(found)} tensors, e.g. {next(iter(found), 'none')}). The model would run "
+            "with random weights; upload the config.json and weights of the same model."
+        )
 
 
 def _config_dtype(config: PretrainedConfig) -> str:

@@ -42,7 +42,7 @@ _OUT_OF_MEMORY = ("failed to map segment", "Cannot allocate memory", "bad_alloc"
 
 def inspect_model(ref: str) -> Any:
     """:func:`check_model` in this process (what the child process runs)."""
-    from compressors.models import check_memory, inspect_checkpoint
+    from compressors.models import check_memory, check_weights_match, inspect_checkpoint
     from jobs.uploads import check_pickles
 
     info = inspect_checkpoint(ref)
@@ -50,6 +50,7 @@ def inspect_model(ref: str) -> Any:
         check_pickles(info.path)
     if info.shape is not None:
         check_memory(info.shape, info.ref)
+    check_weights_match(info.path if info.source == "folder" and info.path else ref)
     return info
 
 

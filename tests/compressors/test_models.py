@@ -208,3 +208,17 @@ def test_a_hostile_layer_count_is_refused_at_once_without_building_anything(tmp_
 def test_config_numbers_out_of_range_are_refused(tmp_path, overrides, message):
     with pytest.raises(ModelLoadError, match=message):
         inspect_checkpoint(_config_folder(tmp_path, **overrides))
+
+
+def test_weights_named_for_another_model_are_refused_naming_a_tensor(tiny_folder):
+    from safetensors.torch import load_file, save_file
+
+    from compressors.models import check_weights_match
+
+    check_weights_match(tiny_folder)  # a model's own weights fit
+    state = load_file(str(tiny_folder / "model.safetensors"))
+    save_file({"foreign." + k: v for k, v in state.items()}, str(tiny_folder / "model.safetensors"))
+    with pytest.raises(
+        ModelLoadError, match="are not in the safetensors files, e.g. model.embed_tokens.weight"
+    ):
+        check_weights_match(tiny_folder)
