@@ -13,6 +13,7 @@ Page files and URL parameters (a link from another page opens a pre-filled form)
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -111,12 +112,28 @@ def table_height(n_rows: int) -> int:
     return 38 + 35 * n_rows
 
 
+# What makes Markdown of a one-line text: emphasis, code, links and images, HTML, maths, strikethrough,
+# tables, Streamlit's colour and badge directives (``:red[...]``); and, at its start, a heading, a quote
+# or a list marker.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>$~|])")
+_MARKDOWN_LEADING = re.compile(r"^(\s*)([#>+\-]|\d+[.)])")
+
+
+def plain(text: object) -> str:
+    """``text`` (a file, folder or model name, an error quoting one) escaped so that Streamlit's Markdown
+    shows it as typed: ``[Session expired](https:x)`` stays those characters, never a link, and no
+    ``**``, ``:red[...]``, ``$...$`` or heading in a name changes the page."""
+    one_line = " ".join(str(text).splitlines())
+    return _MARKDOWN_LEADING.sub(r"\1\\\2", _MARKDOWN_SPECIAL.sub(r"\\\1", one_line))
+
+
 def settings_text(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in config.items())
 
 
 def job_title(info: JobInfo) -> str:
-    return f"Job #{info.id}: {info.compressor} on {info.model_name}"
+    """The job's title as Markdown (the model name, which a user chose, escaped)."""
+    return f"Job #{info.id}: {info.compressor} on {plain(info.model_name)}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -193,13 +210,13 @@ def _render(info: JobInfo, key: str) -> None:
                 query_params={"run": str(info.id)},
             )
         elif info.status is RunStatus.FAILED:
-            st.error(f"The job failed: {info.error}")
+            st.error(f"The job failed: {plain(info.error)}")
             if _is_upload(info.model_ref):
                 st.caption(
-                    f"Your uploaded model is kept at `{info.model_ref}`; fix the problem and run it again."
+                    f"Your uploaded model is kept at {plain(info.model_ref)}; fix the problem and run it again."
                 )
         elif info.status is RunStatus.CANCELLED:
-            st.info(f"The job was {info.error or 'cancelled by the user'}.")
+            st.info(f"The job was {plain(info.error or 'cancelled by the user')}.")
         if info.log_tail:
             with st.expander("Log", expanded=info.active or info.status is RunStatus.FAILED):
                 st.code("\n".join(info.log_tail.splitlines()[-15:]), language=None)
@@ -219,7 +236,7 @@ def active_jobs(exclude: int | None = None) -> list[JobInfo]:
             for j in jobs:
                 st.page_link(
                     PAGE_COMPRESS,
-                    label=f"#{j.id} {j.compressor} on {j.model_name}: {j.status.value}"
+                    label=f"#{j.id} {j.compressor} on {plain(j.model_name)}: {j.status.value}"
                     + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
                     query_params={"job": str(j.id)},
                 )
