@@ -799,6 +799,7 @@ def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype) -> Pre
         if info.source == "gguf":
             return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         if any(f.endswith(".safetensors") for f in info.weight_files):
+            check_weights_match(path)  # else transformers runs a config's random init with a warning
             model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
             if info.source == "demo":
                 model.config.tie_word_embeddings = True

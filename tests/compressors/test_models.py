@@ -222,3 +222,12 @@ def test_weights_named_for_another_model_are_refused_naming_a_tensor(tiny_folder
         ModelLoadError, match="are not in the safetensors files, e.g. model.embed_tokens.weight"
     ):
         check_weights_match(tiny_folder)
+
+
+def test_load_model_refuses_weights_that_do_not_fit_the_config(tiny_folder, tmp_path):
+    from tests.jobs import checkpoints as ck
+
+    with pytest.raises(
+        ModelLoadError, match="do not match its config.json: tensor model.embed_tokens.weight"
+    ):
+        load_model(ck.mismatched_checkpoint(tmp_path / "mm"))
