@@ -67,7 +67,7 @@ def worker(args: argparse.Namespace) -> None:
     data = torch.load(args.data)
     calib, ev = data["calib"], data["eval"]
     scheme = SCHEMES[args.scheme]
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, trust_remote_code=False)
     model.eval()
     ds = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
     recipe = GPTQModifier(

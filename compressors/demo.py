@@ -85,8 +85,10 @@ def ensure_demo_checkpoint() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting the demo model %s to safetensors in %s (once)", gguf.name, target)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+    )
     model.config.tie_word_embeddings = True
     if hasattr(model.config, "quantization_config"):  # the GGUF marker; the saved weights are plain float32
         del model.config.quantization_config

@@ -207,5 +207,8 @@ def export_compressed_tensors(
             log.warning("generation_config not exported: %s", exc)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    from compressors.storage import drop_code_files
+
+    drop_code_files(out)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     return out

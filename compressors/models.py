@@ -11,7 +11,9 @@ Accepted model references (``load_model(ref)`` / ``inspect_checkpoint(ref)``):
 * a hub id such as ``HuggingFaceTB/SmolLM2-135M``, only where a network exists: offline it fails at
   once (``HF_HUB_OFFLINE`` or a 2-second connection probe), never hangs.
 
-``trust_remote_code`` is never set: only architectures transformers itself implements are loaded. Every
+``trust_remote_code=False`` is passed to every transformers reader (so transformers never asks), and a
+config or tokenizer config with an ``auto_map`` (code shipped with the checkpoint) is refused before
+transformers reads it: only architectures transformers itself implements are loaded. Every
 problem the user can fix raises :class:`ModelLoadError` with what was wrong and what to do; problems
 that can be seen from the config (not a causal LM, unknown architecture, too large for free memory)
 are raised before any weight is read.
@@ -180,6 +182,52 @@ def _dir_size(folder: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# remote code
+
+#: The files whose ``auto_map`` makes transformers import Python code shipped with a checkpoint.
+REMOTE_CODE_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+)
+
+
+def _remote_code_message(ref: str, where: str) -> str:
+    return (
+        f"refused {ref}: its {where} has an auto_map, i.e. it asks to run Python code shipped with the "
+        "checkpoint. Shrinkwise never runs remote code; use a model whose architecture transformers "
+        "implements itself (remove auto_map only if the architecture is a built-in one)."
+    )
+
+
+def refuse_remote_code_files(folder: Path, ref: str) -> None:
+    """Refuse a model folder whose config or tokenizer config carries an ``auto_map`` (remote code).
+
+    Read as plain JSON, before transformers sees the folder, so no prompt is ever shown and no code file
+    is imported.
+    """
+    if not folder.is_dir():
+        return
+    for name in REMOTE_CODE_FILES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # the reader that needs the file says what is wrong with it
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ModelLoadError(_remote_code_message(ref, name))
+
+
+def refuse_remote_code(obj: Any, ref: str) -> None:
+    """Refuse a loaded config or tokenizer that names remote code (``auto_map``), e.g. from the hub."""
+    if getattr(obj, "auto_map", None) or (getattr(obj, "init_kwargs", None) or {}).get("auto_map"):
+        raise ModelLoadError(_remote_code_message(ref, type(obj).__name__))
+
+
+# ---------------------------------------------------------------------------------------------------
 # config-level checks
 
 
@@ -196,22 +244,25 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
     config: PretrainedConfig  # AutoConfig.from_pretrained is typed as returning Any
     try:
         if source == "hub":
-            config = AutoConfig.from_pretrained(ref)
+            config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
+            refuse_remote_code(config, ref)
             return config
         path = _local(path, ref)
         if source == "gguf":
-            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
             return config
         if not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"{path} has no config.json; a Hugging Face model folder needs config.json next to its "
                 "*.safetensors weights (and tokenizer files)"
             )
+        refuse_remote_code_files(path, ref)
+        check_config_limits(_raw_config(path / "config.json"), ref)
         if source == "packed":
             from compressors.storage import read_packed_config
 
             return read_packed_config(path)
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         return config
     except ModelLoadError:
         raise
@@ -225,6 +276,21 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
         raise ModelLoadError(f"cannot read the config of {ref}: {msg}") from None
 
 
+def _raw_config(config_json: Path) -> dict[str, Any]:
+    """``config.json`` as plain JSON, for the checks made before transformers builds anything from it."""
+    if config_json.stat().st_size > 16 * 2**20:
+        raise ModelLoadError(
+            f"{config_json} is {config_json.stat().st_size / 2**20:.0f} MB; a model's config.json is a few kB"
+        )
+    try:
+        raw = json.loads(config_json.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{config_json} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{config_json} holds {type(raw).__name__}, not a JSON object")
+    return raw
+
+
 def _tf_version() -> str:
     import transformers
 
@@ -234,10 +300,14 @@ def _tf_version() -> str:
 def check_causal(config: PretrainedConfig, ref: str = "") -> None:
     """Refuse configs that are not decoder-only causal LMs, naming what they are instead."""
     from transformers import AutoModelForCausalLM
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     archs = list(getattr(config, "architectures", None) or [])
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    model_type = str(getattr(config, "model_type", ""))
     if getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"{ref or config.model_type} is an encoder-decoder model ({', '.join(archs) or config.model_type}); "
@@ -249,6 +319,15 @@ def check_causal(config: PretrainedConfig, ref: str = "") -> None:
             f"{', '.join(archs)} (an encoder or a task head). Shrinkwise compresses decoder-only "
             "causal LMs (e.g. LlamaForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel)"
         )
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        # an encoder family (BERT, RoBERTa...): transformers has a "causal" head for some of them, but it
+        # is a masked-LM encoder flipped to a decoder and would start from random weights
+        raise ModelLoadError(
+            f"{ref or model_type} is not a causal language model: its model type {model_type!r} is an "
+            f"encoder ({MODEL_FOR_MASKED_LM_MAPPING_NAMES[model_type]}, masked language modelling)"
+            + ("" if archs else ", and its config names no architecture")
+            + ". Shrinkwise compresses decoder-only causal LMs (e.g. LlamaForCausalLM, Qwen2ForCausalLM)"
+        )
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise ModelLoadError(
             f"unsupported architecture {config.model_type!r}: transformers {_tf_version()} has no causal-LM "
@@ -256,53 +335,261 @@ def check_causal(config: PretrainedConfig, ref: str = "") -> None:
         )
 
 
-def model_shape(config: PretrainedConfig) -> ModelShape:
-    """Exact parameter counts from the config alone (the model is built on the meta device: no memory)."""
-    from transformers import AutoModelForCausalLM
+# Sanity limits on the numbers of a config, checked before anything is built from it: a 2 KB config.json
+# with ``num_hidden_layers: 10000000`` must be refused in milliseconds, not grow the server for minutes.
+# Each bound is far above the largest published model (Llama-3.1-405B: 126 layers, hidden 16384,
+# intermediate 53248, 128 heads; vocabularies up to ~262k).
+CONFIG_LIMITS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (("num_hidden_layers", "n_layer", "num_layers"), 1024),
+    "hidden size": (("hidden_size", "n_embd", "d_model"), 65_536),
+    "intermediate size": (("intermediate_size", "n_inner", "ffn_dim"), 524_288),
+    "vocabulary": (("vocab_size",), 4_194_304),
+    "attention heads": (("num_attention_heads", "n_head"), 1024),
+    "key/value heads": (("num_key_value_heads",), 1024),
+    "head dimension": (("head_dim",), 4096),
+    "experts": (("num_local_experts", "num_experts", "n_routed_experts"), 4096),
+    "position embeddings": (("max_position_embeddings", "n_positions"), 16_777_216),
+}
+#: No checkpoint Shrinkwise could load comes near this; a config that adds up to more is refused.
+MAX_PARAMS = 10**13
+#: Architectures whose attention splits ``hidden_size`` into the heads (no separate ``head_dim``).
+_SPLIT_HIDDEN = {
+    "gpt2",
+    "opt",
+    "gpt_neox",
+    "phi",
+    "gptj",
+    "bloom",
+    "falcon",
+    "gpt_bigcode",
+    "codegen",
+    "bert",
+}
+#: Architectures with a plain two-matrix MLP (with biases) and LayerNorms with a bias.
+_PLAIN_MLP = {
+    "gpt2",
+    "opt",
+    "gpt_neox",
+    "phi",
+    "gptj",
+    "bloom",
+    "falcon",
+    "gpt_bigcode",
+    "codegen",
+    "starcoder2",
+}
 
+
+def _field(obj: Any, *names: str) -> tuple[str, Any] | None:
+    """The first of ``names`` that ``obj`` (a config or its raw dict) sets to something not None."""
+    for n in names:
+        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
+        if v is not None:
+            return n, v
+    return None
+
+
+def check_config_limits(config: PretrainedConfig | dict[str, Any], ref: str = "") -> None:
+    """Refuse a config whose sizes are not positive whole numbers within :data:`CONFIG_LIMITS`, or whose
+    heads do not divide the widths they split. Works on the raw ``config.json`` dict (before transformers
+    builds anything from it) and on a config object; a multimodal config's ``text_config`` is checked too."""
+    where = f"{ref}: " if ref else ""
+    text = config.get("text_config") if isinstance(config, dict) else None
+    if isinstance(text, dict):
+        check_config_limits(text, ref)
+    elif not isinstance(config, dict) and hasattr(config, "get_text_config"):
+        sub = config.get_text_config()
+        if sub is not config:
+            check_config_limits(sub, ref)
+    values: dict[str, int] = {}
+    for label, (names, hi) in CONFIG_LIMITS.items():
+        found = _field(config, *names)
+        if found is None:
+            continue
+        name, v = found
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ModelLoadError(
+                    f"{where}config.json sets {name} = {v!r}; the {label} must be a whole number"
+                )
+        if not 1 <= v <= hi:
+            raise ModelLoadError(
+                f"{where}config.json sets {name} = {v:,}; the {label} must be between 1 and {hi:,}. "
+                "The config is damaged or not a real model's."
+            )
+        values[label] = v
+    heads, kv = values.get("attention heads"), values.get("key/value heads")
+    if heads and kv and heads % kv:
+        raise ModelLoadError(
+            f"{where}config.json has {heads} attention heads and {kv} key/value heads; the key/value heads "
+            "must divide the attention heads"
+        )
+    found = _field(config, "model_type")
+    model_type = str(found[1]) if found else ""
+    hidden = values.get("hidden size")
+    if hidden and heads and "head dimension" not in values and model_type in _SPLIT_HIDDEN | {"llama"}:
+        if hidden % heads:
+            raise ModelLoadError(
+                f"{where}config.json has hidden size {hidden} and {heads} attention heads; {model_type} "
+                "splits the hidden size into the heads, so the heads must divide it"
+            )
+
+
+def model_shape(config: PretrainedConfig) -> ModelShape:
+    """Parameter counts from the config by arithmetic (no model is built, so no memory or time is spent
+    on a hostile config); within a few per cent of the real count for the architectures Shrinkwise
+    supports, exact for most. Call :func:`check_config_limits` first."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    mt = str(getattr(text, "model_type", "") or getattr(config, "model_type", ""))
 
     def g(*names: str, default: int = 0) -> int:
-        for n in names:
-            v = getattr(text, n, None)
-            if isinstance(v, int):
-                return v
-        return default
+        found = _field(text, *names)
+        return (
+            int(found[1])
+            if found and isinstance(found[1], int) and not isinstance(found[1], bool)
+            else default
+        )
 
     hidden = g("hidden_size", "n_embd", "d_model")
-    n_heads = g("num_attention_heads", "n_head")
-    dtype_name = _config_dtype(config)
-    n_params = linear = 0
-    try:
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        n_params = sum(p.numel() for p in model.parameters())
-        from compressors.layers import all_linear_layers, get_weight
+    n_heads = g("num_attention_heads", "n_head", default=1)
+    n_kv = (
+        g("num_key_value_heads", default=n_heads) if mt not in ("gpt2", "opt", "gpt_neox", "phi") else n_heads
+    )
+    head_dim = g("head_dim") or hidden // max(n_heads, 1)
+    inter = g("intermediate_size", "n_inner", "ffn_dim") or 4 * hidden
+    layers = g("num_hidden_layers", "n_layer", "num_layers")
+    vocab = g("vocab_size")
+    experts = g("num_local_experts", "num_experts", "n_routed_experts", default=1)
+    plain = mt in _PLAIN_MLP
+    q_out, kv_out = n_heads * head_dim, n_kv * head_dim
 
-        try:
-            linear = sum(get_weight(m).numel() for m in all_linear_layers(model).values())
-        except CompressionError:
-            linear = 0
-        del model
-    except Exception as exc:  # fall back to the usual formula for a Llama-like model
-        log.debug("meta build of %s failed (%s); estimating parameters by formula", config.model_type, exc)
-        inter = g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
-        layers = g("num_hidden_layers", "n_layer")
-        linear = layers * (4 * hidden * hidden + 3 * hidden * inter)
-        n_params = linear + g("vocab_size") * hidden * (
-            1 if getattr(text, "tie_word_embeddings", True) else 2
-        )
+    # attention: q, k, v, o (+ biases where the architecture has them)
+    attn = hidden * q_out + 2 * hidden * kv_out + q_out * hidden
+    attn_bias = 0
+    if plain:
+        attn_bias = q_out + 2 * kv_out + hidden
+    elif mt in ("qwen2", "qwen2_moe") or getattr(text, "attention_bias", False):
+        attn_bias = q_out + 2 * kv_out + (hidden if getattr(text, "attention_bias", False) else 0)
+    # MLP: gate/up/down, or fc1/fc2 with biases
+    if plain:
+        mlp, mlp_bias = 2 * hidden * inter, inter + hidden
+    else:
+        mlp, mlp_bias = 3 * hidden * inter, (2 * inter + hidden) if getattr(text, "mlp_bias", False) else 0
+    router = hidden * experts if experts > 1 else 0
+    # norms: LayerNorm (weight + bias) for the plain family, RMSNorm (weight) otherwise
+    norm = 2 * hidden if plain else hidden
+    norms_per_layer = (
+        4 if mt.startswith(("gemma2", "gemma3")) else 1 if mt in ("phi", "gptj", "codegen") else 2
+    )
+    qk_norm = 2 * head_dim if mt.startswith(("gemma3", "qwen3", "olmo2")) else 0
+    linear = layers * (attn + experts * mlp)
+    per_layer = attn + attn_bias + experts * (mlp + mlp_bias) + router + norms_per_layer * norm + qk_norm
+
+    embed_dim = g("word_embed_proj_dim", default=hidden) if mt == "opt" else hidden
+    embeddings = vocab * embed_dim
+    if embed_dim != hidden:  # OPT's project_in / project_out
+        embeddings += 2 * embed_dim * hidden
+    if mt in ("gpt2", "gpt_bigcode"):
+        embeddings += g("n_positions", "max_position_embeddings") * hidden
+    elif mt == "opt":
+        embeddings += (g("max_position_embeddings") + 2) * hidden
+    tied = bool(getattr(text, "tie_word_embeddings", getattr(config, "tie_word_embeddings", True)))
+    head = 0 if tied else vocab * embed_dim + (vocab if mt == "phi" else 0)
+    n_params = embeddings + layers * per_layer + norm + head
     return ModelShape(
         n_params=int(n_params),
-        n_layers=g("num_hidden_layers", "n_layer", "num_layers"),
+        n_layers=layers,
         hidden_size=hidden,
-        intermediate_size=g("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
-        vocab_size=g("vocab_size"),
+        intermediate_size=inter,
+        vocab_size=vocab,
         n_heads=n_heads,
-        n_kv_heads=g("num_key_value_heads", default=n_heads),
-        dtype_bytes=_DTYPE_BYTES.get(dtype_name, 4),
+        n_kv_heads=n_kv,
+        dtype_bytes=_DTYPE_BYTES.get(_config_dtype(config), 4),
         linear_params=int(linear),
     )
+
+
+def _as_loaded(model: PreTrainedModel, found: dict[str, list[int]]) -> tuple[dict[str, list[int]], set[str]]:
+    """The checkpoint's tensor names as transformers renames them while loading (legacy names such as
+    GPT-NeoX's ``embed_out``, a missing base-model prefix), and the names a converter merges or splits."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # another transformers layout: compare the names as they are
+        return found, set()
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    meta = model.state_dict()
+    prefix = str(getattr(model, "base_model_prefix", "") or "") or None
+    renamed: dict[str, list[int]] = {}
+    converted: set[str] = set()
+    for key, shape in found.items():
+        new, pattern = rename_source_key(key, renamings, converters, prefix, meta)
+        if pattern is not None:
+            converted.add(new)
+        renamed[new] = shape
+    return renamed, converted
+
+
+def check_weights_match(ref: str | Path, config: PretrainedConfig | None = None) -> None:
+    """Refuse a folder whose safetensors tensors do not fit its config, naming a mismatching tensor.
+
+    Reads the safetensors headers only (names and shapes, no weights) and compares them with the
+    parameters of the model the config describes, built on the meta device (no memory for weights).
+    Without this check transformers loads such a folder as a randomly initialised model with a warning.
+    Folders with a ``quantization_config`` (their tensors are packed) and other sources are not checked.
+    """
+    source, path = _resolve(ref)
+    if source == "demo":
+        from compressors.demo import ensure_demo_checkpoint
+
+        source, path = "folder", ensure_demo_checkpoint()
+    if source != "folder" or path is None:
+        return
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return
+    if config is None:
+        config = _load_config(source, path, str(ref))
+    if getattr(config, "quantization_config", None):
+        return
+    found: dict[str, list[int]] = {}
+    for f in files:
+        for name, meta in check_safetensors(f).items():
+            if name != "__metadata__" and isinstance(meta, dict):
+                found[name] = list(meta.get("shape", []))
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    expected = {n: list(p.shape) for n, p in model.named_parameters()}
+    found, converted = _as_loaded(model, found)
+    del model
+
+    missing: list[str] = []
+    for name, shape in expected.items():
+        got = found.get(name)
+        if name in converted:
+            continue  # merged or split while loading (e.g. experts): its shape is checked by transformers
+        if got is None:
+            missing.append(name)
+        elif got != shape:
+            raise ModelLoadError(
+                f"the weights of {ref} do not match its config.json: tensor {name} has shape {got} in the "
+                f"safetensors files, but the config ({config.model_type}, hidden size "
+                f"{getattr(config, 'hidden_size', '?')}) needs {shape}. The weights belong to another model: "
+                "upload the config.json that came with them."
+            )
+    if missing:
+        raise ModelLoadError(
+            f"the weights of {ref} do not match its config.json: {len(missing)} of the {len(expected)} tensors "
+            f"the config needs are not in the safetensors files, e.g. {missing[0]} "
+            f"(the files hold {len(found)} tensors, e.g. {next(iter(found), 'none')}). The model would run "
+            "with random weights; upload the config.json and weights of the same model."
+        )
 
 
 def _config_dtype(config: PretrainedConfig) -> str:
@@ -362,6 +649,7 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
         manifest = json.loads((_local(path, str(ref)) / MANIFEST).read_text())
         packed_method = manifest.get("method")
     config = _load_config("folder" if source == "demo" else source, path, str(ref))
+    check_config_limits(config, str(ref))
     check_causal(config, str(ref))
     if source in ("demo", "folder", "packed"):
         path = _local(path, str(ref))
@@ -381,6 +669,11 @@ def inspect_checkpoint(ref: str | Path) -> ModelInfo:
     else:
         size = 0
     shape = model_shape(config)
+    if not 0 < shape.n_params <= MAX_PARAMS:
+        raise ModelLoadError(
+            f"{ref}: its config adds up to {shape.n_params:,} parameters, which no loadable model has; "
+            "the config is damaged or not a real model's"
+        )
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return ModelInfo(
         ref=str(ref),
@@ -423,11 +716,16 @@ def load_tokenizer(ref: str | Path) -> PreTrainedTokenizerBase:
     try:
         if source == "hub":
             _require_network(str(ref))
-            return AutoTokenizer.from_pretrained(str(ref))
+            tok = AutoTokenizer.from_pretrained(str(ref), trust_remote_code=False)
+            refuse_remote_code(tok, str(ref))
+            return tok
         path = _local(path, str(ref))
         if source == "gguf":
-            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(path)
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
+        refuse_remote_code_files(path, str(ref))
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except ModelLoadError:
+        raise
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
             f"cannot load the tokenizer of {ref}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
@@ -501,6 +799,7 @@ def _load_weights(info: ModelInfo, path: Path | None, dtype: torch.dtype) -> Pre
         if info.source == "gguf":
             return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         if any(f.endswith(".safetensors") for f in info.weight_files):
+            check_weights_match(path)  # else transformers runs a config's random init with a warning
             model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
             if info.source == "demo":
                 model.config.tie_word_embeddings = True
@@ -532,8 +831,8 @@ def _load_pickle_checkpoint(path: Path, info: ModelInfo, dtype: torch.dtype) -> 
         if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
             raise ModelLoadError(f"refused {f.name}: it holds {type(part).__name__}, not a dict of tensors")
         state.update(part)
-    config = AutoConfig.from_pretrained(path)
-    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight")]
     if missing:

@@ -87,11 +87,12 @@ def defaults_from_query(
 ) -> tuple[dict[str, Any], list[str]]:
     """Form defaults from URL parameters (``?bits=4``), for the fields ``describe()`` lists.
 
-    Returns ``(defaults, warnings)``: a value that is not of the field's type, or outside its ``min``/
-    ``max``, is ignored (the field keeps its own default) with a warning the page shows.
+    Returns ``(defaults, refusals)``: a value that is not of the field's type, outside its ``min``/``max``
+    or not one of its ``choices`` is refused, never replaced by another value: it is left out of the
+    defaults and a refusal says why; the page shows it and does not run until the link is fixed.
     """
     defaults: dict[str, Any] = {}
-    warnings: list[str] = []
+    refusals: list[str] = []
     for f in fields:
         name, typ = f["name"], str(f["type"])
         if name not in query:
@@ -99,24 +100,39 @@ def defaults_from_query(
         try:
             value = parse_value(query[name], typ)
         except ValueError:
-            warnings.append(f"Ignored ?{name}={query[name]!r}: not a {typ}.")
+            refusals.append(f"Refused ?{name}={query[name]!r}: not a {typ}.")
             continue
         lo, hi = f.get("min"), f.get("max")
+        choices = f.get("choices")
         if (
             isinstance(value, (int, float))
             and not isinstance(value, bool)
             and ((lo is not None and value < lo) or (hi is not None and value > hi))
         ):
-            warnings.append(f"?{name}={value} is outside {lo}..{hi}; using {f['default']} instead.")
+            refusals.append(f"Refused ?{name}={value}: outside {lo}..{hi}.")
+            continue
+        if choices and value not in list(choices):
+            refusals.append(f"Refused ?{name}={value!r}: not one of {', '.join(map(str, choices))}.")
             continue
         defaults[name] = value
-    return defaults, warnings
+    return defaults, refusals
+
+
+def int_param(raw: str | None, lo: int, hi: int, name: str = "value") -> tuple[int | None, str | None]:
+    """A whole number from a URL parameter within ``[lo, hi]``: ``(value, None)``, ``(None, None)`` when
+    absent, ``(None, refusal)`` when it is not a whole number or out of range (never another value)."""
+    if raw is None:
+        return None, None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None, f"Refused ?{name}={raw!r}: not a whole number."
+    if not lo <= value <= hi:
+        return None, f"Refused ?{name}={value}: outside {lo}..{hi}."
+    return value, None
 
 
 def int_in_range(raw: str | None, default: int, lo: int, hi: int) -> int:
     """A whole number from text (a URL parameter) within ``[lo, hi]``; ``default`` otherwise."""
-    try:
-        value = int(raw) if raw is not None else default
-    except ValueError:
-        return default
-    return value if lo <= value <= hi else default
+    value, _ = int_param(raw, lo, hi)
+    return default if value is None else value

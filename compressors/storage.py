@@ -128,6 +128,7 @@ def save_packed(
             log.warning("generation_config not saved: %s", exc)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    drop_code_files(out)
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "producer": FORMAT})
     manifest = {
         "format": FORMAT,
@@ -173,6 +174,24 @@ LOAD_HINT = (
 )
 
 
+#: Files that are code, never copied into an output (transformers' save_pretrained copies the modules
+#: an ``auto_map`` names next to the config or tokenizer).
+CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".so", ".pyd")
+
+
+def drop_code_files(folder: str | Path) -> list[str]:
+    """Delete code files (``*.py`` ...) anywhere under ``folder``; returns their relative names."""
+    root = Path(folder)
+    dropped: list[str] = []
+    for p in sorted(root.rglob("*")):
+        if p.name.lower().endswith(CODE_SUFFIXES) and (p.is_file() or p.is_symlink()):
+            dropped.append(p.relative_to(root).as_posix())
+            p.unlink()
+    if dropped:
+        log.warning("dropped code files from %s: %s", root, dropped)
+    return dropped
+
+
 def _mark_config_packed(config_json: Path) -> None:
     """Make plain transformers refuse the folder instead of loading random weights.
 
@@ -196,7 +215,7 @@ def read_packed_config(folder: str | Path) -> PretrainedConfig:
     marker = cfg.pop("shrinkwise_packed", None)
     config: PretrainedConfig  # AutoConfig's constructors are typed as returning Any
     if cfg.get("model_type") != PACKED_MODEL_TYPE:  # written before the marker existed, or a dense save
-        config = AutoConfig.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         return config
     if not isinstance(marker, dict) or not isinstance(marker.get("model_type"), str):
         raise CheckpointError(
@@ -237,7 +256,7 @@ def build_empty(config: PretrainedConfig, dtype: torch.dtype | None = None) -> P
     if isinstance(d, str):
         d = getattr(torch, d)
     with no_init_weights():
-        model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=d)
+        model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=d, trust_remote_code=False)
     return model
 
 

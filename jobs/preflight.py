@@ -4,14 +4,21 @@ the page with its reason instead of surfacing minutes later as a failed job.
 * :func:`check_model`: what the checkpoint is (architecture, parameters, dtype, size, layers) from its
   config and file headers, refusing a missing config, corrupt safetensors, unsafe pickles, non-causal
   or unsupported architectures, and a model too large for the free memory (from the config, before any
-  weight is read).
+  weight is read). It runs in a child process with a memory limit (``RLIMIT_AS``,
+  ``SHRINKWISE_INSPECT_MEMORY_MB``, default 4096 plus the size of the files that are memory-mapped) and
+  a time limit (``SHRINKWISE_INSPECT_TIMEOUT_S``, default 60), so a hostile upload cannot grow or stall
+  the server; :func:`inspect_model` is the same check in this process.
 * :func:`estimate_cost`: the compressor's own estimate of peak memory and time, against free memory.
 * :func:`check_texts`: enough calibration and evaluation tokens, counted with the model's tokenizer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +28,21 @@ from compressors.base import DEFAULT_CALIBRATION, Calibration, CompressorId, Cos
 log = logging.getLogger(__name__)
 
 
-def check_model(ref: str) -> Any:
-    """The checkpoint's :class:`compressors.models.ModelInfo`; raises ``CompressionError`` with the reason."""
-    from compressors.models import check_memory, inspect_checkpoint
+ENV_INSPECT_MEMORY_MB = "SHRINKWISE_INSPECT_MEMORY_MB"
+ENV_INSPECT_TIMEOUT_S = "SHRINKWISE_INSPECT_TIMEOUT_S"
+#: Address space for the inspecting process: Python, torch and transformers take ~0.8 GB of it.
+DEFAULT_INSPECT_MEMORY_MB = 4096
+DEFAULT_INSPECT_TIMEOUT_S = 60.0
+_RESULT = "SHRINKWISE-INSPECT-RESULT "
+_ROOT = Path(__file__).resolve().parents[1]
+#: How a failed allocation under RLIMIT_AS reads when it is not a MemoryError (a library that cannot be
+#: mapped, an mmap refused by the OS, C++'s std::bad_alloc).
+_OUT_OF_MEMORY = ("failed to map segment", "Cannot allocate memory", "bad_alloc", "out of memory")
+
+
+def inspect_model(ref: str) -> Any:
+    """:func:`check_model` in this process (what the child process runs)."""
+    from compressors.models import check_memory, check_weights_match, inspect_checkpoint
     from jobs.uploads import check_pickles
 
     info = inspect_checkpoint(ref)
@@ -31,7 +50,102 @@ def check_model(ref: str) -> Any:
         check_pickles(info.path)
     if info.shape is not None:
         check_memory(info.shape, info.ref)
+    check_weights_match(info.path if info.source == "folder" and info.path else ref)
     return info
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", name, raw, default)
+        return default
+    return value if value > 0 else default
+
+
+def _mapped_bytes(ref: str) -> int:
+    """Bytes of the files the inspection memory-maps (pickled weights, a GGUF): they count in RLIMIT_AS."""
+    p = Path(ref)
+    try:
+        if p.is_file():
+            return p.stat().st_size
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".gguf"))
+    except OSError:
+        pass
+    return 0
+
+
+def check_model(ref: str, *, memory_mb: float | None = None, timeout_s: float | None = None) -> Any:
+    """The checkpoint's :class:`compressors.models.ModelInfo`; raises ``CompressionError`` with the reason.
+
+    Read in a child process under a memory and a time limit: whatever a config or a file header asks
+    for, this process does not grow, and an answer (or a clear refusal) comes within ``timeout_s``.
+    """
+    from compressors.base import ModelShape
+    from compressors.models import ModelInfo, ModelLoadError
+
+    mem_mb = memory_mb or _env_number(ENV_INSPECT_MEMORY_MB, DEFAULT_INSPECT_MEMORY_MB)
+    limit = int(mem_mb * 2**20) + _mapped_bytes(ref)
+    timeout = timeout_s or _env_number(ENV_INSPECT_TIMEOUT_S, DEFAULT_INSPECT_TIMEOUT_S)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "jobs.preflight", ref, str(limit)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=str(_ROOT),
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(
+            f"reading {ref} took longer than {timeout:g} s and was stopped; its config or files are damaged "
+            f"or unusually large (raise {ENV_INSPECT_TIMEOUT_S} if this model is real)"
+        ) from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT)]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:300]
+        if proc.returncode < 0 or any(m in proc.stderr for m in ("MemoryError", *_OUT_OF_MEMORY)):
+            raise ModelLoadError(
+                f"reading {ref} needed more than the {limit / 2**20:,.0f} MB allowed for inspecting a model "
+                f"and was stopped ({tail}); its config or files are damaged or hostile "
+                f"(raise {ENV_INSPECT_MEMORY_MB} if this model is real)"
+            )
+        raise ModelLoadError(f"cannot read {ref}: the inspection failed ({tail})")
+    answer = json.loads(lines[-1][len(_RESULT) :])
+    if "error" in answer:
+        raise ModelLoadError(answer["error"])
+    d = dict(answer["info"])
+    shape = d.pop("shape", None)
+    return ModelInfo(**d, shape=ModelShape(**shape) if shape else None)
+
+
+def _child(ref: str, limit: int) -> None:
+    """The child process of :func:`check_model`: limits first, then the inspection; one result line."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from compressors.base import CompressionError
+
+    try:
+        answer: dict[str, Any] = {"info": inspect_model(ref).to_dict()}
+    except CompressionError as exc:
+        answer = {"error": str(exc)}
+    except Exception as exc:  # an unexpected reader error: said on the page, never a crash
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MemoryError) or any(m in text for m in _OUT_OF_MEMORY):
+            answer = {
+                "error": f"reading {ref} needed more than the {limit / 2**20:,.0f} MB allowed for inspecting a "
+                f"model and was stopped; its config or files are damaged or hostile (raise "
+                f"{ENV_INSPECT_MEMORY_MB} if this model is real)"
+            }
+        else:
+            answer = {"error": f"cannot read this model: {text}"}
+    print(_RESULT + json.dumps(answer, default=str), flush=True)
 
 
 @dataclass(frozen=True)
@@ -123,3 +237,7 @@ def check_texts(
             "needed (ideally 128 windows). Give a longer file, or use the built-in text."
         )
     return TextCheck(split.source, n_cal, n_eval)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]))

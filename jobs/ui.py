@@ -260,13 +260,13 @@ def _render(info: JobInfo, key: str) -> None:
                 query_params={"run": str(info.id)},
             )
         elif info.status is RunStatus.FAILED:
-            st.error(f"The job failed: {info.error}")
+            st.error(f"The job failed: {plain(info.error)}")
             if _is_upload(info.model_ref):
                 st.caption(
                     f"Your uploaded model is kept at {plain(info.model_ref)}; fix the problem and run it again."
                 )
         elif info.status is RunStatus.CANCELLED:
-            st.info(f"The job was {info.error or 'cancelled by the user'}.")
+            st.info(f"The job was {plain(info.error or 'cancelled by the user')}.")
         if info.log_tail:
             with st.expander("Log", expanded=info.active or info.status is RunStatus.FAILED):
                 st.code("\n".join(info.log_tail.splitlines()[-15:]), language=None)

@@ -9,6 +9,9 @@ What a user may upload (the Compress page):
   under their base names only;
 * one ``.gguf`` file.
 
+Code files (``*.py`` and compiled modules) are refused among loose files and deleted from an extracted
+archive: Shrinkwise never runs code shipped with a model, and none travels into an output.
+
 The original archive is kept in ``original/`` so a failed job loses nothing. Every refusal raises
 :class:`UploadError` (a ``CompressionError``) whose message says what was wrong and what to do.
 """
@@ -166,7 +169,7 @@ def save_model_upload(
     is raised. The model itself is not inspected here: call :func:`compressors.models.inspect_checkpoint`
     on ``model_ref`` (and :func:`check_pickles`) to learn what it is.
     """
-    from compressors.storage import UnsafeArchive, find_model_root, safe_extract
+    from compressors.storage import UnsafeArchive, drop_code_files, find_model_root, safe_extract
 
     files = [(str(n), d) for n, d in files]
     if not files:
@@ -190,6 +193,14 @@ def save_model_upload(
     if used + total > quota:
         raise UploadError(_quota_message(owner, used, total, quota))
     names = [safe_file_name(n) for n, _ in files]
+    from compressors.storage import CODE_SUFFIXES
+
+    code = [n for n in names if n.lower().endswith(CODE_SUFFIXES)]
+    if code:
+        raise UploadError(
+            f"refused {', '.join(code)}: code files are not accepted (Shrinkwise never runs code shipped "
+            "with a model); upload config.json, the *.safetensors weights and the tokenizer files only"
+        )
     if len(set(names)) != len(names):
         raise UploadError(f"two uploaded files have the same name: {sorted(names)}")
     archives = [n for n in names if is_archive(n)]
@@ -225,6 +236,9 @@ def save_model_upload(
             on_disk = _disk_bytes(folder)
             if used + on_disk > quota:
                 raise UploadError(_quota_message(owner, used, on_disk, quota))
+            dropped = drop_code_files(model_dir)  # never run, never copied into an output
+            if dropped:
+                log.warning("upload %s: dropped %d code file(s): %s", upload_id, len(dropped), dropped[:8])
             try:
                 root = find_model_root(model_dir)
             except CompressionError:

@@ -15,7 +15,7 @@ import streamlit as st
 
 from app import state
 from compressors.base import Calibration, CompressionError, CompressorId, all_compressors
-from compressors.settings import defaults_from_query, int_in_range
+from compressors.settings import defaults_from_query, int_param
 from jobs import preflight
 from jobs import ui as jobs_ui
 from jobs.backend import JobSpec
@@ -50,7 +50,7 @@ if job_param:
     try:
         jobs_ui.job_panel(int(job_param), key="cmp_job")
     except ValueError:
-        st.warning(f"?job={job_param!r} is not a job number.")
+        st.warning(f"?job={jobs_ui.plain(repr(job_param))} is not a job number.")
 jobs_ui.active_jobs(exclude=int(job_param) if job_param and job_param.isdigit() else None)
 
 problems: list[str] = []
@@ -100,7 +100,7 @@ elif source == UPLOAD:
                 except CompressionError as exc:
                     st.session_state[P + "upload_error"] = str(exc)
         if st.session_state.get(P + "upload_error"):
-            st.error(st.session_state[P + "upload_error"])
+            st.error(jobs_ui.plain(st.session_state[P + "upload_error"]))
             problems.append("the upload was refused")
         model_ref = st.session_state.get(P + "upload_ref")
     else:
@@ -119,7 +119,7 @@ info = None
 if model_ref:
     info, error = jobs_ui.inspect_model(model_ref)
     if error:
-        st.error(error)
+        st.error(jobs_ui.plain(error))
         problems.append("the model cannot be used")
     else:
         cols = st.columns([2, 1, 1, 1, 1])
@@ -128,10 +128,12 @@ if model_ref:
         cols[2].metric("Weights dtype", info.dtype)
         cols[3].metric("Size on disk", jobs_ui.fmt_bytes(info.size_on_disk_bytes))
         cols[4].metric("Layers", info.n_layers)
-        st.caption(
-            f"`{info.path or info.ref}` · {info.model_type}, hidden size {info.hidden_size}, "
-            f"vocabulary {info.vocab_size:,}, files: {', '.join(info.weight_files[:4])}"
-            + (" …" if len(info.weight_files) > 4 else "")
+        st.caption(  # every name here comes from the user's files: shown as typed, never as Markdown
+            jobs_ui.plain(
+                f"{info.path or info.ref} · {info.model_type}, hidden size {info.hidden_size}, "
+                f"vocabulary {info.vocab_size:,}, files: {', '.join(info.weight_files[:4])}"
+                + (" …" if len(info.weight_files) > 4 else "")
+            )
         )
 else:
     problems.append("no model chosen")
@@ -145,12 +147,14 @@ wanted_cid: str | None = qp.get("compressor")  # compressor id
 if wanted and wanted not in catalog.methods and wanted in compressors and not wanted_cid:
     wanted, wanted_cid = None, wanted  # an old link: ?method=<compressor id>
 if wanted_cid and wanted_cid not in compressors:
-    st.warning(f"No bundled compressor {wanted_cid!r}; choose one of the methods below.")
+    st.warning(f"No bundled compressor {jobs_ui.plain(repr(wanted_cid))}; choose one of the methods below.")
     wanted_cid = None
 if wanted:
     runners = [c for c, cls in compressors.items() if wanted in cls.implements]
     if wanted not in catalog.methods or not runners:
-        st.warning(f"No bundled compressor runs the method {wanted!r}; choose one of the methods below.")
+        st.warning(
+            f"No bundled compressor runs the method {jobs_ui.plain(repr(wanted))}; choose one of the methods below."
+        )
         wanted = None
     elif wanted_cid not in runners:
         if wanted_cid:
@@ -193,9 +197,10 @@ else:
 
 values: dict[str, Any] = {}
 fields = comp_cls.config_cls.describe()
-from_query, query_warnings = defaults_from_query(fields, qp.to_dict())
-for warning in query_warnings:
-    st.warning(warning)
+from_query, query_refusals = defaults_from_query(fields, qp.to_dict())
+# a link's out-of-range or unreadable setting is refused, never replaced by another value: the page
+# says so and does not run until the link is fixed (below, with the text-budget parameters)
+refused_params = [f["name"] for f in fields if f["name"] in qp and f["name"] not in from_query]
 cols = st.columns(3)
 for i, f in enumerate(fields):
     name, typ = f["name"], f["type"]
@@ -244,7 +249,7 @@ cost = None
 try:
     config = comp_cls.config_cls.from_dict(values).to_dict()
 except CompressionError as exc:
-    st.error(f"These settings are not accepted: {exc}")
+    st.error(f"These settings are not accepted: {jobs_ui.plain(exc)}")
     problems.append("settings rejected")
     config = None
 compatible = True
@@ -252,7 +257,7 @@ if info is not None:
     try:
         preflight.check_compatible(cid, info)
     except CompressionError as exc:
-        st.error(f"{comp_cls.name} cannot run on this model: {exc}")
+        st.error(f"{comp_cls.name} cannot run on this model: {jobs_ui.plain(exc)}")
         problems.append("architecture not supported")
         compatible = False
 # the estimate depends on the calibration size chosen below; it is shown here, computed there
@@ -291,7 +296,7 @@ if text_choice == OWN_TEXT:
                 saved = (sig, None, str(exc))
             st.session_state[f"{P}{slot}_saved"] = saved
         if saved[2]:
-            st.error(saved[2])
+            st.error(jobs_ui.plain(saved[2]))
             problems.append("a text file was refused")
         elif slot == "calib":
             calib_path = saved[1]
@@ -303,7 +308,11 @@ if text_choice == OWN_TEXT:
 
 
 def _qp_int(name: str, default: int, lo: int, hi: int) -> int:
-    return int_in_range(qp.get(name), default, lo, hi)
+    value, refusal = int_param(qp.get(name), lo, hi, name)
+    if refusal:
+        query_refusals.append(refusal)
+        refused_params.append(name)
+    return default if value is None else value
 
 
 with st.expander("How much text the run uses"):
@@ -327,6 +336,18 @@ with st.expander("How much text the run uses"):
     seq_len = b3.number_input(
         "Window length (tokens)", 16, 4096, _qp_int("seq_len", 512, 16, 4096), key=P + "seq_len"
     )
+if query_refusals:
+    for refusal in query_refusals:
+        st.warning(
+            jobs_ui.plain(refusal)
+            + " The link's value is not used and no other value replaces it: fix or remove it "
+            "in the address, or clear the refused parameters here."
+        )
+    problems.append("the link has settings out of range (" + ", ".join(dict.fromkeys(refused_params)) + ")")
+    if st.button("Clear the refused link parameters", key=P + "clear_qp"):
+        for name in refused_params:
+            del st.query_params[name]
+        st.rerun()
 budget = {
     "n_calib_samples": int(n_calib),
     "calib_seq_len": int(seq_len),
@@ -339,7 +360,7 @@ with cost_box:
         try:
             cost = preflight.estimate_cost(cid, info, config, Calibration(int(n_calib), int(seq_len)))
         except CompressionError as exc:
-            st.error(f"{comp_cls.name} cannot run on this model with these settings: {exc}")
+            st.error(f"{comp_cls.name} cannot run on this model with these settings: {jobs_ui.plain(exc)}")
             problems.append("settings rejected")
     if cost is not None:
         c1, c2, c3 = st.columns(3)
@@ -386,7 +407,7 @@ if info is not None and not (text_choice == OWN_TEXT and calib_path is None and 
         model_ref, calib_path, eval_path, comp_cls.needs_calibration, int(n_eval), int(seq_len)
     )
     if text_error:
-        st.error(text_error)
+        st.error(jobs_ui.plain(text_error))
         problems.append("text too short")
     else:
         st.caption(
@@ -428,7 +449,7 @@ if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
     try:
         job_id = jobs_ui.backend().submit(spec)
     except CompressionError as exc:
-        st.error(f"Not queued: {exc}")
+        st.error(f"Not queued: {jobs_ui.plain(exc)}")
     else:
         st.query_params["job"] = str(job_id)
         st.rerun()

@@ -27,7 +27,7 @@ ids = [r.id for r in runs]
 try:
     wanted_id = int(wanted) if wanted else ids[0]
 except ValueError:
-    st.warning(f"?run={wanted!r} is not a run number; showing the latest run.")
+    st.warning(f"?run={jobs_ui.plain(repr(wanted))} is not a run number; showing the latest run.")
     wanted_id = ids[0]
 if wanted_id not in ids:
     try:
@@ -50,7 +50,7 @@ info = backend.status(chosen)
 
 st.markdown(f"### {jobs_ui.job_title(info)} {jobs_ui.STATUS_BADGE[info.status]}")
 st.caption(
-    f"Method `{info.method}` · model `{info.model_ref}` · queued {info.created_at:%Y-%m-%d %H:%M} UTC"
+    f"Method `{info.method}` · model {jobs_ui.plain(info.model_ref)} · queued {info.created_at:%Y-%m-%d %H:%M} UTC"
     + (f" · ran on {info.machine}" if info.machine else "")
 )
 
@@ -76,7 +76,7 @@ if a.get("eval_tokens"):
     st.caption(
         f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "
         f"{a.get('eval_seq_len')}); speeds are the best of repeated runs on this machine"
-        + (f"; text: {a['text_source']}" if a.get("text_source") else "")
+        + (f"; text: {jobs_ui.plain(a['text_source'])}" if a.get("text_source") else "")
         + ". The after figures are "
         "measured on the model loaded back from the saved packed checkpoint."
     )

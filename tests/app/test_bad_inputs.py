@@ -3,6 +3,7 @@ nothing queued, nothing written outside the upload folder, and (for a crash) the
 
 from __future__ import annotations
 
+import re
 import tarfile
 import time
 
@@ -24,7 +25,8 @@ def tiny(tmp_path_factory):
 
 
 def errors(at) -> str:
-    return "\n".join(e.value for e in at.error)
+    """The page's errors as a reader sees them (user-supplied names in them are Markdown-escaped)."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(e.value for e in at.error))
 
 
 def refused(at, *needles: str) -> None:
@@ -186,3 +188,59 @@ def test_a_job_that_crashes_is_failed_with_its_error_and_the_upload_is_kept(home
     from pathlib import Path
 
     assert (Path(run.model_ref) / "config.json").is_file()
+
+
+# --- issue 15, finding 7: checks that mean it ------------------------------------------------------------
+
+
+def test_an_encoder_config_without_architectures_is_refused(home, tmp_path):
+    cfg = {k: v for k, v in ck.BERT_CONFIG.items() if k != "architectures"}
+    refused(
+        by_path(ck.config_only_checkpoint(tmp_path / "bert", cfg)), "not a causal language model", "encoder"
+    )
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_before_queueing(home, tmp_path):
+    bad = ck.mismatched_checkpoint(tmp_path / "mismatched")
+    refused(by_path(bad), "do not match its config.json", "model.embed_tokens.weight")
+
+
+def test_a_negative_hidden_size_is_refused_not_counted(home, tmp_path):
+    folder = ck.config_only_checkpoint(tmp_path / "neg", dict(ck.HUGE_CONFIG, hidden_size=-64))
+    at = by_path(folder)
+    refused(at, "hidden_size = -64")
+    assert "parameters" not in " ".join(str(m.value) for m in at.metric)
+
+
+@pytest.mark.parametrize(
+    "query,refusal",
+    [({"bits": "16"}, "Refused ?bits=16: not one of 2, 3, 4, 8."), ({"seq_len": "1"}, "Refused ?seq_len=1")],
+)
+def test_out_of_range_link_parameters_are_refused_never_coerced(home, tiny, query, refusal):
+    at = by_path(tiny, method="gptq", **query)
+    warnings = "\n".join(w.value for w in at.warning).replace("\\", "")
+    assert refusal in warnings, warnings
+    assert at.button(key="cmp_run").disabled
+    if "bits" in query:
+        assert at.selectbox(key="cmp_gptq_bits").value != 2  # not silently the first choice
+    at.button(key="cmp_clear_qp").click().run()
+    assert not at.exception
+    assert not [w for w in at.warning if "Refused" in w.value]
+    assert not at.button(key="cmp_run").disabled
+
+
+HOSTILE = "[Session expired - click here](https:x.example)"
+
+
+def test_user_names_are_shown_as_plain_text_never_markdown(home, tiny):
+    from jobs.ui import plain
+
+    at = upload([("tiny.zip", ck.zip_bytes(tiny, prefix=HOSTILE))])
+    shown = text_of(at)
+    assert plain(HOSTILE) in shown, shown  # the name is on the page, escaped
+    assert HOSTILE not in shown.replace(plain(HOSTILE), "")
+    run = queue.create_run(model_ref=str(tiny), model_name=HOSTILE, method="gptq", compressor="gptq")
+    queue.fail_run(run.id, f"cannot read {HOSTILE}")
+    page = open_page("compress", {"job": str(run.id)})
+    shown = text_of(page)
+    assert plain(HOSTILE) in shown and HOSTILE not in shown.replace(plain(HOSTILE), ""), shown

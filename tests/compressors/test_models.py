@@ -143,3 +143,91 @@ def test_network_probe_is_bounded_even_when_name_resolution_hangs(monkeypatch):
     t = time.perf_counter()
     assert models.network_available(timeout=0.5) is False
     assert time.perf_counter() - t < 3
+
+
+# --- bounded inspection (issue 15, finding 2) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", sorted(__import__("tests.compressors.tiny", fromlist=["ARCHS"]).ARCHS))
+def test_model_shape_is_arithmetic_and_matches_the_built_model(arch, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from compressors.layers import all_linear_layers, get_weight
+
+    model = tiny_model(arch)
+    real = sum(p.numel() for p in model.parameters())
+    real_linear = sum(get_weight(m).numel() for m in all_linear_layers(model).values())
+
+    def no_build(*a, **k):
+        raise AssertionError("model_shape built a model")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", no_build)
+    shape = model_shape(tiny_config(arch))
+    assert abs(shape.n_params - real) <= 0.03 * real, (shape.n_params, real)
+    assert abs(shape.linear_params - real_linear) <= 0.03 * real_linear, (shape.linear_params, real_linear)
+
+
+def _config_folder(tmp_path, **overrides):
+    cfg = json.loads(tiny_config("llama").to_json_string())
+    cfg.update(architectures=["LlamaForCausalLM"], **overrides)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_hostile_layer_count_is_refused_at_once_without_building_anything(tmp_path):
+    import resource
+
+    folder = _config_folder(tmp_path, num_hidden_layers=10_000_000)
+    assert (folder / "config.json").stat().st_size < 2048
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.monotonic()
+    with pytest.raises(
+        ModelLoadError, match="num_hidden_layers = 10,000,000; the layers must be between 1 and"
+    ):
+        inspect_checkpoint(folder)
+    assert time.monotonic() - t < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100_000  # kB
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"hidden_size": -64}, "hidden_size = -64; the hidden size must be between 1 and"),
+        ({"num_attention_heads": 0}, "num_attention_heads = 0"),
+        ({"vocab_size": 10**12}, "vocab_size = 1,000,000,000,000"),
+        ({"intermediate_size": 1.5}, "intermediate_size = 1.5; the intermediate size must be a whole number"),
+        ({"num_key_value_heads": 3}, "the key/value heads must divide the attention heads"),
+        ({"head_dim": None, "hidden_size": 70}, "the heads must divide it"),
+    ],
+)
+def test_config_numbers_out_of_range_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ModelLoadError, match=message):
+        inspect_checkpoint(_config_folder(tmp_path, **overrides))
+
+
+def test_weights_named_for_another_model_are_refused_naming_a_tensor(tiny_folder):
+    from safetensors.torch import load_file, save_file
+
+    from compressors.models import check_weights_match
+
+    check_weights_match(tiny_folder)  # a model's own weights fit
+    state = load_file(str(tiny_folder / "model.safetensors"))
+    save_file({"foreign." + k: v for k, v in state.items()}, str(tiny_folder / "model.safetensors"))
+    with pytest.raises(
+        ModelLoadError, match="are not in the safetensors files, e.g. model.embed_tokens.weight"
+    ):
+        check_weights_match(tiny_folder)
+
+
+def test_load_model_refuses_weights_that_do_not_fit_the_config(tiny_folder, tmp_path):
+    from tests.jobs import checkpoints as ck
+
+    with pytest.raises(
+        ModelLoadError, match="do not match its config.json: tensor model.embed_tokens.weight"
+    ):
+        load_model(ck.mismatched_checkpoint(tmp_path / "mm"))

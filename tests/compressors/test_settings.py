@@ -37,15 +37,17 @@ def test_cli_assignments_and_shortcuts():
         config_from_assignments("rtn", ["bits=four"])
 
 
-def test_page_query_defaults_ignore_bad_values_with_a_warning():
+def test_page_query_defaults_refuse_bad_values_and_never_coerce_them():
     fields = get_compressor("rtn").config_cls.describe()
     defaults, warnings = defaults_from_query(fields, {"bits": "3", "group_size": "x", "job": "7"})
-    assert defaults == {"bits": 3} and warnings == ["Ignored ?group_size='x': not a int."]
+    assert defaults == {"bits": 3} and warnings == ["Refused ?group_size='x': not a int."]
     ranged = [{"name": "sparsity", "type": "float", "default": 0.5, "min": 0.0, "max": 0.95}]
     assert defaults_from_query(ranged, {"sparsity": "2"}) == (
         {},
-        ["?sparsity=2.0 is outside 0.0..0.95; using 0.5 instead."],
+        ["Refused ?sparsity=2.0: outside 0.0..0.95."],
     )
+    chosen = [{"name": "bits", "type": "int", "default": 4, "choices": [2, 3, 4, 8]}]
+    assert defaults_from_query(chosen, {"bits": "16"}) == ({}, ["Refused ?bits=16: not one of 2, 3, 4, 8."])
     assert int_in_range("64", 20, 1, 200) == 64
     assert (
         int_in_range("999", 20, 1, 200)

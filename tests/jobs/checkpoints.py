@@ -111,8 +111,8 @@ HUGE_CONFIG = {
 
 
 def mismatched_checkpoint(folder: Path) -> Path:
-    """A Llama config with a Mistral's weights: every header is valid, so the page accepts it, but the
-    weights do not fit the config: the job fails while loading (a crash mid-way, for the browser test)."""
+    """A Llama config with a Mistral's weights: every header is valid, but the weights' shapes do not fit
+    the config; the Compress page refuses it before a job is queued, naming a mismatching tensor."""
     import shutil
 
     llama = tiny_checkpoint(folder.parent / (folder.name + "-llama"))

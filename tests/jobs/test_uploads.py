@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,22 @@ def test_text_upload_must_be_utf8(home):
         save_text_upload("notes.txt", b"\xff\xfe\x00bad")
     path = save_text_upload("notes.txt", b"Hello.\n\nWorld.")
     assert path.read_text() == "Hello.\n\nWorld." and path.parent.name == "text"
+
+
+def test_code_files_in_an_archive_are_dropped(home, tmp_path):
+    src = ck.tiny_checkpoint(tmp_path / "src")
+    (src / "modeling_evil.py").write_text("import os\nos.system('echo pwned')\n")
+    (src / "sub").mkdir()
+    (src / "sub" / "helper.py").write_text("x = 1\n")
+    saved = save_model_upload([("tiny.zip", ck.zip_bytes(src))])
+    model = home / "uploads" / saved.upload_id / "model"
+    assert (Path(saved.model_ref) / "config.json").is_file()
+    assert not list(model.rglob("*.py"))
+
+
+def test_a_loose_code_file_is_refused_and_nothing_is_kept(home, tmp_path):
+    src = ck.tiny_checkpoint(tmp_path / "src")
+    files = [(p.name, p.read_bytes()) for p in sorted(src.iterdir())] + [("modeling_evil.py", b"x = 1\n")]
+    with pytest.raises(UploadError, match="modeling_evil.py: code files are not accepted"):
+        save_model_upload(files)
+    assert not (home / "uploads").exists() or not list((home / "uploads").iterdir())
