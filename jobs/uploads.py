@@ -110,7 +110,7 @@ def is_archive(name: str) -> bool:
 
 
 def save_model_upload(
-    files: Iterable[tuple[str, FileLike]], *, limit_bytes: int | None = None
+    files: Iterable[tuple[str, FileLike]], *, limit_bytes: int | None = None, owner: str | None = None
 ) -> SavedUpload:
     """Save what the user uploaded and return where the model is; refuse anything unsafe or unusable.
 
@@ -179,7 +179,9 @@ def save_model_upload(
                     "needs config.json next to its *.safetensors weights and tokenizer files"
                 )
         (folder / "upload.json").write_text(
-            json.dumps({"files": names, "bytes": total, "model": str(root), "created": time.time()})
+            json.dumps(
+                {"files": names, "bytes": total, "model": str(root), "created": time.time(), "owner": owner}
+            )
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -188,8 +190,11 @@ def save_model_upload(
     return SavedUpload(upload_id, folder, str(root), tuple(names), total)
 
 
-def save_text_upload(name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20) -> Path:
-    """Save an uploaded calibration/evaluation ``.txt`` under ``uploads/<id>/text/``; returns its path."""
+def save_text_upload(
+    name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20, owner: str | None = None
+) -> Path:
+    """Save an uploaded calibration/evaluation ``.txt`` under ``uploads/<id>/text/``; returns its path.
+    ``owner`` (jobs.access) is written to ``uploads/<id>/upload.json``."""
     base = safe_file_name(name)
     size = _size_of(data)
     if size > limit_bytes:
@@ -207,6 +212,7 @@ def save_text_upload(name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20
     folder.mkdir(parents=True)
     path = folder / base
     path.write_bytes(bytes(raw))
+    (folder.parent / "upload.json").write_text(json.dumps({"files": [base], "text": True, "owner": owner}))
     return path
 
 

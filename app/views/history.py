@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import auth
 from app.figures.history import points_from_runs, size_quality_figure
 from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run history")
 st.caption(
-    "Every compression run on this server. Succeeded runs are also measured evidence: the method pages "
+    "Your compression runs on this server (an admin sees everyone's). Succeeded runs are also measured evidence: the method pages "
     "show them as “measured here” next to the papers' figures."
 )
 
 jobs_ui.ensure_worker_for_queue()
 backend = jobs_ui.backend()
-runs = backend.list()
+viewer = auth.viewer()
+runs = backend.list(owner=viewer.owner_filter)
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
     st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
@@ -94,8 +96,12 @@ if shown:
     )
     with o2:
         st.write("")
+        opened = next(r for r in shown if r.id == open_id)
         st.page_link(
-            jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)}
+            jobs_ui.PAGE_RESULT,
+            label="Open",
+            icon=":material/analytics:",
+            query_params={"run": jobs_ui.link_id(opened)},
         )
 
 # --- size vs quality on one model ------------------------------------------------------------------------
