@@ -18,16 +18,19 @@ from jobs.access import AccessDenied, Viewer
 
 def auth_configured() -> bool:
     """Whether sign-in is configured (an ``[auth]`` section in the secrets)."""
-    try:
-        return "auth" in st.secrets
+    try:  # load_if_toml_exists: no "No secrets found" error when there is no secrets file at all
+        return bool(st.secrets.load_if_toml_exists() and "auth" in st.secrets)
     except Exception:  # no secrets file, or one that does not parse: no sign-in configured
         return False
 
 
 def _providers() -> list[str | None]:
     """The named providers of ``[auth.<name>]``, or ``[None]`` for a single unnamed one."""
-    section: Any = st.secrets.get("auth", {})
-    named = [k for k, v in section.items() if hasattr(v, "keys")]
+    try:
+        section: Any = st.secrets["auth"]
+        named = [k for k, v in section.items() if hasattr(v, "keys")]
+    except Exception:  # no secrets file (sign-in configured another way, e.g. in tests): one provider
+        named = []
     return list(named) if named else [None]
 
 
