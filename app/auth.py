@@ -61,8 +61,10 @@ def require_viewer() -> Viewer:
         v = viewer()
     except AccessDenied as exc:
         st.title("Shrinkwise")
-        if str(exc) != "sign in first":
+        if str(exc) != "sign in first":  # signed in, but without an e-mail: say so, offer to sign out
             st.error(str(exc))
+            if st.button("Sign out", key="auth_logout_noemail"):
+                st.logout()
         st.write("This Shrinkwise server is shared by a team: sign in to see and run your compressions.")
         for provider in _providers():
             label = f"Sign in with {provider}" if provider else "Sign in"

@@ -170,3 +170,11 @@ def test_team_users_get_no_server_paths_unless_roots_are_set(home, tiny, team):
     team(ALICE)
     assert path_error("/etc/shadow") == path_error(tiny) == path_error("/no/such/path")
     assert "not enabled" in path_error(tiny)[0]
+
+
+def test_a_sign_in_without_an_email_is_refused(home, team, monkeypatch):
+    team(None)
+    monkeypatch.setattr(auth, "_user_info", lambda: {"is_logged_in": True})  # a provider gave no e-mail
+    at = open_page("history")
+    assert any("no e-mail address" in e.value for e in at.error)
+    assert "Sign out" in [b.label for b in at.button] and not at.dataframe
