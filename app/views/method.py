@@ -171,7 +171,10 @@ def _my_runs(run_ids: set[int]) -> dict[int, str]:
 
 
 st.subheader("Measured here")
-measured = cat.evidence_for(m.id, measured=True)
+measured_all = cat.evidence_for(m.id, measured=True)
+# Runs are private to their owner (admins see all): figures of other users' runs are not shown here.
+mine = _my_runs({rid for e in measured_all if (rid := run_id_of(e)) is not None})
+measured = [e for e in measured_all if (rid := run_id_of(e)) is None or rid in mine]
 if measured:
     models = sorted({e.model for e in measured})
     st.caption(
@@ -179,8 +182,6 @@ if measured:
         "compression, on this machine. Set them next to the papers' figures above, which were "
         "measured on other (usually larger) models."
     )
-    # The figures are shared knowledge; which run measured them, and the link to it, only for its owner.
-    mine = _my_runs({rid for e in measured if (rid := run_id_of(e)) is not None})
     st.dataframe(
         pd.DataFrame(
             [

@@ -126,6 +126,7 @@ def test_method_page_links_only_the_viewers_runs(two_runs, team):
     assert links == [f"run={alice_run.public_id}"]
     table = next(df.value for df in at.dataframe if "run" in df.value.columns)
     assert f"#{bob_run.id}" not in set(table["run"]) and f"#{alice_run.id}" in set(table["run"])
+    assert "bob-model" not in text_of(at) and "bob-model" not in set(table["model"])
 
 
 def test_an_admin_sees_every_run(two_runs, team):
