@@ -179,3 +179,16 @@ def test_a_sign_in_without_an_email_is_refused(home, team, monkeypatch):
     at = open_page("history")
     assert any("no e-mail address" in e.value for e in at.error)
     assert "Sign out" in [b.label for b in at.button] and not at.dataframe
+
+
+def test_other_users_measured_figures_stay_off_the_map(two_runs, team):
+    import json
+
+    from tests.app.conftest import figures
+
+    team(ALICE)
+    shown = json.dumps(figures(open_page("map")))
+    assert "alice-model" in shown and "bob-model" not in shown
+    team(ADMIN)
+    shown = json.dumps(figures(open_page("map")))
+    assert "bob-model" in shown or "alice-model" in shown  # the admin's map keeps every run's figures
