@@ -71,3 +71,15 @@ def test_team_mode_never_reads_the_data_folder(tmp_path, monkeypatch):
     assert (
         check_server_path("/anything", Viewer.local()).as_posix() == "/anything"
     )  # local, no roots: as before
+
+
+def test_uploads_record_their_owner(tmp_path, monkeypatch):
+    import json
+
+    from jobs.uploads import save_model_upload, save_text_upload
+
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    saved = save_model_upload([("config.json", b"{}")], owner="alice@example.org")
+    assert json.loads((saved.folder / "upload.json").read_text())["owner"] == "alice@example.org"
+    text = save_text_upload("calib.txt", b"some text", owner="bob@example.org")
+    assert json.loads((text.parent.parent / "upload.json").read_text())["owner"] == "bob@example.org"
