@@ -17,9 +17,10 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import auth, state  # noqa: E402
 
 st.set_page_config(page_title="Shrinkwise", page_icon=":material/compress:", layout="wide")
+auth.require_viewer()  # team mode (an [auth] secret): the sign-in page until someone signs in
 
 pages = {
     "Decide": [

@@ -16,6 +16,8 @@ from typing import Any
 import streamlit as st
 import yaml
 
+from app.figures.phase_map import run_id_of
+
 log = logging.getLogger(__name__)
 
 #: Session-state keys shared between pages (each page's own widgets use a page prefix instead).
@@ -42,7 +44,51 @@ def catalog():
     """
     from knowledge.catalog import load_catalog
 
-    return load_catalog()
+    base = load_catalog()
+    hidden = _hidden_runs(base)
+    if not hidden:
+        return base
+    # One filtered copy per (catalog, hidden runs), kept alive so that caches keyed by id() stay right.
+    key = (id(base), hidden)
+    entry = _FILTERED.get(key)
+    if entry is None or entry[0] is not base:
+        if len(_FILTERED) > 256:
+            _FILTERED.clear()
+        from knowledge.catalog import Catalog
+
+        kept = tuple(e for e in base.evidence if run_id_of(e) not in hidden)
+        entry = (base, Catalog(base.methods, kept, base.hardware, base.formats, base.engines))
+        _FILTERED[key] = entry
+    return entry[1]
+
+
+#: (id of the full catalog, runs hidden from a viewer) -> (that catalog, the copy without their evidence)
+_FILTERED: dict[tuple[int, frozenset[int]], tuple[Any, Any]] = {}
+
+
+def _hidden_runs(cat: Any) -> frozenset[int]:
+    """Runs whose measured evidence this viewer may not see: other users' runs (none for an admin or
+    the local user). Team members see only their own runs' figures on every page (issue 15)."""
+    run_ids = {rid for e in cat.evidence if (rid := run_id_of(e)) is not None}
+    if not run_ids:
+        return frozenset()
+    from app import auth
+    from jobs.access import AccessDenied
+
+    try:
+        viewer = auth.viewer()
+    except AccessDenied:
+        return frozenset(run_ids)
+    if viewer.is_admin:
+        return frozenset()
+    try:
+        from jobs import queue
+
+        mine = {r.id for r in queue.list_runs(owner=viewer.user)}
+    except Exception:  # no database: hide every run's figures rather than show others'
+        log.exception("cannot read the runs' owners; measured figures of runs are hidden")
+        mine = set()
+    return frozenset(run_ids - mine)
 
 
 @st.cache_resource(show_spinner=False)

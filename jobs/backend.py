@@ -92,6 +92,8 @@ class JobInfo:
     samples: dict[str, Any]
     timings: dict[str, float]
     machine: str | None
+    owner: str | None = None  # who queued it (jobs.access); None for runs stored before owners existed
+    public_id: str | None = None  # the id in links; never the sequential ``id``
 
     @property
     def finished(self) -> bool:
@@ -128,6 +130,8 @@ class JobInfo:
             samples=dict(run.samples or {}),
             timings=dict(run.timings or {}),
             machine=run.machine,
+            owner=run.owner,
+            public_id=run.public_id,
         )
 
 
@@ -144,15 +148,19 @@ class JobBackend(Protocol):
     def status(self, job_id: int) -> JobInfo:
         """The job's current state and progress; ``KeyError`` for an unknown id."""
 
+    def find(self, public_id: str) -> JobInfo:
+        """The job a link names by its public id; ``KeyError`` when there is none."""
+
     def list(
         self,
         *,
         status: Iterable[RunStatus | str] | None = None,
         model_name: str | None = None,
         method: str | None = None,
+        owner: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobInfo]:
-        """Jobs, newest first, filtered by status, model and method."""
+        """Jobs, newest first, filtered by status, model, method and owner (None: everyone's)."""
 
     def ensure_running(self) -> bool:
         """Make sure something will execute the queued jobs; True when this call started it."""
@@ -197,6 +205,15 @@ class LocalBackend:
         run = queue.get_run(job_id, url=self.url)
         if run is None:
             raise KeyError(f"no job #{job_id}")
+        if not run.public_id:  # stored before public ids existed: give it one for its links
+            queue.ensure_public_id(job_id, url=self.url)
+            run = queue.get_run(job_id, url=self.url) or run
+        return JobInfo.from_row(run)
+
+    def find(self, public_id: str) -> JobInfo:
+        run = queue.get_run_by_public_id(public_id, url=self.url)
+        if run is None:
+            raise KeyError(f"no job with the public id {public_id!r}")
         return JobInfo.from_row(run)
 
     def list(
@@ -205,15 +222,20 @@ class LocalBackend:
         status: Iterable[RunStatus | str] | None = None,
         model_name: str | None = None,
         method: str | None = None,
+        owner: str | None = None,
         limit: int | None = None,
     ) -> builtins.list[JobInfo]:
         rows = queue.list_runs(
             status=list(status) if status is not None else None,
             model_name=model_name,
             method=method,
+            owner=owner,
             limit=limit,
             url=self.url,
         )
+        for r in rows:  # runs stored before public ids existed get one, for their links
+            if not r.public_id and r.id is not None:
+                r.public_id = queue.ensure_public_id(r.id, url=self.url)
         return [JobInfo.from_row(r) for r in rows]
 
     def ensure_running(self) -> bool:

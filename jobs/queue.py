@@ -81,6 +81,32 @@ def get_run(run_id: int, url: str | None = None) -> CompressionRun | None:
         return s.get(CompressionRun, run_id)
 
 
+def get_run_by_public_id(public_id: str, url: str | None = None) -> CompressionRun | None:
+    """The run a link names (``?run=<public_id>``); None when no run has that id."""
+    if not public_id:
+        return None
+    init_db(url)
+    with session(url) as s:
+        found: CompressionRun | None = s.exec(
+            select(CompressionRun).where(CompressionRun.public_id == public_id)
+        ).first()
+        return found
+
+
+def ensure_public_id(run_id: int, url: str | None = None) -> str | None:
+    """The run's public id, giving one to a run stored before public ids existed; None for no such run."""
+    from knowledge.tables import new_public_id
+
+    with session(url) as s:
+        run = s.get(CompressionRun, run_id)
+        if run is None:
+            return None
+        if not run.public_id:
+            run.public_id = new_public_id()
+            s.add(run)
+        return run.public_id
+
+
 def list_runs(
     *,
     status: RunStatus | str | Iterable[RunStatus | str] | None = None,

@@ -7,7 +7,10 @@ worker stay importable on a machine without it.
 Page files and URL parameters (a link from another page opens a pre-filled form)::
 
     st.switch_page(PAGE_COMPRESS, query_params={"method": "gptq", "bits": "4", "group_size": "128"})
-    st.page_link(PAGE_RESULT, query_params={"run": "12"})
+    st.page_link(PAGE_RESULT, query_params={"run": info.public_id})   # never the sequential id
+
+Every function that shows runs takes the :class:`jobs.access.Viewer` (``app.auth.viewer()``) and shows
+only the runs that viewer may see; a run it may not see gets the same answer as one that does not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import streamlit as st
 
+from jobs.access import Viewer
 from jobs.backend import JobBackend, JobInfo, get_backend, reconcile
 from knowledge.tables import RunStatus
 
@@ -118,6 +122,28 @@ def inspect_model(ref: str) -> tuple[Any, str | None]:
         return None, f"cannot read this model: {type(exc).__name__}: {exc}"
 
 
+def find_run(ref: str | None, viewer: Viewer) -> JobInfo | None:
+    """The run a link names (``?run=`` / ``?job=``: its public id) if this viewer may open it, else None.
+
+    An admin (the local user included) may also give the sequential number, as old links did. A run that
+    exists but belongs to someone else gives None, exactly like one that does not exist.
+    """
+    ref = (ref or "").strip()
+    if not ref:
+        return None
+    r = backend()
+    try:
+        info = r.status(int(ref)) if ref.isdigit() and viewer.is_admin else r.find(ref)
+    except KeyError:
+        return None
+    return info if viewer.can_see(info.owner) else None
+
+
+def link_id(info: JobInfo) -> str:
+    """What links to this run carry: its public id (every stored run has one once listed)."""
+    return info.public_id or str(info.id)
+
+
 # ---------------------------------------------------------------------------------------------------
 # formatting
 
@@ -188,15 +214,14 @@ def job_title(info: JobInfo) -> str:
 # the job panel
 
 
-def job_panel(job_id: int, *, key: str = "job") -> JobInfo | None:
-    """The state of one job; while it is queued or running it refreshes itself every second."""
-    try:
-        info = backend().status(job_id)
-    except KeyError:
-        st.warning(
-            f"There is no job #{job_id} in this database. It may have been deleted; see the History page."
-        )
+def job_panel(ref: str, viewer: Viewer, *, key: str = "job") -> JobInfo | None:
+    """The state of the job ``ref`` names (see :func:`find_run`); while it is queued or running it
+    refreshes itself every second."""
+    info = find_run(ref, viewer)
+    if info is None:
+        st.warning("There is no such job that you can open. It may have been deleted; see the History page.")
         return None
+    job_id = info.id
     if info.active:
         ensure_worker_for_queue()
         info = backend().status(job_id)
@@ -257,7 +282,7 @@ def _render(info: JobInfo, key: str) -> None:
                 PAGE_RESULT,
                 label="Open the result",
                 icon=":material/analytics:",
-                query_params={"run": str(info.id)},
+                query_params={"run": link_id(info)},
             )
         elif info.status is RunStatus.FAILED:
             st.error(f"The job failed: {plain(info.error)}")
@@ -276,10 +301,14 @@ def _is_upload(model_ref: str) -> bool:
     return "/uploads/" in model_ref.replace("\\", "/")
 
 
-def active_jobs(exclude: int | None = None) -> list[JobInfo]:
-    """Queued and running jobs (every tab and user), with links to follow them."""
+def active_jobs(viewer: Viewer, exclude: int | None = None) -> list[JobInfo]:
+    """The viewer's queued and running jobs (every tab; every user's for an admin), with links to follow them."""
     ensure_worker_for_queue()  # e.g. after a server restart: queued jobs continue, orphans end
-    jobs = [j for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING]) if j.id != exclude]
+    jobs = [
+        j
+        for j in backend().list(status=[RunStatus.QUEUED, RunStatus.RUNNING], owner=viewer.owner_filter)
+        if j.id != exclude
+    ]
     if jobs:
         with st.expander(f"Active jobs ({len(jobs)})", expanded=False):
             for j in jobs:
@@ -287,7 +316,7 @@ def active_jobs(exclude: int | None = None) -> list[JobInfo]:
                     PAGE_COMPRESS,
                     label=f"#{j.id} {plain(j.compressor)} on {plain(j.model_name)}: {j.status.value}"
                     + (f", {100 * j.fraction:.0f}%" if j.status is RunStatus.RUNNING else ""),
-                    query_params={"job": str(j.id)},
+                    query_params={"job": link_id(j)},
                 )
     return jobs
 
@@ -296,7 +325,6 @@ def active_jobs(exclude: int | None = None) -> list[JobInfo]:
 # results
 
 
-#: (label, metrics key, formatter, lower is better?)
 # (label, metric key, how to show a value, lower is better)
 COMPARISON: list[tuple[str, str, Callable[[Any], str], bool]] = [
     ("Perplexity (held-out)", "perplexity", lambda v: f"{v:.3f}", True),

@@ -275,7 +275,8 @@ def save_model_upload(
 def save_text_upload(
     name: str, data: FileLike, *, limit_bytes: int = 64 * 2**20, owner: str | None = None
 ) -> Path:
-    """Save an uploaded calibration/evaluation ``.txt`` under ``uploads/<id>/text/``; returns its path."""
+    """Save an uploaded calibration/evaluation ``.txt`` under ``uploads/<id>/text/``; returns its path.
+    ``owner`` (jobs.access) is written to ``uploads/<id>/upload.json``."""
     base = safe_file_name(name)
     size = _size_of(data)
     if size > limit_bytes:

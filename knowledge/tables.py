@@ -12,6 +12,7 @@ reload or a second tab only reads it, and a restarted server can find jobs whose
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -26,6 +27,11 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_public_id() -> str:
+    """An unguessable id for links to a run (96 random bits, URL-safe): links never use the row id."""
+    return secrets.token_urlsafe(12)
 
 
 def _json(**kw: Any) -> Any:
@@ -98,7 +104,13 @@ class CompressionRun(SQLModel, table=True):
     compressor: str = Field(max_length=80, description="Bundled compressor id that ran it, e.g. 'magnitude'.")
     config: dict[str, Any] = _json(default_factory=dict)
     calibration: dict[str, Any] | None = _json(default=None, nullable=True)  # source of calibration/eval text
-    owner: str | None = Field(default=None, index=True, description="Browser session or user that queued it.")
+    owner: str | None = Field(
+        default=None, index=True, description="Who queued it: the signed-in e-mail, or 'local' (jobs.access)."
+    )
+    # The id in links (``/run_result?run=<public_id>``); None only for runs stored before it existed.
+    public_id: str | None = Field(
+        default_factory=new_public_id, nullable=True, unique=True, index=True, max_length=32
+    )
 
     # results
     before_metrics: dict[str, Any] | None = _json(default=None, nullable=True)

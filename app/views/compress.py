@@ -13,11 +13,12 @@ from typing import Any
 
 import streamlit as st
 
-from app import state
+from app import auth, state
 from compressors.base import Calibration, CompressionError, CompressorId, all_compressors
 from compressors.settings import defaults_from_query, int_param
 from jobs import preflight
 from jobs import ui as jobs_ui
+from jobs.access import AccessDenied, check_server_path
 from jobs.backend import JobSpec
 from jobs.uploads import (
     ARCHIVE_SUFFIXES,
@@ -45,13 +46,10 @@ st.caption(
 )
 
 qp = st.query_params
+viewer = auth.viewer()
 job_param = qp.get("job")
-if job_param:
-    try:
-        jobs_ui.job_panel(int(job_param), key="cmp_job")
-    except ValueError:
-        st.warning(f"?job={jobs_ui.plain(repr(job_param))} is not a job number.")
-jobs_ui.active_jobs(exclude=int(job_param) if job_param and job_param.isdigit() else None)
+shown_job = jobs_ui.job_panel(job_param, viewer, key="cmp_job") if job_param else None
+jobs_ui.active_jobs(viewer, exclude=shown_job.id if shown_job else None)
 
 problems: list[str] = []
 
@@ -95,7 +93,9 @@ elif source == UPLOAD:
             st.session_state.pop(P + "upload_error", None)
             with st.spinner("Saving and checking the upload…"):
                 try:  # an upload the model check refuses (pickle, encoder, corrupt) is deleted at once
-                    saved, _ = save_checked_model_upload([(f.name, f) for f in files], jobs_ui.check_model)
+                    saved, _ = save_checked_model_upload(
+                        [(f.name, f) for f in files], jobs_ui.check_model, owner=viewer.user
+                    )
                     st.session_state[P + "upload_ref"] = saved.model_ref
                 except CompressionError as exc:
                     st.session_state[P + "upload_error"] = str(exc)
@@ -112,7 +112,13 @@ else:
         value=qp.get("path", ""),
         placeholder="/models/my-model (a folder with config.json) or /models/model.gguf",
     )
-    model_ref = path.strip() or None
+    model_ref = None
+    if path.strip():
+        try:  # only under the configured roots (jobs.access); one answer whether the path exists or not
+            model_ref = str(check_server_path(path.strip(), viewer))
+        except AccessDenied as exc:
+            st.error(str(exc))
+            problems.append("the path is not available")
 
 
 info = None
@@ -135,7 +141,7 @@ if model_ref:
                 + (" …" if len(info.weight_files) > 4 else "")
             )
         )
-else:
+elif "the path is not available" not in problems:
     problems.append("no model chosen")
 
 # --- 2. method and settings --------------------------------------------------------------------------
@@ -291,7 +297,7 @@ if text_choice == OWN_TEXT:
         saved = st.session_state.get(f"{P}{slot}_saved")
         if not saved or saved[0] != sig:
             try:
-                saved = (sig, str(save_text_upload(upl.name, upl)), None)
+                saved = (sig, str(save_text_upload(upl.name, upl, owner=viewer.user)), None)
             except CompressionError as exc:
                 saved = (sig, None, str(exc))
             st.session_state[f"{P}{slot}_saved"] = saved
@@ -445,11 +451,12 @@ if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
             else "pydoc_data.topics (held-out part)",
             **budget,
         },
+        owner=viewer.user,
     )
     try:
         job_id = jobs_ui.backend().submit(spec)
     except CompressionError as exc:
         st.error(f"Not queued: {jobs_ui.plain(exc)}")
     else:
-        st.query_params["job"] = str(job_id)
+        st.query_params["job"] = jobs_ui.link_id(jobs_ui.backend().status(job_id))
         st.rerun()

@@ -8,6 +8,7 @@ import time
 
 import streamlit as st
 
+from app import auth
 from app.figures.history import points_from_runs, size_quality_figure
 from jobs import ui as jobs_ui
 from jobs.uploads import UploadError, delete_run_and_outputs, delete_upload, list_uploads, retention_s
@@ -15,7 +16,7 @@ from knowledge.tables import RunStatus
 
 st.title("Run history")
 st.caption(
-    "Every compression run on this server. Succeeded runs are also measured evidence: the method pages "
+    "Your compression runs on this server (an admin sees everyone's). Succeeded runs are also measured evidence: the method pages "
     "show them as “measured here” next to the papers' figures."
 )
 
@@ -25,7 +26,7 @@ backend = jobs_ui.backend()
 
 def _uploads_section() -> None:
     """Your uploads, with their size, and a Delete for each one no job is reading."""
-    uploads = list_uploads()
+    uploads = list_uploads(viewer.user, every_owner=viewer.is_admin)
     if not uploads:
         return
     total = sum(u.disk_bytes for u in uploads)
@@ -47,15 +48,16 @@ def _uploads_section() -> None:
             )
             if c2.button("Delete", key=f"hist_del_upload_{u.upload_id}", disabled=u.in_use):
                 try:
-                    delete_upload(u.upload_id)
+                    delete_upload(u.upload_id, u.owner)  # listed above only if this viewer may
                 except UploadError as exc:
                     st.error(str(exc))
                 else:
                     st.rerun()
 
 
+viewer = auth.viewer()
 _uploads_section()
-runs = backend.list()
+runs = backend.list(owner=viewer.owner_filter)
 if not runs:
     st.info("No runs yet. Start one on the Compress page.")
     st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
@@ -131,8 +133,12 @@ if shown:
     )
     with o2:
         st.write("")
+        opened = next(r for r in shown if r.id == open_id)
         st.page_link(
-            jobs_ui.PAGE_RESULT, label="Open", icon=":material/analytics:", query_params={"run": str(open_id)}
+            jobs_ui.PAGE_RESULT,
+            label="Open",
+            icon=":material/analytics:",
+            query_params={"run": jobs_ui.link_id(opened)},
         )
     chosen = next(r for r in shown if r.id == open_id)
     if chosen.finished and st.button(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
+from app import auth, state, ui
 from app.figures.phase_map import run_id_of
 
 cat = state.catalog()
@@ -148,8 +148,33 @@ if papers:
 else:
     st.caption("No figures from the papers recorded yet for this method.")
 
+
+def _my_runs(run_ids: set[int]) -> dict[int, str]:
+    """Of these runs, those the viewer may open: run id -> the public id its link carries."""
+    if not run_ids:
+        return {}
+    try:
+        from jobs import ui as jobs_ui
+
+        backend, viewer = jobs_ui.backend(), auth.viewer()
+        out = {}
+        for rid in run_ids:
+            try:
+                info = backend.status(rid)
+            except KeyError:
+                continue
+            if viewer.can_see(info.owner):
+                out[rid] = jobs_ui.link_id(info)
+        return out
+    except Exception:  # no database: the figures still show, without links
+        return {}
+
+
 st.subheader("Measured here")
-measured = cat.evidence_for(m.id, measured=True)
+measured_all = cat.evidence_for(m.id, measured=True)
+# Runs are private to their owner (admins see all): figures of other users' runs are not shown here.
+mine = _my_runs({rid for e in measured_all if (rid := run_id_of(e)) is not None})
+measured = [e for e in measured_all if (rid := run_id_of(e)) is None or rid in mine]
 if measured:
     models = sorted({e.model for e in measured})
     st.caption(
@@ -162,7 +187,7 @@ if measured:
             [
                 {
                     **_figure(e),
-                    "run": f"#{rid}" if (rid := run_id_of(e)) is not None else "",
+                    "run": f"#{rid}" if (rid := run_id_of(e)) is not None and rid in mine else "",
                     "where": e.source.locator,
                     "note": e.note or "",
                 }
@@ -171,14 +196,13 @@ if measured:
         ),
         hide_index=True,
     )
-    run_ids = sorted({rid for e in measured if (rid := run_id_of(e)) is not None}, reverse=True)
-    for rid in run_ids[:5]:  # the newest runs; the History page lists them all
+    for rid in sorted(mine, reverse=True)[:5]:  # the newest runs; the History page lists them all
         try:
             st.page_link(
                 "views/run_result.py",
                 label=f"Open the result of run #{rid}",
                 icon=":material/analytics:",
-                query_params={"run": str(rid)},
+                query_params={"run": mine[rid]},
             )
         except Exception:
             break

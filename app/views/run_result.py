@@ -1,4 +1,5 @@
-"""Run result: what one compression run did to the model (``?run=<id>``): before/after figures, the
+"""Run result: what one compression run did to the model (``?run=<public id>``; only the viewer's own
+runs, or any for an admin): before/after figures, the
 greedy generations side by side, the settings, the timings, and downloads of the compressed checkpoint,
 its compressed-tensors export and the run report."""
 
@@ -10,32 +11,30 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import auth
 from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
 st.title("Run result")
 
 backend = jobs_ui.backend()
-runs = backend.list(limit=200)
-if not runs:
+viewer = auth.viewer()
+runs = backend.list(limit=200, owner=viewer.owner_filter)
+wanted = st.query_params.get("run")
+found = jobs_ui.find_run(wanted, viewer) if wanted else None
+if wanted and found is None:
+    # the same answer for a run that does not exist and one that belongs to someone else
+    st.warning("There is no such run that you can open" + ("; showing your latest run." if runs else "."))
+if not runs and found is None:
     st.info("No runs yet. Start one on the Compress page.")
     st.page_link(jobs_ui.PAGE_COMPRESS, label="Compress a model", icon=":material/play_circle:")
     st.stop()
 
-wanted = st.query_params.get("run")
 ids = [r.id for r in runs]
-try:
-    wanted_id = int(wanted) if wanted else ids[0]
-except ValueError:
-    st.warning(f"?run={jobs_ui.plain(repr(wanted))} is not a run number; showing the latest run.")
-    wanted_id = ids[0]
-if wanted_id not in ids:
-    try:
-        runs.insert(0, backend.status(wanted_id))
-        ids.insert(0, wanted_id)
-    except KeyError:
-        st.warning(f"There is no run #{wanted_id}; showing the latest run.")
-        wanted_id = ids[0]
+if found is not None and found.id not in ids:
+    runs.insert(0, found)
+    ids.insert(0, found.id)
+wanted_id = found.id if found is not None else ids[0]
 by_id = {r.id: r for r in runs}
 chosen = st.selectbox(
     "Run",
@@ -44,9 +43,11 @@ chosen = st.selectbox(
     key="res_run",
     format_func=lambda i: f"#{i} {by_id[i].compressor} on {by_id[i].model_name} ({by_id[i].status.value})",
 )
-if str(chosen) != st.query_params.get("run"):
-    st.query_params["run"] = str(chosen)
 info = backend.status(chosen)
+if not viewer.can_see(info.owner):  # never: every listed run is the viewer's; kept as a second lock
+    st.stop()
+if jobs_ui.link_id(info) != st.query_params.get("run"):
+    st.query_params["run"] = jobs_ui.link_id(info)
 
 st.markdown(f"### {jobs_ui.job_title(info)} {jobs_ui.STATUS_BADGE[info.status]}")
 st.caption(
@@ -55,7 +56,7 @@ st.caption(
 )
 
 if info.status is not RunStatus.SUCCEEDED:
-    jobs_ui.job_panel(info.id, key="res_job")
+    jobs_ui.job_panel(jobs_ui.link_id(info), viewer, key="res_job")
     st.stop()
 
 # --- before / after --------------------------------------------------------------------------------
@@ -116,6 +117,8 @@ with s2:
     st.dataframe(timing_rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(timing_rows)))
 
 # --- downloads -----------------------------------------------------------------------------------------
+# Only the run's owner (or an admin) gets here. Every download is a callable: its bytes are made only when
+# this session clicks the button, and Streamlit then serves them once from a /media URL (docs/deploy.md).
 st.subheader("Downloads")
 art = info.artifacts
 
@@ -197,7 +200,7 @@ with d4:
     }
     st.download_button(
         "Report (JSON)",
-        json.dumps(report, indent=2, default=str),
+        lambda: json.dumps(report, indent=2, default=str),
         file_name=f"run-{info.id}-report.json",
         mime="application/json",
         key="res_dl_json",

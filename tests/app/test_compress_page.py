@@ -128,16 +128,16 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     at = open_page("compress", {"source": "path", "path": str(tiny), "method": "gptq", "bits": "4"})
     run_button(at).click().run()
     assert not at.exception
-    job = int(
-        at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
-    )
-    run = queue.get_run(job)
+    link = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
+    run = queue.get_run_by_public_id(link)  # the URL carries the run's unguessable id, not its number
+    job = run.id
     assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
+    assert run.owner == "local" and not link.isdigit()
     assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
     assert "Queued: the worker is starting it" in [p.proto.text for p in at.get("progress")][0]
 
     # a second tab (fresh session) with the URL finds the same job
-    other = open_page("compress", {"job": str(job)})
+    other = open_page("compress", {"job": link})
     assert f"Job #{job}" in text_of(other)
 
     w = Worker(executor=f"{FAKE}:slow", max_jobs=1, use_lock=False)

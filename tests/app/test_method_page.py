@@ -77,7 +77,11 @@ def test_a_run_measured_here_shows_in_its_own_section_with_model_value_and_run_l
     # the papers' table stays the papers' only
     assert "TinyTestLM-1M" not in set(_papers_table(at)["model"])
     links = [el for el in at.get("page_link") if f"run #{run.id}" in el.proto.label]
-    assert links and links[0].proto.page == "run_result" and links[0].proto.query_string == f"run={run.id}"
+    assert (
+        links
+        and links[0].proto.page == "run_result"
+        and links[0].proto.query_string == f"run={run.public_id}"
+    )
 
 
 def test_without_measured_rows_the_page_says_how_to_measure_one(home):
