@@ -14,6 +14,7 @@ import pytest
 from app import auth
 from jobs import queue
 from jobs.access import LOCAL_USER
+from jobs.ui import plain
 from knowledge.db import session
 from knowledge.tables import CompressionRun
 from tests.app.conftest import open_page, text_of
@@ -104,7 +105,7 @@ def test_owner_opens_their_run_with_downloads(two_runs, team):
     _, bob_run = two_runs
     team(BOB)
     at = open_page("run_result", {"run": bob_run.public_id})
-    assert "bob-model" in text_of(at) and not at.warning
+    assert plain("bob-model") in text_of(at) and not at.warning  # the title escapes Markdown
     buttons = at.get("download_button")
     assert {b.proto.label for b in buttons} >= {"Compressed checkpoint (.zip)", "Report (JSON)"}
     # no file is on a /media URL before its owner clicks: every download is made on the click
@@ -140,7 +141,7 @@ def test_local_mode_needs_no_sign_in_and_owns_its_runs(home, tmp_path):
     at = open_page("history")
     assert {r["model"] for r in history_rows(at)} == {"local-model"}
     at = open_page("run_result", {"run": run.public_id})
-    assert "local-model" in text_of(at) and not at.warning
+    assert plain("local-model") in text_of(at) and not at.warning
 
 
 # --- server paths ---------------------------------------------------------------------------------------
