@@ -227,6 +227,7 @@ def compress_and_measure(
     eval_windows: int = DEFAULT_EVAL_WINDOWS,
     eval_seq_len: int = DEFAULT_SEQ_LEN,
     measure_before: bool = True,
+    reuse_before: bool = True,
     measure_speed: bool = True,
     export: bool = True,
     archive: str | None = "zip",
@@ -243,7 +244,9 @@ def compress_and_measure(
     ``Path`` is a file, a ``str`` is the text itself, ``None`` the built-in text (see
     :func:`compressors.text.resolve_texts`). ``out_dir`` receives ``model/`` (the packed checkpoint),
     ``model.zip`` (if ``archive``), ``compressed-tensors/`` (if the result can be expressed there),
-    ``report.md`` and ``report.json``. ``dense_dtype``: the dtype of the tensors that stay unquantized
+    ``report.md`` and ``report.json``. ``reuse_before``: take the original's measurement from an earlier
+    run on the same files, text and windows instead of measuring it again (:mod:`compressors.measure_cache`).
+    ``dense_dtype``: the dtype of the tensors that stay unquantized
     in the saved checkpoint (see :func:`compressors.storage.resolve_dense_dtype`; ``auto`` keeps the
     source's 16-bit dtype and uses bfloat16 for a GGUF source).
 
@@ -305,7 +308,22 @@ def compress_and_measure(
         )
 
     before = None
-    if measure_before:
+    from compressors import measure_cache
+
+    before_key = (
+        measure_cache.key(info, texts.evaluation, eval_windows, eval_seq_len, measure_speed)
+        if measure_before and reuse_before
+        else None
+    )
+    if before_key is not None and (before := measure_cache.load(before_key)) is not None:
+        timings["measure before"] = 0.0
+        prog(
+            "measure before",
+            _STAGES["compress"],
+            f"perplexity {before.perplexity:.3f} (the original's measurement from an earlier run on the same "
+            "files and text, reused; its speeds are that run's)",
+        )
+    elif measure_before:
         t = time.perf_counter()
         span = _span(prog, "measure before", "compress")
         before = evaluate(
@@ -321,6 +339,7 @@ def compress_and_measure(
         )
         if info.source == "gguf" and info.path:
             describe_gguf_source(before, Path(info.path))
+        measure_cache.store(before_key, before)
         timings["measure before"] = time.perf_counter() - t
         prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
 

@@ -123,6 +123,11 @@ def compress(
     ),
     eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per evaluation window"),
     no_before: bool = typer.Option(False, "--no-before", help="Skip measuring the original model"),
+    remeasure: bool = typer.Option(
+        False,
+        "--remeasure",
+        help="Measure the original again even when an earlier run measured the same files and text",
+    ),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the compressed-tensors export"),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON"),
     dense_dtype: str = typer.Option(
@@ -182,6 +187,7 @@ def compress(
                 eval_windows=eval_windows,
                 eval_seq_len=eval_seq_len,
                 measure_before=not no_before,
+                reuse_before=not remeasure,
                 export=not no_export,
                 dense_dtype=dense_dtype,
             )

@@ -350,3 +350,36 @@ def test_a_gemma3_model_with_a_bos_tokenizer_runs_end_to_end(tmp_path):
         AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "model")
     model, _ = load_model(str(tmp_path / "o" / "model"), with_tokenizer=False)
     assert model.config.architectures == ["Gemma3ForCausalLM"] and model.config.tie_word_embeddings
+
+
+def test_the_original_is_measured_once_per_model_files_and_text(tiny_folder, tmp_path, monkeypatch):
+    """A second method on the same model reuses the original's measurement (on a 7B model it can take
+    longer than the compression); changed files, other windows or --remeasure measure again."""
+    import os
+
+    import compressors.run as run_mod
+
+    calls = []
+    real = run_mod.evaluate
+
+    def counting(*a, **k):
+        calls.append(k.get("checkpoint_dir"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "evaluate", counting)
+    fast = {**RUN_FAST, "measure_speed": False}
+    first = compress_and_measure(str(tiny_folder), "rtn", {"bits": 4}, out_dir=tmp_path / "a", **fast)
+    assert len(calls) == 2  # before and after
+    second = compress_and_measure(str(tiny_folder), "magnitude", {}, out_dir=tmp_path / "b", **fast)
+    assert len(calls) == 3, "the original was measured again"
+    assert second.before.perplexity == first.before.perplexity
+    assert any("reused" in line for line in second.log)
+    compress_and_measure(str(tiny_folder), "rtn", {}, out_dir=tmp_path / "c", reuse_before=False, **fast)
+    assert len(calls) == 5
+    other = {**fast, "eval_windows": 1}
+    compress_and_measure(str(tiny_folder), "rtn", {}, out_dir=tmp_path / "d", **other)
+    assert len(calls) == 7, "other windows are another measurement"
+    weights = next(tiny_folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    compress_and_measure(str(tiny_folder), "rtn", {}, out_dir=tmp_path / "e", **fast)
+    assert len(calls) == 9, "changed files are measured again"
