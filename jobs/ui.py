@@ -362,6 +362,66 @@ def size_growth_warning(before: dict[str, Any], after: dict[str, Any]) -> str | 
 SHARE_KEYS = frozenset({"sparsity"})
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a positive figure, or None (missing, zero, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return float(value)
+
+
+def _ratio_words(ratio: float, up: str, down: str, same: str) -> str:
+    if f"{ratio:.1f}" == "1.0" and f"{1 / ratio:.1f}" == "1.0":
+        return same
+    return f"{ratio:.1f}× {up}" if ratio >= 1 else f"{1 / ratio:.1f}× {down}"
+
+
+def method_label(name: str, config: dict[str, Any]) -> str:
+    """The method as the verdict names it: "4-bit GPTQ" when the settings say how many bits, else the name."""
+    bits = config.get("bits")
+    if isinstance(bits, str) and bits.isdigit():
+        bits = int(bits)
+    return f"{bits}-bit {name}" if isinstance(bits, int) and not isinstance(bits, bool) else name
+
+
+def verdict(label: str, before: dict[str, Any], after: dict[str, Any]) -> str:
+    """One line saying what the run did, e.g. "4-bit GPTQ: 3.1× smaller, perplexity +8.2%, decode 1.7×
+    faster on this machine": the size ratio on disk, the change in held-out perplexity and the ratio of
+    decode speeds; a part whose figure is missing before or after is left out."""
+    parts = []
+    b, a = _number(before.get("size_bytes")), _number(after.get("size_bytes"))
+    if b is not None and a is not None:
+        parts.append(_ratio_words(b / a, "smaller", "larger", "the same size"))
+    b, a = _number(before.get("perplexity")), _number(after.get("perplexity"))
+    if b is not None and a is not None:
+        parts.append(f"perplexity {100 * (a - b) / b:+.1f}%")
+    b, a = _number(before.get("decode_tokens_per_s")), _number(after.get("decode_tokens_per_s"))
+    if b is not None and a is not None:
+        parts.append("decode " + _ratio_words(a / b, "faster", "slower", "as fast") + " on this machine")
+    return f"{label}: " + (", ".join(parts) if parts else "no before/after figures to compare")
+
+
+GOOD, BAD = "good", "bad"
+
+
+def comparison_tones(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """For each row of :func:`comparison_rows`, whether its change is ``GOOD``, ``BAD`` or neither ("")
+    by the figure's lower-is-better flag in ``COMPARISON``; a change too small to show is neither."""
+    tones = []
+    for _, key, _, lower_is_better in COMPARISON:
+        b, a = before.get(key), after.get(key)
+        if b is None and a is None:
+            continue
+        tone = ""
+        if isinstance(b, (int, float)) and isinstance(a, (int, float)) and (b or key in SHARE_KEYS):
+            step = (a - b) if key in SHARE_KEYS else (a - b) / b
+            if abs(step) >= 0.0005:
+                tone = GOOD if (step < 0) == lower_is_better else BAD
+        tones.append(tone)
+    if after.get("compress_peak_rss_bytes"):
+        tones.append("")
+    return tones
+
+
 def comparison_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
     """Rows of the before/after table; the change column is relative (``+3.1%``), except for shares
     (sparsity), whose change is in percentage points: 0.0% -> 14.8% is "+14.8 pts", not "+46728%"."""

@@ -435,9 +435,16 @@ def _model_name(info: Any) -> str:
 
 # --- 4. run --------------------------------------------------------------------------------------------
 st.subheader("4. Run")
+# the job this page started (its link is in ?job=) or the one the link shows: one run at a time from here
+busy = shown_job is not None and shown_job.active
 if problems:
     st.caption("Fix first: " + "; ".join(dict.fromkeys(problems)) + ".")
-if st.button("Run", type="primary", disabled=bool(problems), key=P + "run"):
+elif busy and shown_job is not None:
+    st.caption(
+        f"Run is off while job #{shown_job.id} is {shown_job.status.value}; it comes back when the job "
+        "ends (or cancel it above)."
+    )
+if st.button("Run", type="primary", disabled=bool(problems) or busy, key=P + "run"):
     spec = JobSpec(
         model_ref="demo" if info.source == "demo" else str(info.path or info.ref),
         model_name=_model_name(info),

@@ -9,9 +9,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from app import auth
+from compressors.base import all_compressors
 from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
@@ -61,14 +63,26 @@ if info.status is not RunStatus.SUCCEEDED:
 
 # --- before / after --------------------------------------------------------------------------------
 b, a = info.before_metrics, info.after_metrics
+runner = all_compressors().get(info.compressor)
+label = jobs_ui.method_label(runner.name if runner is not None else info.compressor, info.config)
+st.markdown("#### " + jobs_ui.plain(jobs_ui.verdict(label, b, a)))
 st.subheader("Before and after")
 rows = jobs_ui.comparison_rows(b, a)
+tones = jobs_ui.comparison_tones(b, a)
+TONE_CSS = {jobs_ui.GOOD: "color: #2e9e4f; font-weight: 600", jobs_ui.BAD: "color: #e0453a; font-weight: 600"}
+table = pd.DataFrame(rows, columns=["figure", "before", "after", "change"])
+styled = table.style.apply(lambda col: [TONE_CSS.get(t, "") for t in tones], subset=["change"])
 st.dataframe(
-    rows,
+    styled,
     hide_index=True,
     width="stretch",
     height=jobs_ui.table_height(len(rows)),
-    column_config={"figure": st.column_config.TextColumn("Figure", width="large")},
+    column_config={
+        "figure": st.column_config.TextColumn("Figure", width="medium"),
+        "change": st.column_config.TextColumn(
+            "Change", help="Green where the run made the figure better, red where worse."
+        ),
+    },
 )
 grown = jobs_ui.size_growth_warning(b, a)
 if grown:

@@ -156,6 +156,29 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     assert "cancelled by the user" in text_of(at)
 
 
+def test_run_is_disabled_while_the_started_job_is_queued(home, tiny):
+    """One run at a time from a page: after Run, the button is off (with the reason) until the job ends."""
+    at = open_page("compress", {"source": "path", "path": str(tiny), "method": "rtn"})
+    assert run_button(at).disabled is False
+    run_button(at).click().run()
+    assert not at.exception
+    (run,) = queue.list_runs()
+    assert run.status == "queued"
+    assert run_button(at).disabled is True
+    assert any(f"while job #{run.id} is queued" in c.value for c in at.caption)
+    # a fresh tab on the job's link: the same
+    link = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
+    assert run_button(open_page("compress", {"job": link, "source": "path", "path": str(tiny)})).disabled
+    w = Worker(executor=f"{FAKE}:quick", max_jobs=1, use_lock=False)
+    try:
+        wait_for(lambda: RunStatus(queue.get_run(run.id).status).finished, w)
+    finally:
+        w.stop()
+    at.run()
+    assert run_button(at).disabled is False
+    assert not any("while job" in c.value for c in at.caption)
+
+
 def test_a_finished_job_links_to_its_result(home, tiny):
     (job,) = [
         int(

@@ -115,7 +115,13 @@ def test_empty_history_says_how_to_start(home):
 def test_result_page_shows_before_after_generations_settings_and_downloads(home, tmp_path):
     run = finished_run("SmolLM2-135M-Instruct", "gptq", 80, 21.0, tmp=tmp_path, bits=4, group_size=128)
     at = open_page("run_result", {"run": str(run)})
+    assert not at.exception
+    # the verdict first, then the table with every column (nothing dropped for a narrow screen)
+    assert "4-bit GPTQ: 6.8× smaller, perplexity +5.0%, decode as fast on this machine" in text_of(
+        at
+    ).replace("\\", "")
     table = at.dataframe[0].value
+    assert list(table.columns) == ["figure", "before", "after", "change"]
     row = table[table["figure"] == "Perplexity (held-out)"].iloc[0]
     assert (row["before"], row["after"], row["change"]) == ("20.000", "21.000", "+5.0%")
     size = table[table["figure"] == "Size on disk"].iloc[0]
