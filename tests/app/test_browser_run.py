@@ -198,6 +198,18 @@ def test_upload_run_gptq_watch_result_download_and_load_back(run_server, browser
     (ARTIFACTS / "run-timing.txt").write_text(line + "\n")
 
 
+def _upload_and_run(page, run_server: str, archive) -> None:
+    """Open the Compress page for GPTQ 4-bit, upload the tiny model, press Run and wait for the job link."""
+    page.goto(f"{run_server}/compress?source=upload&method=gptq&bits=4&group_size=32")
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    _wait_idle(page)
+    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
+    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
+    _wait_idle(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url("**job=*", timeout=60_000)
+
+
 def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     bad = tmp_path / "photos.zip"
@@ -212,29 +224,17 @@ def test_bad_upload_and_cancel_states(run_server, browser, archive, tmp_path):
     _shot(page, "compress-bad-upload.png")
 
     # a real job with the full text budget, a second one queued behind it; cancel both
-    page.goto(f"{run_server}/compress?source=upload&method=gptq&bits=4&group_size=32")
-    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
-    _wait_idle(page)
-    page.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
-    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
-    _wait_idle(page)
-    page.get_by_role("button", name="Run", exact=True).click()
-    page.wait_for_url("**job=*", timeout=60_000)
+    _upload_and_run(page, run_server, archive)
     page.get_by_role("button", name="Cancel").first.wait_for(timeout=60_000)
     _wait_idle(page)
     first_url = page.url
     # while its job is queued or running, this page's Run is off (a second click used to queue a twin)
-    assert page.get_by_role("button", name="Run", exact=True).is_disabled()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_disabled(timeout=30_000)
     # a second job from another tab waits behind the first; cancel it before it starts
     other = browser.new_page(viewport={"width": 1280, "height": 800})
-    other.goto(f"{run_server}/compress?source=upload&method=gptq&bits=4&group_size=32")
-    other.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
-    _wait_idle(other)
-    other.locator("[data-testid='stFileUploader'] input[type='file']").first.set_input_files(str(archive))
-    other.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=90_000)
-    _wait_idle(other)
-    other.get_by_role("button", name="Run", exact=True).click()
-    other.wait_for_url("**job=*", timeout=60_000)
+    _upload_and_run(other, run_server, archive)
     other.get_by_text("1 job(s) ahead").wait_for(timeout=60_000)
     _wait_idle(other)
     _shot(other, "compress-queued.png")
