@@ -78,6 +78,9 @@ class Artifacts:
     archive: str | None = None
     export_dir: str | None = None
     export_note: str | None = None  # why there is no export, when there is none
+    gguf_path: str | None = None  # model.gguf for llama.cpp, when the result can be written as GGUF
+    gguf_type: str | None = None  # its block type, e.g. "Q4_0"
+    gguf_note: str | None = None  # what was carried over bit for bit / re-quantized, or why there is none
     report_md: str | None = None
     report_json: str | None = None
 
