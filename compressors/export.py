@@ -62,13 +62,23 @@ def _quant_args(m: QuantizedLinear) -> dict[str, Any]:
     }
 
 
+def nearest_dividing_group_sizes(group_size: int, widths: list[int], n: int = 2) -> list[int]:
+    """The ``n`` group sizes closest to ``group_size`` (powers of two and multiples of 32 first) that
+    divide every width in ``widths``; e.g. 128 for SmolLM2's 576 and 1536 -> [64, 192]."""
+    common = min(widths)
+    divisors = [d for d in range(8, common + 1) if all(w % d == 0 for w in widths)]
+    divisors.sort(key=lambda d: (abs(d - group_size), d % 32 != 0, d))
+    return divisors[:n] or [-1]
+
+
 def _check_expressible(path: str, m: PackedModule) -> None:
     if isinstance(m, QuantizedLinear):
         if m.group_size != -1 and m.in_features % m.group_size:
+            near = nearest_dividing_group_sizes(m.group_size, [m.in_features])
             raise ExportUnsupported(
                 f"{path}: group_size {m.group_size} does not divide in_features {m.in_features}; "
                 "compressed-tensors' group strategy requires whole groups (use a group size that divides "
-                f"{m.in_features}, e.g. 32 or 64, or per-channel)"
+                f"{m.in_features}: {' or '.join(map(str, near))}, or per-channel -1)"
             )
         if m.perm is not None:
             raise ExportUnsupported(
@@ -195,6 +205,13 @@ def export_compressed_tensors(
     if not cfg.get("architectures"):  # vLLM refuses a config without it (a GGUF source names no class)
         cfg["architectures"] = [type(model).__name__]
     cfg["quantization_config"] = qconfig.model_dump(exclude_none=False, mode="json")
+    if first_quantized is not None and not _quant_args(first_quantized)["symmetric"]:
+        # transformers' compressed-tensors loader builds zero-points as [out, groups] while the format
+        # packs them along the output dimension ([out / (32 / bits), groups], what vLLM reads), so its
+        # compressed path refuses them with a size mismatch. This key is read by transformers only
+        # (vLLM ignores keys it does not know): it decompresses at load, so the folder loads with a plain
+        # from_pretrained, in float (disk saved, RAM not, in transformers; vLLM runs it packed).
+        cfg["quantization_config"]["dequantize"] = True
     cfg["dtype"] = str(dt).replace("torch.", "")
     cfg.pop("torch_dtype", None)
     import json

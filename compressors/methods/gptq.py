@@ -47,10 +47,13 @@ class GPTQConfig(CompressorConfig):
     act_order: bool = field(
         default=True, metadata={"help": "Quantize the most active input columns first (helps most at 3 bits)"}
     )
+    # On by default: it is the act-order layout engines load (compressed-tensors' actorder="weight";
+    # its g_idx layout was removed from compressed-tensors in 2026, and GGUF has no column-order field).
     static_groups: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "With act-order: fix group grids up front in column order (no permutation stored; slightly worse)"
+            "help": "With act-order: fix group grids up front in column order, so no permutation is stored "
+            "and vLLM/llama.cpp exports work (off: grids follow the permuted order; Shrinkwise-only)"
         },
     )
     percdamp: float = field(

@@ -80,3 +80,25 @@ def test_sparse_layers_are_refused(tmp_path):
         set_module(model, path, SparseLinear.from_dense(get_weight(layer).detach()))
     with pytest.raises(ExportUnsupported, match="sparse_linear"):
         export_compressed_tensors(model, None, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "bits,group_size,sym",
+    [(4, 8, True), (4, 8, False), (3, 8, False), (2, 8, True), (8, -1, False), (8, -1, True), (4, -1, False)],
+)
+def test_every_exportable_setting_loads_in_plain_transformers_within_1pct(bits, group_size, sym, tmp_path):
+    """What the result page promises: `from_pretrained(folder)` serves the export with our perplexity."""
+    from compressors.engines import transformers_perplexity
+    from compressors.evaluate import perplexity
+
+    model = rtn_quantize_model(tiny_model("llama"), bits=bits, group_size=group_size, symmetric=sym)
+    with torch.no_grad():  # large weights: logits far from uniform, so a wrong tensor shows
+        for p in model.parameters():
+            if p.dim() == 2 and p.is_floating_point():
+                p.mul_(10.0)
+    folder = export_compressed_tensors(model, tiny_tokenizer(), tmp_path)
+    windows = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = perplexity(model, windows)
+    theirs = transformers_perplexity(folder, windows)
+    assert abs(theirs - ours) / ours < 0.01, (ours, theirs)
