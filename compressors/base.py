@@ -219,6 +219,11 @@ class Compressor(ABC, Generic[ConfigT]):
     config_cls: type[ConfigT]
     summary: ClassVar[str] = ""
 
+    def uses_calibration(self, config: ConfigT) -> bool:
+        """Whether this run takes calibration tokens: ``needs_calibration``, or an option that asks for
+        them (the GGUF k-quants' importance matrix is optional, so the method does not *need* data)."""
+        return self.needs_calibration
+
     def check_model(self, model_type: str) -> None:
         """Raise :class:`CompressionError` when this compressor cannot run a ``model_type`` at all.
 

@@ -132,7 +132,7 @@ def _import_packed_providers() -> None:
     """Modules that define packed types register them on import; import the ones that exist."""
     import importlib
 
-    for mod in ("compressors.packed_spqr", "compressors.methods"):
+    for mod in ("compressors.packed_spqr", "compressors.packed_gguf", "compressors.methods"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from compressors.base import (
     Calibration,
@@ -83,6 +84,26 @@ class Artifacts:
     gguf_note: str | None = None  # what was carried over bit for bit / re-quantized, or why there is none
     report_md: str | None = None
     report_json: str | None = None
+
+
+def _export_gguf(model: nn.Module, tokenizer: Any, info: ModelInfo, path: Path, artifacts: Artifacts) -> None:
+    """Write the GGUF next to the other exports, or record why there is none (never fails the run)."""
+    from compressors.gguf_export import GGUFUnsupported, export_gguf
+
+    source: Path | None = None
+    if info.source == "gguf" and info.path:
+        source = Path(info.path)
+    elif info.source == "demo":
+        from compressors.demo import demo_gguf_path
+
+        source = demo_gguf_path()
+    try:
+        done = export_gguf(model, tokenizer, path, source_gguf=source, name=Path(str(info.ref)).name)
+    except GGUFUnsupported as exc:
+        artifacts.gguf_note = str(exc)
+        log.info("no GGUF export: %s", exc)
+        return
+    artifacts.gguf_path, artifacts.gguf_type, artifacts.gguf_note = str(done.path), done.qtype, done.note
 
 
 @dataclass
@@ -247,8 +268,9 @@ def compress_and_measure(
     ``Path`` is a file, a ``str`` is the text itself, ``None`` the built-in text (see
     :func:`compressors.text.resolve_texts`). ``out_dir`` receives ``model/`` (the packed checkpoint),
     ``model.zip`` (if ``archive``), ``compressed-tensors/`` (if the result can be expressed there),
-    ``report.md`` and ``report.json``. ``reuse_before``: take the original's measurement from an earlier
-    run on the same files, text and windows instead of measuring it again (:mod:`compressors.measure_cache`).
+    ``model.gguf`` (if llama.cpp's block types can hold it), ``report.md`` and ``report.json``.
+    ``reuse_before``: take the original's measurement from an earlier run on the same files, text and
+    windows instead of measuring it again (:mod:`compressors.measure_cache`).
     ``dense_dtype``: the dtype of the tensors that stay unquantized
     in the saved checkpoint (see :func:`compressors.storage.resolve_dense_dtype`; ``auto`` keeps the
     source's 16-bit dtype and uses bfloat16 for a GGUF source).
@@ -300,7 +322,7 @@ def compress_and_measure(
 
     _ew(tokenizer, texts.evaluation, eval_windows, eval_seq_len)
     calib = None
-    if compressor.needs_calibration:
+    if compressor.uses_calibration(cfg):
         calib = calibration_windows(
             tokenizer,
             texts.calibration,
@@ -428,6 +450,8 @@ def compress_and_measure(
         except ExportUnsupported as exc:
             artifacts.export_note = str(exc)
             log.info("no compressed-tensors export: %s", exc)
+        prog("export", _STAGES["export"], "exporting to GGUF (llama.cpp)")
+        _export_gguf(model, tokenizer, info, out / "model.gguf", artifacts)
     timings["export"] = time.perf_counter() - t
     del model
     gc.collect()

@@ -222,6 +222,8 @@ def compress(
     a = result.artifacts
     _out.print(f"packed model: {a.checkpoint_dir}" + (f"\narchive: {a.archive}" if a.archive else ""))
     _out.print(f"compressed-tensors export: {a.export_dir or a.export_note}")
+    gguf = f"{a.gguf_path} ({a.gguf_type}; {a.gguf_note})" if a.gguf_path else a.gguf_note
+    _out.print(f"GGUF export (llama.cpp): {gguf}")
     _out.print(f"report: {a.report_md}   (compression took {result.timings.get('compress', 0):.1f} s)")
 
 
