@@ -38,28 +38,13 @@ from knowledge.schema import Hardware, Method, ServingEngine, _Strict
 #: Training a recipe needs: none (one-shot), low (LoRA-scale, hours on one GPU), high (pre-training scale).
 TRAINING_LEVELS: tuple[str, ...] = ("none", "low", "high")
 
-#: What a device may support (``knowledge.devices.Device.supports`` uses the same words).
-SUPPORT_FLAGS: frozenset[str] = frozenset(
-    {
-        "fp8",
-        "bf16",
-        "fp16",
-        "int8-tc",
-        "int4-tc",
-        "marlin",
-        "sparse-2of4",
-        "amx",
-        "avx512",
-        "avx512-vnni",
-        "avx2",
-        "neon",
-        "sve",
-        "metal",
-        "npu",
-        "cuda",
-        "rocm",
-    }
-)
+
+def support_flags() -> frozenset[str]:
+    """What a device may support: the vocabulary of ``knowledge.devices.FEATURES`` (imported late:
+    the devices module reads its data file through the loader, which imports this module)."""
+    from knowledge.devices import FEATURES
+
+    return frozenset(FEATURES)
 
 ConfigValue = str | int | float | bool
 
@@ -95,9 +80,10 @@ class HardwareNeeds(_Strict):
     @field_validator("supports", "supports_any")
     @classmethod
     def _known_flags(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in SUPPORT_FLAGS]
+        known = support_flags()
+        bad = [f for f in v if f not in known]
         if bad:
-            raise ValueError(f"unknown support flag(s) {bad}; use {', '.join(sorted(SUPPORT_FLAGS))}")
+            raise ValueError(f"unknown support flag(s) {bad}; use {', '.join(sorted(known))}")
         return v
 
 
