@@ -48,6 +48,8 @@ MODEL_FAMILIES: frozenset[str] = frozenset(
         "deepseek",
         "smollm2",
         "granite",
+        "yi",
+        "command-r",
     }
 )
 

@@ -30,15 +30,66 @@ def test_llama_3_1_8b_kv_cache_at_128k_is_16_gib_per_sequence() -> None:
     assert shape.kv_cache_bytes(131072, 4, kv_bits=8) == 32 * GIB
 
 
-@pytest.mark.parametrize(
-    ("model_id", "published"),
-    [
-        ("llama-3.1-8b", 8.03e9),  # model card: 8.03B
-        ("llama-3.2-1b", 1.24e9),  # model card: 1.23B/1.24B
-    ],
-)
-def test_params_from_shape_match_published_counts(model_id: str, published: float) -> None:
-    assert bundled_models()[model_id].params == pytest.approx(published, rel=0.006)
+#: Parameter counts as the model cards print them (exact totals where the card or a framework's preset
+#: gives one). The shape must reproduce each to the printed precision: "7.61B" means 7.605B-7.615B.
+PUBLISHED_PARAMS = [
+    ("llama-2-7b", "6.74B"),  # Llama 2 paper/model card: 7B = 6.74B
+    ("llama-2-13b", "13.0B"),
+    ("llama-2-70b", "69.0B"),
+    ("llama-3.1-8b", "8.03B"),  # model card: 8.03B
+    ("llama-3.1-70b", "70.6B"),
+    ("llama-3.1-405b", "406B"),
+    ("llama-3.2-1b", "1.24B"),
+    ("llama-3.2-3b", "3.21B"),
+    ("mistral-7b-v0.1", "7.24B"),  # 7.24B
+    ("mixtral-8x7b", "46.7B"),  # 46.7B total, 12.9B active (Mixtral paper)
+    ("qwen2.5-0.5b", "0.49B"),  # Qwen2.5 model cards: 0.49B, 1.54B, 3.09B, 7.61B, 14.7B, 72.7B
+    ("qwen2.5-1.5b", "1.54B"),
+    ("qwen2.5-3b", "3.09B"),
+    ("qwen2.5-7b", "7.61B"),
+    ("qwen2.5-14b", "14.7B"),
+    ("qwen2.5-72b", "72.7B"),
+    ("qwen3-30b-a3b", "30.5B"),  # 30.5B total, 3.3B activated
+    ("gemma-2-9b", "9.24B"),
+    ("gemma-2-27b", "27.2B"),
+    ("phi-3-mini-4k", "3821079552"),  # keras-hub phi3_mini_4k_instruct_en preset: exact count
+    ("phi-3-medium-4k", "14.0B"),
+    ("smollm2-360m", "361821120"),
+    ("tinyllama-1.1b", "1.10B"),
+]
+
+
+@pytest.mark.parametrize(("model_id", "published"), PUBLISHED_PARAMS)
+def test_params_from_shape_match_published_counts(model_id: str, published: str) -> None:
+    if published.endswith("B"):
+        digits = published[:-1]
+        decimals = len(digits.partition(".")[2])
+        value, half_step = float(digits) * 1e9, 0.5 * 10.0**-decimals * 1e9
+    else:
+        value, half_step = float(published), 0.5
+    # cards round 7.6156B to "7.62B" or truncate it to "7.61B": allow one step of the last digit
+    assert abs(bundled_models()[model_id].params - value) <= 2 * half_step
+
+
+def test_at_least_25_bundled_models_with_config_sources() -> None:
+    models = bundled_models()
+    assert len(models) >= 25
+    for m in models.values():
+        assert m.source.startswith("https://huggingface.co/") and m.source.endswith("config.json"), m.id
+
+
+def test_mixture_of_experts_counts_active_parameters() -> None:
+    mixtral = bundled_models()["mixtral-8x7b"]
+    assert mixtral.active_params == pytest.approx(12.9e9, rel=0.005)
+    assert mixtral.active_params < mixtral.params
+    qwen = bundled_models()["qwen3-30b-a3b"]
+    assert qwen.active_params == pytest.approx(3.3e9, rel=0.02)
+
+
+def test_grouped_query_attention_shrinks_the_kv_cache() -> None:
+    # Llama-2-7B (32 KV heads) holds 4x the cache of Llama-3.1-8B (8 KV heads) per token
+    m = bundled_models()
+    assert m["llama-2-7b"].kv_cache_bytes(4096, 1) == 4 * m["llama-3.1-8b"].kv_cache_bytes(4096, 1)
 
 
 def test_tied_embeddings_are_counted_once() -> None:
@@ -84,7 +135,7 @@ def test_hub_fetch_refused_without_network_says_what_to_pass() -> None:
         load_shape("someorg/some-model", allow_network=False)
     msg = str(exc.value)
     assert msg.startswith("cannot fetch config.json for someorg/some-model: no network")
-    assert "pass a local config.json or one of the bundled models: llama-3.1-8b" in msg
+    assert "pass a local config.json or one of the bundled models: llama-2-7b, " in msg
 
 
 def test_hub_fetch_fails_cleanly_when_the_network_is_down(
