@@ -33,7 +33,7 @@ knowledge base). Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -353,18 +353,27 @@ def _model_label(c: Constraints, shape: Any) -> str:
     return c.model or "<your-model>"
 
 
-def evaluate(
+def contexts(
     constraints: Constraints,
     methods: Mapping[str, Method] | Iterable[Method],
     evidence: Sequence[Evidence] = (),
     *,
     recipes: Mapping[str, Recipe] | Iterable[Recipe] | None = None,
-    rules: RuleSet | None = None,
-) -> list[Evaluation]:
-    """Every recipe against every rule, in id order. :func:`recommend` ranks the result."""
-    rules = rules if rules is not None else default_rules()
+) -> Iterator[tuple[Recipe, Method, RecipeEstimate, tuple[str, ...], Position, dict[str, Any]]]:
+    """The rule context of every recipe (what :func:`evaluate` tests the rules on), in id order."""
     c = constraints
     mapping = _as_mapping(methods)
+    for r, m, est, engines, pos, ctx in _contexts(c, mapping, evidence, recipes):
+        yield r, m, est, engines, pos, ctx
+
+
+def _contexts(
+    c: Constraints,
+    mapping: Mapping[str, Method],
+    evidence: Sequence[Evidence],
+    recipes: Mapping[str, Recipe] | Iterable[Recipe] | None,
+) -> Iterator[tuple[Recipe, Method, RecipeEstimate, tuple[str, ...], Position, dict[str, Any]]]:
+    """Per recipe: the recipe, its method, its estimate, usable engines, position and rule context."""
     shape = _shape(c.model) if c.model else None
     device = _device(c.device) if c.device else None
     params = float(shape.params) if shape is not None else float(c.model_params)
@@ -378,8 +387,6 @@ def evaluate(
     base_total = max(baseline.weights_and_kv_gb, 1e-9)
     kv_share = baseline.kv_cache_gb / base_total
     quality_index = index_for(tuple(evidence) if not isinstance(evidence, tuple) else evidence)
-    checks = [(rule, rule.fast or rule.parsed.matches) for rule in rules]
-    out: list[Evaluation] = []
     for rid, r in recipes_for(mapping, recipes).items():
         m = mapping[r.method]
         bits = _storage_bits(r, shape)
@@ -449,6 +456,22 @@ def evaluate(
                 "r_gguf": r.format == "gguf",
             }
         )
+        yield r, m, est, engines, pos, ctx
+
+
+def evaluate(
+    constraints: Constraints,
+    methods: Mapping[str, Method] | Iterable[Method],
+    evidence: Sequence[Evidence] = (),
+    *,
+    recipes: Mapping[str, Recipe] | Iterable[Recipe] | None = None,
+    rules: RuleSet | None = None,
+) -> list[Evaluation]:
+    """Every recipe against every rule, in id order. :func:`recommend` ranks the result."""
+    rules = rules if rules is not None else default_rules()
+    checks = [(rule, rule.fast or rule.parsed.matches) for rule in rules]
+    out: list[Evaluation] = []
+    for r, m, est, engines, pos, ctx in _contexts(constraints, _as_mapping(methods), evidence, recipes):
         shown: dict[str, Any] | None = None
         score = 0.0
         reasons: list[Reason] = []

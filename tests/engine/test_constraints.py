@@ -10,6 +10,11 @@ from pydantic import ValidationError
 from engine.constraints import FIELDS, Constraints, ConstraintsError
 
 ISSUE_FIELDS = {
+    # issue 10 adds the model shape, the device, the context length and the batch size
+    "model",
+    "device",
+    "context_length",
+    "batch_size",
     "phases",
     "keep_original",
     "priority",
