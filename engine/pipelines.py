@@ -191,10 +191,20 @@ def candidate_graph(evals: Sequence[Evaluation]) -> nx.DiGraph:
 
 
 def _bits(members: Sequence[Evaluation]) -> tuple[TensorBits, float]:
-    """Per tensor class, the fewest bits of any member; the fewest KV bits."""
+    """Per tensor class, the fewest bits of any member; the fewest KV bits.
+
+    The linear layers' figure is effective bits per original weight: a pruned member's share of kept
+    parameters multiplies the fewest bits any member stores per kept weight.
+    """
     mems = [e.estimate for e in members]
+    kept = 1.0
+    raw = 16.0
+    for e, m in zip(members, mems, strict=True):
+        f = e.recipe.param_fraction
+        kept *= f
+        raw = min(raw, m.linear_bits / f)
     low = TensorBits(
-        linear=min(16.0, *(m.linear_bits for m in mems)),
+        linear=min(16.0, raw * kept),
         embedding=min(16.0, *(e.recipe.storage.embedding for e in members)),
         lm_head=min(16.0, *(e.recipe.storage.lm_head for e in members)),
         other=min(16.0, *(e.recipe.storage.other for e in members)),

@@ -122,8 +122,8 @@ class Recipe(_Strict):
 
     id: str = Field(pattern=r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
     method: str
-    name: str = Field(min_length=3)
-    summary: str = Field(min_length=10, max_length=300)
+    name: str = Field(min_length=1)
+    summary: str = Field(min_length=1, max_length=300)
     config: dict[str, ConfigValue] = Field(default_factory=dict)
     storage: Storage
     kv_bits: float | None = Field(default=None, gt=0, le=16, description="KV-cache bits (KV recipes).")
@@ -240,8 +240,8 @@ def fill(template: str | None, model: str, out: str | None = None) -> str | None
 def default_recipe(method: Method) -> Recipe:
     """The recipe of a method that has no recipe of its own: its knowledge-base defaults.
 
-    Its storage is the method's ``footprint`` (bits per weight applied to the linear layers, 16-bit
-    embeddings), its format the method's first output format, its engines those the method lists and
+    Its storage is the method's ``footprint`` (bits per weight times the share of parameters kept,
+    applied to the linear layers; 16-bit embeddings), its format the method's first output format, its engines those the method lists and
     its hardware the method's targets. Used for methods without recipe data, so every method can
     still be ranked (and for tests that build methods by hand).
     """
@@ -249,6 +249,7 @@ def default_recipe(method: Method) -> Recipe:
     bits = fp.bits_per_weight
     if fp.sparsity_stored and fp.sparsity:
         bits = bits * (1.0 - fp.sparsity) + 1.0
+    bits *= fp.param_fraction  # effective bits per original weight position (see Storage)
     engines: list[EngineUse] = []
     for out in method.formats:
         for eng in out.engines:
