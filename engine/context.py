@@ -65,8 +65,12 @@ SYMBOLS: dict[str, Symbol] = {
     "c_workload": Symbol(_S, "chat, long-context, batch or multimodal", tuple(Workload.values())),
     "c_has_serving_engine": Symbol(_B, "a serving engine was named"),
     "c_serving_engine": Symbol(_S, "the serving engine ('' when none)", ("",) + tuple(TargetEngine.values())),
-    "c_model_frozen": Symbol(_B, "the model cannot be changed: keep the original, or inference is the only phase"),
-    "c_pretraining": Symbol(_B, "pre-training is allowed and the training budget is high (training from scratch)"),
+    "c_model_frozen": Symbol(
+        _B, "the model cannot be changed: keep the original, or inference is the only phase"
+    ),
+    "c_pretraining": Symbol(
+        _B, "pre-training is allowed and the training budget is high (training from scratch)"
+    ),
     "c_has_device": Symbol(_B, "a device was named"),
     "c_device": Symbol(_S, "the device's name ('' when none)"),
     "c_device_fp8": Symbol(_B, "the named device has FP8 tensor cores"),
@@ -117,7 +121,11 @@ SYMBOLS: dict[str, Symbol] = {
     "r_name": Symbol(_S, "recipe name"),
     "r_format": Symbol(_S, "output format id"),
     "r_engines": Symbol(_A, "engines that load the recipe's output", tuple(ServingEngine.values())),
-    "r_engines_here": Symbol(_A, "of those, the engines usable here (device, hardware, named engine)", tuple(ServingEngine.values())),
+    "r_engines_here": Symbol(
+        _A,
+        "of those, the engines usable here (device, hardware, named engine)",
+        tuple(ServingEngine.values()),
+    ),
     "r_research_only": Symbol(_B, "only the method's research code runs it (engine 'custom')"),
     "r_engine_problem": Symbol(_S, "why no usable engine runs it ('' when one does)"),
     "r_device_problem": Symbol(_S, "what the hardware or device lacks ('' when nothing)"),
@@ -135,7 +143,9 @@ SYMBOLS: dict[str, Symbol] = {
     "r_weights_gb": Symbol(_F, "weights after the recipe, GB"),
     "r_kv_cache_gb": Symbol(_F, "KV cache after the recipe, GB"),
     "r_quality_known": Symbol(_B, "the quality estimate rests on evidence (or the recipe is lossless)"),
-    "r_quality_basis": Symbol(_S, "lossless, config, method or unknown", ("lossless", "config", "method", "unknown")),
+    "r_quality_basis": Symbol(
+        _S, "lossless, config, method or unknown", ("lossless", "config", "method", "unknown")
+    ),
     "r_quality_margin": Symbol(_F, "1 - drop / budget when known and within it, else 0"),
     "r_fp8_tensor_cores": Symbol(_B, "W8A8 FP8 on a device with FP8 tensor cores"),
     "r_has_compressor": Symbol(_B, "a bundled compressor produces it"),

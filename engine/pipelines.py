@@ -131,7 +131,9 @@ def conflict_of(a: Evaluation, b: Evaluation) -> str | None:
         return f"{a.id} and {b.id} both quantize the weights"
     shared = _changes(a) & _changes(b)
     if ma.family == mb.family and shared:
-        return f"{a.id} and {b.id} are both {ma.family.value} recipes rewriting the {', '.join(sorted(shared))}"
+        return (
+            f"{a.id} and {b.id} are both {ma.family.value} recipes rewriting the {', '.join(sorted(shared))}"
+        )
     return None
 
 
@@ -281,7 +283,9 @@ def build_pipelines(evals: Sequence[Evaluation], constraints: Constraints, k: in
             est = combine(members, constraints)
             if est.fits is not False and (est.quality_drop_pct is None or est.quality_drop_pct <= max_drop):
                 score = sum(m.score for m in members) + sum(
-                    COMPOSE_BONUS for a, b in itertools.combinations(members, 2) if composes(a.method, b.method)
+                    COMPOSE_BONUS
+                    for a, b in itertools.combinations(members, 2)
+                    if composes(a.method, b.method)
                 )
                 found.append((0 if est.quality_drop_pct is not None else 1, score, path))
         if len(path) == MAX_LENGTH:

@@ -317,9 +317,9 @@ def feasibility(recipe: Recipe, c: Constraints, device: Any) -> tuple[tuple[str,
     why: list[str] = []
     for use in recipe.engines:
         eid = use.engine.value
-        kinds = {h.value for h in use.hardware} if use.hardware else None
-        if kinds is not None and hw not in kinds:
-            why.append(f"{eid} runs it only on {', '.join(sorted(kinds))}")
+        engine_kinds = {h.value for h in use.hardware} if use.hardware else None
+        if engine_kinds is not None and hw not in engine_kinds:
+            why.append(f"{eid} runs it only on {', '.join(sorted(engine_kinds))}")
             continue
         if engine_hw and eid in engine_hw and hw not in engine_hw[eid]:
             why.append(f"{eid} does not run on {hw}")
@@ -363,8 +363,7 @@ def contexts(
     """The rule context of every recipe (what :func:`evaluate` tests the rules on), in id order."""
     c = constraints
     mapping = _as_mapping(methods)
-    for r, m, est, engines, pos, ctx in _contexts(c, mapping, evidence, recipes):
-        yield r, m, est, engines, pos, ctx
+    yield from _contexts(c, mapping, evidence, recipes)
 
 
 def _contexts(
@@ -387,7 +386,7 @@ def _contexts(
     base_total = max(baseline.weights_and_kv_gb, 1e-9)
     kv_share = baseline.kv_cache_gb / base_total
     quality_index = index_for(tuple(evidence) if not isinstance(evidence, tuple) else evidence)
-    for rid, r in recipes_for(mapping, recipes).items():
+    for r in recipes_for(mapping, recipes).values():
         m = mapping[r.method]
         bits = _storage_bits(r, shape)
         kv_bits = float(r.kv_bits) if r.kv_bits is not None else 16.0
@@ -596,7 +595,13 @@ def nothing_fits(
         passing = sorted((e for e in trial if not e.excluded), key=tier_key)
         if passing:
             out["relaxations"].append(
-                {"change": words, "field": fname, "value": value, "recipe": passing[0].id, "count": len(passing)}
+                {
+                    "change": words,
+                    "field": fname,
+                    "value": value,
+                    "recipe": passing[0].id,
+                    "count": len(passing),
+                }
             )
     return out
 
@@ -658,4 +663,3 @@ def recommend(
         nothing_fits=empty,
         model=shape_info,
     )
-

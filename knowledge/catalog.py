@@ -107,7 +107,12 @@ class Catalog:
     def with_evidence(self, extra: Iterable[Evidence]) -> Catalog:
         """A copy with more evidence rows (e.g. a run just measured)."""
         return Catalog(
-            self.methods, self.evidence + tuple(extra), self.hardware, self.formats, self.engines, self.recipes
+            self.methods,
+            self.evidence + tuple(extra),
+            self.hardware,
+            self.formats,
+            self.engines,
+            self.recipes,
         )
 
     def recipes_of(self, method_id: str) -> tuple[Recipe, ...]:

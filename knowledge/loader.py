@@ -714,13 +714,19 @@ def _check_recipes(
         if r.id in seen:
             f = seen[r.id]
             problems.append(
-                e.problem("id", f"duplicate recipe id {r.id!r}: already defined in {f.file} entry #{f.index}", ["id"])
+                e.problem(
+                    "id",
+                    f"duplicate recipe id {r.id!r}: already defined in {f.file} entry #{f.index}",
+                    ["id"],
+                )
             )
         seen.setdefault(r.id, e)
         method = methods.get(r.method)
         if method is None:
             problems.append(
-                e.problem("method", f"unknown method id {r.method!r}{_suggest(r.method, methods)}", ["method"])
+                e.problem(
+                    "method", f"unknown method id {r.method!r}{_suggest(r.method, methods)}", ["method"]
+                )
             )
         if formats and r.format not in formats:
             problems.append(

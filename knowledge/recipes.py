@@ -46,6 +46,7 @@ def support_flags() -> frozenset[str]:
 
     return frozenset(FEATURES)
 
+
 ConfigValue = str | int | float | bool
 
 

@@ -208,7 +208,9 @@ def _print_human(rec: Any) -> None:
             drop = est.quality_drop_pct
             pt.add_row(
                 str(i),
-                escape(" → ".join(f"{r.id} ({m.phase.value})" for r, m in zip(p.recipes, p.methods, strict=True))),
+                escape(
+                    " → ".join(f"{r.id} ({m.phase.value})" for r, m in zip(p.recipes, p.methods, strict=True))
+                ),
                 escape(", ".join(p.engines[:2])),
                 f"{p.score:.2f}",
                 f"{_fmt_gb(est.memory.weights_gb)} + {_fmt_gb(est.memory.kv_cache_gb)}",

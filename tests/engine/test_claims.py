@@ -172,7 +172,9 @@ def test_claim6_post_training_static_needs_a_compatible_engine(methods, evidence
 
 
 def test_claim6_gptq_and_spqr_cut_memory_sharply_with_small_quality_loss(methods, evidence, catalog):
-    rec = recommend(Constraints(max_quality_drop=10, memory_gb=4.5), methods, evidence, recipes=catalog.recipes)
+    rec = recommend(
+        Constraints(max_quality_drop=10, memory_gb=4.5), methods, evidence, recipes=catalog.recipes
+    )
     for rid in ("gptq-w4a16-g128", "spqr-3bit"):
         est = rec.get(rid).estimate
         assert est.memory_gb < 0.3 * 14.0 and est.fits

@@ -12,7 +12,9 @@ from engine.recommend import evaluate
 from .conftest import make_evidence, make_method
 
 #: Evidence for the fixture methods (a perplexity rise of 2% each), so that stacks have a known drop.
-ROWS = [make_evidence(m, "LLaMA-7B", 5.7936, 5.68) for m in ("prune-ft", "quant-a", "quant-b", "tokens-x", "kv-y")]
+ROWS = [
+    make_evidence(m, "LLaMA-7B", 5.7936, 5.68) for m in ("prune-ft", "quant-a", "quant-b", "tokens-x", "kv-y")
+]
 
 
 def stack_methods():
@@ -72,7 +74,9 @@ def test_no_stack_holds_two_weight_quantizers_or_an_excluded_pair():
 
 def test_pipelines_never_use_methods_excluded_for_hard_reasons():
     ms = stack_methods()
-    rec = recommend(Constraints(training_budget="none", max_quality_drop=20), ms, ROWS)  # prune-ft needs gradients
+    rec = recommend(
+        Constraints(training_budget="none", max_quality_drop=20), ms, ROWS
+    )  # prune-ft needs gradients
     assert "prune-ft" in rec.excluded_ids
     assert rec.pipelines and all("prune-ft" not in p.ids for p in rec.pipelines)
     frozen = recommend(Constraints(keep_original=True, max_quality_drop=20), ms, ROWS)
@@ -115,4 +119,13 @@ def test_real_catalog_pipelines_are_distinct_and_valid(methods, evidence):
         assert all(m.phase.value in ("post-training", "inference") for m in p.methods)
         assert p.engines  # one engine runs every member
         d = p.to_dict()
-        assert set(d) == {"recipes", "methods", "phases", "engines", "score", "compatibility_bonus", "estimate", "notes"}
+        assert set(d) == {
+            "recipes",
+            "methods",
+            "phases",
+            "engines",
+            "score",
+            "compatibility_bonus",
+            "estimate",
+            "notes",
+        }

@@ -47,13 +47,38 @@ def test_top_truncates_only_the_ranked_list(methods, evidence):
 def test_json_shape_is_the_issues(methods, evidence):
     d = recommend(Constraints(memory_gb=6), methods, evidence).to_dict()
     json.dumps(d)  # serialisable
-    assert set(d) == {"ranked", "bundled_alternative", "nothing_fits", "excluded", "pipelines", "constraints", "model"}
+    assert set(d) == {
+        "ranked",
+        "bundled_alternative",
+        "nothing_fits",
+        "excluded",
+        "pipelines",
+        "constraints",
+        "model",
+    }
     r0 = d["ranked"][0]
-    assert {"id", "method", "config", "format", "engine", "commands", "score", "tier", "reasons", "estimate"} <= set(r0)
+    assert {
+        "id",
+        "method",
+        "config",
+        "format",
+        "engine",
+        "commands",
+        "score",
+        "tier",
+        "reasons",
+        "estimate",
+    } <= set(r0)
     assert set(r0["reasons"][0]) == {"rule_id", "text", "effect", "weight", "source"}
-    assert {"memory_gb", "weights_gb", "kv_cache_gb", "fits", "quality_drop_pct", "quality_basis", "quality"} <= set(
-        r0["estimate"]
-    )
+    assert {
+        "memory_gb",
+        "weights_gb",
+        "kv_cache_gb",
+        "fits",
+        "quality_drop_pct",
+        "quality_basis",
+        "quality",
+    } <= set(r0["estimate"])
     assert {"id", "method", "reasons"} <= set(d["excluded"][0])
     assert d["constraints"]["memory_gb"] == 6
 

@@ -43,9 +43,18 @@ def test_json_document_shape(cli):
     assert len(doc["ranked"]) == 4
     first = doc["ranked"][0]
     # a recipe: configuration, format, engine and the commands that produce and serve it
-    assert {"id", "method", "config", "format", "engine", "commands", "score", "tier", "reasons", "estimate"} <= set(
-        first
-    )
+    assert {
+        "id",
+        "method",
+        "config",
+        "format",
+        "engine",
+        "commands",
+        "score",
+        "tier",
+        "reasons",
+        "estimate",
+    } <= set(first)
     assert set(first["commands"]) == {"compress", "produce", "serve", "run_it"}
     # recipes whose evidence meets the limits come first, then unknown quality; by score within each
     tiers = [r["tier"] for r in doc["ranked"]]
@@ -135,7 +144,9 @@ def test_human_output_has_the_table_excluded_count_and_pipelines(cli):
 
 
 def test_model_and_device_flags(cli):
-    res = cli("--model", "llama-3.1-8b", "--device", "h100-sxm", "--serving-engine", "vllm", "--json", "--top", "3")
+    res = cli(
+        "--model", "llama-3.1-8b", "--device", "h100-sxm", "--serving-engine", "vllm", "--json", "--top", "3"
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["model"]["id"] == "llama-3.1-8b" and doc["constraints"]["hardware"] == "nvidia-gpu"

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.axes import position
 from engine.constraints import Constraints
-from engine.context import SYMBOLS, constraint_symbols, method_symbols
-from engine.estimates import estimate
+from engine.context import SYMBOLS
 from engine.recommend import evaluate
 from engine.ruleset import RULES_FILE, RulesError, default_rules, load_rules
 
@@ -143,7 +141,9 @@ def test_fast_evaluator_agrees_with_rule_engine_on_every_rule_method_and_scenari
     rules = default_rules()
     checked = 0
     for c in [*_scenarios(), *_recipe_scenarios()]:
-        for _r, _m, _est, _eng, _pos, ctx in contexts(c, catalog.methods, catalog.evidence, recipes=catalog.recipes):
+        for _r, _m, _est, _eng, _pos, ctx in contexts(
+            c, catalog.methods, catalog.evidence, recipes=catalog.recipes
+        ):
             assert set(ctx) == set(SYMBOLS)
             for rule in rules:
                 assert rule.fast(ctx) == rule.parsed.matches(ctx), (rule.id, ctx["r_id"], c.to_query())

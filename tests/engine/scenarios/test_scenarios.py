@@ -61,7 +61,9 @@ def test_scenario(path: Path, catalog: Any) -> None:
         for rid, rule in exp["excluded"]["ids"].items():
             item = rec.get(rid)
             rules = [r.rule_id for r in getattr(item, "reasons", ()) if r.effect == "exclude"]
-            assert rid not in ids and rule in rules, f"{path.name}: {rid} excluded by {rules}, expected {rule}"
+            assert rid not in ids and rule in rules, (
+                f"{path.name}: {rid} excluded by {rules}, expected {rule}"
+            )
     if "top_tier" in exp:
         assert rec.ranked and rec.ranked[0].tier == exp["top_tier"]["tier"], where
     if "pipeline_phase" in exp:
