@@ -5,8 +5,8 @@ model (``family: llama-2``), so the quality estimate (``engine.quality``) can ma
 rows first and prefer rows of the user's model family. Both are closed lists, so a typo
 (``llama2``, ``gptq-w4-g128``) fails when the file loads instead of silently matching nothing.
 
-Recipe ids come from ``knowledge/data/recipe_ids.yaml`` (id -> method) until the recipes have data
-files of their own; model families are the ``family`` values of the bundled model shapes.
+Recipe ids come from the recipes' data files (``knowledge/data/recipes/*.yaml``, the registry that
+``knowledge.recipes`` validates); model families are the ``family`` values of the bundled model shapes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-RECIPE_IDS_FILE = Path(__file__).resolve().parent / "data" / "recipe_ids.yaml"
+RECIPES_DIR = Path(__file__).resolve().parent / "data" / "recipes"
 
 #: Model families evidence rows are tagged with (``ModelShape.family`` uses the same spelling).
 #: A generation is its own family (Llama 2 and Llama 3 differ in tokenizer, data and how well they
@@ -56,13 +56,25 @@ MODEL_FAMILIES: frozenset[str] = frozenset(
 
 @lru_cache(maxsize=1)
 def recipe_methods() -> dict[str, str]:
-    """Recipe id -> the id of the method it belongs to, from ``recipe_ids.yaml``."""
-    with RECIPE_IDS_FILE.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    recipes = data.get("recipes") if isinstance(data, dict) else None
-    if not isinstance(recipes, dict):
-        raise ValueError(f"{RECIPE_IDS_FILE}: expected a mapping 'recipes: {{id: method}}'")
-    return {str(k): str(v) for k, v in recipes.items()}
+    """Recipe id -> the id of the method it belongs to, read from the recipes' data files.
+
+    Only ``id`` and ``method`` are read here (the rows are validated before the recipes, and the full
+    recipe schema lives in ``knowledge.recipes``, checked by the loader); an entry without them is
+    skipped here and reported by the loader.
+    """
+    out: dict[str, str] = {}
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        entries = data.get("recipes") if isinstance(data, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), str)
+                and isinstance(entry.get("method"), str)
+            ):
+                out[entry["id"]] = entry["method"]
+    return out
 
 
 def recipe_ids() -> frozenset[str]:

@@ -355,7 +355,7 @@ class Evidence(_Strict):
     note: str | None = None
     recipe: str | None = Field(
         default=None,
-        description="The recipe measured (knowledge/data/recipe_ids.yaml), e.g. 'gptq-w4a16-g128'; "
+        description="The recipe measured (knowledge/data/recipes/*.yaml), e.g. 'gptq-w4a16-g128'; "
         "None when the setting matches no recipe (e.g. GPTQ 4-bit per-channel).",
     )
     bits: float | None = Field(
@@ -381,7 +381,7 @@ class Evidence(_Strict):
             close = difflib.get_close_matches(v, sorted(known), n=3)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
             raise ValueError(
-                f"unknown recipe {v!r}{hint}; recipe ids are listed in knowledge/data/recipe_ids.yaml"
+                f"unknown recipe {v!r}{hint}; recipes are defined in knowledge/data/recipes/*.yaml"
             )
         return v
 
