@@ -344,7 +344,7 @@ def aqlm_bits(
     and an fp16 scale per output channel. The codebooks make the overhead depend on matrix size: 0.5
     bits per weight on a 4096x4096 matrix. Embeddings, lm_head and norms stay fp16."""
     code_bits = num_codebooks * nbits_per_codebook / in_group_size
-    codebook = num_codebooks * (2**nbits_per_codebook) * in_group_size * 16
+    codebook = num_codebooks * (1 << nbits_per_codebook) * in_group_size * 16
 
     def per_weight(n_in: int, n_out: int) -> float:
         return code_bits + codebook / (n_in * n_out) + 16 / n_in
