@@ -229,12 +229,12 @@ def bundled_models(path: Path | str = MODELS_FILE) -> dict[str, ModelShape]:
 
 
 def _find_bundled(spec: str, models: Mapping[str, ModelShape]) -> ModelShape | None:
-    """A bundled shape named by its id or its hub id, either spelt in any case."""
+    """A bundled shape named by its id, its display name or its hub id, in any case."""
     if spec in models:
         return models[spec]
     low = spec.lower()
     for m in models.values():
-        if m.id == low or (m.hub_id is not None and m.hub_id.lower() == low):
+        if low in (m.id, m.name.lower()) or (m.hub_id is not None and m.hub_id.lower() == low):
             return m
     return None
 

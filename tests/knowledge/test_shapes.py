@@ -102,6 +102,18 @@ def test_tied_embeddings_are_counted_once() -> None:
 def test_bundled_hub_id_resolves_without_network() -> None:
     assert load_shape("meta-llama/Llama-3.1-8B", allow_network=False).id == "llama-3.1-8b"
     assert load_shape("LLAMA-3.1-8B").id == "llama-3.1-8b"
+    assert load_shape("Llama 3.1 8B").id == "llama-3.1-8b"
+
+
+def test_missing_file_and_folder_without_config_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ShapeError, match=r"^no such file: .*nothere/config.json"):
+        load_shape(str(tmp_path / "nothere" / "config.json"))
+    with pytest.raises(ShapeError, match="holds no config.json"):
+        load_shape(str(tmp_path))
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ShapeError, match="is not valid JSON"):
+        load_shape(str(bad))
 
 
 def test_unknown_id_lists_close_matches() -> None:
@@ -148,6 +160,7 @@ def test_hub_fetch_fails_cleanly_when_the_network_is_down(
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)  # no DNS lookup either
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(ShapeError, match=r"^cannot fetch config.json for someorg/some-model: no network"):
