@@ -76,10 +76,10 @@ class MemoryEstimate:
     kv_cache_gb: float
     overhead_gb: float
     total_gb: float
-    breakdown: dict[str, float] = field(
-        default_factory=dict
-    )  # linear/embedding/lm_head/other/kv_cache/overhead
-    basis: str = "shape"  # "shape" | "params" (params-only when no shape was given)
+    #: GB of each part: linear, embedding, lm_head, other, kv_cache, overhead
+    breakdown: dict[str, float] = field(default_factory=dict)
+    #: "shape" (counted by tensor class) or "params" (no shape given: every weight at the linear bits)
+    basis: str = "shape"
     note: str = ""
 
     @property
