@@ -18,7 +18,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from knowledge.evidence_vocab import MODEL_FAMILIES, recipe_ids, recipe_methods
+from knowledge.evidence_vocab import MODEL_FAMILIES, recipe_ids
 from knowledge.ids import MethodId
 
 
@@ -403,17 +403,6 @@ class Evidence(_Strict):
                 "(knowledge/evidence_vocab.py)"
             )
         return v
-
-    @model_validator(mode="after")
-    def _recipe_of_method(self) -> Evidence:
-        if self.recipe is not None:
-            owner = recipe_methods().get(self.recipe)
-            if owner is not None and owner != self.method:
-                raise ValueError(
-                    f"recipe {self.recipe!r} belongs to method {owner!r}, not {self.method!r}; "
-                    "fix the row's method or its recipe"
-                )
-        return self
 
     @property
     def relative_change(self) -> float | None:

@@ -92,7 +92,9 @@ def test_evidence_values_are_sane(data):
         if e.metric is Metric.PERPLEXITY:
             assert e.value >= e.baseline, f"{label}: compression does not lower perplexity"
         if e.metric is Metric.ACCURACY:
-            assert e.value <= e.baseline, label
+            # quantized checkpoints sometimes score a little above their baseline on one benchmark
+            # (noise: e.g. Winogrande 76.4 vs 75.93 on an FP8 model card); more than 2% is a typo
+            assert e.value <= e.baseline * 1.02, label
         if e.metric is Metric.SPEEDUP:
             assert e.value > 1 and e.baseline == 1.0, label
         if e.metric in (Metric.FLOPS_FRACTION, Metric.TRAINING_TOKENS_FRACTION, Metric.SPARSITY):
