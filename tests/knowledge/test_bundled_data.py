@@ -90,7 +90,9 @@ def test_evidence_values_are_sane(data):
             continue
         assert math.isfinite(rc) and rc > -1, label
         if e.metric is Metric.PERPLEXITY:
-            assert e.value >= e.baseline, f"{label}: compression does not lower perplexity"
+            # within noise a compressed model can score a hair lower (LLM.int8() BLOOM-176B on LAMBADA:
+            # 3.9191 vs 3.931); clearly lower perplexity after compression is a typo
+            assert e.value >= e.baseline * 0.98, f"{label}: compression does not lower perplexity"
         if e.metric is Metric.ACCURACY:
             # quantized checkpoints sometimes score a little above their baseline on one benchmark
             # (noise: e.g. Winogrande 76.4 vs 75.93 on an FP8 model card); more than 2% is a typo
