@@ -94,9 +94,10 @@ def test_evidence_values_are_sane(data):
             # 3.9191 vs 3.931); clearly lower perplexity after compression is a typo
             assert e.value >= e.baseline * 0.98, f"{label}: compression does not lower perplexity"
         if e.metric is Metric.ACCURACY:
-            # quantized checkpoints sometimes score a little above their baseline on one benchmark
-            # (noise: e.g. Winogrande 76.4 vs 75.93 on an FP8 model card); more than 2% is a typo
-            assert e.value <= e.baseline * 1.02, label
+            # quantized models sometimes score a little above their baseline on one benchmark (noise:
+            # Winogrande 76.4 vs 75.93 on an FP8 model card, GPTQ 3-bit g1024 OPT-175B LAMBADA 77.39 vs
+            # 75.59 in GPTQ's Table 5); more than 5% above is a typo
+            assert e.value <= e.baseline * 1.05, label
         if e.metric is Metric.SPEEDUP:
             assert e.value > 1 and e.baseline == 1.0, label
         if e.metric in (Metric.FLOPS_FRACTION, Metric.TRAINING_TOKENS_FRACTION, Metric.SPARSITY):
