@@ -141,9 +141,12 @@ def test_family_and_params_agree_with_the_model_name(evidence):
 
 
 def test_rows_of_a_recipe_carry_the_fields_the_estimate_needs(evidence):
-    for e in evidence:
-        if e.recipe is not None and row_drop_pct(e) is not None:
-            assert e.family is not None and e.params is not None and e.dataset, _label(e)
+    recipe_rows = [e for e in evidence if e.recipe is not None and row_drop_pct(e) is not None]
+    for e in recipe_rows:
+        assert e.params is not None and e.dataset, _label(e)
+    # the family is left out only where the source does not name it (LLM.int8()'s own transformers)
+    unnamed = [e for e in recipe_rows if e.family is None]
+    assert len(unnamed) <= 5 and all("LLM.int8() paper" in e.model for e in unnamed), [_label(e) for e in unnamed]
 
 
 @pytest.mark.parametrize("recipe", TOP3_WITH_QUALITY_ROWS)
