@@ -146,7 +146,9 @@ def test_rows_of_a_recipe_carry_the_fields_the_estimate_needs(evidence):
         assert e.params is not None and e.dataset, _label(e)
     # the family is left out only where the source does not name it (LLM.int8()'s own transformers)
     unnamed = [e for e in recipe_rows if e.family is None]
-    assert len(unnamed) <= 5 and all("LLM.int8() paper" in e.model for e in unnamed), [_label(e) for e in unnamed]
+    assert len(unnamed) <= 5 and all("LLM.int8() paper" in e.model for e in unnamed), [
+        _label(e) for e in unnamed
+    ]
 
 
 @pytest.mark.parametrize("recipe", TOP3_WITH_QUALITY_ROWS)
