@@ -359,7 +359,10 @@ class Evidence(_Strict):
         "None when the setting matches no recipe (e.g. GPTQ 4-bit per-channel).",
     )
     bits: float | None = Field(
-        default=None, gt=0, le=32, description="Weight bits of the quantized layers (nominal, e.g. 4)."
+        default=None,
+        gt=0,
+        le=32,
+        description="Bits of the quantized tensors (nominal, e.g. 4): the weights, or the KV cache for KV-cache methods.",
     )
     group_size: int | None = Field(
         default=None, description="Weights sharing one scale; -1 = per-channel (no grouping)."
