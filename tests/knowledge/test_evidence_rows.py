@@ -40,7 +40,13 @@ TOP3_WITH_QUALITY_ROWS = (
     "wanda-2of4",
 )
 #: Other recipes with quality rows of their own (less often in a top 3, but estimated from evidence).
-OTHER_WITH_QUALITY_ROWS = ("omniquant-w4a16-g128", "kivi-2bit-kv", "slicegpt-25", "qlora-nf4", "squeezellm-4bit")
+OTHER_WITH_QUALITY_ROWS = (
+    "omniquant-w4a16-g128",
+    "kivi-2bit-kv",
+    "slicegpt-25",
+    "qlora-nf4",
+    "squeezellm-4bit",
+)
 #: Top-3-capable recipes whose estimate rests on rows of their method at the same bits (no row names
 #: the recipe itself: e.g. the bitsandbytes 4-bit rows do not say the 4-bit type was NF4).
 TOP3_FROM_METHOD_ROWS = ("nf4-load",)
