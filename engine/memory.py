@@ -30,6 +30,7 @@ cache, which is how serving engines print it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,10 +76,10 @@ class MemoryEstimate:
     kv_cache_gb: float
     overhead_gb: float
     total_gb: float
-    breakdown: dict[str, float] = field(
-        default_factory=dict
-    )  # linear/embedding/lm_head/other/kv_cache/overhead
-    basis: str = "shape"  # "shape" | "params" (params-only when no shape was given)
+    #: GB of each part: linear, embedding, lm_head, other, kv_cache, overhead
+    breakdown: dict[str, float] = field(default_factory=dict)
+    #: "shape" (counted by tensor class) or "params" (no shape given: every weight at the linear bits)
+    basis: str = "shape"
     note: str = ""
 
     @property
@@ -282,3 +283,70 @@ def llama_cpp_bits(shape: ModelShape, ftype: str) -> TensorBits:
     return TensorBits(
         linear=linear, embedding=GGML_BPW[embed_type], lm_head=GGML_BPW[out_type], other=GGML_BPW["F32"]
     )
+
+
+# --- what other formats store per weight ---------------------------------------------------------------
+
+
+def _per_matrix_mean(shape: ModelShape, bits_of: Callable[[int, int], float]) -> float:
+    """Parameter-weighted mean over the decoder's linear matrices of ``bits_of(in, out)``."""
+    total = sum(i * o * c * bits_of(i, o) for _, i, o, c in shape.linear_matrices())
+    return total / shape.linear_params
+
+
+def gptq_bits(shape: ModelShape, bits: int = 4, group_size: int = 128) -> TensorBits:
+    """GPTQ as AutoGPTQ / GPTQ-for-LLaMa (and GPTQModel) store it: ``qweight`` packs ``bits`` per weight;
+    each group of ``group_size`` input features has an fp16 scale and a zero point packed at ``bits``
+    for every output channel; ``g_idx`` is one int32 per input feature (written with or without
+    act-order). ``group_size=-1`` is one group per row (per-channel). Embeddings, lm_head and norms
+    stay fp16.
+    """
+
+    def per_weight(n_in: int, n_out: int) -> float:
+        groups = 1 if group_size <= 0 else -(-n_in // group_size)
+        return bits + groups * (16 + bits) / n_in + 32 / n_out
+
+    return TensorBits(linear=_per_matrix_mean(shape, per_weight))
+
+
+def awq_bits(bits: int = 4, group_size: int = 128) -> TensorBits:
+    """AWQ (AutoAWQ GEMM layout): ``qweight`` packs ``bits`` per weight, ``scales`` one fp16 and ``qzeros``
+    one packed ``bits`` zero per group of ``group_size``: 4 + 16/128 + 4/128 = 4.15625. Embeddings,
+    lm_head and norms stay fp16."""
+    return TensorBits(linear=bits + (16 + bits) / group_size)
+
+
+def fp8_bits(shape: ModelShape, scale: str = "channel") -> TensorBits:
+    """FP8 weights (compressed-tensors / ModelOpt): one byte per weight plus an fp32 scale per output
+    channel (``scale="channel"``) or per tensor (``"tensor"``), plus the activation's fp32 input scale
+    for static schemes (ignored: four bytes per matrix). Embeddings and lm_head stay bf16."""
+    if scale not in ("channel", "tensor"):
+        raise ValueError(f"scale {scale!r} must be 'channel' or 'tensor'")
+    per_row = scale == "channel"
+    return TensorBits(linear=_per_matrix_mean(shape, lambda n_in, n_out: 8 + (32 / n_in if per_row else 0)))
+
+
+def bnb_4bit_bits(blocksize: int = 64, double_quant: bool = True) -> TensorBits:
+    """bitsandbytes NF4/FP4 as saved by transformers: two 4-bit codes per byte and an absmax per block of
+    ``blocksize``; with double quantization the absmax is itself 8-bit with an fp32 scale per 256
+    blocks (8/64 + 32/(64*256) = 0.127 bits), without it an fp32 absmax (0.5 bits). lm_head and
+    embeddings stay 16-bit (transformers skips the output layer)."""
+    overhead = 8 / blocksize + 32 / (blocksize * 256) if double_quant else 32 / blocksize
+    return TensorBits(linear=4 + overhead)
+
+
+def aqlm_bits(
+    shape: ModelShape, num_codebooks: int = 1, nbits_per_codebook: int = 16, in_group_size: int = 8
+) -> TensorBits:
+    """AQLM (Egiazarian et al. 2024): each group of ``in_group_size`` input weights is ``num_codebooks``
+    codes of ``nbits_per_codebook`` bits (1x16 with groups of 8: 2 bits per weight); every matrix also
+    stores its codebooks (``num_codebooks x 2**nbits x in_group_size`` fp16 values, 1 MiB for 1x16)
+    and an fp16 scale per output channel. The codebooks make the overhead depend on matrix size: 0.5
+    bits per weight on a 4096x4096 matrix. Embeddings, lm_head and norms stay fp16."""
+    code_bits = num_codebooks * nbits_per_codebook / in_group_size
+    codebook = num_codebooks * (1 << nbits_per_codebook) * in_group_size * 16
+
+    def per_weight(n_in: int, n_out: int) -> float:
+        return code_bits + codebook / (n_in * n_out) + 16 / n_in
+
+    return TensorBits(linear=_per_matrix_mean(shape, per_weight))

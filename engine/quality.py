@@ -51,6 +51,9 @@ PER_CHANNEL_GROUP = 1 << 16
 #: Two sizes closer than this (in log10) are the same size: 6.7B and 7B models are one point.
 SAME_SIZE_LOG10 = 0.05
 
+#: Estimates remembered per index (recipe x model); the memo is emptied when it grows past this.
+MEMO_LIMIT = 4096
+
 
 @dataclass(frozen=True)
 class QualityEstimate:
@@ -157,6 +160,8 @@ class QualityIndex:
         hit = self._memo.get(key)
         if hit is None:
             hit = self._estimate(recipe_id, method_id, bits, group_size, lossless, params, family)
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
             self._memo[key] = hit
         return hit
 

@@ -42,8 +42,8 @@ FEATURES: Mapping[str, str] = {
     "sve": "Arm Scalable Vector Extension",
     "metal": "Apple Metal GPU compute (llama.cpp's and MLX's GPU backend on Macs)",
     "npu": "a neural processing unit usable for LLM inference (Qualcomm Hexagon, Apple Neural Engine, Intel NPU)",
-    "cuda": "runs CUDA",
-    "rocm": "runs ROCm/HIP",
+    "cuda": "runs CUDA (NVIDIA's runtime; what vLLM, TensorRT-LLM and most kernels need)",
+    "rocm": "runs ROCm/HIP (AMD's runtime; vLLM and llama.cpp support it)",
 }
 
 

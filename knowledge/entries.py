@@ -116,7 +116,14 @@ def load_entries(path: Path | str, key: str, model: type[T]) -> list[T]:
 
 
 def close_matches(name: str, known: list[str], n: int = 3) -> str:
-    """ " (did you mean 'a', 'b'?)" for the known names closest to ``name``, or "" when none is close."""
+    """ " (did you mean 'a', 'b'?)" for the known names closest to ``name``, or "" when none is close.
+
+    Names that contain what was typed come first ('h100' -> 'h100-sxm', 'h100-pcie'), then the
+    spelling neighbours difflib finds ('lama-3.1-8b' -> 'llama-3.1-8b')."""
     lowered = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(lowered[c]) for c in close)}?)" if close else ""
+    query = name.lower()
+    picked = [k for k in lowered if query and query in k][:n]
+    for c in difflib.get_close_matches(query, list(lowered), n=n, cutoff=0.5):
+        if c not in picked and len(picked) < n:
+            picked.append(c)
+    return f" (did you mean {', '.join(repr(lowered[c]) for c in picked)}?)" if picked else ""

@@ -50,6 +50,7 @@ MODEL_FAMILIES: frozenset[str] = frozenset(
         "granite",
         "yi",
         "command-r",
+        "gpt-j",
     }
 )
 

@@ -18,7 +18,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from knowledge.evidence_vocab import MODEL_FAMILIES, recipe_ids, recipe_methods
+from knowledge.evidence_vocab import MODEL_FAMILIES, recipe_ids
 from knowledge.ids import MethodId
 
 
@@ -359,7 +359,10 @@ class Evidence(_Strict):
         "None when the setting matches no recipe (e.g. GPTQ 4-bit per-channel).",
     )
     bits: float | None = Field(
-        default=None, gt=0, le=32, description="Weight bits of the quantized layers (nominal, e.g. 4)."
+        default=None,
+        gt=0,
+        le=32,
+        description="Bits of the quantized tensors (nominal, e.g. 4): the weights, or the KV cache for KV-cache methods.",
     )
     group_size: int | None = Field(
         default=None, description="Weights sharing one scale; -1 = per-channel (no grouping)."
@@ -403,17 +406,6 @@ class Evidence(_Strict):
                 "(knowledge/evidence_vocab.py)"
             )
         return v
-
-    @model_validator(mode="after")
-    def _recipe_of_method(self) -> Evidence:
-        if self.recipe is not None:
-            owner = recipe_methods().get(self.recipe)
-            if owner is not None and owner != self.method:
-                raise ValueError(
-                    f"recipe {self.recipe!r} belongs to method {owner!r}, not {self.method!r}; "
-                    "fix the row's method or its recipe"
-                )
-        return self
 
     @property
     def relative_change(self) -> float | None:

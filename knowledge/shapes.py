@@ -141,6 +141,29 @@ class ModelShape(BaseModel):
         """Decoder-layer linear weights: what weight quantizers quantize (routers excluded)."""
         return self.num_hidden_layers * (self.attention_params_per_layer + self.mlp_params_per_layer)
 
+    def linear_matrices(self) -> list[tuple[str, int, int, int]]:
+        """Every decoder linear weight as (name, in_features, out_features, count in the model).
+
+        Formats whose overhead is per matrix or per row (a GPTQ ``g_idx`` per input feature, an AQLM
+        codebook per matrix, a scale per output channel) need the matrices, not only their total:
+        ``sum(in x out x count)`` equals :attr:`linear_params`.
+        """
+        q_width = self.num_attention_heads * self.head_dim
+        kv_width = self.num_key_value_heads * self.head_dim
+        width = self.expert_intermediate_size if self.num_experts else self.intermediate_size
+        n, experts = self.num_hidden_layers, max(self.num_experts, 1)
+        mats = [
+            ("q_proj", self.hidden_size, q_width, n),
+            ("k_proj", self.hidden_size, kv_width, n),
+            ("v_proj", self.hidden_size, kv_width, n),
+            ("o_proj", q_width, self.hidden_size, n),
+            ("up_proj", self.hidden_size, width, n * experts),
+            ("down_proj", width, self.hidden_size, n * experts),
+        ]
+        if self.mlp_gated:
+            mats.insert(4, ("gate_proj", self.hidden_size, width, n * experts))
+        return mats
+
     @property
     def embedding_params(self) -> float:
         return float(self.vocab_size * self.hidden_size)
@@ -206,12 +229,12 @@ def bundled_models(path: Path | str = MODELS_FILE) -> dict[str, ModelShape]:
 
 
 def _find_bundled(spec: str, models: Mapping[str, ModelShape]) -> ModelShape | None:
-    """A bundled shape named by its id or its hub id, either spelt in any case."""
+    """A bundled shape named by its id, its display name or its hub id, in any case."""
     if spec in models:
         return models[spec]
     low = spec.lower()
     for m in models.values():
-        if m.id == low or (m.hub_id is not None and m.hub_id.lower() == low):
+        if low in (m.id, m.name.lower()) or (m.hub_id is not None and m.hub_id.lower() == low):
             return m
     return None
 

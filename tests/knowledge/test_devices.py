@@ -75,3 +75,33 @@ def test_duplicate_device_ids_are_reported(tmp_path: Path) -> None:
 
 def test_hardware_kind_is_the_schema_enum() -> None:
     assert load_device("h100-sxm").hardware is Hardware.NVIDIA_GPU
+
+
+def test_bundled_table_covers_the_generations_the_recommender_distinguishes() -> None:
+    devices = bundled_devices()
+    assert len(devices) >= 20
+    assert {d.hardware for d in devices.values()} == set(Hardware)
+    archs = {d.arch for d in devices.values()}
+    assert {"volta", "turing", "ampere", "ada", "hopper", "blackwell"} <= archs
+    assert {"cdna2", "cdna3"} <= archs
+    assert {"apple-m1", "apple-m2", "apple-m3", "apple-m4"} <= archs
+    cpus = [d for d in devices.values() if d.hardware is Hardware.CPU]
+    assert any(d.supports & {"avx2"} and not d.supports & {"avx512"} for d in cpus)  # AVX2-only x86
+    assert any(d.has("avx512") and not d.has("amx") for d in cpus)
+    assert any(d.has("amx") for d in cpus)
+    assert any(d.has("sve") for d in cpus)  # Arm servers
+
+
+def test_fp8_exactly_where_the_hardware_has_it() -> None:
+    """FP8 on Ada/Hopper/Blackwell and CDNA3; not on Ampere (the mistake the issue describes)."""
+    devices = bundled_devices()
+    assert devices["h100-sxm"].has("fp8") and devices["rtx-4090"].has("fp8") and devices["mi300x"].has("fp8")
+    assert not devices["a100-80gb"].has("fp8") and not devices["t4"].has("fp8")
+    assert devices["a100-80gb"].has("marlin", "bf16") and not devices["t4"].has("marlin")
+    assert not devices["h100-sxm"].has("int4-tc")  # dropped from Hopper
+
+
+def test_every_feature_flag_is_used_and_described() -> None:
+    used = set().union(*(d.supports for d in bundled_devices().values()))
+    assert used == set(FEATURES)
+    assert all(len(text) > 10 for text in FEATURES.values())

@@ -102,6 +102,18 @@ def test_tied_embeddings_are_counted_once() -> None:
 def test_bundled_hub_id_resolves_without_network() -> None:
     assert load_shape("meta-llama/Llama-3.1-8B", allow_network=False).id == "llama-3.1-8b"
     assert load_shape("LLAMA-3.1-8B").id == "llama-3.1-8b"
+    assert load_shape("Llama 3.1 8B").id == "llama-3.1-8b"
+
+
+def test_missing_file_and_folder_without_config_are_reported(tmp_path: Path) -> None:
+    with pytest.raises(ShapeError, match=r"^no such file: .*nothere/config.json"):
+        load_shape(str(tmp_path / "nothere" / "config.json"))
+    with pytest.raises(ShapeError, match="holds no config.json"):
+        load_shape(str(tmp_path))
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ShapeError, match="is not valid JSON"):
+        load_shape(str(bad))
 
 
 def test_unknown_id_lists_close_matches() -> None:
@@ -148,6 +160,7 @@ def test_hub_fetch_fails_cleanly_when_the_network_is_down(
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)  # no DNS lookup either
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(ShapeError, match=r"^cannot fetch config.json for someorg/some-model: no network"):
@@ -206,3 +219,83 @@ def test_model_shape_rejects_unknown_keys() -> None:
 def test_config_with_latent_attention_is_refused() -> None:
     with pytest.raises(ShapeError, match="multi-head latent attention"):
         shape_from_config({"model_type": "deepseek_v3", "kv_lora_rank": 512})
+
+
+# config.json dicts as the hub spells them (the older Falcon and Mixtral keys included): reading them
+# must give the bundled shapes' parameter counts.
+HF_CONFIGS = {
+    "mixtral-8x7b": {
+        "model_type": "mixtral",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "vocab_size": 32000,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": False,
+    },
+    "falcon-7b": {
+        "model_type": "falcon",
+        "hidden_size": 4544,
+        "num_attention_heads": 71,
+        "num_hidden_layers": 32,
+        "multi_query": True,
+        "new_decoder_architecture": False,
+        "parallel_attn": True,
+        "vocab_size": 65024,
+    },
+    "gemma-2-9b": {
+        "model_type": "gemma2",
+        "hidden_size": 3584,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 42,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 256,
+        "vocab_size": 256000,
+        "max_position_embeddings": 8192,
+    },
+    "qwen3-30b-a3b": {
+        "model_type": "qwen3_moe",
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "tie_word_embeddings": False,
+    },
+    "qwen2.5-7b": {
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+    },
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(HF_CONFIGS))
+def test_config_json_spellings_give_the_bundled_shape(model_id: str) -> None:
+    shape = shape_from_config(HF_CONFIGS[model_id], id=model_id)
+    bundled = bundled_models()[model_id]
+    assert shape.params == bundled.params
+    assert shape.kv_cache_bytes(4096, 1) == bundled.kv_cache_bytes(4096, 1)
+    assert shape.family == bundled.family
+
+
+def test_config_missing_a_key_names_it() -> None:
+    with pytest.raises(ShapeError, match="config.json lacks hidden_size"):
+        shape_from_config({"model_type": "llama", "num_hidden_layers": 2})
