@@ -306,4 +306,16 @@ def build_pipelines(evals: Sequence[Evaluation], constraints: Constraints, k: in
         if any(len(s & set(c)) / len(s | set(c)) >= MAX_OVERLAP for c in chosen):
             continue
         chosen.append(path)
+
+    # When the user trains the model (pre-training allowed, high budget), at least one stack starts
+    # with a pre-training step: the architecture is decided then, whatever evidence exists for it.
+    def pretrains(path: tuple[str, ...]) -> bool:
+        return any(ev[i].method.phase is Phase.PRE_TRAINING for i in path)
+
+    can_pretrain = Phase.PRE_TRAINING in constraints.phases and constraints.training_budget.value == "high"
+    if k and can_pretrain and not any(pretrains(c) for c in chosen):
+        best = next((path for _, _, path in found if pretrains(path) and len(path) > 1), None)
+        best = best or next((path for _, _, path in found if pretrains(path)), None)
+        if best is not None:
+            chosen = [*chosen[: k - 1], best] if len(chosen) >= k else [*chosen, best]
     return [_pipeline([ev[i] for i in path], constraints) for path in chosen]

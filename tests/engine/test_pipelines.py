@@ -129,3 +129,17 @@ def test_real_catalog_pipelines_are_distinct_and_valid(methods, evidence):
             "estimate",
             "notes",
         }
+
+
+def test_a_pretraining_step_is_offered_when_you_train_the_model(catalog):
+    """Issue 10: pipelines include pre-training steps when pre-training is available."""
+    c = Constraints(model="llama-3.1-8b", training_budget="high")
+    rec = recommend(c, catalog.methods, catalog.evidence, recipes=catalog.recipes)
+    assert any(m.phase.value == "pre-training" for p in rec.pipelines for m in p.methods)
+    frozen = recommend(
+        Constraints(model="llama-3.1-8b", training_budget="none"),
+        catalog.methods,
+        catalog.evidence,
+        recipes=catalog.recipes,
+    )
+    assert not any(m.phase.value == "pre-training" for p in frozen.pipelines for m in p.methods)
