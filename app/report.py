@@ -50,7 +50,13 @@ def to_markdown(
             f"### {i}. {label} (`{r['id']}`), score {float(r.get('score', 0)):.2f}",
             "",
             f"- method: {name(method) if method else 'n/a'}; configuration: "
-            + (", ".join(f"{k}={v}" for k, v in (r.get("config") or {}).items()) or "default"),
+            + (
+                ", ".join(
+                    f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                    for k, v in (r.get("config") or {}).items()
+                )
+                or "default"
+            ),
             f"- format: {r.get('format', 'n/a')}; engine: {r.get('engine') or 'n/a'}",
             f"- memory: {_fmt_gb(est.get('memory_gb'))}{fit_txt} = weights {_fmt_gb(est.get('weights_gb'))} "
             f"+ KV cache {_fmt_gb(est.get('kv_cache_gb'))}",

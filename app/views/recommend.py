@@ -350,7 +350,13 @@ def card(rank: int, r: dict, title_prefix: str = "") -> None:
         if m:
             ui.badges(m)
             st.caption(f"Method: {m.name} · {m.phase.value} / {m.impact.value}. {m.summary}")
-        config = ", ".join(f"{k}={v}" for k, v in (r.get("config") or {}).items()) or "default"
+        config = (
+            ", ".join(
+                f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in (r.get("config") or {}).items()
+            )
+            or "default"
+        )
         st.markdown(
             f"`{r['id']}` · configuration **{config}** · format **{r.get('format')}** · engine "
             f"**{r.get('engine') or 'n/a'}**"
