@@ -276,26 +276,70 @@ def build_pipelines(evals: Sequence[Evaluation], constraints: Constraints, k: in
     succ = {i: sorted(g.successors(i)) for i in ids}
     max_drop = constraints.max_quality_drop
     found: list[tuple[int, float, tuple[str, ...]]] = []
+    shape = _shape(constraints.model) if constraints.model else None
+    budget = next(iter(ev.values())).estimate.budget_gb if ev else None
+    bonus = {(a, b): COMPOSE_BONUS if composes(ev[a].method, ev[b].method) else 0.0 for a in ids for b in ids}
+    # per node: (raw linear bits per kept weight, kept share, embedding, lm_head, other, kv bits, drop or None)
+    node = {
+        i: (
+            e.estimate.linear_bits / e.recipe.param_fraction,
+            e.recipe.param_fraction,
+            e.recipe.storage.embedding,
+            e.recipe.storage.lm_head,
+            e.recipe.storage.other,
+            e.estimate.kv_bits,
+            e.estimate.quality_drop_pct,
+        )
+        for i, e in ev.items()
+    }
 
-    def walk(path: tuple[str, ...]) -> None:
-        members = [ev[p] for p in path]
-        if _common_engines(members):
-            est = combine(members, constraints)
-            if est.fits is not False and (est.quality_drop_pct is None or est.quality_drop_pct <= max_drop):
-                score = sum(m.score for m in members) + sum(
-                    COMPOSE_BONUS
-                    for a, b in itertools.combinations(members, 2)
-                    if composes(a.method, b.method)
-                )
-                found.append((0 if est.quality_drop_pct is not None else 1, score, path))
+    def walk(
+        path: tuple[str, ...],
+        state: tuple[float, ...],
+        drop: float | None,
+        engines: frozenset[str],
+        score: float,
+    ) -> None:
+        # running totals (the same figures :func:`combine` computes for the chosen stacks)
+        if engines:
+            raw, kept, emb, head, other, kv = state
+            bits = TensorBits(min(16.0, raw * kept), min(16.0, emb), min(16.0, head), min(16.0, other))
+            mem = estimate_memory(
+                shape,
+                bits,
+                params=constraints.model_params,
+                context=constraints.context_length,
+                batch=constraints.batch_size,
+                kv_bits=kv,
+            )
+            fits = budget is None or mem.weights_and_kv_gb <= budget
+            if fits and (drop is None or drop <= max_drop):
+                found.append((0 if drop is not None else 1, score, path))
         if len(path) == MAX_LENGTH:
             return
         for nxt in succ[path[-1]]:
             if all(ok[(p, nxt)] for p in path):
-                walk(path + (nxt,))
+                n = node[nxt]
+                raw, kept, emb, head, other, kv = state
+                nd = n[6]
+                walk(
+                    path + (nxt,),
+                    (
+                        min(raw, n[0]),
+                        kept * n[1],
+                        min(emb, n[2]),
+                        min(head, n[3]),
+                        min(other, n[4]),
+                        min(kv, n[5]),
+                    ),
+                    None if drop is None or nd is None else drop + max(0.0, nd),
+                    engines & frozenset(ev[nxt].engines),
+                    score + ev[nxt].score + sum(bonus[(p, nxt)] for p in path),
+                )
 
     for i in ids:
-        walk((i,))
+        n = node[i]
+        walk((i,), n[:6], None if n[6] is None else max(0.0, n[6]), frozenset(ev[i].engines), ev[i].score)
     # stacks of two or more first when they pass: a single recipe is already in the ranked list
     found.sort(key=lambda t: (t[0], len(t[2]) == 1, -round(t[1], 9), t[2]))
     chosen: list[tuple[str, ...]] = []
