@@ -1,4 +1,11 @@
-"""Estimates per method: weight memory after compression, whether it fits, expected quality drop.
+"""Estimates per method (the method's defaults), and the estimate of a recipe.
+
+Since issue 10 the recommender ranks *recipes*: their memory comes from the model's shape
+(``engine.memory``: weights by tensor class plus the KV cache) and their quality from evidence rows
+matched on the recipe (``engine.quality``, "unknown" without rows); :class:`RecipeEstimate` at the end
+of this file carries both. The per-method functions below (parameters x bits, grade fallback) remain
+for a method's own page and for callers that have no recipe; the ranking no longer uses the grade
+fallback.
 
 Memory. ``model_params x footprint.param_fraction x footprint.bits_per_weight / 8`` bytes, reported in
 decimal GB (1e9 bytes, what disk and most budgets use). ``bits_per_weight`` in the knowledge base already
