@@ -16,7 +16,8 @@ The estimate is made in four steps, each stated in the result's ``basis`` and ``
    ``log10(params)`` (quantization error shrinks as models grow: GPTQ Table 3, AWQ Table 4) and the
    fit is read at the model's size, clamped to the sizes measured (a 405B model reads the fit at the
    largest size in the rows; the range then also covers the fit extrapolated to the real size). With
-   one size only, the median of the rows at the size nearest (in log) to the model's.
+   one size only, the median of the rows at the size nearest (in log) to the model's, with no
+   extrapolation (the note names the sizes the rows come from, e.g. "175B", so a reader sees it).
 
 The range (``low_pct`` .. ``high_pct``) is the spread of the rows used around the point: the
 smallest and largest residual of the fit, or the smallest and largest row at the nearest size, so

@@ -36,6 +36,7 @@ TOP3_WITH_QUALITY_ROWS = (
     "quarot-w4a4",
     "sparsegpt-50",
     "sparsegpt-2of4",
+    "sparsegpt-2of4-w4",
     "wanda-50",
     "wanda-2of4",
 )
@@ -48,13 +49,14 @@ OTHER_WITH_QUALITY_ROWS = (
     "squeezellm-4bit",
 )
 #: Top-3-capable recipes whose estimate rests on rows of their method at the same bits (no row names
-#: the recipe itself: e.g. the bitsandbytes 4-bit rows do not say the 4-bit type was NF4).
-TOP3_FROM_METHOD_ROWS = ("nf4-load",)
+#: the recipe itself: the bitsandbytes 4-bit rows do not say the 4-bit type was NF4; FP8 weight-only
+#: borrows the FP8 W8A8 rows of its method), with the bits the estimate is asked for.
+TOP3_FROM_METHOD_ROWS = {"nf4-load": 4, "fp8-w8a16": 8}
 #: Lossless recipes: speed rows only, quality 0 by construction.
 LOSSLESS_WITH_SPEED_ROWS = ("speculative-eagle", "speculative-draft", "medusa")
 #: Top-3-capable recipes for which no table with numbers was found in the sources searched; they stay
 #: "unknown" (ranked below recipes whose evidence meets the budget), never assumed to meet it.
-TOP3_WITHOUT_SOURCE = ("hqq-4bit-g64", "fp8-kv-cache", "rtn-w8a16", "sparsegpt-2of4-w4", "fp8-w8a16")
+TOP3_WITHOUT_SOURCE = ("hqq-4bit-g64", "fp8-kv-cache", "rtn-w8a16")
 
 #: Where in a source a figure is: a table, figure, README, model card, abstract, pull request...
 _LOCATOR = re.compile(
@@ -175,13 +177,13 @@ def test_top3_recipe_has_its_own_quality_rows(evidence, recipe):
     )
 
 
-@pytest.mark.parametrize("recipe", TOP3_FROM_METHOD_ROWS)
-def test_top3_recipe_estimated_from_its_method_rows(evidence, recipe):
+@pytest.mark.parametrize(("recipe", "bits"), sorted(TOP3_FROM_METHOD_ROWS.items()))
+def test_top3_recipe_estimated_from_its_method_rows(evidence, recipe, bits):
     est = estimate_quality(
-        recipe, recipe_methods()[recipe], bits=4, group_size=None, lossless=False,
+        recipe, recipe_methods()[recipe], bits=bits, group_size=None, lossless=False,
         params=13e9, family="llama-2", evidence=evidence,
     )  # fmt: skip
-    assert est.basis == BASIS_METHOD and est.drop_pct is not None
+    assert est.basis == BASIS_METHOD and est.drop_pct is not None and est.rows > 0
 
 
 @pytest.mark.parametrize("recipe", LOSSLESS_WITH_SPEED_ROWS)
@@ -191,7 +193,7 @@ def test_lossless_recipe_has_speed_rows(evidence, recipe):
 
 
 def test_recipes_without_a_source_are_unknown_not_assumed(evidence):
-    assert not set(TOP3_WITHOUT_SOURCE) & set(TOP3_WITH_QUALITY_ROWS + TOP3_FROM_METHOD_ROWS)
+    assert not set(TOP3_WITHOUT_SOURCE) & (set(TOP3_WITH_QUALITY_ROWS) | set(TOP3_FROM_METHOD_ROWS))
     for recipe in TOP3_WITHOUT_SOURCE:
         assert recipe in recipe_methods()
         assert not [e for e in evidence if e.recipe == recipe], (
