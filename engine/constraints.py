@@ -116,7 +116,9 @@ class Constraints(BaseModel):
     hardware: Hardware = Field(default=Hardware.NVIDIA_GPU, description="Where the model runs.")
     model_params: float = Field(default=7e9, gt=0, description="Number of parameters of the model.")
     memory_gb: float | None = Field(
-        default=None, gt=0, description="Budget for the weights on the target, GB."
+        default=None,
+        gt=0,
+        description="Memory budget on the target for the weights and the KV cache, GB (default: the device's memory).",
     )
     max_quality_drop: float = Field(
         default=5.0, ge=0, le=100, description="Acceptable drop, percent, on perplexity or task accuracy."

@@ -57,7 +57,7 @@ SYMBOLS: dict[str, Symbol] = {
     "c_model_params_b": Symbol(_F, "number of parameters, billions"),
     "c_baseline_memory_gb": Symbol(_F, "weights in 16 bits, GB"),
     "c_has_memory_budget": Symbol(_B, "a memory budget was given"),
-    "c_memory_gb": Symbol(_F, "memory budget for the weights, GB (0 when none)"),
+    "c_memory_gb": Symbol(_F, "memory budget for weights + KV cache, GB (0 when none)"),
     "c_max_quality_drop": Symbol(_F, "acceptable quality drop, percent"),
     "c_calibration_data": Symbol(_B, "calibration text is available"),
     "c_training_budget": Symbol(_S, "none, low or high", tuple(TrainingBudget.values())),

@@ -69,7 +69,9 @@ def recommend_command(
         None, "--hardware", help="cpu, nvidia-gpu, amd-gpu, apple-silicon or mobile."
     ),
     model_params: str | None = typer.Option(None, "--model-params", help="Parameters: 7e9, 7B, 135M."),
-    memory_gb: str | None = typer.Option(None, "--memory-gb", help="Memory budget for the weights, GB."),
+    memory_gb: str | None = typer.Option(
+        None, "--memory-gb", help="Memory budget for weights + KV cache, GB (default: the device's)."
+    ),
     max_quality_drop: str | None = typer.Option(
         None, "--max-quality-drop", help="Acceptable quality drop, percent (perplexity or accuracy)."
     ),
