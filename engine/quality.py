@@ -282,6 +282,14 @@ def _size_model(rows: Sequence[_Row], x: float) -> tuple[float, float, float, st
             extrapolated = intercept + slope * x
             low, high = min(low, extrapolated), max(high, extrapolated)
             how += " (read at the nearest measured size)"
+        # a straight line through rows of very different drops (one model that collapses) can read far
+        # outside every measured drop: the point stays within the rows' drops, and the range within one
+        # spread of them (and never below -100%: a perplexity cannot fall by more than all of it)
+        lo_y, hi_y = min(ys), max(ys)
+        spread = hi_y - lo_y
+        point = min(max(point, lo_y), hi_y)
+        low = min(max(low, lo_y - spread, -100.0), point)
+        high = max(min(high, hi_y + spread), point)
         return point, low, high, how
     if sized:
         best = min(abs(v - x) for v in xs)

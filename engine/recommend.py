@@ -553,12 +553,15 @@ def nothing_fits(
 ) -> dict[str, Any]:
     """What would make something fit: the smallest footprint among recipes excluded only by the memory or
     quality limit, and which relaxed constraint (or budget) would let recipes through."""
-    only_limits = [e for e in evals if e.excluded and e.standalone_only]
+
+    def only(rule: str) -> list[Evaluation]:
+        return [e for e in evals if e.excluded and {r.rule_id for r in e.exclusions} == {rule}]
+
     out: dict[str, Any] = {"smallest": None, "relaxations": []}
-    if only_limits:
-        smallest = min(only_limits, key=lambda e: (e.estimate.memory_gb, e.id))
-        known = [e for e in only_limits if e.estimate.quality_drop_pct is not None]
-        best_q = min(known, key=lambda e: (e.estimate.quality_drop_pct or 0.0, e.id)) if known else None
+    by_memory = only("memory-does-not-fit")  # would pass with a larger budget, nothing else
+    limits = [e for e in evals if e.excluded and e.standalone_only]
+    if limits:
+        smallest = min(limits, key=lambda e: (e.estimate.memory_gb, e.id))
         out["smallest"] = {
             "recipe": smallest.id,
             "memory_gb": round(smallest.estimate.memory_gb, 3),
@@ -566,23 +569,28 @@ def nothing_fits(
             "kv_cache_gb": round(smallest.estimate.memory.kv_cache_gb, 3),
             "quality_drop_pct": smallest.estimate.quality_drop_pct,
         }
+    if by_memory:
+        fit = min(by_memory, key=lambda e: (e.estimate.memory_gb, e.id))
         out["relaxations"].append(
             {
-                "change": f"a memory budget of {smallest.estimate.memory_gb:.1f} GB",
+                "change": f"a memory budget of {fit.estimate.memory_gb:.1f} GB",
                 "field": "memory_gb",
-                "value": round(smallest.estimate.memory_gb + 0.05, 1),
-                "recipe": smallest.id,
+                "value": round(fit.estimate.memory_gb + 0.05, 1),
+                "recipe": fit.id,
             }
         )
-        if best_q is not None and best_q.estimate.quality_drop_pct is not None:
-            out["relaxations"].append(
-                {
-                    "change": f"an acceptable quality drop of {best_q.estimate.quality_drop_pct:.1f}%",
-                    "field": "max_quality_drop",
-                    "value": round(best_q.estimate.quality_drop_pct + 0.05, 1),
-                    "recipe": best_q.id,
-                }
-            )
+    by_quality = only("quality-drop-over-budget")  # would pass with a looser quality limit
+    if by_quality:
+        best = min(by_quality, key=lambda e: (e.estimate.quality_drop_pct or 0.0, e.id))
+        drop = max(0.0, best.estimate.quality_drop_pct or 0.0)
+        out["relaxations"].append(
+            {
+                "change": f"an acceptable quality drop of {drop:.1f}%",
+                "field": "max_quality_drop",
+                "value": round(drop + 0.05, 1),
+                "recipe": best.id,
+            }
+        )
     current = constraints.to_dict()
     for fname, words, value in _RELAX:
         if current.get(fname) == value:

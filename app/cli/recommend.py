@@ -242,7 +242,7 @@ def _print_nothing_fits(nf: dict[str, Any]) -> None:
     small = nf.get("smallest")
     if small:
         _out.print(
-            f"  Smallest feasible footprint: {small['recipe']} at {small['memory_gb']:.1f} GB "
+            f"  Smallest footprint of a recipe that runs here: {small['recipe']} at {small['memory_gb']:.1f} GB "
             f"(weights {small['weights_gb']:.1f} + KV cache {small['kv_cache_gb']:.1f})",
             highlight=False,
         )

@@ -322,7 +322,7 @@ if not ranked:
     lines = []
     if small:
         lines.append(
-            f"- Smallest feasible footprint: **{small['recipe']}** at **{small['memory_gb']:.1f} GB** "
+            f"- Smallest footprint of a recipe that runs here: **{small['recipe']}** at **{small['memory_gb']:.1f} GB** "
             f"(weights {small['weights_gb']:.1f} + KV cache {small['kv_cache_gb']:.1f})."
         )
     for relax in nf.get("relaxations", []):

@@ -89,7 +89,10 @@ def test_nothing_fits_says_what_would(catalog):
     at = open_page(query={"model": "llama-3.1-70b", "hardware": "nvidia-gpu", "memory_gb": "4"})
     assert not at.exception
     text = text_of(at)
-    assert "No recipe passes these constraints" in text and "Smallest feasible footprint" in text
+    assert (
+        "No recipe passes these constraints" in text
+        and "Smallest footprint of a recipe that runs here" in text
+    )
 
 
 def test_fine_tuning_resources_and_predictability_put_a_static_method_first(catalog):

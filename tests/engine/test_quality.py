@@ -229,3 +229,44 @@ def test_quality_index_can_be_used_directly(evidence):
         "wanda-50", "wanda", bits=None, group_size=None, lossless=False, params=7e9, family="llama-2"
     )
     assert est.basis == BASIS_CONFIG and est.family_match
+
+
+def test_a_fit_never_reads_outside_the_measured_drops():
+    """One collapsed model (perplexity 2e10) among ordinary rows must not drive the fit to an absurd
+    negative drop at another size (found by the recipe recommender on Llama 3.1 70B)."""
+    from knowledge.schema import Evidence
+
+    def row(model: str, params: float, value: float, baseline: float) -> Evidence:
+        return Evidence.model_validate(
+            {
+                "method": "magnitude-pruning",
+                "model": model,
+                "setting": f"50% unstructured, {model}",
+                "metric": "perplexity",
+                "value": value,
+                "baseline": baseline,
+                "params": params,
+                "source": {"paper": "Test", "locator": "Table 1", "tag": "primary"},
+            }
+        )
+
+    rows = (
+        row("BLOOM-560M", 5.6e8, 2e10, 22.42),
+        row("Llama-2-7B", 7e9, 14.89, 5.12),
+        row("Llama-2-13B", 13e9, 6.37, 4.57),
+        row("Llama-2-70B", 70e9, 4.98, 3.12),
+    )
+    q = estimate_quality(
+        "magnitude-pruning",
+        "magnitude-pruning",
+        bits=None,
+        group_size=None,
+        lossless=False,
+        params=70e9,
+        family=None,
+        evidence=rows,
+    )
+    drops = [(r.value - r.baseline) / r.baseline * 100 for r in rows]
+    assert q.drop_pct is not None and q.low_pct is not None and q.high_pct is not None
+    assert min(drops) <= q.drop_pct <= max(drops)
+    assert -100.0 <= q.low_pct <= q.drop_pct <= q.high_pct
