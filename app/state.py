@@ -150,7 +150,9 @@ def _recommend_cached(_catalog, key: int, query: tuple[tuple[str, str], ...]):
     from engine.constraints import Constraints
     from engine.recommend import recommend as run
 
-    return run(Constraints.from_query(dict(query)), _catalog.methods, _catalog.evidence)
+    return run(
+        Constraints.from_query(dict(query)), _catalog.methods, _catalog.evidence, recipes=_catalog.recipes
+    )
 
 
 def recommend(constraints):

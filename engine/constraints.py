@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from knowledge.schema import PHASE_ORDER, Hardware, Phase, _StrEnum
 
@@ -116,7 +116,9 @@ class Constraints(BaseModel):
     hardware: Hardware = Field(default=Hardware.NVIDIA_GPU, description="Where the model runs.")
     model_params: float = Field(default=7e9, gt=0, description="Number of parameters of the model.")
     memory_gb: float | None = Field(
-        default=None, gt=0, description="Budget for the weights on the target, GB."
+        default=None,
+        gt=0,
+        description="Memory budget on the target for the weights and the KV cache, GB (default: the device's memory).",
     )
     max_quality_drop: float = Field(
         default=5.0, ge=0, le=100, description="Acceptable drop, percent, on perplexity or task accuracy."
@@ -129,6 +131,58 @@ class Constraints(BaseModel):
     serving_engine: TargetEngine | None = Field(
         default=None, description="The engine that must load the result."
     )
+    model: str | None = Field(
+        default=None,
+        description="The model's shape: a bundled id (llama-3.1-8b), a config.json path or a hub id.",
+    )
+    device: str | None = Field(
+        default=None, description="The device it runs on (knowledge/data/devices.yaml id, e.g. h100-sxm)."
+    )
+    context_length: int = Field(default=4096, ge=1, le=10_000_000, description="Tokens per sequence.")
+    batch_size: int = Field(default=1, ge=1, le=100_000, description="Sequences served concurrently.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_model_and_device(cls, data: Any) -> Any:
+        """A named device sets the hardware kind; a named model sets the parameter count.
+
+        Both are checked here, so a bad id fails with the close matches when the constraints are read.
+        """
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        device = data.get("device")
+        if isinstance(device, str) and device.strip().lower() in {"", "none", "null"}:
+            data["device"] = device = None
+        if isinstance(device, str):
+            from knowledge.devices import DeviceError, load_device
+
+            try:
+                dev = load_device(device)
+            except DeviceError as exc:
+                raise ValueError(str(exc)) from None
+            data["device"] = dev.id
+            given = data.get("hardware")
+            if given in (None, "") or str(given) == dev.hardware.value:
+                data["hardware"] = dev.hardware.value
+            else:
+                raise ValueError(
+                    f"device {dev.id!r} is {dev.hardware.value}, but hardware is {given!r}; "
+                    "leave hardware out when you name a device"
+                )
+        model = data.get("model")
+        if isinstance(model, str) and model.strip().lower() in {"", "none", "null"}:
+            data["model"] = model = None
+        if isinstance(model, str):
+            from knowledge.shapes import ShapeError, load_shape
+
+            try:
+                shape = load_shape(model.strip())
+            except ShapeError as exc:
+                raise ValueError(str(exc)) from None
+            if data.get("model_params") in (None, ""):
+                data["model_params"] = shape.params
+        return data
 
     # --- normalisation ---------------------------------------------------------------------------------
 
@@ -232,6 +286,10 @@ class Constraints(BaseModel):
             "training_budget": self.training_budget.value,
             "workload": self.workload.value,
             "serving_engine": self.serving_engine.value if self.serving_engine else None,
+            "model": self.model,
+            "device": self.device,
+            "context_length": self.context_length,
+            "batch_size": self.batch_size,
         }
 
     def to_query(self) -> dict[str, str]:
@@ -276,6 +334,10 @@ ALLOWED: dict[str, str] = {
     "training_budget": ", ".join(TrainingBudget.values()),
     "workload": ", ".join(Workload.values()),
     "serving_engine": ", ".join(TargetEngine.values()) + ", or leave it out",
+    "model": "a bundled model id (shrinkwise kb models), a config.json path or a hub id",
+    "device": "a bundled device id (knowledge/data/devices.yaml), or leave it out",
+    "context_length": "a positive number of tokens per sequence, e.g. 4096 or 131072",
+    "batch_size": "a positive number of concurrent sequences",
 }
 
 
@@ -284,7 +346,10 @@ def _friendly(exc: ValidationError, data: Mapping[str, Any]) -> ConstraintsError
     lines: list[str] = []
     first: str | None = None
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a model-level check (device/model): its message already says what to do
+            lines.append(str(err.get("ctx", {}).get("error", err["msg"])))
+            continue
+        field = str(err["loc"][0])
         first = first or field
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(field, FIELDS, n=1)

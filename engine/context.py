@@ -57,7 +57,7 @@ SYMBOLS: dict[str, Symbol] = {
     "c_model_params_b": Symbol(_F, "number of parameters, billions"),
     "c_baseline_memory_gb": Symbol(_F, "weights in 16 bits, GB"),
     "c_has_memory_budget": Symbol(_B, "a memory budget was given"),
-    "c_memory_gb": Symbol(_F, "memory budget for the weights, GB (0 when none)"),
+    "c_memory_gb": Symbol(_F, "memory budget for weights + KV cache, GB (0 when none)"),
     "c_max_quality_drop": Symbol(_F, "acceptable quality drop, percent"),
     "c_calibration_data": Symbol(_B, "calibration text is available"),
     "c_training_budget": Symbol(_S, "none, low or high", tuple(TrainingBudget.values())),
@@ -65,6 +65,19 @@ SYMBOLS: dict[str, Symbol] = {
     "c_workload": Symbol(_S, "chat, long-context, batch or multimodal", tuple(Workload.values())),
     "c_has_serving_engine": Symbol(_B, "a serving engine was named"),
     "c_serving_engine": Symbol(_S, "the serving engine ('' when none)", ("",) + tuple(TargetEngine.values())),
+    "c_model_frozen": Symbol(
+        _B, "the model cannot be changed: keep the original, or inference is the only phase"
+    ),
+    "c_pretraining": Symbol(
+        _B, "pre-training is allowed and the training budget is high (training from scratch)"
+    ),
+    "c_has_device": Symbol(_B, "a device was named"),
+    "c_device": Symbol(_S, "the device's name ('' when none)"),
+    "c_device_fp8": Symbol(_B, "the named device has FP8 tensor cores"),
+    "c_context_length": Symbol(_F, "tokens per sequence"),
+    "c_batch_size": Symbol(_F, "concurrent sequences"),
+    "c_long_context": Symbol(_B, "the workload is long-context or the context is at least 32k tokens"),
+    "c_batch_serving": Symbol(_B, "the workload is batch or at least 8 sequences are served at once"),
     # --- method ---
     "m_id": Symbol(_S, "method id"),
     "m_name": Symbol(_S, "method name"),
@@ -90,10 +103,10 @@ SYMBOLS: dict[str, Symbol] = {
     "m_bits_per_weight": Symbol(_F, "stored bits per weight"),
     "m_param_fraction": Symbol(_F, "share of parameters left"),
     "m_compute_fraction": Symbol(_F, "share of compute left per token (1 when unknown)"),
-    "m_memory_gb": Symbol(_F, "estimated weight memory, GB"),
+    "m_memory_gb": Symbol(_F, "the recipe's weights + KV cache, GB"),
     "m_memory_saved_gb": Symbol(_F, "GB saved against 16-bit weights"),
-    "m_fits": Symbol(_B, "weights fit the memory budget (true when no budget)"),
-    "m_quality_drop_pct": Symbol(_F, "expected quality drop, percent"),
+    "m_fits": Symbol(_B, "weights + KV cache fit the memory budget (true when no budget)"),
+    "m_quality_drop_pct": Symbol(_F, "expected quality drop, percent (0 when unknown: see r_quality_known)"),
     "m_quality_from_evidence": Symbol(_B, "the quality estimate comes from evidence rows"),
     "m_evidence_count": Symbol(_F, "number of evidence rows"),
     "m_phase_position": Symbol(_F, "0 at pre-training .. 1 at inference"),
@@ -103,6 +116,40 @@ SYMBOLS: dict[str, Symbol] = {
     "m_fills_gap": Symbol(_B, "dynamic at pre-/post-training: the paper's gap"),
     "m_has_compressor": Symbol(_B, "Shrinkwise bundles a compressor for it"),
     "m_compressor": Symbol(_S, "bundled compressor id ('' when none)"),
+    # --- recipe (the unit that is ranked; the m_* estimate symbols above are the recipe's) ---
+    "r_id": Symbol(_S, "recipe id"),
+    "r_name": Symbol(_S, "recipe name"),
+    "r_format": Symbol(_S, "output format id"),
+    "r_engines": Symbol(_A, "engines that load the recipe's output", tuple(ServingEngine.values())),
+    "r_engines_here": Symbol(
+        _A,
+        "of those, the engines usable here (device, hardware, named engine)",
+        tuple(ServingEngine.values()),
+    ),
+    "r_research_only": Symbol(_B, "only the method's research code runs it (engine 'custom')"),
+    "r_engine_problem": Symbol(_S, "why no usable engine runs it ('' when one does)"),
+    "r_device_problem": Symbol(_S, "what the hardware or device lacks ('' when nothing)"),
+    "r_lossless": Symbol(_B, "outputs are exactly the original model's"),
+    "r_load_time": Symbol(_B, "applied when loading: the checkpoint stays as it is"),
+    "r_keeps_checkpoint": Symbol(_B, "load-time or lossless: the original stays usable"),
+    "r_calibration": Symbol(_B, "needs calibration text"),
+    "r_training": Symbol(_S, "training it needs", ("none", "low", "high")),
+    "r_linear_bits": Symbol(_F, "stored bits per linear weight"),
+    "r_kv_bits": Symbol(_F, "KV-cache bits (16 when unchanged)"),
+    "r_changes_weights": Symbol(_B, "its stored weights are smaller than 16-bit"),
+    "r_weight_saving": Symbol(_F, "share of the 16-bit weight memory saved, 0..1"),
+    "r_kv_saving": Symbol(_F, "share of the 16-bit KV cache saved, 0..1"),
+    "r_kv_share": Symbol(_F, "share of the 16-bit deployment's memory that is KV cache, 0..1"),
+    "r_weights_gb": Symbol(_F, "weights after the recipe, GB"),
+    "r_kv_cache_gb": Symbol(_F, "KV cache after the recipe, GB"),
+    "r_quality_known": Symbol(_B, "the quality estimate rests on evidence (or the recipe is lossless)"),
+    "r_quality_basis": Symbol(
+        _S, "lossless, config, method or unknown", ("lossless", "config", "method", "unknown")
+    ),
+    "r_quality_margin": Symbol(_F, "1 - drop / budget when known and within it, else 0"),
+    "r_fp8_tensor_cores": Symbol(_B, "W8A8 FP8 on a device with FP8 tensor cores"),
+    "r_has_compressor": Symbol(_B, "a bundled compressor produces it"),
+    "r_gguf": Symbol(_B, "a GGUF recipe (llama.cpp)"),
 }
 
 
@@ -112,16 +159,27 @@ def rule_context() -> rule_engine.Context:
     return rule_engine.Context(type_resolver=resolver)
 
 
-def constraint_symbols(c: Constraints) -> dict[str, Any]:
-    """The ``c_*`` half of the context (built once per recommendation)."""
+def constraint_symbols(c: Constraints, baseline_memory_gb: float | None = None) -> dict[str, Any]:
+    """The ``c_*`` half of the context (built once per recommendation).
+
+    ``baseline_memory_gb`` is the 16-bit deployment's weights (from the shape when there is one).
+    """
+    device = None
+    if c.device:
+        from knowledge.devices import load_device
+
+        device = load_device(c.device)
+    phases = tuple(p.value for p in c.phases)
     return {
-        "c_phases": tuple(p.value for p in c.phases),
+        "c_phases": phases,
         "c_keep_original": c.keep_original,
         "c_priority": c.priority.value,
         "c_hardware": c.hardware.value,
         "c_model_params": float(c.model_params),
         "c_model_params_b": float(c.model_params) / 1e9,
-        "c_baseline_memory_gb": float(c.model_params) * 2.0 / 1e9,
+        "c_baseline_memory_gb": (
+            float(baseline_memory_gb) if baseline_memory_gb is not None else float(c.model_params) * 2.0 / 1e9
+        ),
         "c_has_memory_budget": c.memory_gb is not None,
         "c_memory_gb": float(c.memory_gb or 0.0),
         "c_max_quality_drop": float(c.max_quality_drop),
@@ -131,6 +189,15 @@ def constraint_symbols(c: Constraints) -> dict[str, Any]:
         "c_workload": c.workload.value,
         "c_has_serving_engine": c.serving_engine is not None,
         "c_serving_engine": c.serving_engine.value if c.serving_engine else "",
+        "c_model_frozen": c.keep_original or phases == ("inference",),
+        "c_pretraining": "pre-training" in phases and c.training_budget is TrainingBudget.HIGH,
+        "c_has_device": device is not None,
+        "c_device": device.name if device is not None else "",
+        "c_device_fp8": device is not None and "fp8" in device.supports,
+        "c_context_length": float(c.context_length),
+        "c_batch_size": float(c.batch_size),
+        "c_long_context": c.workload is Workload.LONG_CONTEXT or c.context_length >= 32768,
+        "c_batch_serving": c.workload is Workload.BATCH or c.batch_size >= 8,
     }
 
 

@@ -1,4 +1,11 @@
-"""Estimates per method: weight memory after compression, whether it fits, expected quality drop.
+"""Estimates per method (the method's defaults), and the estimate of a recipe.
+
+Since issue 10 the recommender ranks *recipes*: their memory comes from the model's shape
+(``engine.memory``: weights by tensor class plus the KV cache) and their quality from evidence rows
+matched on the recipe (``engine.quality``, "unknown" without rows); :class:`RecipeEstimate` at the end
+of this file carries both. The per-method functions below (parameters x bits, grade fallback) remain
+for a method's own page and for callers that have no recipe; the ranking no longer uses the grade
+fallback.
 
 Memory. ``model_params x footprint.param_fraction x footprint.bits_per_weight / 8`` bytes, reported in
 decimal GB (1e9 bytes, what disk and most budgets use). ``bits_per_weight`` in the knowledge base already
@@ -258,3 +265,58 @@ def estimate(
         evidence=q.rows,
         quality_measured_on=q.measured_on,
     )
+
+
+# --- recipes (second version of the recommender) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeEstimate:
+    """What one recipe does to the user's model: memory from the shape (weights and KV cache, with the
+    16-bit deployment beside it) and the quality estimate from evidence (``engine.quality``).
+
+    ``fits`` compares weights + KV cache with the budget (the runtime overhead is shown, not charged);
+    None when there is no budget.
+    """
+
+    memory: Any  # engine.memory.MemoryEstimate
+    baseline: Any  # engine.memory.MemoryEstimate of the 16-bit deployment
+    quality: Any  # engine.quality.QualityEstimate
+    linear_bits: float
+    kv_bits: float
+    fits: bool | None
+    budget_gb: float | None
+
+    @property
+    def memory_gb(self) -> float:
+        return float(self.memory.weights_and_kv_gb)
+
+    @property
+    def quality_drop_pct(self) -> float | None:
+        drop = self.quality.drop_pct
+        return None if drop is None else float(drop)
+
+    @property
+    def quality_known(self) -> bool:
+        return self.quality.drop_pct is not None
+
+    @property
+    def quality_basis(self) -> str:
+        return str(self.quality.basis)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "memory_gb": round(self.memory_gb, 3),
+            "weights_gb": round(self.memory.weights_gb, 3),
+            "kv_cache_gb": round(self.memory.kv_cache_gb, 3),
+            "overhead_gb": round(self.memory.overhead_gb, 3),
+            "baseline_memory_gb": round(float(self.baseline.weights_and_kv_gb), 3),
+            "memory": self.memory.to_dict(),
+            "linear_bits": round(self.linear_bits, 4),
+            "kv_bits": round(self.kv_bits, 3),
+            "fits": self.fits,
+            "budget_gb": self.budget_gb,
+            "quality_drop_pct": None if self.quality_drop_pct is None else round(self.quality_drop_pct, 3),
+            "quality_basis": self.quality_basis,
+            "quality": self.quality.to_dict(),
+        }

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from knowledge.loader import DATA_DIR, KnowledgeData, load_all
+from knowledge.recipes import Recipe
 from knowledge.schema import (
     PHASE_ORDER,
     EngineInfo,
@@ -56,13 +57,14 @@ class UnknownMethodError(KeyError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """Methods (in file order), evidence, hardware targets, formats and serving engines."""
+    """Methods (in file order), evidence, hardware targets, formats, serving engines and recipes."""
 
     methods: Mapping[str, Method]
     evidence: tuple[Evidence, ...]
     hardware: Mapping[Hardware, HardwareInfo] = field(default_factory=lambda: MappingProxyType({}))
     formats: Mapping[str, FormatInfo] = field(default_factory=lambda: MappingProxyType({}))
     engines: Mapping[ServingEngine, EngineInfo] = field(default_factory=lambda: MappingProxyType({}))
+    recipes: Mapping[str, Recipe] = field(default_factory=lambda: MappingProxyType({}))
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class Catalog:
             data.hardware,
             data.formats,
             data.engines,
+            data.recipes,
         )
 
     @classmethod
@@ -84,6 +87,7 @@ class Catalog:
         hardware: Iterable[HardwareInfo] = (),
         formats: Iterable[FormatInfo] = (),
         engines: Iterable[EngineInfo] = (),
+        recipes: Iterable[Recipe] = (),
     ) -> Catalog:
         """A catalog from already validated objects (tests build small ones this way)."""
         by_id: dict[str, Method] = {}
@@ -97,11 +101,23 @@ class Catalog:
             hardware=MappingProxyType({h.id: h for h in hardware}),
             formats=MappingProxyType({f.id: f for f in formats}),
             engines=MappingProxyType({e.id: e for e in engines}),
+            recipes=MappingProxyType({r.id: r for r in recipes}),
         )
 
     def with_evidence(self, extra: Iterable[Evidence]) -> Catalog:
         """A copy with more evidence rows (e.g. a run just measured)."""
-        return Catalog(self.methods, self.evidence + tuple(extra), self.hardware, self.formats, self.engines)
+        return Catalog(
+            self.methods,
+            self.evidence + tuple(extra),
+            self.hardware,
+            self.formats,
+            self.engines,
+            self.recipes,
+        )
+
+    def recipes_of(self, method_id: str) -> tuple[Recipe, ...]:
+        """The recipes of one method, in id order."""
+        return tuple(r for rid, r in sorted(self.recipes.items()) if r.method == method_id)
 
     # -- queries -----------------------------------------------------------------------------------
 

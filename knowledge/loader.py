@@ -12,12 +12,15 @@ Layout of ``knowledge/data/``:
 - ``evidence/*.yaml``: top-level key ``evidence:``, a list of :class:`~knowledge.schema.Evidence` rows;
 - ``hardware.yaml``: top-level key ``hardware:``, one :class:`~knowledge.schema.HardwareInfo` per target;
 - ``formats.yaml``: top-level keys ``formats:`` and ``engines:`` (:class:`~knowledge.schema.FormatInfo`,
-  :class:`~knowledge.schema.EngineInfo`).
+  :class:`~knowledge.schema.EngineInfo`);
+- ``recipes/*.yaml``: top-level key ``recipes:``, a list of :class:`~knowledge.recipes.Recipe` entries
+  (a method with a concrete configuration, format, engines and commands).
 
 Each file is checked on its own (schema), then all of them together (:func:`load_all`): duplicate ids,
 ``composes_with``/``excludes`` naming unknown methods, evidence for unknown methods, output formats
 and engines that ``formats.yaml`` does not know or that do not load each other, hardware targets
-without a description. Every problem found is reported, not only the first.
+without a description, recipes whose method, format, engines or compressor do not exist or do not fit
+together. Every problem found is reported, not only the first.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from knowledge.recipes import Recipe
 from knowledge.schema import (
     EngineInfo,
     Evidence,
@@ -60,6 +64,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "hardware": HardwareInfo,
     "formats": FormatInfo,
     "engines": EngineInfo,
+    "recipes": Recipe,
 }
 #: Which top-level keys a file may hold together (formats.yaml holds both formats and engines).
 _FILE_KINDS: tuple[frozenset[str], ...] = (
@@ -67,6 +72,7 @@ _FILE_KINDS: tuple[frozenset[str], ...] = (
     frozenset({"evidence"}),
     frozenset({"hardware"}),
     frozenset({"formats", "engines"}),
+    frozenset({"recipes"}),
 )
 
 
@@ -327,6 +333,7 @@ class Entries:
     hardware: list[Entry[HardwareInfo]] = field(default_factory=list)
     formats: list[Entry[FormatInfo]] = field(default_factory=list)
     engines: list[Entry[EngineInfo]] = field(default_factory=list)
+    recipes: list[Entry[Recipe]] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
         sizes = {
@@ -335,6 +342,7 @@ class Entries:
             "hardware": len(self.hardware),
             "formats": len(self.formats),
             "engines": len(self.engines),
+            "recipes": len(self.recipes),
         }
         return sizes[kind]
 
@@ -347,6 +355,7 @@ class Entries:
             out.hardware += p.entries.hardware
             out.formats += p.entries.formats
             out.engines += p.entries.engines
+            out.recipes += p.entries.recipes
         return out
 
 
@@ -466,6 +475,8 @@ def parse_file(path: Path | str, expected: Iterable[str] | None = None) -> Parse
             parsed.entries.hardware = entries_of(key, HardwareInfo)
         elif key == "methods":
             parsed.entries.methods = entries_of(key, Method)
+        elif key == "recipes":
+            parsed.entries.recipes = entries_of(key, Recipe)
     if problems:
         raise DataFileError(problems)
     return parsed
@@ -486,6 +497,7 @@ class KnowledgeData:
     engines: tuple[EngineInfo, ...]
     files: tuple[str, ...]
     warnings: tuple[Problem, ...] = ()
+    recipes: tuple[Recipe, ...] = ()
 
 
 def method_files(data_dir: Path = DATA_DIR) -> list[Path]:
@@ -494,6 +506,10 @@ def method_files(data_dir: Path = DATA_DIR) -> list[Path]:
 
 def evidence_files(data_dir: Path = DATA_DIR) -> list[Path]:
     return sorted((Path(data_dir) / "evidence").glob("*.yaml"))
+
+
+def recipe_files(data_dir: Path = DATA_DIR) -> list[Path]:
+    return sorted((Path(data_dir) / "recipes").glob("*.yaml"))
 
 
 def resolve_format(name: str, formats: Iterable[FormatInfo]) -> FormatInfo | None:
@@ -547,6 +563,9 @@ def _cross_check(
     def report(entry: Entry[ItemT], problem: Problem) -> None:
         if entry.file not in reference_only:
             problems.append(problem)
+
+    def report_ok(entry: Entry[Recipe]) -> bool:
+        return entry.file not in reference_only
 
     def check_unique(entries: list[Entry[ItemT]], what: str) -> dict[str, Entry[ItemT]]:
         first: dict[str, Entry[ItemT]] = {}
@@ -639,6 +658,7 @@ def _cross_check(
             )
         else:
             seen_rows[row] = ev_entry
+    problems += _check_recipes(entries.recipes, by_id, fmt_by_id, eng_by_id, report_ok=report_ok)
     if hardware:
         missing = [h.value for h in Hardware if h.value not in hw_by_id]
         if missing:
@@ -675,11 +695,74 @@ def _cross_check(
     return problems
 
 
+def _check_recipes(
+    recipes: list[Entry[Recipe]],
+    methods: dict[str, Entry[Method]],
+    formats: dict[str, Entry[FormatInfo]],
+    engines: dict[str, Entry[EngineInfo]],
+    *,
+    report_ok: typing.Callable[[Entry[Recipe]], bool],
+) -> list[Problem]:
+    """A recipe's method, format, engines and compressor must exist and fit together; ids are unique."""
+    problems: list[Problem] = []
+    seen: dict[str, Entry[Recipe]] = {}
+    for e in recipes:
+        if not report_ok(e):
+            seen.setdefault(e.item.id, e)
+            continue
+        r = e.item
+        if r.id in seen:
+            f = seen[r.id]
+            problems.append(
+                e.problem(
+                    "id",
+                    f"duplicate recipe id {r.id!r}: already defined in {f.file} entry #{f.index}",
+                    ["id"],
+                )
+            )
+        seen.setdefault(r.id, e)
+        method = methods.get(r.method)
+        if method is None:
+            problems.append(
+                e.problem(
+                    "method", f"unknown method id {r.method!r}{_suggest(r.method, methods)}", ["method"]
+                )
+            )
+        if formats and r.format not in formats:
+            problems.append(
+                e.problem("format", f"unknown format {r.format!r}{_suggest(r.format, formats)}", ["format"])
+            )
+        if engines:
+            for i, use in enumerate(r.engines):
+                info = engines.get(use.engine.value)
+                if info is not None and formats and r.format in formats and r.format not in info.item.loads:
+                    problems.append(
+                        e.problem(
+                            f"engines[{i}].engine",
+                            f"engine {use.engine.value!r} does not load format {r.format!r} according to "
+                            f"formats.yaml (it loads: {', '.join(info.item.loads)})",
+                            ["engines", i, "engine"],
+                        )
+                    )
+        if r.compressor is not None and method is not None and method.item.compressor != r.compressor.id:
+            have = method.item.compressor
+            problems.append(
+                e.problem(
+                    "compressor.id",
+                    f"compressor {r.compressor.id!r} does not run method {r.method!r} "
+                    + (f"(its compressor is {have!r})" if have else "(it has no bundled compressor)"),
+                    ["compressor", "id"],
+                )
+            )
+    return problems
+
+
 def _bundled_paths(data_dir: Path) -> list[tuple[Path, Iterable[str]]]:
     data_dir = Path(data_dir)
     paths: list[tuple[Path, Iterable[str]]] = []
     paths += [(p, ("methods",)) for p in method_files(data_dir)]
     paths += [(p, ("evidence",)) for p in evidence_files(data_dir)]
+    paths += [(p, ("recipes",)) for p in recipe_files(data_dir)]
     for name, keys in (("hardware.yaml", ("hardware",)), ("formats.yaml", ("formats", "engines"))):
         if (data_dir / name).exists():
             paths.append((data_dir / name, keys))
@@ -713,6 +796,7 @@ def load_all(data_dir: Path | str = DATA_DIR) -> KnowledgeData:
         engines=tuple(e.item for e in entries.engines),
         files=tuple(p.shown for p in parsed),
         warnings=tuple(warnings),
+        recipes=tuple(e.item for e in entries.recipes),
     )
 
 

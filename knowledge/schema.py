@@ -12,11 +12,13 @@ so adding a field here needs no migration of existing rows.
 
 from __future__ import annotations
 
+import difflib
 import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from knowledge.evidence_vocab import MODEL_FAMILIES, recipe_ids
 from knowledge.ids import MethodId
 
 
@@ -332,7 +334,14 @@ class Source(_Strict):
 
 
 class Evidence(_Strict):
-    """One figure from a paper (or from a run measured here), with its baseline and exact source."""
+    """One figure from a paper (or from a run measured here), with its baseline and exact source.
+
+    The structured fields (``recipe``, ``bits``, ``group_size``, ``family``, ``params``) say in
+    machine-readable form what ``model`` and ``setting`` say in words, so the quality estimate
+    (``engine.quality``) can match a recipe's rows, then the same method at the same bits, prefer the
+    user's model family and fit the drop against model size. They are optional: a row without them
+    still counts for its method; a row with them must agree with its setting (checked by the tests).
+    """
 
     method: MethodId
     model: str
@@ -344,6 +353,59 @@ class Evidence(_Strict):
     baseline_label: str | None = Field(default=None, description="What the baseline is: 'FP16', 'dense'.")
     source: Source
     note: str | None = None
+    recipe: str | None = Field(
+        default=None,
+        description="The recipe measured (knowledge/data/recipes/*.yaml), e.g. 'gptq-w4a16-g128'; "
+        "None when the setting matches no recipe (e.g. GPTQ 4-bit per-channel).",
+    )
+    bits: float | None = Field(
+        default=None,
+        gt=0,
+        le=32,
+        description="Bits of the quantized tensors (nominal, e.g. 4): the weights, or the KV cache for KV-cache methods.",
+    )
+    group_size: int | None = Field(
+        default=None, description="Weights sharing one scale; -1 = per-channel (no grouping)."
+    )
+    family: str | None = Field(
+        default=None, description="Model family (knowledge.evidence_vocab.MODEL_FAMILIES), e.g. 'llama-2'."
+    )
+    params: float | None = Field(
+        default=None, ge=1e6, description="Parameters of the model, e.g. 7e9 (not 7: a count, not billions)."
+    )
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        known = recipe_ids()
+        if v not in known:
+            close = difflib.get_close_matches(v, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(
+                f"unknown recipe {v!r}{hint}; recipes are defined in knowledge/data/recipes/*.yaml"
+            )
+        return v
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, v: int | None) -> int | None:
+        if v is not None and v != -1 and v < 1:
+            raise ValueError(f"group_size {v} must be a positive group size or -1 (per-channel)")
+        return v
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str | None) -> str | None:
+        if v is not None and v not in MODEL_FAMILIES:
+            close = difflib.get_close_matches(v, sorted(MODEL_FAMILIES), n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            raise ValueError(
+                f"unknown model family {v!r}{hint}; known: {', '.join(sorted(MODEL_FAMILIES))} "
+                "(knowledge/evidence_vocab.py)"
+            )
+        return v
 
     @property
     def relative_change(self) -> float | None:

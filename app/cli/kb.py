@@ -314,7 +314,7 @@ def gaps(as_json: bool = typer.Option(False, "--json", help="Print one JSON docu
 @kb_app.command("validate")
 def validate(
     path: Path | None = typer.Argument(
-        None, help="A methods/evidence/hardware/formats YAML file; default: every bundled data file."
+        None, help="A methods/evidence/hardware/formats/recipes YAML file; default: every bundled data file."
     ),
 ) -> None:
     """Check data files against the schema and each other; exit 1 with precise messages if invalid."""
@@ -327,7 +327,7 @@ def validate(
             summary = (
                 f"OK: {len(data.files)} files, {len(data.methods)} methods, {len(data.evidence)} evidence "
                 f"rows, {len(data.hardware)} hardware targets, {len(data.formats)} formats, "
-                f"{len(data.engines)} serving engines"
+                f"{len(data.engines)} serving engines, {len(data.recipes)} recipes"
             )
         else:
             report = validate_file(path)

@@ -5,11 +5,14 @@
     shrinkwise recommend [--constraints FILE] [--phases post-training,inference] [--keep-original]
         [--priority balanced] [--hardware nvidia-gpu] [--model-params 7e9] [--memory-gb 6]
         [--max-quality-drop 2] [--no-calibration-data] [--training-budget none] [--workload chat]
-        [--serving-engine vllm] [--top N] [--json]
+        [--serving-engine vllm] [--model llama-3.1-8b] [--device h100-sxm] [--context-length 4096]
+        [--batch-size 1] [--top N] [--json]
 
-Flags override the values of the constraints file. Human output is a rich table of the ranked methods,
-the number excluded (by rule) and the best pipelines; ``--json`` prints one JSON document
-(``{"ranked", "excluded", "pipelines", "constraints"}``). Exit codes: 0 fine, 1 invalid knowledge-base
+Flags override the values of the constraints file. Human output is a rich table of the ranked recipes
+(configuration, format, engine, memory of weights and KV cache, quality estimate), the commands that
+produce and serve the best ones, the number excluded (by rule) and the best pipelines; ``--json``
+prints one JSON document (``{"ranked", "bundled_alternative", "nothing_fits", "excluded",
+"pipelines", "constraints", "model"}``). Exit codes: 0 fine, 1 invalid knowledge-base
 data, 2 bad input (the message names the field, the bad value and the allowed values).
 """
 
@@ -66,7 +69,9 @@ def recommend_command(
         None, "--hardware", help="cpu, nvidia-gpu, amd-gpu, apple-silicon or mobile."
     ),
     model_params: str | None = typer.Option(None, "--model-params", help="Parameters: 7e9, 7B, 135M."),
-    memory_gb: str | None = typer.Option(None, "--memory-gb", help="Memory budget for the weights, GB."),
+    memory_gb: str | None = typer.Option(
+        None, "--memory-gb", help="Memory budget for weights + KV cache, GB (default: the device's)."
+    ),
     max_quality_drop: str | None = typer.Option(
         None, "--max-quality-drop", help="Acceptable quality drop, percent (perplexity or accuracy)."
     ),
@@ -78,10 +83,16 @@ def recommend_command(
     serving_engine: str | None = typer.Option(
         None, "--serving-engine", help="vllm, llama.cpp, transformers, tensorrt-llm, onnxruntime or openvino."
     ),
-    top: int | None = typer.Option(None, "--top", min=1, help="Show only the N best methods."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model shape: bundled id (llama-3.1-8b), a config.json path or a hub id."
+    ),
+    device: str | None = typer.Option(None, "--device", help="Device id, e.g. h100-sxm, rtx-4090, m3-max."),
+    context_length: str | None = typer.Option(None, "--context-length", help="Tokens per sequence."),
+    batch_size: str | None = typer.Option(None, "--batch-size", help="Concurrent sequences."),
+    top: int | None = typer.Option(None, "--top", min=1, help="Show only the N best recipes."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
 ) -> None:
-    """Rank compression methods for your constraints, with the rules behind every score."""
+    """Rank compression recipes for your constraints, with the rules and commands behind each."""
     overrides: dict[str, Any] = {
         "phases": phases,
         "keep_original": True if keep_original else None,
@@ -94,6 +105,10 @@ def recommend_command(
         "training_budget": training_budget,
         "workload": workload,
         "serving_engine": serving_engine,
+        "model": model,
+        "device": device,
+        "context_length": context_length,
+        "batch_size": batch_size,
     }
     try:
         constraints = build_constraints(constraints_file, overrides)
@@ -108,7 +123,7 @@ def recommend_command(
         catalog = load_catalog()
     except DataFileError as exc:
         _fail(f"the knowledge base is invalid:\n{exc}", code=1)
-    rec = recommend(constraints, catalog.methods, catalog.evidence, top=top)
+    rec = recommend(constraints, catalog.methods, catalog.evidence, top=top, recipes=catalog.recipes)
 
     if as_json:
         sys.stdout.write(json.dumps(rec.to_dict(), indent=2) + "\n")
@@ -120,62 +135,116 @@ def _fmt_gb(x: float) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
+def _quality(est: Any) -> str:
+    drop = est.quality_drop_pct
+    if drop is None:
+        return "unknown"
+    q = est.quality
+    rng = f" ({q.low_pct:.1f}-{q.high_pct:.1f})" if q.low_pct is not None and q.high_pct is not None else ""
+    return f"{drop:.2f}%{rng}\n[dim]{q.basis}, {q.rows} rows[/]"
+
+
 def _print_human(rec: Any) -> None:
     c = rec.constraints
     summary = ", ".join(f"{k}={v}" for k, v in c.to_query().items())
     _out.print(f"[bold]Constraints[/]: {escape(summary)}", highlight=False)
 
-    table = Table(title="Recommended methods (best first)", show_lines=True)
+    table = Table(title="Recommended recipes (best first)", show_lines=True)
     for col, kw in (
         ("#", {"justify": "right"}),
-        ("method\nphase / impact", {"no_wrap": True}),
-        ("score", {"justify": "right"}),
-        ("mem GB", {"justify": "right"}),
+        ("recipe\nmethod (phase / impact)", {"no_wrap": True}),
+        ("config", {"overflow": "fold"}),
+        ("format → engine", {"overflow": "fold"}),
+        ("weights + KV GB", {"justify": "right"}),
         ("fits", {"justify": "center"}),
-        ("quality\ndrop", {"justify": "right"}),
+        ("quality drop", {"justify": "right"}),
+        ("score", {"justify": "right"}),
         ("top reasons", {"overflow": "fold", "ratio": 1}),
     ):
         table.add_column(col, **kw)
     for i, r in enumerate(rec.ranked, 1):
         est = r.estimate
         fits = "—" if est.fits is None else ("yes" if est.fits else "no")
-        basis = "" if est.quality_basis == "evidence" else "*"
         top_reasons = [x for x in r.reasons if x.effect != "note"][:2]
         reasons = escape("\n".join(f"{x.weight:+.1f} {x.text}" for x in top_reasons))
         table.add_row(
             str(i),
-            f"{escape(r.id)}\n[dim]{r.method.phase.value} / {r.method.impact.value}[/]",
-            f"{r.score:.2f}",
-            _fmt_gb(est.memory_gb),
+            f"{escape(r.id)}\n[dim]{escape(r.method.id)} ({r.method.phase.value} / {r.method.impact.value})[/]",
+            escape(r.recipe.config_text()),
+            escape(f"{r.recipe.format} → {r.engine or '?'}"),
+            f"{_fmt_gb(est.memory.weights_gb)} + {_fmt_gb(est.memory.kv_cache_gb)}",
             fits,
-            f"{est.quality_drop_pct:.1f}%{basis}",
+            _quality(est),
+            f"{r.score:.2f}",
             reasons,
         )
     _out.print(table)
-    _out.print("[dim]* quality drop from the method's grade (no evidence row); memory = weights only[/]")
+    _out.print(
+        "[dim]memory: weights + KV cache at the context length x batch size (runtime overhead shown in "
+        "--json); quality 'unknown' = no evidence row, ranked after the recipes whose evidence meets the limit[/]"
+    )
+    for r in rec.ranked[:3]:
+        _print_commands(r)
+    if rec.bundled is not None:
+        _out.print(
+            f"[bold]Best recipe Shrinkwise can run itself[/]: {escape(rec.bundled.id)} "
+            f"(the first recipe has no bundled compressor)"
+        )
+        _print_commands(rec.bundled)
+    if rec.nothing_fits:
+        _print_nothing_fits(rec.nothing_fits)
 
     by_rule = Counter(reason.rule_id for e in rec.excluded for reason in e.reasons)
     detail = ", ".join(f"{rule} ({n})" for rule, n in sorted(by_rule.items(), key=lambda kv: (-kv[1], kv[0])))
     _out.print(
-        f"[bold]Excluded[/]: {len(rec.excluded)} methods" + (f", by rule: {detail}" if detail else ""),
+        f"[bold]Excluded[/]: {len(rec.excluded)} recipes" + (f", by rule: {detail}" if detail else ""),
         highlight=False,
     )
 
     if rec.pipelines:
         pt = Table(title="Pipelines (stacks across phases, in application order)")
-        for col in ("#", "stack", "score", "bits", "memory GB", "fits", "quality drop (upper bound)"):
+        for col in ("#", "stack", "engine", "score", "weights + KV GB", "fits", "quality drop (upper bound)"):
             pt.add_column(col, overflow="fold")
         for i, p in enumerate(rec.pipelines, 1):
             est = p.estimate
+            drop = est.quality_drop_pct
             pt.add_row(
                 str(i),
-                escape(" → ".join(f"{m.id} ({m.phase.value})" for m in p.methods)),
+                escape(
+                    " → ".join(f"{r.id} ({m.phase.value})" for r, m in zip(p.recipes, p.methods, strict=True))
+                ),
+                escape(", ".join(p.engines[:2])),
                 f"{p.score:.2f}",
-                f"{est.bits_per_weight:g}",
-                _fmt_gb(est.memory_gb),
+                f"{_fmt_gb(est.memory.weights_gb)} + {_fmt_gb(est.memory.kv_cache_gb)}",
                 "—" if est.fits is None else ("yes" if est.fits else "no"),
-                f"{est.quality_drop_pct:.1f}%",
+                "unknown" if drop is None else f"{drop:.2f}%",
             )
         _out.print(pt)
     else:
         _out.print("[bold]Pipelines[/]: none pass the constraints.")
+
+
+def _print_commands(r: Any) -> None:
+    cmds = r.commands
+    _out.print(f"[bold]{escape(r.id)}[/] ({escape(r.recipe.name)}): {escape(r.recipe.config_text())}")
+    if cmds.get("compress"):
+        _out.print(f"  produce (Shrinkwise): {escape(cmds['compress'])}", highlight=False, soft_wrap=True)
+    if cmds.get("produce"):
+        _out.print(f"  produce: {escape(cmds['produce'])}", highlight=False, soft_wrap=True)
+    if not cmds.get("compress") and not cmds.get("produce"):
+        _out.print("  produce: nothing to write; applied when the engine loads the model", highlight=False)
+    for engine, cmd in list(cmds.get("serve", {}).items())[:2]:
+        _out.print(f"  serve ({escape(engine)}): {escape(cmd)}", highlight=False, soft_wrap=True)
+
+
+def _print_nothing_fits(nf: dict[str, Any]) -> None:
+    _out.print("[bold red]Nothing fits these constraints.[/]")
+    small = nf.get("smallest")
+    if small:
+        _out.print(
+            f"  Smallest footprint of a recipe that runs here: {small['recipe']} at {small['memory_gb']:.1f} GB "
+            f"(weights {small['weights_gb']:.1f} + KV cache {small['kv_cache_gb']:.1f})",
+            highlight=False,
+        )
+    for relax in nf.get("relaxations", []):
+        _out.print(f"  With {relax['change']}: {relax['recipe']} would be recommended", highlight=False)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from app import state
+from knowledge.recipes import Recipe
 from knowledge.schema import Method
 
 st.title("About Shrinkwise")
@@ -79,10 +80,95 @@ claims = [
 for i, (head, text) in enumerate(claims, 1):
     st.markdown(f"**{i}. {head}.** {text}")
 
+st.header("What the recommender ranks: recipes")
+st.markdown(
+    "A **method** is an idea with a place on the map (GPTQ, AWQ, FP8, LazyLLM). A **recipe** is what an "
+    "engineer deploys: a method with a concrete configuration (GPTQ W4A16 g128, FP8 W8A8 dynamic, GGUF "
+    "Q4_K_M, FP8 KV cache), its stored bits per weight with scales and zeros counted, the tensors it keeps "
+    "in 16 bits, its output format, the engines that load it, the hardware it needs (minimum NVIDIA "
+    "compute capability, FP8, Marlin, AMX, Metal...), its calibration and training needs, and the "
+    "commands that produce and serve it. Every recipe belongs to a method, so to a cell of the map."
+)
+st.markdown(
+    "**How the estimate is made.** *Memory* comes from the model's shape (layers, widths, heads, "
+    "vocabulary, tied embeddings: a bundled model, a `config.json` or a hub id): linear weights at the "
+    "recipe's bits, the kept tensors at theirs, plus the **KV cache** for your context length × batch "
+    "size (2 × layers × KV heads × head dim × tokens × bytes, changed by KV-cache recipes) and a stated "
+    "runtime overhead; your budget (or the device's memory) is checked against weights + KV cache. "
+    "*Quality* comes from evidence rows copied from the papers' tables, matched on the recipe, else on "
+    "the method and bit width, preferring the model's family, with a fit against model size and a "
+    "range. A recipe without evidence is **unknown**: it is shown as such and ranks after every recipe "
+    "whose evidence meets your limit; lossless recipes (speculative decoding) cost 0 by construction."
+)
+st.markdown(
+    "**Hard constraints exclude, with the reason**: the serving engine cannot load the format or run "
+    "the method (research code only), the device lacks the kernel or number format, calibration or "
+    "training needs are not met, or the recipe writes a new checkpoint while the original must stay "
+    "(load-time quantization and lossless decoding keep it). Memory and quality limits come next; then "
+    "the score orders what is left."
+)
+recipe_cat = state.catalog()
+recipe_rows = [
+    {
+        "recipe": r.id,
+        "method": r.method,
+        "configuration": r.config_text(),
+        "bits (linear)": r.storage.linear,
+        "format": r.format,
+        "engines": ", ".join(r.engine_ids),
+        "needs": ", ".join(
+            x
+            for x in (
+                "calibration" if r.calibration else "",
+                f"training: {r.training}" if r.training != "none" else "",
+                ", ".join(r.requires.supports),
+                f"SM >= {r.requires.min_compute_capability:g}" if r.requires.min_compute_capability else "",
+            )
+            if x
+        ),
+    }
+    for r in recipe_cat.recipes.values()
+]
+with st.expander(f"The recipes in the knowledge base ({len(recipe_rows)})"):
+    st.dataframe(pd.DataFrame(recipe_rows), hide_index=True)
+st.markdown(
+    "**Add a recipe**: an entry in `knowledge/data/recipes/<file>.yaml` (fields below), checked with "
+    "`shrinkwise kb validate knowledge/data/recipes/<file>.yaml`; its method, format, engines and "
+    "compressor must exist and fit together, and each fact names its source. **Add a row of evidence**: "
+    "`knowledge/data/evidence/<source>.yaml`, one row per (recipe or method, model, setting, metric, "
+    "dataset) with `recipe`, `bits`, `group_size`, `family`, `params`, the baseline and the source table. "
+    "**Add a device**: an entry in `knowledge/data/devices.yaml` (architecture, compute capability, "
+    "memory, supported formats and kernels, the vendor's spec page)."
+)
+RECIPE_MEANINGS = {
+    "id": "Unique id, e.g. gptq-w4a16-g128 (evidence rows name it in their `recipe`).",
+    "method": "The method it configures (a knowledge-base method id: its cell on the map).",
+    "name": "Display name.",
+    "summary": "One line: what it is.",
+    "config": "The configuration: bits, group_size, scheme, act_order, type (GGUF), sparsity...",
+    "storage": "Stored bits per weight of linear layers, embedding, lm_head and other tensors.",
+    "format": "Output format (formats.yaml id); runtime-only when the engine applies it at load time.",
+    "engines": "Engines that load it, each with the command that serves it and its own limits.",
+    "requires": "Hardware kinds, minimum NVIDIA compute capability, required device flags.",
+    "calibration": "Needs calibration text.",
+    "training": "none, low (LoRA-scale) or high (pre-training or distillation scale).",
+    "compressor": "Shrinkwise's bundled compressor and its exact flags (the Run-it settings), if any.",
+    "sources": "Where each fact comes from: engine docs, support matrices, the papers' tables.",
+}
+recipe_fields = [
+    {
+        "recipe field": name,
+        "required": f.is_required(),
+        "meaning": f.description or RECIPE_MEANINGS.get(name, ""),
+    }
+    for name, f in Recipe.model_fields.items()
+]
+st.dataframe(pd.DataFrame(recipe_fields), hide_index=True, key="about_recipe_fields")
+
 st.header("How the recommender uses them")
 st.markdown(
     "The Recommend page turns your situation into *constraints* and runs a list of **rules** over every "
-    "method. A rule either **excludes** a method (with the reason you read) or **raises or lowers** its "
+    "recipe. A rule either **excludes** a recipe (with the reason you read) or **raises or lowers** its "
     "score by a weight. Each rule cites the paper's claim or the source it encodes. The rules are data, "
     "read from the file below, so they can be reviewed and changed without touching code."
 )
@@ -118,7 +204,8 @@ if rules:
 
     st.caption(
         f"{len(rules)} rules, read from `engine/rules/rules.yaml`. In a condition, `c_…` are your "
-        "constraints and `m_…` the method's data; `<…>` in a sentence is filled in on a result."
+        "constraints, `m_…` the method's data and `r_…` the recipe's; `<…>` in a sentence is filled in "
+        "on a result."
     )
     groups = (
         ("exclude", "Exclusions: rules that rule a method out"),

@@ -76,8 +76,10 @@ if family:
     shown = [m for m in shown if str(m.family) in family]
 if hardware:
     shown = [m for m in shown if any(str(h.target) in hardware for h in m.hardware)]
-ranked_ids = [r.id for r in rec.ranked] if rec is not None else []
-excluded_ids = [e.id for e in rec.excluded] if rec is not None else []
+# the recommender ranks recipes; the map is per method: a method is outlined when one of its recipes
+# ranks, faded when all of them are excluded
+ranked_ids = list(rec.ranked_method_ids) if rec is not None else []
+excluded_ids = list(rec.excluded_method_ids) if rec is not None else []
 if fits and rec is not None:
     shown = [m for m in shown if m.id in set(ranked_ids)]
 

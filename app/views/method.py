@@ -234,6 +234,33 @@ for label, others, key in (
 if not m.composes_with and not m.excludes:
     st.caption("No composition recorded.")
 
+st.subheader("Recipes")
+recipes = cat.recipes_of(m.id)
+if recipes:
+    st.caption(
+        "The configurations of this method the recommender ranks: each with its stored bits, format and "
+        "the engines that serve it (knowledge/data/recipes)."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "recipe": r.id,
+                    "configuration": r.config_text(),
+                    "bits (linear)": r.storage.linear,
+                    "format": r.format,
+                    "engines": ", ".join(r.engine_ids),
+                    "bundled": "yes" if r.compressor else "",
+                }
+                for r in recipes
+            ]
+        ),
+        hide_index=True,
+        key="method_recipes",
+    )
+else:
+    st.caption("No recipe data yet: the recommender ranks this method with its default configuration.")
+
 st.subheader("Citation")
 cit = m.citation
 ident = f" arXiv:{cit.arxiv}." if cit.arxiv else (f" doi:{cit.doi}." if cit.doi else "")

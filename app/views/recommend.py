@@ -35,6 +35,18 @@ WORKLOADS = {
 }
 ENGINES = ["any", "vllm", "llama.cpp", "transformers", "tensorrt-llm", "onnxruntime", "openvino"]
 TOP_CARDS = 6
+NONE = "none"
+
+
+@st.cache_resource(show_spinner=False)
+def _choices() -> tuple[dict[str, str], dict[str, str]]:
+    """Bundled model shapes and devices, id -> label, for the form."""
+    from knowledge.devices import bundled_devices
+    from knowledge.shapes import bundled_models
+
+    models = {m.id: f"{m.name} ({m.params / 1e9:.3g}B)" for m in bundled_models().values()}
+    devices = {d.id: f"{d.name} ({d.memory_gb:g} GB)" for d in bundled_devices().values()}
+    return models, devices
 
 
 def size_label(params: float) -> str:
@@ -59,17 +71,27 @@ def widgets_from(c: Constraints) -> None:
     s["rec_training"] = c.training_budget.value
     s["rec_workload"] = c.workload.value
     s["rec_engine"] = c.serving_engine.value if c.serving_engine else "any"
+    s["rec_model"] = c.model or NONE
+    s["rec_device"] = c.device or NONE
+    s["rec_context"] = int(c.context_length)
+    s["rec_batch"] = int(c.batch_size)
 
 
 def constraints_from_widgets() -> Constraints:
     s = st.session_state
+    model = s.get("rec_model") or NONE
+    device = s.get("rec_device") or NONE
     return Constraints.from_dict(
         {
+            "model": None if model == NONE else model,
+            "device": None if device == NONE else device,
+            "context_length": s.get("rec_context") or 4096,
+            "batch_size": s.get("rec_batch") or 1,
             "phases": list(s["rec_phases"] or []),
             "keep_original": s["rec_keep"],
             "priority": s["rec_priority"] or "balanced",
-            "hardware": s["rec_hardware"],
-            "model_params": s["rec_size"],
+            "hardware": None if device != NONE else s["rec_hardware"],
+            "model_params": None if model != NONE else s["rec_size"],
             "memory_gb": s["rec_memory"],
             "max_quality_drop": s["rec_drop"],
             "calibration_data": s["rec_calib"],
@@ -94,7 +116,8 @@ def show(c: Constraints) -> None:
 
 st.title("How should I compress my model?")
 st.markdown(
-    "Describe your situation; Shrinkwise ranks every compression method it knows and says **why**, "
+    "Describe your deployment; Shrinkwise ranks **recipes** (a method with a concrete configuration, "
+    "format, engine and the commands that produce and serve it) and says **why**, "
     "using the rules of Bayazitov (2026): *static* methods (the model is rewritten once) give a "
     "predictable saving but need you to change the model; *dynamic* methods (computation adapts per "
     "request at inference) keep the original weights but their gain depends on hardware and input. "
@@ -122,6 +145,11 @@ if query and st.session_state.get("rec_applied_query") != _query_key(query):
         show(shared)
 
 size_options = SIZES if st.session_state["rec_size"] in SIZES else SIZES + [st.session_state["rec_size"]]
+model_labels, device_labels = _choices()
+model_options = [NONE, *model_labels]
+if st.session_state.get("rec_model") not in model_options:
+    model_options.append(st.session_state["rec_model"])  # a hub id or config.json path from a link
+device_options = [NONE, *device_labels]
 
 with st.form("rec_form", border=True):
     st.pills(
@@ -157,6 +185,15 @@ with st.form("rec_form", border=True):
         )
     with b:
         st.selectbox(
+            "Model",
+            model_options,
+            key="rec_model",
+            accept_new_options=True,
+            format_func=lambda m: "by size only (below)" if m == NONE else model_labels.get(m, m),
+            help="A bundled model (its layers, heads and vocabulary give the real memory, KV cache included), "
+            "or type a hub id or a path to a config.json. 'By size only' uses the parameter count.",
+        )
+        st.selectbox(
             "Model size (parameters)",
             size_options,
             key="rec_size",
@@ -164,14 +201,15 @@ with st.form("rec_form", border=True):
             help="Pick a common size or type your own, e.g. 1.5B, 405B or 7e9.",
         )
         st.number_input(
-            "Memory budget for the weights (GB)",
+            "Memory budget: weights + KV cache (GB)",
             value=None,
             min_value=0.1,
             max_value=10000.0,
             step=0.5,
             key="rec_memory",
             placeholder="no budget",
-            help="How much memory the compressed weights may take on the target. Empty = no limit.",
+            help="How much memory the weights and the KV cache may take on the target. Empty = the "
+            "device's memory when a device is chosen, else no limit.",
         )
         st.number_input(
             "Acceptable quality drop (%)",
@@ -182,6 +220,16 @@ with st.form("rec_form", border=True):
             help="Relative rise in perplexity or loss in task accuracy you accept.",
         )
     with c3:
+        st.selectbox(
+            "Device",
+            device_options,
+            key="rec_device",
+            format_func=lambda d: (
+                "any (choose the hardware kind below)" if d == NONE else device_labels.get(d, d)
+            ),
+            help="The accelerator or CPU: its generation decides FP8, Marlin, AMX, Metal... When set, it "
+            "decides the hardware kind.",
+        )
         st.selectbox(
             "Hardware",
             list(HARDWARE_LABELS),
@@ -202,6 +250,23 @@ with st.form("rec_form", border=True):
             key="rec_engine",
             format_func=lambda e: "any / not decided" if e == "any" else e,
             help="The engine that must load the result; methods whose format it cannot load are excluded.",
+        )
+        n1, n2 = st.columns(2)
+        n1.number_input(
+            "Context (tokens)",
+            min_value=1,
+            max_value=10_000_000,
+            step=1024,
+            key="rec_context",
+            help="Tokens per sequence: the KV cache grows with it.",
+        )
+        n2.number_input(
+            "Batch (sequences)",
+            min_value=1,
+            max_value=100_000,
+            step=1,
+            key="rec_batch",
+            help="Sequences served at once: the KV cache grows with it.",
         )
         st.toggle(
             "I have calibration data",
@@ -235,104 +300,153 @@ if rec is None or cons is None:
 doc = rec.to_dict()
 cat = state.catalog()
 ranked, excluded, pipelines = doc.get("ranked", []), doc.get("excluded", []), doc.get("pipelines", [])
-original_gb = cons.model_params * 2 / 1e9  # fp16/bf16 weights, 2 bytes each
+first_est = ranked[0]["estimate"] if ranked else None
+original_gb = (
+    float(first_est["baseline_memory_gb"]) if first_est else cons.model_params * 2 / 1e9
+)  # 16-bit weights (+ KV cache when the model's shape is known)
+model_doc = doc.get("model")
+who = f"**{model_doc['name']}**" if model_doc else f"a **{size_label(cons.model_params)}** model"
+where = device_labels.get(cons.device, cons.device) if cons.device else HARDWARE_LABELS[cons.hardware.value]
 
 st.header("Recommendation")
 st.markdown(
-    f"For a **{size_label(cons.model_params)}** model (about **{original_gb:.1f} GB** of 16-bit weights) "
-    f"on **{HARDWARE_LABELS[cons.hardware.value]}**: **{len(ranked)}** methods ranked, **{len(excluded)}** "
-    "excluded. Each score is the sum of the rules below it; the estimates use the evidence rows of the "
-    "cited papers (or, where there are none, the paper's grade)."
+    f"For {who} (about **{original_gb:.1f} GB** in 16 bits, weights and KV cache at "
+    f"{cons.context_length:,} tokens x {cons.batch_size}) on **{where}**: **{len(ranked)}** recipes ranked, "
+    f"**{len(excluded)}** excluded. Recipes whose evidence meets your limits come first, then those whose "
+    "quality is unknown; within each, the score is the sum of the rules under it."
 )
 if not ranked:
-    st.warning(
-        "No method passes these constraints. Open *Excluded methods* below to see what ruled each out."
-    )
+    st.warning("No recipe passes these constraints.")
+    nf = doc.get("nothing_fits") or {}
+    small = nf.get("smallest")
+    lines = []
+    if small:
+        lines.append(
+            f"- Smallest footprint of a recipe that runs here: **{small['recipe']}** at **{small['memory_gb']:.1f} GB** "
+            f"(weights {small['weights_gb']:.1f} + KV cache {small['kv_cache_gb']:.1f})."
+        )
+    for relax in nf.get("relaxations", []):
+        lines.append(f"- With **{relax['change']}**, *{relax['recipe']}* would be recommended.")
+    if lines:
+        st.markdown("**What would make something fit**  \n" + "\n".join(lines))
 
 
-def card(rank: int, r: dict) -> None:
-    """One ranked method: what it is, its numbers (first, so a phone shows them before the reasons),
-    where the quality estimate comes from, then every rule that moved its score."""
-    m = cat.methods.get(r["id"])
+def _fmt_drop(est: dict) -> str:
+    drop = est.get("quality_drop_pct")
+    if drop is None:
+        return "unknown"
+    q = est.get("quality") or {}
+    lo, hi = q.get("low_pct"), q.get("high_pct")
+    return f"~{drop:.1f}%" + (f" ({lo:.1f} to {hi:.1f})" if lo is not None and hi is not None else "")
+
+
+def card(rank: int, r: dict, title_prefix: str = "") -> None:
+    """One ranked recipe: what it is, its numbers, the commands that produce and serve it, a Run-it
+    link when Shrinkwise bundles its compressor, then every rule that moved its score."""
+    m = cat.methods.get(r.get("method", ""))
     est = r.get("estimate") or {}
     with st.container(border=True):
-        st.markdown(f"#### {rank}. {m.name if m else r['id']}")
+        st.markdown(f"#### {title_prefix}{rank}. {r.get('name') or r['id']}")
         if m:
             ui.badges(m)
-            st.caption(m.summary)
-        m1, m2, m3, m4 = st.columns([1, 1.3, 1.3, 1.4], vertical_alignment="top")
+            st.caption(f"Method: {m.name} · {m.phase.value} / {m.impact.value}. {m.summary}")
+        config = (
+            ", ".join(
+                f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in (r.get("config") or {}).items()
+            )
+            or "default"
+        )
+        st.markdown(
+            f"`{r['id']}` · configuration **{config}** · format **{r.get('format')}** · engine "
+            f"**{r.get('engine') or 'n/a'}**"
+            + (" · checkpoint untouched (load time)" if r.get("load_time") else "")
+        )
+        m1, m2, m3, m4 = st.columns([1, 1.4, 1.4, 1.3], vertical_alignment="top")
         m1.metric("Score", f"{float(r.get('score', 0)):.2f}", help="Sum of the rule weights below")
         mem = est.get("memory_gb")
         fits = est.get("fits")
-        budget = f" of {cons.memory_gb:g} GB" if cons.memory_gb else ""
+        budget = est.get("budget_gb")
         if fits is not None:
-            delta, colour = ("fits" + budget, "normal") if fits else ("over budget" + budget, "inverse")
-        elif mem is not None:  # no budget: show the saving against the 16-bit original
+            delta, colour = (f"fits {budget:g} GB", "normal") if fits else (f"over {budget:g} GB", "inverse")
+        elif mem is not None and original_gb:
             delta, colour = f"{(mem / original_gb - 1) * 100:+.0f}% vs 16-bit", "inverse"
         else:
             delta, colour = None, "off"
         m2.metric(
-            "Weights after",
+            "Weights + KV cache",
             f"{mem:.1f} GB" if mem is not None else "n/a",
             delta=delta,
             delta_color=colour,
-            help=f"{est.get('bits_per_weight', 'n/a')} bits per weight; "
-            f"{float(est.get('param_fraction', 1)):.0%} of parameters kept",
+            help=f"weights {est.get('weights_gb', 0):.2f} GB ({est.get('linear_bits', 'n/a')} bits per linear "
+            f"weight) + KV cache {est.get('kv_cache_gb', 0):.2f} GB ({est.get('kv_bits', 16):g}-bit); runtime "
+            f"overhead {est.get('overhead_gb', 0):.2f} GB shown, not charged",
         )
-        drop = est.get("quality_drop_pct")
         m3.metric(
             "Expected quality drop",
-            f"~{drop:.1f}%" if drop is not None else "n/a",
-            help="Relative perplexity rise or accuracy loss",
+            _fmt_drop(est),
+            help="Relative perplexity rise or accuracy loss, from evidence rows; unknown = no evidence",
         )
-        if m4.button("Open method page", key=f"rec_open_{r['id']}", width="stretch"):
-            state.open_method(r["id"])
-        sources = [
-            ("**measured here** on " if ev.get("measured_here") else "")
-            + f"{ev.get('model')}: {ev.get('metric')} {ev.get('value')} vs {ev.get('baseline')} "
-            f"({ev.get('source')})"
-            for ev in (est.get("evidence") or [])[:3]
-        ]
-        measured_on = est.get("quality_measured_on") or []
-        if measured_on:  # the user's own runs feed this estimate: say so, and on which model
-            st.markdown(f":violet-badge[:material/science: measured here on {', '.join(measured_on)}]")
-        st.caption(
-            "Quality estimate: "
-            + (est.get("quality_note") or "n/a")
-            + ("  \n" + "  \n".join(sources) if sources else "")
-        )
+        if m and m4.button("Open method page", key=f"rec_open_{title_prefix}{r['id']}", width="stretch"):
+            state.open_method(m.id)
+        run_it = (r.get("commands") or {}).get("run_it")
+        if run_it:
+            m4.page_link(
+                state.PAGE_COMPRESS,
+                label="Run it",
+                icon=":material/play_arrow:",
+                query_params=run_it,
+            )
+        q = est.get("quality") or {}
+        st.caption("Quality estimate: " + (q.get("note") or est.get("quality_basis") or "n/a"))
+        cmds = r.get("commands") or {}
         lines = []
+        if cmds.get("compress"):
+            lines.append("# produce it with Shrinkwise\n" + cmds["compress"])
+        if cmds.get("produce"):
+            lines.append("# produce it with the standard tool\n" + cmds["produce"])
+        if not cmds.get("compress") and not cmds.get("produce"):
+            lines.append("# nothing to produce: applied when the engine loads the model")
+        for engine, cmd in list((cmds.get("serve") or {}).items())[:2]:
+            lines.append(f"# serve it ({engine})\n{cmd}")
+        st.code("\n\n".join(lines), language="bash")
+        why = []
         for reason in r.get("reasons", []):
             w = reason.get("weight")
             num = isinstance(w, (int, float))
             mark = ":green[▲]" if num and w > 0 else (":red[▼]" if num and w < 0 else ":gray[•]")
             wtxt = f" `{w:+.2f}`" if num and w else ""
             src = f" :gray[({reason['source']})]" if reason.get("source") else ""
-            lines.append(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
-        st.markdown("**Why**  \n" + "  \n".join(lines))
+            why.append(f"{mark} {reason.get('text', reason.get('rule_id'))}{wtxt}{src}")
+        st.markdown("**Why**  \n" + "  \n".join(why))
 
 
 for i, r in enumerate(ranked[:TOP_CARDS], 1):
     card(i, r)
+bundled = doc.get("bundled_alternative")
+if bundled:
+    st.subheader("Best recipe Shrinkwise can run itself")
+    st.caption("The first recipe has no bundled compressor; this one does, with the settings below.")
+    card(ranked.index(bundled) + 1 if bundled in ranked else 0, bundled, title_prefix="#")
 if len(ranked) > TOP_CARDS:
-    with st.expander(f"{len(ranked) - TOP_CARDS} more ranked methods"):
+    with st.expander(f"{len(ranked) - TOP_CARDS} more ranked recipes"):
         rows = []
         for i, r in enumerate(ranked[TOP_CARDS:], TOP_CARDS + 1):
             est = r.get("estimate") or {}
             rows.append(
-                f"{i}. **{state.method_name(r['id'])}**: score {float(r.get('score', 0)):.2f}, "
-                f"{est.get('memory_gb', 0):.1f} GB, ~{est.get('quality_drop_pct', 0):.1f}% drop"
+                f"{i}. **{r.get('name') or r['id']}** (`{r['id']}`): score {float(r.get('score', 0)):.2f}, "
+                f"{est.get('memory_gb', 0):.1f} GB, {_fmt_drop(est)} drop, {r.get('engine') or 'n/a'}"
             )
-        st.markdown("\n".join(rows))  # one element, not one per method: the page stays light
+        st.markdown("\n".join(rows))  # one element, not one per recipe: the page stays light
 
-with st.expander(f"Excluded methods ({len(excluded)}): why each one is ruled out"):
+with st.expander(f"Excluded recipes ({len(excluded)}): why each one is ruled out"):
     lines = []
     for e in excluded:
         why = "; ".join(
             str(x.get("text") or x.get("rule_id")) if isinstance(x, dict) else str(x)
             for x in e.get("reasons", [])
         )
-        lines.append(f"- **{state.method_name(e['id'])}**: {why}")
+        lines.append(f"- **{e.get('name') or e['id']}** (`{e['id']}`): {why}")
     st.markdown("\n".join(lines))
 
 if pipelines:
@@ -371,14 +485,14 @@ from engine import axes  # noqa: E402  (the engine's positions: the chart and th
 
 cands = []
 for i, r in enumerate(ranked[:15], 1):
-    m = cat.methods.get(r["id"])
+    m = cat.methods.get(r.get("method", ""))
     if m is None:
         continue
     est = r.get("estimate") or {}
     cands.append(
         Candidate(
             m.id,
-            m.name,
+            r.get("name") or m.name,
             str(m.family),
             str(m.impact),
             float(r.get("score", 0)),
@@ -391,7 +505,8 @@ for i, r in enumerate(ranked[:15], 1):
 t1, t2 = st.tabs(["Memory vs quality drop", "Predictability vs adaptivity"])
 with t1:
     st.caption(
-        "The top candidates by estimated memory and expected quality drop; the label is the rank. "
+        "The top recipes by estimated memory (weights + KV cache) and expected quality drop; the label is "
+        "the rank; recipes whose quality is unknown are not drawn. "
         "Below the orange line (and left of the red budget line, if you set one) fits your limits; "
         f"the grey dotted line is the 16-bit original ({original_gb:.1f} GB)."
     )

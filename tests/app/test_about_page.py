@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from app.state import rules_path
+from knowledge.recipes import Recipe
 from knowledge.schema import Method
 from tests.app.conftest import open_page, text_of
 
@@ -23,3 +24,8 @@ def test_about_lists_claims_rules_and_method_fields():
     field_table = next(t for t in tables if "field" in t.columns)
     assert list(field_table["field"]) == list(Method.model_fields)
     assert any("methods:" in c.value for c in at.code)
+    # issue 10: what a recipe is, how the estimate is made, how to add a recipe, evidence or a device
+    assert "A **recipe** is what an" in prose and "KV cache" in prose and "unknown" in prose
+    assert "Add a recipe" in prose and "Add a row of evidence" in prose and "Add a device" in prose
+    recipe_table = next(t for t in tables if "recipe field" in t.columns)
+    assert list(recipe_table["recipe field"]) == list(Recipe.model_fields)

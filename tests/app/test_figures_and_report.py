@@ -19,6 +19,7 @@ def rec(catalog):
         Constraints(phases=("post-training", "inference"), memory_gb=6, model_params=7e9),
         catalog.methods,
         catalog.evidence,
+        recipes=catalog.recipes,
     )
 
 
@@ -66,9 +67,10 @@ def test_markdown_report_lists_ranked_excluded_and_pipelines(rec, catalog):
     doc = rec.to_dict()
     md = to_markdown(doc, lambda i: catalog.methods[i].name, link="http://x/?hardware=cpu")
     first = rec.ranked[0]
-    assert f"### 1. {first.method.name} (`{first.id}`)" in md
+    assert f"### 1. {first.recipe.name} (`{first.id}`)" in md
+    assert f"- format: {first.recipe.format}; engine: {first.engine}" in md
     assert first.reasons[0].text in md
-    assert f"## Excluded methods ({len(rec.excluded)})" in md
+    assert f"## Excluded recipes ({len(rec.excluded)})" in md
     for e in rec.excluded[:3]:
         assert f"(`{e.id}`): {e.reasons[0].text}" in md
     if doc["pipelines"]:

@@ -10,8 +10,11 @@ from tests.app.conftest import figures, marker_ids_in, open_page, text_of
 
 
 def _cards(at) -> list[str]:
-    """Titles of the ranked method cards, in order ('1. GPTQ', ...)."""
-    return [m.value[5:] for m in at.markdown if m.value.startswith("#### ")]
+    """Titles of the ranked recipe cards, in order ('1. GPTQ W4A16 g128', ...); the card of the best
+    bundled recipe, shown again when the first is not bundled, is titled '#<rank>. ...' and left out."""
+    return [
+        m.value[5:] for m in at.markdown if m.value.startswith("#### ") and not m.value.startswith("#### #")
+    ]
 
 
 def _submit(at):
@@ -39,28 +42,57 @@ def test_every_field_has_a_help_text():
         assert help_text, f"{getattr(w, 'label', w)} has no help text"
 
 
-def test_paper_scenario_frozen_model_on_cpu_ranks_the_papers_cpu_inference_first(catalog):
-    """Claim 5 (the model cannot be modified: prefer dynamic methods) on a CPU: the paper's own CPU
-    inference method (Shen et al.) comes first, and every ranked method is dynamic."""
+def test_paper_scenario_frozen_model_on_cpu_ranks_only_what_keeps_the_original(catalog):
+    """Claim 5 (the model cannot be modified: prefer dynamic methods) on a CPU: every ranked recipe keeps
+    the original checkpoint (dynamic, load-time or lossless); lossless speculative decoding is the only one
+    whose quality is known, so it leads, and the paper's own CPU inference method follows in the top 3.
+    The cards are the engine's ranking, in order, with the recipes' names."""
     at = open_page()
     at.session_state["rec_phases"] = ["inference"]
     at.session_state["rec_keep"] = True
     at.session_state["rec_hardware"] = "cpu"
     _submit(at)
     cards = _cards(at)
-    assert cards[0] == f"1. {catalog.methods['cpu-inference'].name}"
     expected = recommend(
         Constraints(phases=("inference",), keep_original=True, hardware="cpu"),
         catalog.methods,
         catalog.evidence,
+        recipes=catalog.recipes,
     )
-    assert cards == [f"{i}. {r.method.name}" for i, r in enumerate(expected.ranked[: len(cards)], 1)]
-    assert all(r.method.impact.value == "dynamic" for r in expected.ranked)
+    assert cards == [f"{i}. {r.recipe.name}" for i, r in enumerate(expected.ranked[: len(cards)], 1)]
+    assert "cpu-inference" in expected.ranked_ids[:3]
+    assert all(r.method.impact.value == "dynamic" or r.recipe.keeps_checkpoint for r in expected.ranked)
     assert at.query_params["keep_original"] == "true" and at.query_params["phases"] == "inference"
-    (excluded,) = [e for e in at.expander if e.label.startswith("Excluded methods")]
+    (excluded,) = [e for e in at.expander if e.label.startswith("Excluded recipes")]
     listed = excluded.markdown[0].value
-    gptq = expected.get("gptq")
-    assert f"**{catalog.methods['gptq'].name}**: {gptq.reasons[0].text}" in listed
+    gptq = expected.get("gptq-w4a16-g128")
+    assert f"**{gptq.recipe.name}** (`gptq-w4a16-g128`): {gptq.reasons[0].text}" in listed
+
+
+def test_cards_show_configuration_format_engine_commands_and_run_it(catalog):
+    """Issue 10, item 7: every card shows the configuration, format, engine and commands; a bundled
+    recipe has a Run-it link that opens the Compress page with its settings."""
+    at = open_page(query={"model": "llama-3.1-8b", "device": "h100-sxm", "serving_engine": "vllm"})
+    assert not at.exception
+    text = text_of(at)
+    assert "configuration" in text and "format" in text and "engine" in text
+    codes = [c.value for c in at.code]
+    assert any("vllm serve" in c for c in codes)
+    rec = at.session_state["sw_recommendation"]
+    bundled = next(r for r in rec.ranked if r.bundled)
+    assert any(f"--method {bundled.recipe.compressor.id}" in c for c in codes)
+    links = [el for el in at.get("page_link") if "Run it" in str(el.proto)]
+    assert links, "no Run-it link on the cards"
+
+
+def test_nothing_fits_says_what_would(catalog):
+    at = open_page(query={"model": "llama-3.1-70b", "hardware": "nvidia-gpu", "memory_gb": "4"})
+    assert not at.exception
+    text = text_of(at)
+    assert (
+        "No recipe passes these constraints" in text
+        and "Smallest footprint of a recipe that runs here" in text
+    )
 
 
 def test_fine_tuning_resources_and_predictability_put_a_static_method_first(catalog):
@@ -70,8 +102,8 @@ def test_fine_tuning_resources_and_predictability_put_a_static_method_first(cata
     at.session_state["rec_training"] = "high"
     _submit(at)
     first = _cards(at)[0].split(". ", 1)[1]
-    method = next(m for m in catalog.methods.values() if m.name == first)
-    assert method.impact.value == "static"
+    recipe = next(r for r in catalog.recipes.values() if r.name == first)
+    assert catalog.methods[recipe.method].impact.value == "static"
 
 
 def test_shared_url_restores_the_form_and_shows_the_result():
@@ -121,11 +153,11 @@ def test_free_model_size_is_accepted():
 def test_open_method_page_from_a_card(catalog, button_index):
     at = open_page()
     _submit(at)
-    first = _cards(at)[0].split(". ", 1)[1]
+    rec = at.session_state["sw_recommendation"]
     opener = [b for b in at.button if b.label == "Open method page"][button_index]
     opener.click().run()
     assert not at.exception
-    assert at.title[0].value == first
+    assert at.title[0].value == rec.ranked[0].method.name  # a recipe's card opens its method's page
 
 
 def test_map_highlights_the_recommendation_and_filters_to_what_fits():
@@ -139,7 +171,7 @@ def test_map_highlights_the_recommendation_and_filters_to_what_fits():
     assert not at.toggle(key="map_fits").disabled
     at.toggle(key="map_fits").set_value(True).run()
     (spec,) = figures(at)
-    assert sorted(marker_ids_in(spec)) == sorted(r.id for r in rec.ranked)
+    assert sorted(marker_ids_in(spec)) == sorted(rec.ranked_method_ids)
 
 
 def test_result_shows_pipelines_and_tradeoff_charts():

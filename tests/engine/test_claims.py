@@ -58,16 +58,17 @@ def test_claim2_dynamic_methods_keep_the_original_weights(methods, evidence):
 
 
 def test_claim2_dynamic_gain_depends_on_hardware(methods, evidence):
-    """CPU inference (dynamic, high hardware dependence, CPU only) ranks first on a CPU, far lower on a GPU."""
+    """CPU inference (dynamic, high hardware dependence, CPU only) ranks among the first on a CPU; on a GPU
+    its runtime does not run at all, so it is excluded with that reason (a hard constraint since issue 10)."""
     base = dict(phases=("inference",), keep_original=True)
     on_cpu = recommend(Constraints(hardware="cpu", **base), methods, evidence)
     on_gpu = recommend(Constraints(hardware="nvidia-gpu", **base), methods, evidence)
-    cpu_item, gpu_item = on_cpu.get("cpu-inference"), on_gpu.get("cpu-inference")
-    assert on_cpu.ranked_ids[0] == "cpu-inference"
-    assert on_gpu.ranked_ids.index("cpu-inference") > 3
-    assert gpu_item.score <= cpu_item.score - 3.0
-    mismatch = next(r for r in gpu_item.reasons if r.rule_id == "dynamic-hardware-mismatch")
-    assert mismatch.weight == -3.0 and mismatch.source == "paper claim 2"
+    assert "cpu-inference" in on_cpu.ranked_ids[:3]
+    assert "dynamic-hardware-mismatch" not in rules_of(on_cpu.get("cpu-inference"))
+    gpu_item = on_gpu.get("cpu-inference")
+    assert "cpu-inference" in on_gpu.excluded_ids
+    reason = next(r for r in gpu_item.reasons if r.rule_id == "device-cannot-run")
+    assert "not on nvidia-gpu" in reason.text
 
 
 def test_claim2_dynamic_gain_depends_on_the_input_and_says_so(methods, evidence):
@@ -81,15 +82,7 @@ def test_claim2_dynamic_gain_depends_on_the_input_and_says_so(methods, evidence)
         # +2 for long prompts, and the -1 for short chat prompts is gone
         assert long.get(mid).score == pytest.approx(chat.get(mid).score + 3.0)
         assert "short-prompts-little-to-prune" in rules_of(chat.get(mid))
-    assert set(long.ranked_ids[:3]) <= {
-        "lazyllm",
-        "aim",
-        "llmlingua",
-        "h2o",
-        "kivi",
-        "snapkv",
-        "streamingllm",
-    }
+        assert long.ranked_ids.index(mid) <= chat.ranked_ids.index(mid)
 
 
 # ------------------------------------------------------------------------------------------- claim 3
@@ -126,10 +119,14 @@ def test_claim4_the_priority_flips_the_trade_off(methods, evidence):
     c = dict(training_budget="low")
     pred = recommend(Constraints(priority="predictability", **c), methods, evidence)
     adap = recommend(Constraints(priority="adaptivity", **c), methods, evidence)
-    assert [r.method.impact.value for r in pred.ranked[:5]] == ["static"] * 5
-    assert [r.method.impact.value for r in adap.ranked[:5]] == ["dynamic"] * 5
-    share = lambda rec: sum(r.method.impact.value == "static" for r in rec.ranked[:10])  # noqa: E731
-    assert share(pred) >= 9 and share(adap) <= 2
+    # the priority moves the scores; the ranking puts recipes whose evidence meets the limit first
+    # (issue 10), so the flip is read on the scores
+    by_score = lambda rec: sorted(rec.ranked, key=lambda r: (-r.score, r.id))  # noqa: E731
+    assert [r.method.impact.value for r in by_score(pred)[:5]] == ["static"] * 5
+    assert [r.method.impact.value for r in by_score(adap)[:5]] == ["dynamic"] * 5
+    share = lambda rec: sum(r.method.impact.value == "static" for r in by_score(rec)[:10])  # noqa: E731
+    # static recipes at inference (load-time NF4/FP8) get the late-phase adaptivity credit: up to 3 of 10
+    assert share(pred) >= 9 and share(adap) <= 3
 
 
 # ------------------------------------------------------------------------------------------- claim 5
@@ -166,23 +163,24 @@ def test_claim6_post_training_static_needs_a_compatible_engine(methods, evidence
     c = dict(phases=("post-training",), max_quality_drop=10)
     llama = recommend(Constraints(serving_engine="llama.cpp", **c), methods, evidence)
     vllm = recommend(Constraints(serving_engine="vllm", **c), methods, evidence)
-    gptq_llama = llama.get("gptq")
-    penalty = next(r for r in gptq_llama.reasons if r.rule_id == "serving-engine-cannot-load")
-    assert penalty.weight == -4.0 and "paper claim 6" in penalty.source and "llama.cpp" in penalty.text
-    assert llama.ranked_ids.index("gguf-k-quants") < llama.ranked_ids.index("gptq")
+    # an engine that cannot load the format excludes the method outright (issue 10: a hard constraint)
+    assert "gptq" in llama.excluded_ids and "gguf-k-quants" in llama.ranked_ids
+    cannot = next(r for r in llama.get("gptq").reasons if r.rule_id == "engine-cannot-run")
+    assert "paper claim 6" in cannot.source and "llama.cpp does not load" in cannot.text
     assert vllm.ranked_ids.index("gptq") < vllm.ranked_ids.index("gguf-k-quants")
     assert "serving-engine-loads" in rules_of(vllm.get("gptq"))
-    assert vllm.get("gptq").score - gptq_llama.score == pytest.approx(5.0)
 
 
-def test_claim6_gptq_and_spqr_cut_memory_sharply_with_small_quality_loss(methods, evidence):
-    rec = recommend(Constraints(max_quality_drop=10, memory_gb=4.5), methods, evidence)
-    for mid in ("gptq", "spqr"):
-        est = rec.get(mid).estimate
+def test_claim6_gptq_and_spqr_cut_memory_sharply_with_small_quality_loss(methods, evidence, catalog):
+    rec = recommend(
+        Constraints(max_quality_drop=10, memory_gb=4.5), methods, evidence, recipes=catalog.recipes
+    )
+    for rid in ("gptq-w4a16-g128", "spqr-3bit"):
+        est = rec.get(rid).estimate
         assert est.memory_gb < 0.3 * 14.0 and est.fits
-        assert est.quality_basis == "evidence" and est.quality_drop_pct < 10
-    no_engine = recommend(Constraints(), methods, evidence)
-    assert "check-serving-engine" in rules_of(no_engine.get("spqr"))
+        assert est.quality_basis in ("config", "method") and est.quality_drop_pct < 10
+    no_engine = recommend(Constraints(), methods, evidence, recipes=catalog.recipes)
+    assert "check-serving-engine" in rules_of(no_engine.get("spqr-3bit"))
 
 
 # ------------------------------------------------------------------------------------------- claim 7

@@ -10,6 +10,11 @@ from pydantic import ValidationError
 from engine.constraints import FIELDS, Constraints, ConstraintsError
 
 ISSUE_FIELDS = {
+    # issue 10 adds the model shape, the device, the context length and the batch size
+    "model",
+    "device",
+    "context_length",
+    "batch_size",
     "phases",
     "keep_original",
     "priority",
@@ -168,3 +173,21 @@ def test_every_example_constraints_file_loads():
     assert len(files) >= 5
     for f in files:
         Constraints.from_file(f)
+
+
+def test_model_and_device_fill_the_size_and_the_hardware_kind():
+    c = Constraints.from_dict({"model": "llama-3.1-8b", "device": "m3-max-64gb"})
+    assert c.hardware.value == "apple-silicon" and c.device == "m3-max-64gb"
+    assert 8.0e9 < c.model_params < 8.1e9  # from the shape, not the 7e9 default
+    assert Constraints.from_query(c.to_query()) == c
+    bare = Constraints.from_dict({"model_params": "13B"})  # a bare parameter count still works
+    assert bare.model is None and bare.model_params == 13e9 and bare.context_length == 4096
+
+
+def test_device_and_hardware_must_agree_and_bad_ids_name_close_matches():
+    with pytest.raises(ConstraintsError, match="leave hardware out when you name a device"):
+        Constraints.from_dict({"device": "h100-sxm", "hardware": "cpu"})
+    with pytest.raises(ConstraintsError, match="did you mean 'h100-sxm'"):
+        Constraints.from_dict({"device": "h100-sx"})
+    with pytest.raises(ConstraintsError, match="context_length"):
+        Constraints.from_dict({"context_length": 0})

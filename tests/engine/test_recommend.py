@@ -33,7 +33,7 @@ def test_ranking_is_best_first_with_id_tie_breaks_and_deterministic(methods, evi
     a = recommend(c, methods, evidence)
     b = recommend(c, dict(reversed(list(methods.items()))), list(reversed(evidence)))
     assert a.to_dict() == b.to_dict()
-    keys = [(-round(r.score, 9), r.id) for r in a.ranked]
+    keys = [(r.tier != "meets", -round(r.score, 9), r.id) for r in a.ranked]
     assert keys == sorted(keys)
 
 
@@ -47,14 +47,39 @@ def test_top_truncates_only_the_ranked_list(methods, evidence):
 def test_json_shape_is_the_issues(methods, evidence):
     d = recommend(Constraints(memory_gb=6), methods, evidence).to_dict()
     json.dumps(d)  # serialisable
-    assert set(d) == {"ranked", "excluded", "pipelines", "constraints"}
+    assert set(d) == {
+        "ranked",
+        "bundled_alternative",
+        "nothing_fits",
+        "excluded",
+        "pipelines",
+        "constraints",
+        "model",
+    }
     r0 = d["ranked"][0]
-    assert set(r0) == {"id", "score", "reasons", "estimate"}
+    assert {
+        "id",
+        "method",
+        "config",
+        "format",
+        "engine",
+        "commands",
+        "score",
+        "tier",
+        "reasons",
+        "estimate",
+    } <= set(r0)
     assert set(r0["reasons"][0]) == {"rule_id", "text", "effect", "weight", "source"}
-    assert {"bits_per_weight", "memory_gb", "fits", "quality_drop_pct", "quality_basis", "evidence"} <= set(
-        r0["estimate"]
-    )
-    assert set(d["excluded"][0]) == {"id", "reasons"}
+    assert {
+        "memory_gb",
+        "weights_gb",
+        "kv_cache_gb",
+        "fits",
+        "quality_drop_pct",
+        "quality_basis",
+        "quality",
+    } <= set(r0["estimate"])
+    assert {"id", "method", "reasons"} <= set(d["excluded"][0])
     assert d["constraints"]["memory_gb"] == 6
 
 
@@ -73,7 +98,7 @@ def test_custom_rules_and_fixture_methods(tmp_path):
     assert rec.get("d1").reasons[0].text == "D1 is dynamic"
 
 
-def test_evidence_quality_over_the_limit_excludes_and_grade_only_penalises():
+def test_evidence_quality_over_the_limit_excludes_and_no_evidence_is_unknown():
     ms = [
         make_method("ev", "post-training", "static"),
         make_method("gr", "post-training", "static", grades={"quality_drop": "high"}),
@@ -83,8 +108,11 @@ def test_evidence_quality_over_the_limit_excludes_and_grade_only_penalises():
     assert rec.excluded_ids == ["ev"]
     assert rec.get("ev").reasons[0].rule_id == "quality-drop-over-budget"
     assert "14.4%" in rec.get("ev").reasons[0].text
+    # a method without evidence is never assumed to meet the limit: its quality is unknown (shown as such,
+    # ranked after every recipe whose evidence meets it), whatever its paper grade
     gr = rec.get("gr")
-    assert any(r.rule_id == "quality-grade-over-budget" and r.weight == -2.0 for r in gr.reasons)
+    assert gr.estimate.quality_drop_pct is None and gr.tier == "quality-unknown"
+    assert any(r.rule_id == "quality-unknown" for r in gr.reasons)
 
 
 def test_recommend_over_the_catalog_is_fast(methods, evidence):

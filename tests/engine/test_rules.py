@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.axes import position
 from engine.constraints import Constraints
-from engine.context import SYMBOLS, constraint_symbols, method_symbols
-from engine.estimates import estimate
+from engine.context import SYMBOLS
 from engine.recommend import evaluate
 from engine.ruleset import RULES_FILE, RulesError, default_rules, load_rules
 
@@ -137,32 +135,38 @@ def _scenarios():
     )
 
 
-def test_fast_evaluator_agrees_with_rule_engine_on_every_rule_method_and_scenario(methods, evidence):
+def test_fast_evaluator_agrees_with_rule_engine_on_every_rule_method_and_scenario(catalog):
+    from engine.recommend import contexts
+
     rules = default_rules()
-    by_method: dict = {}
-    for row in evidence:
-        by_method.setdefault(row.method, []).append(row)
     checked = 0
-    for c in _scenarios():
-        cctx = constraint_symbols(c)
-        for m in methods.values():
-            rows = by_method.get(m.id, [])
-            ctx = cctx | method_symbols(
-                m,
-                estimate(m, rows, c.model_params, c.memory_gb),
-                position(m),
-                len(rows),
-                cctx["c_baseline_memory_gb"],
-            )
+    for c in [*_scenarios(), *_recipe_scenarios()]:
+        for _r, _m, _est, _eng, _pos, ctx in contexts(
+            c, catalog.methods, catalog.evidence, recipes=catalog.recipes
+        ):
             assert set(ctx) == set(SYMBOLS)
             for rule in rules:
-                assert rule.fast(ctx) == rule.parsed.matches(ctx), (rule.id, m.id, c.to_query())
+                assert rule.fast(ctx) == rule.parsed.matches(ctx), (rule.id, ctx["r_id"], c.to_query())
                 checked += 1
     assert checked > 2000
 
 
-def test_every_rule_fires_for_some_method_in_some_scenario(methods, evidence):
+def _recipe_scenarios():
+    """Scenarios with a model shape and a device, where the recipe rules (FP8, KV cache) can fire."""
+    return [
+        Constraints(model="llama-3.1-8b", device="h100-sxm", serving_engine="vllm", max_quality_drop=10),
+        Constraints(model="llama-3.1-8b", keep_original=True),
+        Constraints(model="llama-3.1-8b", context_length=131072, batch_size=4, serving_engine="vllm"),
+        Constraints(model="llama-3.1-8b", hardware="cpu", serving_engine="llama.cpp", max_quality_drop=10),
+        Constraints(model="llama-3.1-8b", phases=("pre-training",), training_budget="high"),
+    ]
+
+
+def test_every_rule_fires_for_some_method_in_some_scenario(methods, evidence, catalog):
     fired = set()
+    for c in _recipe_scenarios():
+        for e in evaluate(c, catalog.methods, catalog.evidence, recipes=catalog.recipes):
+            fired |= {r.rule_id for r in e.reasons} | {r.rule_id for r in e.exclusions}
     for c in _scenarios():
         for e in evaluate(c, methods, evidence):
             fired |= {r.rule_id for r in e.reasons} | {r.rule_id for r in e.exclusions}

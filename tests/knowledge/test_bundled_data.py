@@ -90,9 +90,14 @@ def test_evidence_values_are_sane(data):
             continue
         assert math.isfinite(rc) and rc > -1, label
         if e.metric is Metric.PERPLEXITY:
-            assert e.value >= e.baseline, f"{label}: compression does not lower perplexity"
+            # within noise a compressed model can score a hair lower (LLM.int8() BLOOM-176B on LAMBADA:
+            # 3.9191 vs 3.931); clearly lower perplexity after compression is a typo
+            assert e.value >= e.baseline * 0.98, f"{label}: compression does not lower perplexity"
         if e.metric is Metric.ACCURACY:
-            assert e.value <= e.baseline, label
+            # compressed models sometimes score above their baseline on one benchmark (noise: Winogrande
+            # 76.4 vs 75.93 on an FP8 model card; KIVI-2 TruthfulQA 33.95 vs 30.76 in KIVI's Table 3);
+            # more than 15% above is a typo (value and baseline swapped, a wrong column)
+            assert e.value <= e.baseline * 1.15, label
         if e.metric is Metric.SPEEDUP:
             assert e.value > 1 and e.baseline == 1.0, label
         if e.metric in (Metric.FLOPS_FRACTION, Metric.TRAINING_TOKENS_FRACTION, Metric.SPARSITY):
