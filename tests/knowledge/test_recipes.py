@@ -124,8 +124,12 @@ def test_commands_are_exact_and_filled(cat):
         "group_size": "128",
         "act_order": "false",
     }
-    q4 = cat.recipes["gguf-q4-k-m"]
-    assert compress_command(q4) is None and run_it_query(q4) is None
+    awq = cat.recipes["awq-w4a16-g128"]  # no bundled compressor: the standard tool's command only
+    assert compress_command(awq) is None and run_it_query(awq) is None
+    q4 = cat.recipes["gguf-q4-k-m"]  # bundled (llama.cpp's quantizer) and the standard tool's command
+    assert compress_command(q4, "demo") == (
+        "shrinkwise compress demo --method gguf-kquant --set type=Q4_K_M --out out/gguf-q4-k-m"
+    )
     produce = fill(q4.produce, "meta-llama/Llama-3.1-8B", "out/q4")
     assert produce and "llama-quantize out/q4/model-f16.gguf out/q4/model-Q4_K_M.gguf Q4_K_M" in produce
     fp8 = cat.recipes["fp8-w8a8-dynamic"]
