@@ -131,8 +131,8 @@ class RunMetrics(BaseModel):
             data = dict(result)
         elif hasattr(result, "to_dict"):
             data = dict(result.to_dict())
-        elif dataclasses.is_dataclass(result):
-            data = dataclasses.asdict(result)  # type: ignore[arg-type]
+        elif dataclasses.is_dataclass(result) and not isinstance(result, type):  # an instance, not a class
+            data = dataclasses.asdict(result)
         else:
             data = dict(vars(result))
         json_like = (int, float, str, bool, type(None), dict, list)
