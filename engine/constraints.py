@@ -309,8 +309,23 @@ class Constraints(BaseModel):
         return out
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Constraints:
-        """A validated copy with ``overrides`` applied (CLI flags over a file's values)."""
-        return Constraints.from_dict({**self.to_dict(), **dict(overrides)})
+        """A validated copy with ``overrides`` applied (CLI flags over a file's values).
+
+        A new ``device`` re-derives ``hardware`` and a new ``model`` re-derives ``model_params``
+        (unless those are overridden too): the base's values came from the old device or model, or
+        from the defaults, and keeping them would contradict the new one (``--device m3-max-64gb`` on
+        the default ``nvidia-gpu``) or size the model wrongly (Llama-3.1-8B as the default 7e9).
+        """
+        base = self.to_dict()
+        given = dict(overrides)
+        for key, derived in _DERIVED.items():
+            if given.get(key) not in (None, "") and derived not in given:
+                base.pop(derived, None)
+        return Constraints.from_dict({**base, **given})
+
+
+#: fields whose value follows from another one when that one is given (see Constraints.with_overrides)
+_DERIVED = {"device": "hardware", "model": "model_params"}
 
 
 def _number(value: float) -> str:

@@ -191,3 +191,14 @@ def test_device_and_hardware_must_agree_and_bad_ids_name_close_matches():
         Constraints.from_dict({"device": "h100-sx"})
     with pytest.raises(ConstraintsError, match="context_length"):
         Constraints.from_dict({"context_length": 0})
+
+
+def test_flags_naming_a_device_or_model_rederive_hardware_and_size():
+    """`--device m3-max-64gb` over the defaults (nvidia-gpu, 7e9) must not contradict or keep them."""
+    c = Constraints().with_overrides({"device": "m3-max-64gb", "model": "llama-3.1-8b"})
+    assert c.hardware.value == "apple-silicon"
+    assert 8.0e9 < c.model_params < 8.1e9
+    # an explicit size or hardware given with them still wins (or is checked)
+    assert Constraints().with_overrides({"model": "llama-3.1-8b", "model_params": "7B"}).model_params == 7e9
+    with pytest.raises(ConstraintsError, match="leave hardware out"):
+        Constraints().with_overrides({"device": "m3-max-64gb", "hardware": "nvidia-gpu"})
