@@ -286,3 +286,44 @@ def test_failed_job_and_narrow_window(run_server, browser, tmp_path):
         narrow.wait_for_timeout(2000)
         _shot(narrow, name)
     narrow.close()
+
+
+def test_demo_gptq_verdict_then_gguf_download_served_by_llama_cpp(run_server, browser, tmp_path):
+    """Issue 13's path: GPTQ 4-bit on the demo model, the verdict line first, then the GGUF download,
+    which llama.cpp (llama-cpp-python) loads and completes a prompt with."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page.goto(
+        f"{run_server}/compress?source=demo&method=gptq&bits=4&group_size=64&calib_samples=8&eval_windows=2&seq_len=128"
+    )
+    page.get_by_role("heading", name="4. Run").wait_for(timeout=120_000)
+    page.get_by_text("evaluation tokens with this model's tokenizer").wait_for(timeout=120_000)
+    _wait_idle(page, 90_000)
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url("**job=*", timeout=60_000)
+    for _ in range(1800):  # GPTQ on 135M parameters with 8 x 128 calibration: minutes on 2 busy cores
+        if page.get_by_text("Open the result").count():
+            break
+        if page.get_by_text("The job failed").count():
+            _shot(page, "demo-gptq-failed.png")
+            pytest.fail(page.locator("[data-testid='stAlert']").first.inner_text())
+        page.wait_for_timeout(500)
+    page.get_by_text("Open the result").click()
+    verdict = page.locator("h4").filter(has_text="GPTQ").first
+    verdict.wait_for(timeout=60_000)
+    text = verdict.inner_text()
+    assert "4-bit" in text and "smaller" in text and "perplexity +" in text, text
+    page.get_by_role("heading", name="Serve it").wait_for(timeout=60_000)
+    _wait_idle(page)
+    _shot(page, "demo-gptq-result.png")
+    with page.expect_download(timeout=120_000) as dl:
+        page.get_by_role("button", name="Download GGUF (.gguf)").click()
+    gguf_file = tmp_path / "demo-gptq.gguf"
+    dl.value.save_as(gguf_file)
+    page.close()
+
+    from compressors.engines import llama_cpp_generate
+
+    assert gguf_file.read_bytes()[:4] == b"GGUF"
+    completion = llama_cpp_generate(gguf_file, "The capital of France is", max_tokens=8)
+    assert completion.strip(), "llama.cpp generated nothing from the downloaded GGUF"
+    print(f"\nllama.cpp on the downloaded GGUF: 'The capital of France is' -> {completion!r}")
