@@ -10,6 +10,8 @@ the page with its reason instead of surfacing minutes later as a failed job.
   the server; :func:`inspect_model` is the same check in this process.
 * :func:`estimate_cost`: the compressor's own estimate of peak memory and time, against free memory.
 * :func:`check_texts`: enough calibration and evaluation tokens, counted with the model's tokenizer.
+* :func:`export_check`: settings that block an export (a group size that does not divide a width,
+  act-order), with the nearest setting that does not (rules: :mod:`jobs.export_check`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from compressors.base import DEFAULT_CALIBRATION, Calibration, CompressorId, CostEstimate, get_compressor
+from jobs.export_check import ExportCheck
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +187,18 @@ def estimate_cost(
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
     return CostCheck(comp.estimate(info.shape, cfg, calib), available_memory_bytes())
+
+
+def export_check(compressor_id: CompressorId, info: Any, config: dict[str, Any]) -> ExportCheck:
+    """What the exports of a run with these settings will hold, from the model's shape (nothing is said
+    for a model whose shape is unknown). ``config`` may name only some settings (the CLI's ``--set``):
+    the method's defaults fill the rest, as the run will (``ConfigError`` for rejected settings)."""
+    from jobs.export_check import check_exports, quantized_widths
+
+    if getattr(info, "shape", None) is None:
+        return ExportCheck()
+    full = get_compressor(compressor_id).config_cls.from_dict(dict(config)).to_dict()
+    return check_exports(quantized_widths(info.shape), compressor_id, full)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -54,6 +55,22 @@ class _PlainProgress:
         self.last_t, self.last_stage = now, stage
         line = f"{time.strftime('%H:%M:%S')} {100 * frac:5.1f}% [{stage}] {msg}".rstrip()
         print(line, file=sys.stderr, flush=True)
+
+
+def _export_warnings(model: str, method: str, cfg: dict[str, Any]) -> list[str]:
+    """The pre-run export check the Compress page shows (:mod:`jobs.export_check`), as lines to print
+    before the run starts; nothing when the model cannot be read yet (the run then says why)."""
+    from compressors.base import CompressionError, CompressorId
+    from compressors.models import inspect_checkpoint
+    from jobs import preflight
+
+    try:
+        check = preflight.export_check(CompressorId(method), inspect_checkpoint(model), cfg)
+    except (CompressionError, OSError, ValueError):
+        return []
+    return [f"[yellow]warning:[/yellow] {escape(text)}" for text in check.blockers] + [
+        f"[dim]note:[/dim] {escape(text)}" for text in check.notes
+    ]
 
 
 def _pct(x: float | None) -> str:
@@ -151,6 +168,9 @@ def compress(
     for f in (calib, eval_file):
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
+    if not no_export:
+        for line in _export_warnings(model, method, cfg):
+            _err.print(line, highlight=False)
     cancel = threading.Event()
     plain = _PlainProgress() if not _err.is_terminal else None
     progress = Progress(

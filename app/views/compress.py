@@ -269,6 +269,28 @@ if info is not None:
 # the estimate depends on the calibration size chosen below; it is shown here, computed there
 cost_box = st.container()
 
+
+def _use_setting(compressor: str, change: dict[str, Any]) -> None:
+    """A one-click fix: the setting goes into the link (so it survives a reload) and its widget is
+    rebuilt from there."""
+    for name, value in change.items():
+        st.session_state.pop(f"{P}{compressor}_{name}", None)
+        st.query_params[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# settings that block an export, said before the run (the rules: jobs/export_check.py)
+if config is not None and info is not None and compatible:
+    exports = preflight.export_check(cid, info, config)
+    for text in exports.blockers:
+        st.warning(text, icon=":material/block:")
+    for text in exports.notes:
+        st.caption(text)
+    if exports.fixes:
+        for i, (fix_col, (fix_label, change)) in enumerate(
+            zip(st.columns(len(exports.fixes)), exports.fixes, strict=True)
+        ):
+            fix_col.button(fix_label, key=f"{P}fix_{i}", on_click=_use_setting, args=(cid, change))
+
 # --- 3. text -------------------------------------------------------------------------------------------
 st.subheader("3. Calibration and evaluation text")
 text_choice = st.radio(

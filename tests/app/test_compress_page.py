@@ -238,3 +238,27 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     }
     ev = knowledge_runs.measured_evidence(method="gptq", model="tiny-llama (113,256)")
     assert any(e.metric.value == "perplexity" for e in ev)
+
+
+def test_settings_that_block_an_export_are_said_before_the_run_with_one_click_fixes(home, tiny):
+    """GPTQ's defaults on a model whose widths (72, 136) a group of 16 does not divide: both blockers are
+    shown before Run, and each button applies the nearest setting that unblocks the export."""
+    at = open_page(
+        "compress", {"source": "path", "path": str(tiny), "compressor": "gptq", "group_size": "16"}
+    )
+    warnings = [w.value for w in at.warning]
+    assert any("Group size 16 does not divide the input widths 72, 136" in w for w in warnings)
+    assert any("Act-order" in w for w in warnings)
+    assert run_button(at).disabled is False  # a warning, not a refusal: the packed result is still made
+    at.button(key="cmp_fix_0").click().run()
+    assert not at.exception
+    assert at.number_input(key="cmp_gptq_group_size").value == 8
+    assert not any("does not divide" in w.value for w in at.warning)
+    assert at.button(key="cmp_fix_0").label == "Use static groups"
+    at.button(key="cmp_fix_0").click().run()
+    assert at.checkbox(key="cmp_gptq_static_groups").value is True
+    assert not at.warning
+    # what is left is a note: groups of 8 are not whole llama.cpp blocks, so the GGUF is re-quantized
+    assert any(
+        "GGUF" in c.value and "groups of 8 are not whole 32-weight blocks" in c.value for c in at.caption
+    )
