@@ -160,7 +160,8 @@ def _locate(spec: _Spec, artifacts: Mapping[str, str | None]) -> tuple[Path | No
     if spec.key == "gguf":
         return (path, None, "") if path.is_file() else (None, None, "")
     if spec.key == "packed":
-        archive = Path(artifacts["archive"]) if artifacts.get("archive") else path.with_name("model.zip")
+        zipped = artifacts.get("archive")
+        archive = Path(zipped) if zipped else path.with_name("model.zip")
         if archive.is_file():
             return archive, None, path.name
         return (archive, path, path.name) if path.is_dir() else (None, None, "")
