@@ -45,7 +45,7 @@ from compressors.base import (
 )
 from compressors.evaluate import EvalResult, _RssSampler, evaluate
 from compressors.models import ModelInfo, inspect_checkpoint, load_model
-from compressors.progress import ProgressSink, Reporter
+from compressors.progress import Count, ProgressSink, Reporter
 from compressors.text import (
     DEFAULT_CALIB_SAMPLES,
     DEFAULT_EVAL_WINDOWS,
@@ -201,8 +201,9 @@ def describe_gguf_source(before: EvalResult, gguf: Path) -> None:
 
 
 def _span(prog: Reporter, stage: str, next_stage: str) -> Reporter:
-    """The part of the run's progress from ``stage`` to ``next_stage``."""
-    return prog.span(_STAGES[stage], _STAGES[next_stage])
+    """The part of the run's progress from ``stage`` to ``next_stage``; its counted reports are shown
+    as ``"<stage> — k/n <unit>, ETA mm:ss"``."""
+    return prog.span(_STAGES[stage], _STAGES[next_stage], name=stage)
 
 
 def machine_info() -> dict[str, Any]:
@@ -337,7 +338,7 @@ def compress_and_measure(
             seq_len=eval_seq_len,
             checkpoint_dir=info.path if info.source in ("demo", "folder", "packed") else None,
             cancel_event=cancel_event,
-            progress=lambda s, f: span("measure before", f, ""),
+            progress=lambda s, f, c: span("measure before", f, count=c),
             measure_speed=measure_speed,
         )
         if info.source == "gguf" and info.path:
@@ -363,6 +364,8 @@ def compress_and_measure(
     t = time.perf_counter()
     from compressors.storage import save_packed, update_manifest
 
+    save_span = _span(prog, "save", "measure after")
+
     ckpt = save_packed(
         model,
         tokenizer,
@@ -375,6 +378,7 @@ def compress_and_measure(
             "source_architecture": info.architecture,
             "knowledge_method": method,  # "method" above is the compressor id, as loaders expect
         },
+        progress=lambda done, total: save_span("save", done / total, count=Count(done, total, "files")),
     )
     timings["save"] = time.perf_counter() - t
     del model, compressed
@@ -392,7 +396,7 @@ def compress_and_measure(
         seq_len=eval_seq_len,
         checkpoint_dir=ckpt,
         cancel_event=cancel_event,
-        progress=lambda s, f: span("measure after", f, ""),
+        progress=lambda s, f, c: span("measure after", f, count=c),
         measure_speed=measure_speed,
     )
     timings["measure after"] = time.perf_counter() - t
@@ -418,7 +422,8 @@ def compress_and_measure(
     artifacts = Artifacts(checkpoint_dir=str(ckpt))
     t = time.perf_counter()
     if export:
-        prog("export", _STAGES["export"], "exporting to compressed-tensors")
+        export_span = _span(prog, "export", "done")
+        export_span("export", 0.0, "exporting to compressed-tensors", count=Count(0, 1, "formats"))
         from compressors.export import ExportUnsupported, export_compressed_tensors
 
         try:
@@ -428,6 +433,7 @@ def compress_and_measure(
         except ExportUnsupported as exc:
             artifacts.export_note = str(exc)
             log.info("no compressed-tensors export: %s", exc)
+        export_span("export", 1.0, count=Count(1, 1, "formats"))
     timings["export"] = time.perf_counter() - t
     del model
     gc.collect()

@@ -281,8 +281,11 @@ def _use_setting(compressor: str, change: dict[str, Any]) -> None:
 # settings that block an export, said before the run (the rules: jobs/export_check.py)
 if config is not None and info is not None and compatible:
     exports = preflight.export_check(cid, info, config)
-    for text in exports.blockers:
-        st.warning(text, icon=":material/block:")
+    for text in exports.blockers:  # settings can fix them: a warning; the method's own limits: said
+        if exports.fixes:
+            st.warning(text, icon=":material/block:")
+        else:
+            st.info(text, icon=":material/info:")
     for text in exports.notes:
         st.caption(text)
     if exports.fixes:

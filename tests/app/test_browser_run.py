@@ -171,7 +171,7 @@ def test_upload_run_gptq_watch_result_download_and_load_back(run_server, browser
     page.wait_for_timeout(1000)
     _shot(page, "run-result.png")
     with page.expect_download(timeout=120_000) as dl:
-        page.get_by_role("button", name="Compressed checkpoint (.zip)").click()
+        page.get_by_role("button", name="Download Shrinkwise packed (.zip)").click()
     zip_path = tmp_path / "downloaded.zip"
     dl.value.save_as(zip_path)
 

@@ -233,7 +233,7 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     table = res.dataframe[0].value
     assert "Perplexity (held-out)" in list(table["figure"])
     assert {b.proto.label for b in res.get("download_button")} >= {
-        "Compressed checkpoint (.zip)",
+        "Download Shrinkwise packed (.zip)",
         "Report (JSON)",
     }
     ev = knowledge_runs.measured_evidence(method="gptq", model="tiny-llama (113,256)")
@@ -262,3 +262,16 @@ def test_settings_that_block_an_export_are_said_before_the_run_with_one_click_fi
     assert any(
         "GGUF" in c.value and "groups of 8 are not whole 32-weight blocks" in c.value for c in at.caption
     )
+
+
+def test_the_job_panel_shows_the_stage_its_count_and_eta(home, tiny):
+    """What the run's reporter writes (compressors.progress: "stage — k/n unit, ETA mm:ss") is what the
+    live panel shows, with the share of the whole run."""
+    from compressors.progress import Count, progress_text
+
+    run = queue.create_run(model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq")
+    queue.claim_next_run("host:1:t")
+    queue.update_progress(int(run.id), progress_text("measure after", Count(12, 20, "windows"), 41.0), 0.9)
+    at = open_page("compress", {"job": run.public_id})
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    assert bar == "measure after — 12/20 windows, ETA 00:41 · 90%"
