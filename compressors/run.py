@@ -38,12 +38,19 @@ from compressors.base import (
     CompressorId,
     ConfigError,
     CostEstimate,
+    ModelShape,
     RunContext,
     check_pairing,
     default_method,
     get_compressor,
 )
-from compressors.evaluate import EvalResult, _RssSampler, evaluate
+from compressors.evaluate import (
+    DEFAULT_DECODE_TOKENS,
+    DEFAULT_PREFILL_LEN,
+    EvalResult,
+    _RssSampler,
+    evaluate,
+)
 from compressors.models import ModelInfo, inspect_checkpoint, load_model
 from compressors.progress import Count, ProgressSink, Reporter
 from compressors.text import (
@@ -54,6 +61,7 @@ from compressors.text import (
     calibration_windows,
     resolve_texts,
 )
+from compressors.throughput import Throughput, Work, forward_work, get_throughput
 from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,90 @@ _STAGES = {
     "export": 0.97,
     "done": 1.0,
 }
+
+
+#: The stages a run times (``RunResult.timings``) and the pre-run estimate covers, in order.
+RUN_STAGES = ("load", "measure before", "compress", "save", "measure after", "export")
+#: torch ops of the harness around each window / generated token (logits, loss, sampling, hooks)
+WINDOW_OPS = 50
+TOKEN_OPS = 200
+
+
+def evaluate_work(
+    shape: ModelShape,
+    windows: int,
+    seq_len: int,
+    *,
+    measure_speed: bool = True,
+    prefill_len: int = DEFAULT_PREFILL_LEN,
+    decode_tokens: int = DEFAULT_DECODE_TOKENS,
+    new_tokens: int = 32,
+    repeats: int = 2,
+) -> Work:
+    """Operations of one :func:`compressors.evaluate.evaluate`: the perplexity windows (2 FLOPs per
+    parameter per token plus attention over the window), the speed test (prefill passes; decoded tokens,
+    each of which reads every weight once) and the greedy generation (like decoded tokens)."""
+    from compressors.methods.layerwise import BLOCK_FORWARD_OPS
+
+    L, model_bytes = shape.n_layers, shape.n_params * shape.dtype_bytes
+    per_token_ops = BLOCK_FORWARD_OPS * L + TOKEN_OPS
+
+    def decode(tokens: int) -> Work:  # memory-bound: the weights are read once per token
+        return Work(bytes_moved=float(tokens * model_bytes), small_ops=float(tokens * per_token_ops))
+
+    tokens = windows * seq_len
+    work = forward_work(shape.n_params, tokens, shape.dtype_bytes) + Work(
+        matmul_flops=2.0 * tokens * seq_len * shape.hidden_size * L,
+        small_ops=float(windows * (BLOCK_FORWARD_OPS * L + WINDOW_OPS)),
+    )
+    if measure_speed:
+        work = work + forward_work(shape.n_params, repeats * prefill_len, shape.dtype_bytes)
+        work = work + decode(repeats * decode_tokens)
+    return work + decode(new_tokens)
+
+
+def estimate_stages(
+    shape: ModelShape,
+    compress_seconds: float,
+    *,
+    size_on_disk_bytes: int | None = None,
+    eval_windows: int = DEFAULT_EVAL_WINDOWS,
+    eval_seq_len: int = DEFAULT_SEQ_LEN,
+    measure_before: bool = True,
+    before_seconds: float | None = None,
+    measure_speed: bool = True,
+    export: bool = True,
+    throughput: Throughput | None = None,
+) -> dict[str, float]:
+    """Seconds each of :data:`RUN_STAGES` is expected to take, and their ``"total"``.
+
+    ``compress_seconds`` is the compressor's own estimate. The other stages are operation counts from the
+    model's shape (:func:`evaluate_work`; loading, saving and exporting as passes over the weights)
+    divided by this machine's measured throughput, except where this machine has measured the very work
+    already: ``before_seconds``, the original's measurement on the same files, text and windows kept by
+    :mod:`compressors.measure_cache`, means "measure before" is reused (0 s) and "measure after", the
+    same evaluation of the compressed model, takes about as long.
+    """
+    tp = throughput or get_throughput()
+    model_bytes = float(shape.n_params * shape.dtype_bytes)
+    tensors = 9 * shape.n_layers + 3  # a Llama-style block's weights and norms, plus embedding, norm, head
+    load = Work(
+        bytes_moved=3 * model_bytes + float(size_on_disk_bytes or model_bytes), small_ops=20.0 * tensors
+    )
+    measure = evaluate_work(shape, eval_windows, eval_seq_len, measure_speed=measure_speed).seconds(tp)
+    if before_seconds is not None:
+        measure = before_seconds
+    stages = {
+        "load": load.seconds(tp),
+        "measure before": 0.0 if (before_seconds is not None or not measure_before) else measure,
+        "compress": float(compress_seconds),
+        "save": Work(bytes_moved=3 * model_bytes, small_ops=20.0 * tensors).seconds(tp),
+        # the saved checkpoint is loaded back first
+        "measure after": measure + Work(bytes_moved=2 * model_bytes).seconds(tp),
+        "export": Work(bytes_moved=3 * model_bytes).seconds(tp) if export else 0.0,
+    }
+    stages["total"] = sum(stages.values())
+    return stages
 
 
 @dataclass
@@ -289,6 +381,31 @@ def compress_and_measure(
     except Exception as exc:  # an estimate is advisory; it must not block the run
         log.warning("estimate failed for %s: %s", compressor_id, exc)
     texts: TextSplit = resolve_texts(calib_text, eval_text)
+    from compressors import measure_cache
+
+    before_key = (
+        measure_cache.key(info, texts.evaluation, eval_windows, eval_seq_len, measure_speed)
+        if measure_before and reuse_before
+        else None
+    )
+    stages_estimate: dict[str, float] | None = None
+    if estimate is not None and info.shape is not None:
+        try:
+            cached = measure_cache.load(before_key)
+            stages_estimate = estimate_stages(
+                info.shape,
+                estimate.seconds,
+                size_on_disk_bytes=info.size_on_disk_bytes,
+                eval_windows=eval_windows,
+                eval_seq_len=eval_seq_len,
+                measure_before=measure_before,
+                before_seconds=None if cached is None else cached.seconds,
+                measure_speed=measure_speed,
+                export=export,
+            )
+            prog.log("estimate: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages_estimate.items()))
+        except Exception as exc:  # advisory, as above
+            log.warning("stage estimate failed: %s", exc)
 
     prog("load", 0.0, f"loading {model_ref}")
     t = time.perf_counter()
@@ -312,13 +429,6 @@ def compress_and_measure(
         )
 
     before = None
-    from compressors import measure_cache
-
-    before_key = (
-        measure_cache.key(info, texts.evaluation, eval_windows, eval_seq_len, measure_speed)
-        if measure_before and reuse_before
-        else None
-    )
     if before_key is not None and (before := measure_cache.load(before_key)) is not None:
         timings["measure before"] = 0.0
         prog(
@@ -449,7 +559,7 @@ def compress_and_measure(
         after=after,
         timings=timings,
         artifacts=artifacts,
-        estimate=None if estimate is None else asdict(estimate),
+        estimate=None if estimate is None else {**asdict(estimate), "stages": stages_estimate},
         compress_peak_rss_bytes=rss.peak,
         text_source=texts.source,
         calibration_shape=None if calib is None else list(calib.shape),

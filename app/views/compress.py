@@ -389,7 +389,21 @@ budget = {
 with cost_box:
     if config is not None and info is not None and compatible:
         try:
-            cost = preflight.estimate_cost(cid, info, config, Calibration(int(n_calib), int(seq_len)))
+            try:  # an earlier run's measurement of the original on the same files and text is reused
+                before_s = preflight.cached_before_seconds(
+                    info, calib_path, eval_path, int(n_eval), int(seq_len)
+                )
+            except (CompressionError, OSError, ValueError):
+                before_s = None
+            cost = preflight.estimate_cost(
+                cid,
+                info,
+                config,
+                Calibration(int(n_calib), int(seq_len)),
+                eval_windows=int(n_eval),
+                eval_seq_len=int(seq_len),
+                before_seconds=before_s,
+            )
         except CompressionError as exc:
             st.error(f"{comp_cls.name} cannot run on this model with these settings: {jobs_ui.plain(exc)}")
             problems.append("settings rejected")
@@ -398,17 +412,22 @@ with cost_box:
         c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
         c2.metric(
             "Estimated time",
-            jobs_ui.fmt_seconds(cost.estimate.seconds),
-            help="The compressor's own estimate for this machine: its operation count for the model's shape "
-            "divided by the throughput a short probe measured here; the before and after measurements add to it.",
+            jobs_ui.fmt_seconds(cost.stages.get("total", cost.estimate.seconds)),
+            help="Every stage of the run: loading, measuring the original, compressing, saving, measuring the "
+            "result and exporting. Each is an operation count for the model's shape divided by the throughput a "
+            "short probe measured on this machine (measuring the original: the time it took, when an earlier "
+            "run measured the same files and text).",
         )
         c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
+        if cost.stages:
+            st.caption("By stage: " + jobs_ui.stage_estimate_text(cost.stages))
         if cost.estimate.note:
             st.caption(cost.estimate.note)
         if cost.estimate.uncertainty > 1 or cost.estimate.basis:
             low, high = cost.estimate.seconds_range
             st.caption(
-                f"Expected between {jobs_ui.fmt_seconds(low)} and {jobs_ui.fmt_seconds(high)}: operation counts "
+                f"The compression is expected to take between {jobs_ui.fmt_seconds(low)} and "
+                f"{jobs_ui.fmt_seconds(high)}: operation counts "
                 f"divided by this machine's measured throughput ({cost.estimate.basis})."
             )
         if cost.warning:

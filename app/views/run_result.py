@@ -177,7 +177,10 @@ with s1:
         )
 with s2:
     st.subheader("Timings")
-    timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s)
+    stage_estimate = (a.get("estimate") or {}).get("stages")
+    timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s, stage_estimate)
+    if stage_estimate:
+        st.caption("Each stage against the estimate shown before the run.")
     st.dataframe(timing_rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(timing_rows)))
 
 # --- reports -------------------------------------------------------------------------------------------

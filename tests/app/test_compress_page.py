@@ -275,3 +275,13 @@ def test_the_job_panel_shows_the_stage_its_count_and_eta(home, tiny):
     at = open_page("compress", {"job": run.public_id})
     (bar,) = [p.proto.text for p in at.get("progress")]
     assert bar == "measure after — 12/20 windows, ETA 00:41 · 90%"
+
+
+def test_the_estimate_covers_every_stage_before_the_run(home, tiny):
+    at = open_page(
+        "compress", {"source": "path", "path": str(tiny), "compressor": "gptq", "eval_windows": "4"}
+    )
+    (by_stage,) = [c.value for c in at.caption if c.value.startswith("By stage: ")]
+    for label in ("load the model", "measure before", "compress", "save packed", "measure after", "export"):
+        assert label in by_stage, by_stage
+    assert "Estimated time" in metrics(at)

@@ -154,7 +154,7 @@ def test_result_page_leads_from_the_verdict_to_serving_each_format(home, tmp_pat
         export_dir=str(folder / "compressed-tensors"),
     )
     art.pop("export_note")
-    _set_artifacts(run, art)
+    _set_row(run, artifacts=art)
     at = open_page("run_result", {"run": str(run)})
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels[:3] == [
@@ -180,22 +180,12 @@ def test_result_page_leads_from_the_verdict_to_serving_each_format(home, tmp_pat
     # a run without a GGUF keeps the block, with the reason
     art.pop("gguf_path")
     art["gguf_note"] = "2-bit codes have no llama.cpp block type"
-    _set_artifacts(run, art)
+    _set_row(run, artifacts=art)
     at = open_page("run_result", {"run": str(run)})
     assert "Download GGUF (.gguf)" not in [b.proto.label for b in at.get("download_button")]
     assert "Not available: 2-bit codes have no llama" in " ".join(c.value for c in at.caption).replace(
         "\\", ""
     )
-
-
-def _set_artifacts(run_id: int, artifacts: dict) -> None:
-    from knowledge.db import session
-    from knowledge.tables import CompressionRun
-
-    with session() as s:
-        row = s.get(CompressionRun, run_id)
-        row.artifacts = artifacts
-        s.add(row)
 
 
 def test_result_page_of_a_failed_run_shows_the_error(home):
@@ -204,3 +194,40 @@ def test_result_page_of_a_failed_run_shows_the_error(home):
     queue.fail_run(int(run.id), "loading the weights of demo failed: out of memory")
     at = open_page("run_result", {"run": str(run.id)})
     assert any("out of memory" in e.value for e in at.error)
+
+
+def test_result_page_compares_each_stage_with_its_estimate(home, tmp_path):
+    run = finished_run("SmolLM2-135M-Instruct", "rtn", 80, 21.0, tmp=tmp_path, bits=4, group_size=64)
+    after = dict(queue.get_run(run).after_metrics)
+    after["estimate"] = {
+        "seconds": 50.0,
+        "peak_memory_bytes": 1e9,
+        "stages": {
+            "load": 2.0,
+            "measure before": 0.0,
+            "compress": 50.0,
+            "save": 1.0,
+            "measure after": 30.0,
+            "export": 1.0,
+            "total": 84.0,
+        },
+    }
+    _set_row(run, after_metrics=after)
+    at = open_page("run_result", {"run": str(run)})
+    timings = at.dataframe[2].value
+    assert list(timings.columns) == ["stage", "estimated", "took"]
+    rows = {r["stage"]: (r["estimated"], r["took"]) for _, r in timings.iterrows()}
+    assert rows["compress"] == ("50.0 s", "1 min 01 s")
+    assert rows["all stages"] == ("1 min 24 s", "2 min 20 s")
+    assert rows["measure after (reloaded)"] == ("30.0 s", "–")  # estimated; this stored run did not time it
+
+
+def _set_row(run_id: int, **columns) -> None:
+    from knowledge.db import session
+    from knowledge.tables import CompressionRun
+
+    with session() as s:
+        row = s.get(CompressionRun, run_id)
+        for k, v in columns.items():
+            setattr(row, k, v)
+        s.add(row)

@@ -407,3 +407,17 @@ def test_evaluate_reports_every_window_speed_pass_and_generated_token(eval_text)
     assert generated == sorted(generated) and generated[-1] == 4 and len(generated) >= 3
     fractions = [f for _, f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_the_run_estimates_every_stage_it_times(tiny_folder, tmp_path):
+    """The stages a run times are the stages its pre-run estimate covers (a stage added to one and not
+    the other fails here), and the estimate is recorded with the result for the result page."""
+    from compressors.run import RUN_STAGES
+
+    res = compress_and_measure(
+        tiny_folder, "rtn", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "r", **RUN_FAST
+    )
+    assert [k for k in res.timings if k != "total"] == list(RUN_STAGES)
+    stages = res.estimate["stages"]
+    assert list(stages) == [*RUN_STAGES, "total"] and all(v >= 0 for v in stages.values())
+    assert any(line.split(" ", 1)[1].startswith("estimate: load") for line in res.log)
