@@ -32,3 +32,21 @@ def test_compress_prints_the_export_blockers_before_the_run(tmp_path, monkeypatc
     assert "warning:" not in res.stderr
     res = CliRunner().invoke(app, [*args, "--no-export"])
     assert "warning:" not in res.stderr
+
+
+def test_plain_progress_prints_a_moving_count_as_one_stage(capsys):
+    """Per-window and per-token counts change the shown stage every report; a log file still gets a line
+    per stage change or message and otherwise one every few seconds, not one per token."""
+    from app.cli.compress import _PlainProgress
+
+    clock = [0.0]
+    plain = _PlainProgress(every_s=5.0, clock=lambda: clock[0])
+    for i in range(20):
+        plain("measure after", 0.8, "") if i == 0 else plain(
+            f"measure after — {i}/20 windows, ETA 00:{20 - i:02d}", 0.8, ""
+        )
+        clock[0] += 0.5
+    plain("export — 0/1 formats", 0.97, "")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines  # the stage, one 5 s later (of 19 counts in 9.5 s), the next stage
+    assert "[measure after — 10/20 windows, ETA 00:10]" in lines[1] and "[export — 0/1 formats]" in lines[-1]
