@@ -122,18 +122,10 @@ tones = jobs_ui.comparison_tones(b, a)
 TONE_CSS = {jobs_ui.GOOD: "color: #2e9e4f; font-weight: 600", jobs_ui.BAD: "color: #e0453a; font-weight: 600"}
 table = pd.DataFrame(rows, columns=["figure", "before", "after", "change"])
 styled = table.style.apply(lambda col: [TONE_CSS.get(t, "") for t in tones], subset=["change"])
-st.dataframe(
-    styled,
-    hide_index=True,
-    width="stretch",
-    height=jobs_ui.table_height(len(rows)),
-    column_config={
-        "figure": st.column_config.TextColumn("Figure", width="medium"),
-        "change": st.column_config.TextColumn(
-            "Change", help="Green where the run made the figure better, red where worse."
-        ),
-    },
-)
+# a static table, not a data grid: its cells wrap, so all four columns fit a phone's width (the grid
+# showed a phone only its first columns and scrolled the change out of sight)
+st.table(styled.hide(axis="index"))
+st.caption("Change: green where the run made the figure better, red where it made it worse.")
 grown = jobs_ui.size_growth_warning(b, a)
 if grown:
     st.warning(grown)

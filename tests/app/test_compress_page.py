@@ -230,7 +230,7 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     )
     assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
     res = open_page("run_result", {"run": str(job)})
-    table = res.dataframe[0].value
+    table = res.table[0].value
     assert "Perplexity (held-out)" in list(table["figure"])
     assert {b.proto.label for b in res.get("download_button")} >= {
         "Download Shrinkwise packed (.zip)",

@@ -120,7 +120,7 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
     assert "4-bit GPTQ: 6.8× smaller, perplexity +5.0%, decode as fast on this machine" in text_of(
         at
     ).replace("\\", "")
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table.columns) == ["figure", "before", "after", "change"]
     row = table[table["figure"] == "Perplexity (held-out)"].iloc[0]
     assert (row["before"], row["after"], row["change"]) == ("20.000", "21.000", "+5.0%")
@@ -131,7 +131,7 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
         "Python is a programming language that is easy" in texts
         and "Python is a programming language that is used" in texts
     )
-    settings = at.dataframe[1].value
+    settings = at.dataframe[0].value
     assert dict(zip(settings["setting"], settings["value"])) == {"bits": "4", "group_size": "128"}
     labels = {b.proto.label for b in at.get("download_button")}
     assert labels == {"Download Shrinkwise packed (.zip)", "Report (Markdown)", "Report (JSON)"}
@@ -214,7 +214,7 @@ def test_result_page_compares_each_stage_with_its_estimate(home, tmp_path):
     }
     _set_row(run, after_metrics=after)
     at = open_page("run_result", {"run": str(run)})
-    timings = at.dataframe[2].value
+    timings = at.dataframe[1].value
     assert list(timings.columns) == ["stage", "estimated", "took"]
     rows = {r["stage"]: (r["estimated"], r["took"]) for _, r in timings.iterrows()}
     assert rows["compress"] == ("50.0 s", "1 min 01 s")
