@@ -266,8 +266,6 @@ if info is not None:
         st.error(f"{comp_cls.name} cannot run on this model: {jobs_ui.plain(exc)}")
         problems.append("architecture not supported")
         compatible = False
-# the estimate depends on the calibration size chosen below; it is shown here, computed there
-cost_box = st.container()
 
 
 def _use_setting(compressor: str, change: dict[str, Any]) -> None:
@@ -293,6 +291,9 @@ if config is not None and info is not None and compatible:
             zip(st.columns(len(exports.fixes)), exports.fixes, strict=True)
         ):
             fix_col.button(fix_label, key=f"{P}fix_{i}", on_click=_use_setting, args=(cid, change))
+
+# the estimate depends on the calibration size chosen below; it is shown here, computed there
+cost_box = st.container()
 
 # --- 3. text -------------------------------------------------------------------------------------------
 st.subheader("3. Calibration and evaluation text")
