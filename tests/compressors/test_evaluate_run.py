@@ -414,10 +414,26 @@ def test_the_run_estimates_every_stage_it_times(tiny_folder, tmp_path):
     the other fails here), and the estimate is recorded with the result for the result page."""
     from compressors.run import RUN_STAGES
 
+    shown: list[str] = []
     res = compress_and_measure(
-        tiny_folder, "rtn", {"bits": 4, "group_size": 32}, out_dir=tmp_path / "r", **RUN_FAST
+        tiny_folder,
+        "rtn",
+        {"bits": 4, "group_size": 32},
+        out_dir=tmp_path / "r",
+        progress=lambda s, f, m: shown.append(s),
+        **RUN_FAST,
     )
     assert [k for k in res.timings if k != "total"] == list(RUN_STAGES)
+    # every stage after loading reports what it has done: "<stage> — k/n <unit>"
+    for stage, unit in [
+        ("measure before", "windows"),
+        ("compress · block 2/2", "layers"),
+        ("save", "files"),
+        ("measure after", "windows"),
+        ("measure after", "generated tokens"),
+        ("export", "formats"),
+    ]:
+        assert any(s.startswith(f"{stage} — ") and f" {unit}" in s for s in shown), (stage, unit, shown)
     stages = res.estimate["stages"]
     assert list(stages) == [*RUN_STAGES, "total"] and all(v >= 0 for v in stages.values())
     assert any(line.split(" ", 1)[1].startswith("estimate: load") for line in res.log)
