@@ -83,7 +83,13 @@ TARGETS: tuple[_Spec, ...] = (
         "llama.cpp cannot hold)",
         mime="application/octet-stream",
         commands=(
-            ("Generate in the terminal (llama.cpp)", "bash", "llama-cli -m {file_sh} -p {prompt_sh} -n 32"),
+            # -st (single turn): answer the prompt and exit; without it today's llama-cli opens a chat
+            # for a model with a chat template and waits for input
+            (
+                "Generate in the terminal (llama.cpp; -st answers once and exits)",
+                "bash",
+                "llama-cli -m {file_sh} -p {prompt_sh} -n 32 -st",
+            ),
             (
                 "Serve it (llama.cpp's OpenAI-compatible server, port 8080)",
                 "bash",

@@ -163,7 +163,7 @@ def test_result_page_leads_from_the_verdict_to_serving_each_format(home, tmp_pat
         "Download Shrinkwise packed (.zip)",
     ]
     codes = [c.value for c in at.code]
-    assert f"llama-cli -m run-{run}-model.gguf -p 'Python is a programming language that' -n 32" in codes
+    assert f"llama-cli -m run-{run}-model.gguf -p 'Python is a programming language that' -n 32 -st" in codes
     assert f"llama-server -m run-{run}-model.gguf --port 8080" in codes
     assert any(f'Llama(model_path="run-{run}-model.gguf")' in c for c in codes)
     assert "vllm serve ./compressed-tensors" in codes

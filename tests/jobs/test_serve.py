@@ -37,7 +37,7 @@ def test_every_format_has_its_download_and_the_exact_commands(tmp_path):
     assert gguf.file == tmp_path / "run7" / "model.gguf" and gguf.folder is None
     assert gguf.download_name == "run-7-model.gguf" and "Q4_1" in gguf.detail
     codes = [c.code for c in gguf.commands]
-    assert codes[0] == "llama-cli -m run-7-model.gguf -p 'Python is a programming language that' -n 32"
+    assert codes[0] == "llama-cli -m run-7-model.gguf -p 'Python is a programming language that' -n 32 -st"
     assert codes[1] == "llama-server -m run-7-model.gguf --port 8080"
     assert 'Llama(model_path="run-7-model.gguf")' in codes[2]
 
