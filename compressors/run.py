@@ -10,6 +10,10 @@ This is the API the CLI (``shrinkwise compress``) and the web page's job worker 
 Stages reported through ``progress(stage, fraction, message)`` with ``fraction`` over the whole run:
 ``load`` (0-5%), ``measure before`` (5-20%), the compressor's own stages such as ``calibrate`` and
 ``layer 3/30`` (20-75%), ``save`` (75-80%), ``measure after`` (80-97%), ``export`` (97-100%).
+Stages that count what they do (evaluation windows, layers, files) report it, and the reporter shows
+``"measure after — 12/20 windows, ETA 00:41"`` (:mod:`compressors.progress`). Before the run,
+:func:`estimate_stages` says how long each of :data:`RUN_STAGES` should take; the run records that
+estimate with its result, next to the measured ``timings``, so the result page can compare them.
 Setting ``cancel_event`` stops the run at the next check (every evaluation window, every compressed
 layer) and raises :class:`compressors.base.Cancelled`; the output folder is left as it was at that point.
 
