@@ -61,20 +61,49 @@ class _PlainProgress:
         print(line, file=sys.stderr, flush=True)
 
 
-def _export_warnings(model: str, method: str, cfg: dict[str, Any]) -> list[str]:
-    """The pre-run export check the Compress page shows (:mod:`jobs.export_check`), as lines to print
-    before the run starts; nothing when the model cannot be read yet (the run then says why)."""
-    from compressors.base import CompressionError, CompressorId
+def _pre_run_lines(
+    model: str,
+    method: str,
+    cfg: dict[str, Any],
+    *,
+    export: bool,
+    calib: Path | None,
+    eval_file: Path | None,
+    calibration: tuple[int, int],
+    evaluation: tuple[int, int],
+) -> list[str]:
+    """What the Compress page says before a run, as lines to print before it starts: the settings that
+    block an export (:mod:`jobs.export_check`) and the estimated time of every stage. Nothing when the
+    model cannot be read yet (the run then says why)."""
+    from compressors.base import Calibration, CompressionError, CompressorId
     from compressors.models import inspect_checkpoint
     from jobs import preflight
 
     try:
-        check = preflight.export_check(CompressorId(method), inspect_checkpoint(model), cfg)
+        info = inspect_checkpoint(model)
+        check = preflight.export_check(CompressorId(method), info, cfg)
     except (CompressionError, OSError, ValueError):
         return []
-    return [f"[yellow]warning:[/yellow] {escape(text)}" for text in check.blockers] + [
-        f"[dim]note:[/dim] {escape(text)}" for text in check.notes
-    ]
+    lines = []
+    if export:
+        lines += [f"[yellow]warning:[/yellow] {escape(text)}" for text in check.blockers]
+        lines += [f"[dim]note:[/dim] {escape(text)}" for text in check.notes]
+    try:
+        before_s = preflight.cached_before_seconds(info, calib, eval_file, *evaluation)
+        cost = preflight.estimate_cost(
+            CompressorId(method),
+            info,
+            cfg,
+            Calibration(*calibration),
+            eval_windows=evaluation[0],
+            eval_seq_len=evaluation[1],
+            before_seconds=before_s,
+        )
+    except (CompressionError, OSError, ValueError):
+        return lines
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in cost.stages.items() if k != "total")
+    lines.append(f"[dim]estimate:[/dim] about {cost.stages['total']:.0f} s ({stages})")
+    return lines
 
 
 def _pct(x: float | None) -> str:
@@ -172,9 +201,17 @@ def compress(
     for f in (calib, eval_file):
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
-    if not no_export:
-        for line in _export_warnings(model, method, cfg):
-            _err.print(line, highlight=False)
+    for line in _pre_run_lines(
+        model,
+        method,
+        cfg,
+        export=not no_export,
+        calib=calib,
+        eval_file=eval_file,
+        calibration=(calib_samples, calib_seq_len),
+        evaluation=(eval_windows, eval_seq_len),
+    ):
+        _err.print(line, highlight=False)
     cancel = threading.Event()
     plain = _PlainProgress() if not _err.is_terminal else None
     progress = Progress(

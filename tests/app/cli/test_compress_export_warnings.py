@@ -28,6 +28,7 @@ def test_compress_prints_the_export_blockers_before_the_run(tmp_path, monkeypatc
     err = " ".join(res.stderr.split())
     assert "warning: Group size 16 does not divide the input widths 72, 136" in err
     assert "Use g=8" in err and "Act-order" in err and "note: GGUF" in err
+    assert "estimate: about" in err and "measure before" in err and "export" in err  # every stage
     res = CliRunner().invoke(app, [*args[:5], "8", "--set", "act_order=false", "--out", str(tmp_path / "p")])
     assert "warning:" not in res.stderr
     res = CliRunner().invoke(app, [*args, "--no-export"])
