@@ -59,7 +59,10 @@ class ExportCheck:
 
 def quantized_widths(shape: Any) -> list[int]:
     """The input widths of a model's quantized layers (a Llama-style block: every projection reads
-    ``hidden_size`` except ``down_proj``, which reads ``intermediate_size``), from its ModelShape."""
+    ``hidden_size`` except ``down_proj``, which reads ``intermediate_size``), from its ModelShape.
+
+    A model whose attention is wider than ``hidden_size`` (Gemma: heads × head_dim) has one more width,
+    ``o_proj``'s, which the shape does not carry; the exporter still refuses it after the run."""
     from compressors.methods.layerwise import block_layer_shapes
 
     return sorted({d for _, d in block_layer_shapes(shape)})
