@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, NewType, TypeVar
 
 # Cancelled lives with the progress reporter (which raises it); re-exported here, where callers look
 from compressors.progress import Cancelled as Cancelled
-from compressors.progress import ProgressSink, Reporter
+from compressors.progress import Count, ProgressSink, Reporter
 from knowledge.ids import MethodId
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,9 @@ class CostEstimate:
 class RunContext:
     """What a running compressor may use: calibration tokens, progress reporting and cancellation.
 
-    ``report(stage, fraction, message)``: stage is a short name ("calibrate", "layer 3/30"), fraction in
-    [0, 1] for the whole compression. ``check_cancelled()`` raises :class:`Cancelled` and should be called
+    ``report(stage, fraction, message, count=Count(17, 210, "layers"))``: stage is a short name
+    ("calibrate", "layer 3/30"), fraction in [0, 1] for the whole compression, ``count`` (optional) the
+    layers done so far, from which the job panel shows an ETA; report at least once per layer. ``check_cancelled()`` raises :class:`Cancelled` and should be called
     at least once per layer so a cancel stops the work within seconds. ``progress`` is where reports go: a
     :class:`compressors.progress.Reporter` (a span of the run's, whose ``lines`` are then ``log_lines``)
     or any ``callback(stage, fraction, message)``; either way :class:`Reporter` handles the report, so
@@ -169,6 +170,10 @@ class RunContext:
     device: str = "cpu"
     seed: int = 0
     log_lines: list[str] = field(default_factory=list)
+    # the Reporter a plain callback is wrapped in, kept so its rate meter sees every counted report
+    _wrapped: tuple[ProgressSink, Reporter] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.progress, Reporter):
@@ -182,11 +187,15 @@ class RunContext:
         """``progress`` as a :class:`Reporter` (itself when it is one; ``progress`` may be reassigned)."""
         if isinstance(self.progress, Reporter):
             return self.progress
-        return Reporter(self.progress, self.cancel_event, self.log_lines)
+        if self._wrapped is None or self._wrapped[0] is not self.progress:
+            self._wrapped = (self.progress, Reporter(self.progress, self.cancel_event, self.log_lines))
+        return self._wrapped[1]
 
-    def report(self, stage: str, fraction: float, message: str = "") -> None:
+    def report(self, stage: str, fraction: float, message: str = "", *, count: Count | None = None) -> None:
+        """See the class docstring; ``count`` (layers done of all) adds the count and an ETA to the
+        shown stage (:mod:`compressors.progress`)."""
         self.check_cancelled()
-        self.reporter()(stage, fraction, message)
+        self.reporter()(stage, fraction, message, count=count)
 
     def span(self, lo: float, hi: float, **changes: Any) -> RunContext:
         """A context whose reports fill ``[lo, hi]`` of this one's progress, with the same log and cancel

@@ -33,6 +33,7 @@ from torch import nn
 from compressors.base import CompressionError, RunContext
 from compressors.layers import capture_block_inputs, find_blocks, linear_layers, run_block, set_module
 from compressors.ops.hessian import accumulate_hessian, accumulate_sq_norms
+from compressors.progress import Count
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -154,6 +155,9 @@ def sequential_compress(
     hidden, kwargs = capture_block_inputs(model, tokens)
     n_blocks = len(blocks)
     n = hidden.shape[0]
+    all_layers = sum(len(linear_layers(b)) for b in blocks)  # the count the ETA is measured on
+    solved = 0
+    ctx.report(stage, 0.0, count=Count(0, all_layers, "layers"))
     try:
         for bi, block in enumerate(blocks):
             ctx.check_cancelled()
@@ -216,6 +220,7 @@ def sequential_compress(
                     full = f"{path}.{bi}.{name}"
                     report.layers[full] = info
                     done_layers += 1
+                    solved += 1
                     extra = ", ".join(
                         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
                     )
@@ -223,6 +228,7 @@ def sequential_compress(
                         f"block {bi + 1}/{n_blocks}",
                         (bi + done_layers / max(n_layers, 1)) / n_blocks,
                         f"{name}: {extra}",
+                        count=Count(min(solved, all_layers), all_layers, "layers"),
                     )
                     del stats[name]
             # outputs of the compressed block are the next block's inputs

@@ -33,6 +33,7 @@ from torch import nn
 from compressors.base import Cancelled
 from compressors.hf_compat import cache_kwarg, output_cache
 from compressors.packed import PackedModule, packed_modules
+from compressors.progress import Count
 from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN, eval_windows, tokenize
 
 if TYPE_CHECKING:
@@ -181,11 +182,15 @@ def perplexity(
     model: nn.Module,
     windows: torch.Tensor,
     cancel_event: threading.Event | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """exp(mean NLL) of every next token in every window (window by window, no context across windows)."""
+    """exp(mean NLL) of every next token in every window (window by window, no context across windows).
+
+    ``progress(windows done, windows)`` is called before the first window and after each one."""
     nll = 0.0
     count = 0
+    if progress:
+        progress(0, len(windows))
     for i, w in enumerate(windows):
         if cancel_event is not None and cancel_event.is_set():
             raise Cancelled("cancelled by the user")
@@ -193,40 +198,74 @@ def perplexity(
         nll += torch.nn.functional.cross_entropy(logits, w[1:], reduction="sum").item()
         count += w.numel() - 1
         if progress:
-            progress((i + 1) / len(windows))
+            progress(i + 1, len(windows))
     return math.exp(nll / count)
 
 
 @torch.no_grad()
 def speed(
-    model: nn.Module, prompt_ids: torch.Tensor, decode_tokens: int = DEFAULT_DECODE_TOKENS, repeats: int = 2
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    decode_tokens: int = DEFAULT_DECODE_TOKENS,
+    repeats: int = 2,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, float]:
-    """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache."""
+    """``(prefill tokens/s, decode tokens/s)``: best of ``repeats``; decode is greedy with the KV cache.
+
+    ``progress(steps done, steps)`` after each forward pass (a prefill or a decoded token; a slow packed
+    model can take seconds per token); the time it takes is not counted in the speeds."""
     best_prefill = best_decode = 0.0
     cache_kw = cache_kwarg(model, {})
+    steps, done = repeats * (1 + decode_tokens), 0
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = model(input_ids=prompt_ids[None], use_cache=True)
         t1 = time.perf_counter()
         past = output_cache(out)
         nxt = out.logits[0, -1].argmax()[None, None]
-        t2 = time.perf_counter()
+        done += 1
+        if progress:
+            progress(done, steps)
+        decode_s = 0.0  # the tokens' own time: the progress reports between them are not counted
         for _ in range(decode_tokens):
+            t2 = time.perf_counter()
             out = model(input_ids=nxt, use_cache=True, **{cache_kw: past})
             past = output_cache(out)
             nxt = out.logits[0, -1].argmax()[None, None]
-        t3 = time.perf_counter()
+            decode_s += time.perf_counter() - t2
+            done += 1
+            if progress:
+                progress(done, steps)
         best_prefill = max(best_prefill, prompt_ids.numel() / (t1 - t0))
-        best_decode = max(best_decode, decode_tokens / (t3 - t2))
+        best_decode = max(best_decode, decode_tokens / max(decode_s, 1e-9))
     return best_prefill, best_decode
 
 
 @torch.no_grad()
 def greedy_generate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int = 32
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    max_new_tokens: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
-    """Greedy continuation of ``prompt`` (plain text, no chat template), decoded without special tokens."""
+    """Greedy continuation of ``prompt`` (plain text, no chat template), decoded without special tokens.
+
+    ``progress(tokens generated, max_new_tokens)`` after each new token."""
     from transformers import GenerationMixin
+    from transformers.generation.streamers import BaseStreamer
+
+    class _Counter(BaseStreamer):  # generate() hands a streamer the prompt, then each new token
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def put(self, value: torch.Tensor) -> None:
+            if progress is not None and self.calls:
+                progress(min(self.calls, max_new_tokens), max_new_tokens)
+            self.calls += 1
+
+        def end(self) -> None:
+            pass
 
     if not isinstance(model, GenerationMixin):  # every *ForCausalLM class is one
         raise TypeError(f"{type(model).__name__} has no generate(): not a causal language model")
@@ -236,6 +275,7 @@ def greedy_generate(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        streamer=_Counter() if progress is not None else None,
     )
     # batch_decode: decode() is typed str | list[str]; one sequence in, one string out either way
     return tokenizer.batch_decode(out[:1, enc["input_ids"].shape[1] :], skip_special_tokens=True)[0]
@@ -254,13 +294,16 @@ def evaluate(
     decode_tokens: int = DEFAULT_DECODE_TOKENS,
     max_new_tokens: int = 32,
     cancel_event: threading.Event | None = None,
-    progress: Callable[[str, float], None] | None = None,
+    progress: Callable[[str, float, Count | None], None] | None = None,
     measure_speed: bool = True,
 ) -> EvalResult:
     """Measure ``model`` on ``eval_text`` (see the module docstring for each figure).
 
     ``checkpoint_dir``: the saved checkpoint whose size is reported (None: size not reported).
-    ``progress(stage, fraction)`` is called with stages "perplexity", "speed", "generate".
+    ``progress(stage, fraction, count)`` is called with stages "perplexity" (after every window), "speed"
+    (after every forward pass) and "generate" (after every token), so a slow model still reports every
+    few seconds; ``count`` (:class:`compressors.progress.Count`) says how many of the step's items are
+    done, from which the run shows an ETA.
     Raises :class:`compressors.text.TextTooShort` when the text has fewer than ``n_windows*seq_len`` tokens.
     """
     t_start = time.perf_counter()
@@ -268,21 +311,34 @@ def evaluate(
     ids = tokenize(tokenizer, eval_text)
     windows = eval_windows(tokenizer, eval_text, n_windows, seq_len, ids=ids)
 
-    def report(stage: str, frac: float) -> None:
+    def report(stage: str, frac: float, count: Count | None = None) -> None:
         if cancel_event is not None and cancel_event.is_set():
             raise Cancelled("cancelled by the user")
         if progress:
-            progress(stage, frac)
+            progress(stage, frac, count)
+
+    def counted(stage: str, lo: float, hi: float, unit: str) -> Callable[[int, int], None]:
+        return lambda done, total: report(
+            stage, lo + (hi - lo) * done / max(total, 1), Count(done, total, unit)
+        )
 
     with _RssSampler() as rss:
-        ppl = perplexity(model, windows, cancel_event, lambda f: report("perplexity", 0.8 * f))
+        ppl = perplexity(model, windows, cancel_event, counted("perplexity", 0.0, 0.8, "windows"))
         prefill_tps = decode_tps = 0.0
         plen = min(prefill_len, ids.numel())
         if measure_speed:
             report("speed", 0.8)
-            prefill_tps, decode_tps = speed(model, ids[:plen], decode_tokens)
+            prefill_tps, decode_tps = speed(
+                model, ids[:plen], decode_tokens, progress=counted("speed", 0.8, 0.9, "speed-test passes")
+            )
         report("generate", 0.9)
-        gen = greedy_generate(model, tokenizer, prompt, max_new_tokens)
+        gen = greedy_generate(
+            model,
+            tokenizer,
+            prompt,
+            max_new_tokens,
+            progress=counted("generate", 0.9, 1.0, "generated tokens"),
+        )
     total_bits, n_params, packed_bits, packed_weights = storage_bits(model)
     size = wbytes = None
     if checkpoint_dir is not None:

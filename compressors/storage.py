@@ -31,6 +31,7 @@ import time
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
@@ -102,14 +103,23 @@ def save_packed(
     results: dict[str, Any] | None = None,
     dense_dtype: torch.dtype | None = None,
     extra: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write ``model`` (with its packed modules) to ``out_dir`` in the packed format; returns the folder.
 
     ``dense_dtype`` (e.g. ``torch.float16``) converts the parameters that are not packed; by default they
-    keep their dtype, so the only change measured is the compressor's.
+    keep their dtype, so the only change measured is the compressor's. ``progress(files done, files)``
+    is called as each part is written (config, generation config, tokenizer, weights, manifest).
     """
     from safetensors.torch import save_file
 
+    steps = 5
+
+    def wrote(done: int) -> None:
+        if progress is not None:
+            progress(done, steps)
+
+    wrote(0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = checkpoint_tensors(model, dense_dtype)
@@ -121,15 +131,19 @@ def save_packed(
     cfg.save_pretrained(out)
     if packed_modules(model):
         _mark_config_packed(out / "config.json")
+    wrote(1)
     if getattr(model, "generation_config", None) is not None:
         try:
             model.generation_config.save_pretrained(out)
         except Exception as exc:  # an invalid generation config must not lose the compressed model
             log.warning("generation_config not saved: %s", exc)
+    wrote(2)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     drop_code_files(out)
+    wrote(3)
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "producer": FORMAT})
+    wrote(4)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -144,6 +158,7 @@ def save_packed(
         **(extra or {}),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    wrote(5)
     return out
 
 

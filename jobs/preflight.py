@@ -8,8 +8,11 @@ the page with its reason instead of surfacing minutes later as a failed job.
   ``SHRINKWISE_INSPECT_MEMORY_MB``, default 4096 plus the size of the files that are memory-mapped) and
   a time limit (``SHRINKWISE_INSPECT_TIMEOUT_S``, default 60), so a hostile upload cannot grow or stall
   the server; :func:`inspect_model` is the same check in this process.
-* :func:`estimate_cost`: the compressor's own estimate of peak memory and time, against free memory.
+* :func:`estimate_cost`: the compressor's own estimate of peak memory and time, against free memory,
+  and the time of every stage of the run (load, measure before, compress, save, measure after, export).
 * :func:`check_texts`: enough calibration and evaluation tokens, counted with the model's tokenizer.
+* :func:`export_check`: settings that block an export (a group size that does not divide a width,
+  act-order), with the nearest setting that does not (rules: :mod:`jobs.export_check`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compressors.base import DEFAULT_CALIBRATION, Calibration, CompressorId, CostEstimate, get_compressor
+from jobs.export_check import ExportCheck
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +154,13 @@ def _child(ref: str, limit: int) -> None:
 
 @dataclass(frozen=True)
 class CostCheck:
+    """The compressor's estimate, the free memory now, and the time of every stage of the run
+    (:func:`compressors.run.estimate_stages`: load, measure before, compress, save, measure after,
+    export, and their total)."""
+
     estimate: CostEstimate
     free_memory_bytes: int
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool:
@@ -175,15 +184,67 @@ def check_compatible(compressor_id: CompressorId, info: Any) -> None:
 
 
 def estimate_cost(
-    compressor_id: CompressorId, info: Any, config: dict[str, Any], calib: Calibration = DEFAULT_CALIBRATION
+    compressor_id: CompressorId,
+    info: Any,
+    config: dict[str, Any],
+    calib: Calibration = DEFAULT_CALIBRATION,
+    *,
+    eval_windows: int | None = None,
+    eval_seq_len: int | None = None,
+    before_seconds: float | None = None,
 ) -> CostCheck:
     """The compressor's estimate for this model, settings and calibration size (``ConfigError`` for
-    rejected settings)."""
+    rejected settings), and the time of every stage of the run for ``eval_windows`` x ``eval_seq_len``
+    evaluation tokens; ``before_seconds``: the original's measurement this machine already holds for the
+    same files and text (:func:`cached_before_seconds`), which the run will reuse."""
     from compressors.models import available_memory_bytes
+    from compressors.run import estimate_stages
+    from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN
 
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
-    return CostCheck(comp.estimate(info.shape, cfg, calib), available_memory_bytes())
+    estimate = comp.estimate(info.shape, cfg, calib)
+    stages = estimate_stages(
+        info.shape,
+        estimate.seconds,
+        size_on_disk_bytes=getattr(info, "size_on_disk_bytes", None),
+        eval_windows=eval_windows or DEFAULT_EVAL_WINDOWS,
+        eval_seq_len=eval_seq_len or DEFAULT_SEQ_LEN,
+        before_seconds=before_seconds,
+    )
+    return CostCheck(estimate, available_memory_bytes(), stages)
+
+
+def cached_before_seconds(
+    info: Any,
+    calib_path: str | Path | None,
+    eval_path: str | Path | None,
+    eval_windows: int,
+    eval_seq_len: int,
+    measure_speed: bool = True,
+) -> float | None:
+    """How long measuring the original took, when an earlier run on the same files, text and windows
+    left its measurement (:mod:`compressors.measure_cache`): the run reuses it. None otherwise."""
+    from compressors import measure_cache
+    from compressors.text import resolve_texts
+
+    split = resolve_texts(Path(calib_path) if calib_path else None, Path(eval_path) if eval_path else None)
+    cached = measure_cache.load(
+        measure_cache.key(info, split.evaluation, eval_windows, eval_seq_len, measure_speed)
+    )
+    return None if cached is None else float(cached.seconds)
+
+
+def export_check(compressor_id: CompressorId, info: Any, config: dict[str, Any]) -> ExportCheck:
+    """What the exports of a run with these settings will hold, from the model's shape (nothing is said
+    for a model whose shape is unknown). ``config`` may name only some settings (the CLI's ``--set``):
+    the method's defaults fill the rest, as the run will (``ConfigError`` for rejected settings)."""
+    from jobs.export_check import check_exports, quantized_widths
+
+    if getattr(info, "shape", None) is None:
+        return ExportCheck()
+    full = get_compressor(compressor_id).config_cls.from_dict(dict(config)).to_dict()
+    return check_exports(quantized_widths(info.shape), compressor_id, full)
 
 
 @dataclass(frozen=True)

@@ -188,10 +188,40 @@ TIMING_LABELS = {
 }
 
 
-def timing_rows(timings: dict[str, float], elapsed_s: float | None) -> list[dict[str, str]]:
-    rows = [{"stage": TIMING_LABELS.get(k, k), "time": fmt_seconds(v)} for k, v in timings.items()]
+def stage_estimate_text(stages: dict[str, float]) -> str:
+    """The pre-run estimate by stage in one line, e.g. "load 2.0 s · measure before reused · ... ·
+    export 0.5 s" (a phone shows a line; a table would be cut)."""
+    parts = []
+    for k, v in stages.items():
+        if k == "total":
+            continue
+        reused = k == "measure before" and not v
+        parts.append(f"{TIMING_LABELS.get(k, k)} {'0 s (reused or skipped)' if reused else fmt_seconds(v)}")
+    return " · ".join(parts)
+
+
+def timing_rows(
+    timings: dict[str, float], elapsed_s: float | None, estimate: dict[str, float] | None = None
+) -> list[dict[str, str]]:
+    """Rows of the timings table: each stage's time and, when the run recorded its pre-run estimate by
+    stage, that estimate beside it (the row of every stage estimated, even one the run did not time)."""
+    est = estimate or {}
+    keys = list(timings) + [k for k in est if k not in timings]
+    rows = []
+    for k in keys:
+        row = {"stage": TIMING_LABELS.get(k, k)}
+        if est:
+            row["estimated"] = fmt_seconds(est.get(k))
+        row["took"] = fmt_seconds(timings.get(k))
+        rows.append(row)
     if elapsed_s is not None:
-        rows.append({"stage": "from start to result", "time": fmt_seconds(elapsed_s)})
+        rows.append(
+            {
+                "stage": "from start to result",
+                **({"estimated": "–"} if est else {}),
+                "took": fmt_seconds(elapsed_s),
+            }
+        )
     return rows
 
 

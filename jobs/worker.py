@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressors.progress import Reporter
+from compressors.progress import Reporter, base_stage
 from jobs import queue
 from jobs.queue import RESTART_REASON
 from knowledge.db import dispose_engines, init_db
@@ -393,10 +393,15 @@ class RowReporter(Reporter):
     """
 
     def __init__(
-        self, run_id: int, url: str | None, cancel_event: threading.Event, every_s: float = 0.5
+        self,
+        run_id: int,
+        url: str | None,
+        cancel_event: threading.Event,
+        every_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(cancel_event=cancel_event)
-        self.run_id, self.url, self.every_s = run_id, url, every_s
+        super().__init__(cancel_event=cancel_event, clock=clock)
+        self.run_id, self.url, self.every_s, self.clock = run_id, url, every_s, clock
         self._last_write = 0.0
         self._last_stage: str | None = None
         self._written = 0  # lines already in the row
@@ -409,11 +414,13 @@ class RowReporter(Reporter):
 
     def deliver(self, stage: str, fraction: float, message: str, line: str | None) -> None:
         with self._lock:
-            now = time.monotonic()
-            if stage == self._last_stage and now - self._last_write < self.every_s:
+            now = self.clock()
+            # a count that moves ("measure after — 12/20 windows") is the same stage: throttled like it
+            key = base_stage(stage)
+            if key == self._last_stage and now - self._last_write < self.every_s:
                 return
             lines = self._pending()
-            self._last_stage, self._last_write = stage, now
+            self._last_stage, self._last_write = key, now
         if queue.update_progress(self.run_id, stage, fraction, lines, url=self.url):
             self.cancel_event.set()
 

@@ -18,7 +18,9 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -42,18 +44,66 @@ class _PlainProgress:
     seconds while the fraction moves, so a long GPTQ run shows it is alive without flooding the log.
     """
 
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
+    def __init__(self, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
         self.last_t = 0.0
         self.last_stage = ""
 
     def __call__(self, stage: str, frac: float, msg: str) -> None:
-        now = time.monotonic()
-        if not msg and stage == self.last_stage and now - self.last_t < self.every_s:
+        from compressors.progress import base_stage
+
+        now = self.clock()
+        # a moving count ("measure after — 12/20 windows, ETA 00:41") is the same stage
+        if not msg and base_stage(stage) == self.last_stage and now - self.last_t < self.every_s:
             return
-        self.last_t, self.last_stage = now, stage
+        self.last_t, self.last_stage = now, base_stage(stage)
         line = f"{time.strftime('%H:%M:%S')} {100 * frac:5.1f}% [{stage}] {msg}".rstrip()
         print(line, file=sys.stderr, flush=True)
+
+
+def _pre_run_lines(
+    model: str,
+    method: str,
+    cfg: dict[str, Any],
+    *,
+    export: bool,
+    calib: Path | None,
+    eval_file: Path | None,
+    calibration: tuple[int, int],
+    evaluation: tuple[int, int],
+) -> list[str]:
+    """What the Compress page says before a run, as lines to print before it starts: the settings that
+    block an export (:mod:`jobs.export_check`) and the estimated time of every stage. Nothing when the
+    model cannot be read yet (the run then says why)."""
+    from compressors.base import Calibration, CompressionError, CompressorId
+    from compressors.models import inspect_checkpoint
+    from jobs import preflight
+
+    try:
+        info = inspect_checkpoint(model)
+        check = preflight.export_check(CompressorId(method), info, cfg)
+    except (CompressionError, OSError, ValueError):
+        return []
+    lines = []
+    if export:
+        lines += [f"[yellow]warning:[/yellow] {escape(text)}" for text in check.blockers]
+        lines += [f"[dim]note:[/dim] {escape(text)}" for text in check.notes]
+    try:
+        before_s = preflight.cached_before_seconds(info, calib, eval_file, *evaluation)
+        cost = preflight.estimate_cost(
+            CompressorId(method),
+            info,
+            cfg,
+            Calibration(*calibration),
+            eval_windows=evaluation[0],
+            eval_seq_len=evaluation[1],
+            before_seconds=before_s,
+        )
+    except (CompressionError, OSError, ValueError):
+        return lines
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in cost.stages.items() if k != "total")
+    lines.append(f"[dim]estimate:[/dim] about {cost.stages['total']:.0f} s ({stages})")
+    return lines
 
 
 def _pct(x: float | None) -> str:
@@ -151,10 +201,21 @@ def compress(
     for f in (calib, eval_file):
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
+    for line in _pre_run_lines(
+        model,
+        method,
+        cfg,
+        export=not no_export,
+        calib=calib,
+        eval_file=eval_file,
+        calibration=(calib_samples, calib_seq_len),
+        evaluation=(eval_windows, eval_seq_len),
+    ):
+        _err.print(line, highlight=False)
     cancel = threading.Event()
     plain = _PlainProgress() if not _err.is_terminal else None
     progress = Progress(
-        TextColumn("{task.description:<28}"),
+        TextColumn("{task.description:<44}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
         TimeElapsedColumn(),
@@ -171,7 +232,7 @@ def compress(
                 if plain is not None:
                     plain(stage, frac, msg)
                 else:
-                    progress.update(task, completed=frac, description=stage[:28])
+                    progress.update(task, completed=frac, description=stage[:60])
 
             result = compress_and_measure(
                 model,

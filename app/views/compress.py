@@ -266,6 +266,32 @@ if info is not None:
         st.error(f"{comp_cls.name} cannot run on this model: {jobs_ui.plain(exc)}")
         problems.append("architecture not supported")
         compatible = False
+
+
+def _use_setting(compressor: str, change: dict[str, Any]) -> None:
+    """A one-click fix: the setting goes into the link (so it survives a reload) and its widget is
+    rebuilt from there."""
+    for name, value in change.items():
+        st.session_state.pop(f"{P}{compressor}_{name}", None)
+        st.query_params[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# settings that block an export, said before the run (the rules: jobs/export_check.py)
+if config is not None and info is not None and compatible:
+    exports = preflight.export_check(cid, info, config)
+    for text in exports.blockers:  # settings can fix them: a warning; the method's own limits: said
+        if exports.fixes:
+            st.warning(text, icon=":material/block:")
+        else:
+            st.info(text, icon=":material/info:")
+    for text in exports.notes:
+        st.caption(text)
+    if exports.fixes:
+        for i, (fix_col, (fix_label, change)) in enumerate(
+            zip(st.columns(len(exports.fixes)), exports.fixes, strict=True)
+        ):
+            fix_col.button(fix_label, key=f"{P}fix_{i}", on_click=_use_setting, args=(cid, change))
+
 # the estimate depends on the calibration size chosen below; it is shown here, computed there
 cost_box = st.container()
 
@@ -364,7 +390,21 @@ budget = {
 with cost_box:
     if config is not None and info is not None and compatible:
         try:
-            cost = preflight.estimate_cost(cid, info, config, Calibration(int(n_calib), int(seq_len)))
+            try:  # an earlier run's measurement of the original on the same files and text is reused
+                before_s = preflight.cached_before_seconds(
+                    info, calib_path, eval_path, int(n_eval), int(seq_len)
+                )
+            except (CompressionError, OSError, ValueError):
+                before_s = None
+            cost = preflight.estimate_cost(
+                cid,
+                info,
+                config,
+                Calibration(int(n_calib), int(seq_len)),
+                eval_windows=int(n_eval),
+                eval_seq_len=int(seq_len),
+                before_seconds=before_s,
+            )
         except CompressionError as exc:
             st.error(f"{comp_cls.name} cannot run on this model with these settings: {jobs_ui.plain(exc)}")
             problems.append("settings rejected")
@@ -373,17 +413,22 @@ with cost_box:
         c1.metric("Estimated peak memory", jobs_ui.fmt_bytes(cost.estimate.peak_memory_bytes))
         c2.metric(
             "Estimated time",
-            jobs_ui.fmt_seconds(cost.estimate.seconds),
-            help="The compressor's own estimate for this machine: its operation count for the model's shape "
-            "divided by the throughput a short probe measured here; the before and after measurements add to it.",
+            jobs_ui.fmt_seconds(cost.stages.get("total", cost.estimate.seconds)),
+            help="Every stage of the run: loading, measuring the original, compressing, saving, measuring the "
+            "result and exporting. Each is an operation count for the model's shape divided by the throughput a "
+            "short probe measured on this machine (measuring the original: the time it took, when an earlier "
+            "run measured the same files and text).",
         )
         c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
+        if cost.stages:
+            st.caption("By stage: " + jobs_ui.stage_estimate_text(cost.stages))
         if cost.estimate.note:
             st.caption(cost.estimate.note)
         if cost.estimate.uncertainty > 1 or cost.estimate.basis:
             low, high = cost.estimate.seconds_range
             st.caption(
-                f"Expected between {jobs_ui.fmt_seconds(low)} and {jobs_ui.fmt_seconds(high)}: operation counts "
+                f"The compression is expected to take between {jobs_ui.fmt_seconds(low)} and "
+                f"{jobs_ui.fmt_seconds(high)}: operation counts "
                 f"divided by this machine's measured throughput ({cost.estimate.basis})."
             )
         if cost.warning:

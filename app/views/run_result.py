@@ -1,7 +1,9 @@
 """Run result: what one compression run did to the model (``?run=<public id>``; only the viewer's own
-runs, or any for an admin): before/after figures, the
-greedy generations side by side, the settings, the timings, and downloads of the compressed checkpoint,
-its compressed-tensors export and the run report."""
+runs, or any for an admin). It reads top to bottom as a user needs it: a one-line verdict, then "Serve
+it" (one block per format: GGUF for llama.cpp, compressed-tensors for vLLM and transformers, Shrinkwise
+packed; each with its download and the exact commands, from :mod:`jobs.serve`), then the details:
+before/after figures, the greedy generations side by side, the settings, the time each stage took
+against its estimate, and the run report."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import streamlit as st
 
 from app import auth
 from compressors.base import all_compressors
+from jobs import serve
 from jobs import ui as jobs_ui
 from knowledge.tables import RunStatus
 
@@ -61,29 +64,68 @@ if info.status is not RunStatus.SUCCEEDED:
     jobs_ui.job_panel(jobs_ui.link_id(info), viewer, key="res_job")
     st.stop()
 
-# --- before / after --------------------------------------------------------------------------------
+# --- verdict, then how to serve it --------------------------------------------------------------------
 b, a = info.before_metrics, info.after_metrics
 runner = all_compressors().get(info.compressor)
 label = jobs_ui.method_label(runner.name if runner is not None else info.compressor, info.config)
 st.markdown("#### " + jobs_ui.plain(jobs_ui.verdict(label, b, a)))
+art = info.artifacts
+
+
+def _reader(path: Path) -> Callable[[], bytes]:
+    return lambda: path.read_bytes()
+
+
+def _zipper(folder: Path, target: Path) -> Callable[[], bytes]:
+    def build() -> bytes:
+        if not target.is_file():
+            from compressors.storage import make_archive
+
+            make_archive(folder, "zip", target)
+        return target.read_bytes()
+
+    return build
+
+
+# Only the run's owner (or an admin) gets here. Every download is a callable: its bytes are made only when
+# this session clicks the button, and Streamlit then serves them once from a /media URL (docs/deploy.md).
+st.subheader("Serve it")
+st.caption(
+    "Each format with the commands that serve it, written for the names the download has on your disk."
+)
+DOWNLOAD_KEYS = {"gguf": "res_dl_gguf", "compressed-tensors": "res_dl_export", "packed": "res_dl_ckpt"}
+for target in serve.serve_commands(art, f"run-{info.id}", prompt=(info.samples or {}).get("prompt")):
+    with st.container(border=True):
+        st.markdown(f"**{jobs_ui.plain(target.title)}** · {jobs_ui.plain(target.engines)}")
+        if target.file is None:
+            st.caption("Not available: " + jobs_ui.plain(target.missing or "this run has none."))
+            continue
+        st.download_button(
+            f"Download {target.title} (.{target.download_name.rsplit('.', 1)[-1]})",
+            _zipper(target.folder, target.file) if target.folder is not None else _reader(target.file),
+            file_name=target.download_name,
+            mime=target.mime,
+            key=DOWNLOAD_KEYS.get(target.key, f"res_dl_{target.key}"),
+            type="primary" if target.key == "gguf" else "secondary",
+        )
+        size = jobs_ui.fmt_bytes(target.file.stat().st_size) + " · " if target.file.is_file() else ""
+        st.caption(size + jobs_ui.plain(target.detail))
+        for command in target.commands:
+            st.caption(command.label)
+            st.code(command.code, language=command.language, wrap_lines=True)
+
+# --- details ---------------------------------------------------------------------------------------------
+st.divider()
 st.subheader("Before and after")
 rows = jobs_ui.comparison_rows(b, a)
 tones = jobs_ui.comparison_tones(b, a)
 TONE_CSS = {jobs_ui.GOOD: "color: #2e9e4f; font-weight: 600", jobs_ui.BAD: "color: #e0453a; font-weight: 600"}
 table = pd.DataFrame(rows, columns=["figure", "before", "after", "change"])
 styled = table.style.apply(lambda col: [TONE_CSS.get(t, "") for t in tones], subset=["change"])
-st.dataframe(
-    styled,
-    hide_index=True,
-    width="stretch",
-    height=jobs_ui.table_height(len(rows)),
-    column_config={
-        "figure": st.column_config.TextColumn("Figure", width="medium"),
-        "change": st.column_config.TextColumn(
-            "Change", help="Green where the run made the figure better, red where worse."
-        ),
-    },
-)
+# a static table, not a data grid: its cells wrap, so all four columns fit a phone's width (the grid
+# showed a phone only its first columns and scrolled the change out of sight)
+st.table(styled.hide(axis="index"))
+st.caption("Change: green where the run made the figure better, red where it made it worse.")
 grown = jobs_ui.size_growth_warning(b, a)
 if grown:
     st.warning(grown)
@@ -127,66 +169,15 @@ with s1:
         )
 with s2:
     st.subheader("Timings")
-    timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s)
+    stage_estimate = (a.get("estimate") or {}).get("stages")
+    timing_rows = jobs_ui.timing_rows(info.timings, info.elapsed_s, stage_estimate)
+    if stage_estimate:
+        st.caption("Each stage against the estimate shown before the run.")
     st.dataframe(timing_rows, hide_index=True, width="stretch", height=jobs_ui.table_height(len(timing_rows)))
 
-# --- downloads -----------------------------------------------------------------------------------------
-# Only the run's owner (or an admin) gets here. Every download is a callable: its bytes are made only when
-# this session clicks the button, and Streamlit then serves them once from a /media URL (docs/deploy.md).
-st.subheader("Downloads")
-art = info.artifacts
-
-
-def _reader(path: Path) -> Callable[[], bytes]:
-    return lambda: path.read_bytes()
-
-
-def _zipper(folder: Path, target: Path) -> Callable[[], bytes]:
-    def build() -> bytes:
-        if not target.is_file():
-            from compressors.storage import make_archive
-
-            make_archive(folder, "zip", target)
-        return target.read_bytes()
-
-    return build
-
-
-d1, d2, d3, d4 = st.columns(4)
-ckpt_dir = Path(art["checkpoint_dir"]) if art.get("checkpoint_dir") else None
-archive = (
-    Path(art["archive"]) if art.get("archive") else (ckpt_dir.with_name("model.zip") if ckpt_dir else None)
-)
-with d1:
-    if archive is not None and (archive.is_file() or (ckpt_dir is not None and ckpt_dir.is_dir())):
-        reader = _reader(archive) if archive.is_file() else _zipper(ckpt_dir, archive)
-        st.download_button(
-            "Compressed checkpoint (.zip)",
-            reader,
-            file_name=f"run-{info.id}-{archive.name}",
-            mime="application/zip",
-            key="res_dl_ckpt",
-            type="primary",
-            help="Shrinkwise packed format; unzip it and load it with `shrinkwise generate <folder>` "
-            "or compressors.models.load_model(<folder>).",
-        )
-        if archive.is_file():
-            st.caption(jobs_ui.fmt_bytes(archive.stat().st_size))
-    else:
-        st.caption("The checkpoint files are no longer on the server.")
-with d2:
-    export = Path(art["export_dir"]) if art.get("export_dir") else None
-    if export is not None and export.is_dir():
-        st.download_button(
-            "compressed-tensors export (.zip)",
-            _zipper(export, export.with_name("compressed-tensors.zip")),
-            file_name=f"run-{info.id}-compressed-tensors.zip",
-            mime="application/zip",
-            key="res_dl_export",
-            help="The format vLLM loads.",
-        )
-    else:
-        st.caption("No compressed-tensors export: " + (art.get("export_note") or "this result has none."))
+# --- reports -------------------------------------------------------------------------------------------
+st.subheader("Report")
+d3, d4 = st.columns(2)
 with d3:
     md = Path(art["report_md"]) if art.get("report_md") else None
     if md is not None and md.is_file():

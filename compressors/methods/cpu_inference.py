@@ -35,6 +35,7 @@ from compressors.base import (
 )
 from compressors.layers import all_linear_layers, get_bias, get_weight, set_module
 from compressors.packed import PackedModule, register_packed
+from compressors.progress import Count
 from compressors.throughput import Work, get_throughput
 from knowledge.ids import MethodId
 
@@ -216,7 +217,7 @@ class CPUInference(Compressor[CPUInferenceConfig]):
                     layers[name] = m
         for k, (path, layer) in enumerate(layers.items()):
             set_module(model, path, Int8DynamicLinear.from_float(layer))
-            ctx.report("quantize", (k + 1) / len(layers), path)
+            ctx.report("quantize", (k + 1) / len(layers), path, count=Count(k + 1, len(layers), "layers"))
         if config.include_lm_head:
             model.config.tie_word_embeddings = False
         return model

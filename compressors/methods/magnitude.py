@@ -22,6 +22,7 @@ from compressors.base import (
 from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
 from compressors.methods.layerwise import PATTERNS, check_pattern, layerwise_estimate, sparse_module
 from compressors.ops.magnitude import magnitude_mask
+from compressors.progress import Count
 from knowledge.ids import MethodId
 
 
@@ -77,5 +78,10 @@ class Magnitude(Compressor[MagnitudeConfig]):
             w = get_weight(layer).detach().float()
             mask = magnitude_mask(w, sparsity, n, m)
             set_module(blocks[bi], name, sparse_module(layer, w.masked_fill(mask, 0), config.pattern))
-            ctx.report(f"block {bi + 1}/{len(blocks)}", (k + 1) / len(layers), name)
+            ctx.report(
+                f"block {bi + 1}/{len(blocks)}",
+                (k + 1) / len(layers),
+                name,
+                count=Count(k + 1, len(layers), "layers"),
+            )
         return model

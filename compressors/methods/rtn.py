@@ -24,6 +24,7 @@ from compressors.base import (
 from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.quant_grid import quantize_rtn
+from compressors.progress import Count
 from knowledge.ids import MethodId
 
 
@@ -75,5 +76,10 @@ class RTN(Compressor[RTNConfig]):
             set_module(
                 blocks[bi], name, quantized_module(layer, q, s, z, config.bits, config.group_size, config.sym)
             )
-            ctx.report(f"block {bi + 1}/{len(blocks)}", (k + 1) / len(layers), name)
+            ctx.report(
+                f"block {bi + 1}/{len(blocks)}",
+                (k + 1) / len(layers),
+                name,
+                count=Count(k + 1, len(layers), "layers"),
+            )
         return model

@@ -166,12 +166,13 @@ def test_upload_run_gptq_watch_result_download_and_load_back(run_server, browser
     page.get_by_text("Open the result").click()
     page.get_by_role("heading", name="Before and after").wait_for(timeout=60_000)
     page.get_by_role("button", name="Report (JSON)").wait_for(timeout=60_000)
-    page.locator("[data-testid='stDataFrame']").nth(2).wait_for(timeout=60_000)
+    page.locator("[data-testid='stTable']").first.wait_for(timeout=60_000)  # before/after
+    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=60_000)  # settings, timings
     _wait_idle(page)
     page.wait_for_timeout(1000)
     _shot(page, "run-result.png")
     with page.expect_download(timeout=120_000) as dl:
-        page.get_by_role("button", name="Compressed checkpoint (.zip)").click()
+        page.get_by_role("button", name="Download Shrinkwise packed (.zip)").click()
     zip_path = tmp_path / "downloaded.zip"
     dl.value.save_as(zip_path)
 

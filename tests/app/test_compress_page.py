@@ -230,11 +230,58 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
     )
     assert run.after_metrics["size_bytes"] < run.before_metrics["size_bytes"]
     res = open_page("run_result", {"run": str(job)})
-    table = res.dataframe[0].value
+    table = res.table[0].value
     assert "Perplexity (held-out)" in list(table["figure"])
     assert {b.proto.label for b in res.get("download_button")} >= {
-        "Compressed checkpoint (.zip)",
+        "Download Shrinkwise packed (.zip)",
         "Report (JSON)",
     }
     ev = knowledge_runs.measured_evidence(method="gptq", model="tiny-llama (113,256)")
     assert any(e.metric.value == "perplexity" for e in ev)
+
+
+def test_settings_that_block_an_export_are_said_before_the_run_with_one_click_fixes(home, tiny):
+    """GPTQ's defaults on a model whose widths (72, 136) a group of 16 does not divide: both blockers are
+    shown before Run, and each button applies the nearest setting that unblocks the export."""
+    at = open_page(
+        "compress", {"source": "path", "path": str(tiny), "compressor": "gptq", "group_size": "16"}
+    )
+    warnings = [w.value for w in at.warning]
+    assert any("Group size 16 does not divide the input widths 72, 136" in w for w in warnings)
+    assert any("Act-order" in w for w in warnings)
+    assert run_button(at).disabled is False  # a warning, not a refusal: the packed result is still made
+    at.button(key="cmp_fix_0").click().run()
+    assert not at.exception
+    assert at.number_input(key="cmp_gptq_group_size").value == 8
+    assert not any("does not divide" in w.value for w in at.warning)
+    assert at.button(key="cmp_fix_0").label == "Use static groups"
+    at.button(key="cmp_fix_0").click().run()
+    assert at.checkbox(key="cmp_gptq_static_groups").value is True
+    assert not at.warning
+    # what is left is a note: groups of 8 are not whole llama.cpp blocks, so the GGUF is re-quantized
+    assert any(
+        "GGUF" in c.value and "groups of 8 are not whole 32-weight blocks" in c.value for c in at.caption
+    )
+
+
+def test_the_job_panel_shows_the_stage_its_count_and_eta(home, tiny):
+    """What the run's reporter writes (compressors.progress: "stage — k/n unit, ETA mm:ss") is what the
+    live panel shows, with the share of the whole run."""
+    from compressors.progress import Count, progress_text
+
+    run = queue.create_run(model_ref=str(tiny), model_name="tiny", method="gptq", compressor="gptq")
+    queue.claim_next_run("host:1:t")
+    queue.update_progress(int(run.id), progress_text("measure after", Count(12, 20, "windows"), 41.0), 0.9)
+    at = open_page("compress", {"job": run.public_id})
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    assert bar == "measure after — 12/20 windows, ETA 00:41 · 90%"
+
+
+def test_the_estimate_covers_every_stage_before_the_run(home, tiny):
+    at = open_page(
+        "compress", {"source": "path", "path": str(tiny), "compressor": "gptq", "eval_windows": "4"}
+    )
+    (by_stage,) = [c.value for c in at.caption if c.value.startswith("By stage: ")]
+    for label in ("load the model", "measure before", "compress", "save packed", "measure after", "export"):
+        assert label in by_stage, by_stage
+    assert "Estimated time" in metrics(at)

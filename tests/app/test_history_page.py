@@ -120,7 +120,7 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
     assert "4-bit GPTQ: 6.8× smaller, perplexity +5.0%, decode as fast on this machine" in text_of(
         at
     ).replace("\\", "")
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table.columns) == ["figure", "before", "after", "change"]
     row = table[table["figure"] == "Perplexity (held-out)"].iloc[0]
     assert (row["before"], row["after"], row["change"]) == ("20.000", "21.000", "+5.0%")
@@ -131,11 +131,61 @@ def test_result_page_shows_before_after_generations_settings_and_downloads(home,
         "Python is a programming language that is easy" in texts
         and "Python is a programming language that is used" in texts
     )
-    settings = at.dataframe[1].value
+    settings = at.dataframe[0].value
     assert dict(zip(settings["setting"], settings["value"])) == {"bits": "4", "group_size": "128"}
     labels = {b.proto.label for b in at.get("download_button")}
-    assert labels == {"Compressed checkpoint (.zip)", "Report (Markdown)", "Report (JSON)"}
-    assert "cannot be expressed in compressed-tensors" in text_of(at)
+    assert labels == {"Download Shrinkwise packed (.zip)", "Report (Markdown)", "Report (JSON)"}
+    assert "cannot be expressed in compressed-tensors" in text_of(at).replace("\\", "")
+
+
+def test_result_page_leads_from_the_verdict_to_serving_each_format(home, tmp_path):
+    """Verdict, then "Serve it": a block per format with its download and the exact commands (those of a
+    format the run lacks replaced by the reason), then the details."""
+    run = finished_run("SmolLM2-135M-Instruct", "gptq", 80, 21.0, tmp=tmp_path, bits=4, group_size=64)
+    folder = tmp_path / f"run{run}"
+    (folder / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    (folder / "compressed-tensors").mkdir()
+    (folder / "compressed-tensors" / "config.json").write_text("{}")
+    art = dict(queue.get_run(run).artifacts)
+    art.update(
+        gguf_path=str(folder / "model.gguf"),
+        gguf_type="Q4_1",
+        gguf_note="4-bit codes carried over bit for bit",
+        export_dir=str(folder / "compressed-tensors"),
+    )
+    art.pop("export_note")
+    _set_row(run, artifacts=art)
+    at = open_page("run_result", {"run": str(run)})
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:3] == [
+        "Download GGUF (.gguf)",
+        "Download compressed-tensors (.zip)",
+        "Download Shrinkwise packed (.zip)",
+    ]
+    codes = [c.value for c in at.code]
+    assert f"llama-cli -m run-{run}-model.gguf -p 'Python is a programming language that' -n 32 -st" in codes
+    assert f"llama-server -m run-{run}-model.gguf --port 8080" in codes
+    assert any(f'Llama(model_path="run-{run}-model.gguf")' in c for c in codes)
+    assert "vllm serve ./compressed-tensors" in codes
+    assert any('AutoModelForCausalLM.from_pretrained("./compressed-tensors")' in c for c in codes)
+    assert any(c.startswith("shrinkwise generate ./model --prompt") for c in codes)
+    # the order a reader meets: verdict, Serve it, then the details
+    heads = [
+        str(e.value).replace("\\", "")
+        for e in at.main
+        if getattr(e, "type", None) in ("markdown", "subheader")
+        and str(e.value).startswith(("####", "S", "B"))
+    ]
+    assert heads[0].startswith("#### 4-bit GPTQ") and heads[1:3] == ["Serve it", "Before and after"], heads
+    # a run without a GGUF keeps the block, with the reason
+    art.pop("gguf_path")
+    art["gguf_note"] = "2-bit codes have no llama.cpp block type"
+    _set_row(run, artifacts=art)
+    at = open_page("run_result", {"run": str(run)})
+    assert "Download GGUF (.gguf)" not in [b.proto.label for b in at.get("download_button")]
+    assert "Not available: 2-bit codes have no llama" in " ".join(c.value for c in at.caption).replace(
+        "\\", ""
+    )
 
 
 def test_result_page_of_a_failed_run_shows_the_error(home):
@@ -144,3 +194,40 @@ def test_result_page_of_a_failed_run_shows_the_error(home):
     queue.fail_run(int(run.id), "loading the weights of demo failed: out of memory")
     at = open_page("run_result", {"run": str(run.id)})
     assert any("out of memory" in e.value for e in at.error)
+
+
+def test_result_page_compares_each_stage_with_its_estimate(home, tmp_path):
+    run = finished_run("SmolLM2-135M-Instruct", "rtn", 80, 21.0, tmp=tmp_path, bits=4, group_size=64)
+    after = dict(queue.get_run(run).after_metrics)
+    after["estimate"] = {
+        "seconds": 50.0,
+        "peak_memory_bytes": 1e9,
+        "stages": {
+            "load": 2.0,
+            "measure before": 0.0,
+            "compress": 50.0,
+            "save": 1.0,
+            "measure after": 30.0,
+            "export": 1.0,
+            "total": 84.0,
+        },
+    }
+    _set_row(run, after_metrics=after)
+    at = open_page("run_result", {"run": str(run)})
+    timings = at.dataframe[1].value
+    assert list(timings.columns) == ["stage", "estimated", "took"]
+    rows = {r["stage"]: (r["estimated"], r["took"]) for _, r in timings.iterrows()}
+    assert rows["compress"] == ("50.0 s", "1 min 01 s")
+    assert rows["all stages"] == ("1 min 24 s", "2 min 20 s")
+    assert rows["measure after (reloaded)"] == ("30.0 s", "–")  # estimated; this stored run did not time it
+
+
+def _set_row(run_id: int, **columns) -> None:
+    from knowledge.db import session
+    from knowledge.tables import CompressionRun
+
+    with session() as s:
+        row = s.get(CompressionRun, run_id)
+        for k, v in columns.items():
+            setattr(row, k, v)
+        s.add(row)

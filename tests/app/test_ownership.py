@@ -107,7 +107,7 @@ def test_owner_opens_their_run_with_downloads(two_runs, team):
     at = open_page("run_result", {"run": bob_run.public_id})
     assert plain("bob-model") in text_of(at) and not at.warning  # the title escapes Markdown
     buttons = at.get("download_button")
-    assert {b.proto.label for b in buttons} >= {"Compressed checkpoint (.zip)", "Report (JSON)"}
+    assert {b.proto.label for b in buttons} >= {"Download Shrinkwise packed (.zip)", "Report (JSON)"}
     # no file is on a /media URL before its owner clicks: every download is made on the click
     assert all(b.proto.url == "" for b in buttons)
 

@@ -259,7 +259,8 @@ def test_cli_progress_goes_to_a_log_file_as_plain_lines(tiny_folder, tmp_path):
     lines = log_file.read_text().splitlines()
     stages = [line.split("[", 1)[1].split("]", 1)[0] for line in lines if "% [" in line]
     assert stages[0] == "load" and "measure before" in stages and "measure after" in stages
-    assert any(s.startswith("block") for s in stages), "the compressor's own layer progress is shown"
+    # the compressor's own layer progress is shown, counted over the whole compression
+    assert any(s.startswith("compress · block 1/2 — ") and "/14 layers" in s for s in stages), stages
     assert all("\x1b[" not in line for line in lines), "no terminal escape codes in a log file"
 
 
@@ -383,3 +384,56 @@ def test_the_original_is_measured_once_per_model_files_and_text(tiny_folder, tmp
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     compress_and_measure(str(tiny_folder), "rtn", {}, out_dir=tmp_path / "e", **fast)
     assert len(calls) == 9, "changed files are measured again"
+
+
+def test_evaluate_reports_every_window_speed_pass_and_generated_token(eval_text):
+    """A slow model still reports every few seconds: after each window, each forward pass of the speed
+    test and each generated token (measure after once sat at 91-94% for nine minutes without a word)."""
+    seen: list[tuple[str, float, object]] = []
+    evaluate(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        eval_text,
+        **FAST,
+        progress=lambda s, f, c: seen.append((s, f, c)),
+    )
+    counts = {}
+    for stage, _, count in seen:
+        if count is not None:
+            counts.setdefault((stage, count.unit, count.total), []).append(count.done)
+    assert counts[("perplexity", "windows", 2)] == [0, 1, 2]
+    assert counts[("speed", "speed-test passes", 10)] == list(range(1, 11))  # 2 repeats x (prefill + 4)
+    generated = counts[("generate", "generated tokens", 4)]
+    assert generated == sorted(generated) and generated[-1] == 4 and len(generated) >= 3
+    fractions = [f for _, f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_the_run_estimates_every_stage_it_times(tiny_folder, tmp_path):
+    """The stages a run times are the stages its pre-run estimate covers (a stage added to one and not
+    the other fails here), and the estimate is recorded with the result for the result page."""
+    from compressors.run import RUN_STAGES
+
+    shown: list[str] = []
+    res = compress_and_measure(
+        tiny_folder,
+        "rtn",
+        {"bits": 4, "group_size": 32},
+        out_dir=tmp_path / "r",
+        progress=lambda s, f, m: shown.append(s),
+        **RUN_FAST,
+    )
+    assert [k for k in res.timings if k != "total"] == list(RUN_STAGES)
+    # every stage after loading reports what it has done: "<stage> — k/n <unit>"
+    for stage, unit in [
+        ("measure before", "windows"),
+        ("compress · block 2/2", "layers"),
+        ("save", "files"),
+        ("measure after", "windows"),
+        ("measure after", "generated tokens"),
+        ("export", "formats"),
+    ]:
+        assert any(s.startswith(f"{stage} — ") and f" {unit}" in s for s in shown), (stage, unit, shown)
+    stages = res.estimate["stages"]
+    assert list(stages) == [*RUN_STAGES, "total"] and all(v >= 0 for v in stages.values())
+    assert any(line.split(" ", 1)[1].startswith("estimate: load") for line in res.log)

@@ -1,0 +1,53 @@
+"""``shrinkwise compress`` says which exports its settings block before it starts (jobs.export_check)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from tests.compressors.tiny import tiny_model, tiny_tokenizer
+
+
+def test_compress_prints_the_export_blockers_before_the_run(tmp_path, monkeypatch):
+    from app.cli import compress as cli
+    from app.cli.main import _register, app
+
+    folder = tmp_path / "m"
+    tiny_model("llama").save_pretrained(folder)  # input widths 72 and 136
+    tiny_tokenizer().save_pretrained(folder)
+    started: list[str] = []
+
+    def fake_run(*args, **kwargs):  # the warnings must come before the run starts
+        started.append("run")
+        raise cli.typer.Exit(0)
+
+    monkeypatch.setattr("compressors.run.compress_and_measure", fake_run)
+    _register()
+    args = ["compress", str(folder), "--method", "gptq", "--group-size", "16", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, args)
+    assert started == ["run"], res.output
+    err = " ".join(res.stderr.split())
+    assert "warning: Group size 16 does not divide the input widths 72, 136" in err
+    assert "Use g=8" in err and "Act-order" in err and "note: GGUF" in err
+    assert "estimate: about" in err and "measure before" in err and "export" in err  # every stage
+    res = CliRunner().invoke(app, [*args[:5], "8", "--set", "act_order=false", "--out", str(tmp_path / "p")])
+    assert "warning:" not in res.stderr
+    res = CliRunner().invoke(app, [*args, "--no-export"])
+    assert "warning:" not in res.stderr
+
+
+def test_plain_progress_prints_a_moving_count_as_one_stage(capsys):
+    """Per-window and per-token counts change the shown stage every report; a log file still gets a line
+    per stage change or message and otherwise one every few seconds, not one per token."""
+    from app.cli.compress import _PlainProgress
+
+    clock = [0.0]
+    plain = _PlainProgress(every_s=5.0, clock=lambda: clock[0])
+    for i in range(20):
+        plain("measure after", 0.8, "") if i == 0 else plain(
+            f"measure after — {i}/20 windows, ETA 00:{20 - i:02d}", 0.8, ""
+        )
+        clock[0] += 0.5
+    plain("export — 0/1 formats", 0.97, "")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines  # the stage, one 5 s later (of 19 counts in 9.5 s), the next stage
+    assert "[measure after — 10/20 windows, ETA 00:10]" in lines[1] and "[export — 0/1 formats]" in lines[-1]
