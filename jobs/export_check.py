@@ -97,6 +97,21 @@ def _int(config: Mapping[str, Any], name: str, default: int) -> int:
         return default
 
 
+def _with_defaults(compressor: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the run will use them: the compressor's defaults under the given ones (a form or
+    a CLI names only what it changes; GPTQ's act-order, for one, defaults to static groups)."""
+    import dataclasses
+
+    from compressors.base import CompressorId, get_compressor
+
+    try:
+        cls = get_compressor(CompressorId(compressor)).config_cls
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    except (KeyError, TypeError):
+        return dict(config)
+    return {**{k: v for k, v in defaults.items() if v is not dataclasses.MISSING}, **dict(config)}
+
+
 def check_exports(widths: Sequence[int], compressor: str, config: Mapping[str, Any]) -> ExportCheck:
     """The exports the settings ``config`` of ``compressor`` allow on a model whose quantized layers read
     ``widths`` inputs (see the module docstring for the rules)."""
@@ -109,6 +124,7 @@ def check_exports(widths: Sequence[int], compressor: str, config: Mapping[str, A
         return check
     if compressor not in GROUPED_QUANTIZERS:
         return check
+    config = _with_defaults(compressor, config)
     g = _int(config, "group_size", -1)
     bits = _int(config, "bits", 4)
     permuted = bool(config.get("act_order")) and not bool(config.get("static_groups")) and g != -1

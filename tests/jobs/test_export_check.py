@@ -42,11 +42,19 @@ def test_nearest_group_size_divides_every_width(group_size, widths, expected):
         assert all(w % got == 0 for w in widths)
 
 
-def test_gptq_defaults_on_the_demo_model_are_blocked_with_both_reasons_and_fixes():
+def test_gptq_defaults_on_the_demo_model_are_blocked_by_the_group_size_only():
+    # act-order defaults to static groups (the layout engines load), so only g=128 vs 576 blocks
     check = check_exports(SMOLLM2, "gptq", {"bits": 4, "group_size": 128, "act_order": True})
-    assert len(check.blockers) == 2
+    assert len(check.blockers) == 1
     assert "Group size 128 does not divide the input width 576" in check.blockers[0]
     assert "Use g=64" in check.blockers[0]
+    assert check.fixes == [("Use g=64", {"group_size": 64})]
+
+
+def test_act_order_with_permuted_groups_is_blocked_with_both_reasons_and_fixes():
+    cfg = {"bits": 4, "group_size": 128, "act_order": True, "static_groups": False}
+    check = check_exports(SMOLLM2, "gptq", cfg)
+    assert len(check.blockers) == 2
     assert "Act-order" in check.blockers[1]
     assert check.fixes == [("Use g=64", {"group_size": 64}), ("Use static groups", {"static_groups": True})]
     # with act-order's permutation the GGUF cannot keep the codes either
