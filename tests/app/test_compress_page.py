@@ -241,11 +241,18 @@ def test_end_to_end_gptq_on_a_tiny_model_with_the_real_compressor(home, tiny):
 
 
 def test_settings_that_block_an_export_are_said_before_the_run_with_one_click_fixes(home, tiny):
-    """GPTQ's defaults on a model whose widths (72, 136) a group of 16 does not divide: both blockers are
-    shown before Run, and each button applies the nearest setting that unblocks the export."""
-    at = open_page(
-        "compress", {"source": "path", "path": str(tiny), "compressor": "gptq", "group_size": "16"}
-    )
+    """GPTQ with act-order's permuted groups on a model whose widths (72, 136) a group of 16 does not
+    divide: both blockers are shown before Run, and each button applies the nearest setting that
+    unblocks the export."""
+    query = {
+        "source": "path",
+        "path": str(tiny),
+        "compressor": "gptq",
+        "group_size": "16",
+        "static_groups": "false",
+    }
+    at = open_page("compress", query)
+    assert at.checkbox(key="cmp_gptq_static_groups").value is False
     warnings = [w.value for w in at.warning]
     assert any("Group size 16 does not divide the input widths 72, 136" in w for w in warnings)
     assert any("Act-order" in w for w in warnings)

@@ -23,13 +23,14 @@ def test_compress_prints_the_export_blockers_before_the_run(tmp_path, monkeypatc
     monkeypatch.setattr("compressors.run.compress_and_measure", fake_run)
     _register()
     args = ["compress", str(folder), "--method", "gptq", "--group-size", "16", "--out", str(tmp_path / "o")]
+    args += ["--set", "static_groups=false"]  # act-order with permuted groups (the default is static)
     res = CliRunner().invoke(app, args)
     assert started == ["run"], res.output
     err = " ".join(res.stderr.split())
     assert "warning: Group size 16 does not divide the input widths 72, 136" in err
     assert "Use g=8" in err and "Act-order" in err and "note: GGUF" in err
     assert "estimate: about" in err and "measure before" in err and "export" in err  # every stage
-    res = CliRunner().invoke(app, [*args[:5], "8", "--set", "act_order=false", "--out", str(tmp_path / "p")])
+    res = CliRunner().invoke(app, [*args[:5], "8", "--out", str(tmp_path / "p")])  # static groups: exports
     assert "warning:" not in res.stderr
     res = CliRunner().invoke(app, [*args, "--no-export"])
     assert "warning:" not in res.stderr
