@@ -244,6 +244,23 @@ def job_title(info: JobInfo) -> str:
 # the job panel
 
 
+def scroll_to(anchor_id: str) -> None:
+    """Scroll the page to the element with ``anchor_id`` once (after Run, the job panel at the top of the
+    page is what changed; the button the user pressed is at the bottom). A zero-height component runs
+    the script in an iframe of the same origin, which may reach the page around it."""
+    import json
+
+    from streamlit.components.v1 import html
+
+    target = json.dumps(anchor_id)
+    html(
+        "<script>const el = window.parent.document.getElementById("
+        + target
+        + '); if (el) { el.scrollIntoView({behavior: "smooth", block: "start"}); }</script>',
+        height=0,
+    )
+
+
 def job_panel(ref: str, viewer: Viewer, *, key: str = "job") -> JobInfo | None:
     """The state of the job ``ref`` names (see :func:`find_run`); while it is queued or running it
     refreshes itself every second."""

@@ -33,6 +33,7 @@ from jobs.uploads import (
 from knowledge.ids import MethodId
 
 P = "cmp_"  # session-state prefix of this page
+JOB_ANCHOR = "shrinkwise-job-panel"  # the job panel's anchor, scrolled to after Run
 DEMO = "Demo model (SmolLM2-135M-Instruct)"
 UPLOAD = "Upload a checkpoint"
 SERVER = "Path on the server"
@@ -48,7 +49,11 @@ st.caption(
 qp = st.query_params
 viewer = auth.viewer()
 job_param = qp.get("job")
+if job_param:
+    st.html(f'<div id="{JOB_ANCHOR}"></div>')
 shown_job = jobs_ui.job_panel(job_param, viewer, key="cmp_job") if job_param else None
+if shown_job is not None and st.session_state.pop(P + "scroll_to_job", False):
+    jobs_ui.scroll_to(JOB_ANCHOR)
 jobs_ui.active_jobs(viewer, exclude=shown_job.id if shown_job else None)
 
 problems: list[str] = []
@@ -511,4 +516,5 @@ if st.button("Run", type="primary", disabled=bool(problems) or busy, key=P + "ru
         st.error(f"Not queued: {jobs_ui.plain(exc)}")
     else:
         st.query_params["job"] = jobs_ui.link_id(jobs_ui.backend().status(job_id))
+        st.session_state[P + "scroll_to_job"] = True  # the panel is at the top, the button at the bottom
         st.rerun()

@@ -133,6 +133,11 @@ def test_run_queues_a_job_the_page_follows_and_a_reload_finds(home, tiny):
     job = run.id
     assert run.status == "queued" and run.compressor == "gptq" and run.config["bits"] == 4
     assert run.owner == "local" and not link.isdigit()
+    # the panel appears at the top, the button is at the bottom: the page scrolls to the panel, once
+    scripts = [e for e in at.get("iframe") if "shrinkwise-job-panel" in str(e.proto)]
+    assert len(scripts) == 1 and "scrollIntoView" in str(scripts[0].proto)
+    at.run()
+    assert not [e for e in at.get("iframe") if "shrinkwise-job-panel" in str(e.proto)]
     assert run.model_ref == str(tiny) and run.model_name == "tiny-llama (113,256)"
     assert "Queued: the worker is starting it" in [p.proto.text for p in at.get("progress")][0]
 
