@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from compressors.base import (
     DEFAULT_CALIBRATION,
     Calibration,
@@ -21,7 +23,8 @@ from compressors.base import (
     RunContext,
     register,
 )
-from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
+from compressors.calibration import BlockStep, WeightSolveFn, compress_block_weights
+from compressors.layers import find_blocks, get_weight
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.quant_grid import quantize_rtn
 from knowledge.ids import MethodId
@@ -65,15 +68,27 @@ class RTN(Compressor[RTNConfig]):
     ) -> CostEstimate:
         return layerwise_estimate(shape, "rtn", group_size=config.group_size)
 
-    def compress(self, model: Any, tokenizer: Any, config: RTNConfig, ctx: RunContext) -> Any:
-        path, blocks = find_blocks(model)
-        layers = list(iter_block_linears(model))
-        for k, (bi, name, layer) in enumerate(layers):
+    def block_step(self, config: RTNConfig) -> BlockStep:
+        """Data-free, so it streams without calibration passes (see :meth:`_solve_weight` for the precision)."""
+        return BlockStep(solve_weight=self._solve_weight(config))
+
+    @staticmethod
+    def _solve_weight(config: RTNConfig) -> WeightSolveFn:
+        """Each weight is read in its stored dtype and quantized in float32 (the group's min/max, scale
+        and zero are float32; scales are stored as float16), so a bf16 checkpoint streamed block by block
+        and the same checkpoint loaded whole in float32 give the same codes bit for bit."""
+
+        def solve_weight(bi: int, name: str, layer: nn.Module) -> nn.Module:
             q, s, z = quantize_rtn(
                 get_weight(layer).detach(), config.bits, config.group_size, sym=config.sym, mse=config.mse
             )
-            set_module(
-                blocks[bi], name, quantized_module(layer, q, s, z, config.bits, config.group_size, config.sym)
-            )
-            ctx.report(f"block {bi + 1}/{len(blocks)}", (k + 1) / len(layers), name)
+            return quantized_module(layer, q, s, z, config.bits, config.group_size, config.sym)
+
+        return solve_weight
+
+    def compress(self, model: Any, tokenizer: Any, config: RTNConfig, ctx: RunContext) -> Any:
+        _, blocks = find_blocks(model)
+        solve_weight = self._solve_weight(config)
+        for bi, block in enumerate(blocks):
+            compress_block_weights(block, bi, len(blocks), solve_weight, ctx)
         return model
