@@ -59,7 +59,7 @@ class UnsafeArchive(CompressionError):
     """An archive was refused (traversal, links, devices, size); nothing outside the target was written."""
 
 
-def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+def persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, b in model.named_buffers():
         owner, _, attr = name.rpartition(".")
@@ -86,7 +86,7 @@ def checkpoint_tensors(model: nn.Module, dense_dtype: torch.dtype | None = None)
         if dense_dtype is not None and t.is_floating_point():
             t = t.to(dense_dtype)
         tensors[name] = t.contiguous()
-    for name, b in _persistent_buffers(model).items():
+    for name, b in persistent_buffers(model).items():
         if not name.startswith(inside) and name not in tensors:
             tensors[name] = b.detach().contiguous()
     return tensors
