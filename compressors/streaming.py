@@ -40,6 +40,7 @@ each (their ``compress`` already runs :func:`compressors.calibration.sequential_
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -53,7 +54,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from compressors.base import CompressionError, Compressor, CompressorConfig, RunContext
+from compressors.base import (
+    Calibration,
+    CompressionError,
+    Compressor,
+    CompressorConfig,
+    CostEstimate,
+    RunContext,
+)
 from compressors.calibration import (
     BlockStep,
     calibration_tokens,
@@ -113,6 +121,27 @@ def streaming_reason(info: ModelInfo, compressor: Compressor[Any], config: Compr
     if not info.weight_files or not all(f.endswith(".safetensors") for f in info.weight_files):
         return "the checkpoint's weights are not safetensors"
     return None
+
+
+def estimate_run(
+    compressor: Compressor[Any], info: ModelInfo, config: CompressorConfig, calib: Calibration
+) -> CostEstimate | None:
+    """The compressor's estimate for this model, with the peak memory of the path the run will take:
+    block by block (:func:`compressors.models.streamed_memory_bytes`) when it streams, else the whole
+    model's. None without a model shape."""
+    from compressors.models import streamed_memory_bytes
+
+    if info.shape is None:
+        return None
+    est = compressor.estimate(info.shape, config, calib)
+    if streaming_reason(info, compressor, config) is not None:
+        return est
+    samples, seq = (calib.samples, calib.seq_len) if compressor.uses_calibration(config) else (0, 0)
+    return dataclasses.replace(
+        est,
+        peak_memory_bytes=streamed_memory_bytes(info.shape, samples, seq),
+        note=f"streamed block by block from the safetensors shards, peak independent of depth; {est.note}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

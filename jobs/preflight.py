@@ -179,11 +179,14 @@ def estimate_cost(
 ) -> CostCheck:
     """The compressor's estimate for this model, settings and calibration size (``ConfigError`` for
     rejected settings)."""
-    from compressors.models import available_memory_bytes
+    from compressors.models import ModelInfo, available_memory_bytes
+    from compressors.streaming import estimate_run
 
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
-    return CostCheck(comp.estimate(info.shape, cfg, calib), available_memory_bytes())
+    # RTN and GPTQ on a safetensors folder stream block by block: their peak is one block's, not the model's
+    est = estimate_run(comp, info, cfg, calib) if isinstance(info, ModelInfo) else None
+    return CostCheck(est or comp.estimate(info.shape, cfg, calib), available_memory_bytes())
 
 
 @dataclass(frozen=True)
