@@ -47,6 +47,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,6 +217,34 @@ class ShardReader:
 # the driver
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    return fn
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Collect garbage and give freed heap memory back to the OS (glibc's ``malloc_trim``).
+
+    glibc keeps freed chunks in its arenas for reuse, and with blocks of mixed-size tensors the process
+    grew by about a third of a block per block (measured on 17 MB blocks: RSS 385 -> 421 MB over 8
+    blocks); trimmed after every block it stays flat, so the peak does not depend on depth.
+    """
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 @dataclass
 class StreamReport:
     """What a streamed compression did."""
@@ -317,7 +346,7 @@ def _capture_inputs(
     finally:
         for m in shell.values():
             m.to_empty(device="meta", recurse=False)
-        gc.collect()
+        release_memory()
 
 
 def stream_compress(
@@ -423,7 +452,7 @@ def stream_compress(
             for name, layer_info in info_by_layer.items():
                 report.layers[prefix + name] = layer_info
             block.to_empty(device="meta")  # frees the block and its packed layers
-            gc.collect()
+            release_memory()
         ctx.report("write", 1.0, "copying the embeddings, final norm and head from the checkpoint")
         block_prefix = blocks_path + "."
         for name, stored_name in names.items():
@@ -432,6 +461,7 @@ def stream_compress(
             t = reader.read([stored_name])[stored_name]
             writer.add(name, t.to(dense) if t.is_floating_point() else t)
             del t
+            release_memory()
         writer.finish(WEIGHTS_METADATA)
     except BaseException:
         writer.close()
