@@ -667,8 +667,6 @@ def check_memory(
 #: checkpoint tensors it was read from (16-bit: half), the packed layers' dequantized float weights
 #: (cached for the forward passes), GPTQ's W/Q/error copies of the layer being solved.
 STREAM_BLOCK_FACTOR = 3.0
-#: What Python, torch and transformers occupy before any tensor (measured ~0.5 GB on the demo runs).
-RUNTIME_BYTES = 600 * 2**20
 
 
 def streamed_memory_bytes(
@@ -676,7 +674,8 @@ def streamed_memory_bytes(
 ) -> int:
     """Peak memory of a run streamed block by block (:mod:`compressors.streaming`): independent of depth.
 
-    The runtime plus the larger of two phases. Before block 0 (calibrated methods only), the embeddings
+    The larger of two phases (like the whole-model check, the interpreter and libraries are not counted:
+    ~0.4 GB, already resident when the check runs). Before block 0 (calibrated methods only), the embeddings
     are built in compute precision (with their stored copy) to compute the calibration inputs. Then, per
     block: the block in compute precision times :data:`STREAM_BLOCK_FACTOR`, the calibration activations
     (the block's inputs and outputs, float32), the statistics of one step (three ``[in, in]`` float32
@@ -695,7 +694,7 @@ def streamed_memory_bytes(
         per_block += calib_seq * (shape.intermediate_size + 6 * shape.hidden_size) * 4
         per_block += shape.n_heads * calib_seq**2 * 4
     first = 1.5 * embed + acts / 2
-    need = RUNTIME_BYTES + max(first, per_block + acts, embed)
+    need = max(first, per_block + acts, embed)
     return int(need)
 
 

@@ -49,6 +49,7 @@ from compressors.base import (
 from compressors.evaluate import EvalResult, _RssSampler, evaluate
 from compressors.models import (
     ModelInfo,
+    ModelLoadError,
     check_memory,
     inspect_checkpoint,
     load_model,
@@ -332,6 +333,14 @@ def compress_and_measure(
         check_memory(
             info.shape, str(model_ref), streamed_peak_bytes=streamed_peak(compressor, cfg, info, calib_size)
         )
+        try:  # the measurements load the whole model: say so now, not after the compression
+            check_memory(info.shape, str(model_ref))
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"{exc} Compressing it streams block by block and fits, but measuring it before and after "
+                "loads the whole model: compress without measuring (shrinkwise compress ... --no-measure, "
+                "or compressors.run.compress_only)."
+            ) from None
     estimate: CostEstimate | None = None
     try:
         estimate = estimate_run(compressor, info, cfg, calib_size)

@@ -319,7 +319,10 @@ def _load_into(
 ) -> None:
     """Copy the shards' tensors of ``module`` (at ``prefix`` in the model) into its materialised tensors."""
     own = [(k, t) for k, t in module.state_dict(keep_vars=True).items() if recurse or "." not in k]
-    full = {f"{prefix}{k}": t for k, t in own if f"{prefix}{k}" in names}
+    full = {f"{prefix}{k}": t for k, t in own}
+    unmapped = [n for n in full if n not in names]
+    if unmapped:  # _map_names covers every tensor of the model; this would leave memory uninitialised
+        raise CompressionError(f"no checkpoint tensor is mapped to {unmapped[0]}")
     stored = reader.read([names[n] for n in full])
     for n, t in full.items():
         t.copy_(stored[names[n]])

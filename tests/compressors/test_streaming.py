@@ -283,6 +283,19 @@ def test_compress_and_measure_says_which_path_ran(tmp_path):
     assert any("whole model in memory (magnitude has no block-by-block form" in line for line in r.log)
 
 
+def test_a_model_that_streams_but_cannot_be_measured_whole_is_refused_before_compressing(
+    tmp_path, monkeypatch
+):
+    from compressors.run import compress_and_measure
+
+    src = _checkpoint(tmp_path / "src")
+    monkeypatch.setattr("compressors.run.streamed_peak", lambda *a: 1)
+    monkeypatch.setattr("compressors.models.available_memory_bytes", lambda: 1000)
+    with pytest.raises(ModelLoadError, match="--no-measure"):
+        compress_and_measure(src, "rtn", CFG, out_dir=tmp_path / "out", measure_speed=False, archive=None)
+    assert not (tmp_path / "out" / "model").exists()
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys, psutil, torch
