@@ -3,6 +3,12 @@
 The maths is in :mod:`compressors.ops.gptq`; this module walks the model with the sequential driver
 (:mod:`compressors.calibration`: each layer sees the outputs of the already-quantized layers before
 it) and stores every layer packed (:class:`compressors.packed.QuantizedLinear`).
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the Hessian is accumulated in float32 and the
+Cholesky factorisation, inverse and column sweep are float32. The next block's inputs are the outputs
+of the *quantized* block, in both paths.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Each weight is rounded to the nearest point of a uniform grid fitted to its group's min/max
 (asymmetric) or max-abs (symmetric); optional MSE clipping search. No calibration data, no error
 compensation: at 3 bits it degrades quickly (GPTQ paper, Table 3: OPT-125M 4-bit 37.28 vs GPTQ 31.12).
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: weights are read in their stored dtype and quantized in float32 (grid, scale and zero in
+float32; scales stored as float16); no forward pass runs.
 """
 
 from __future__ import annotations

@@ -296,6 +296,24 @@ def test_a_model_that_streams_but_cannot_be_measured_whole_is_refused_before_com
     assert not (tmp_path / "out" / "model").exists()
 
 
+def test_cli_compresses_without_measuring_and_checks_the_device(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli.main import _register, app
+
+    src = _checkpoint(tmp_path / "src")
+    _register()
+    runner = CliRunner()
+    args = ["compress", str(src), "--method", "gptq", "--bits", "4", "--group-size", "32"]
+    args += ["--calib-samples", "2", "--calib-seq-len", "32", "--no-measure", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*args, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "streamed block by block on cpu" in res.output
+    assert len(packed_modules(load_packed(tmp_path / "o"))) == 14
+    res = runner.invoke(app, [*args, "--device", "tpu"])
+    assert res.exit_code == 2 and "cpu, cuda or cuda:N" in res.output and "Traceback" not in res.output
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys, psutil, torch
