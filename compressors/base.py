@@ -18,12 +18,15 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, NewType, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NewType, TypeVar
 
 # Cancelled lives with the progress reporter (which raises it); re-exported here, where callers look
 from compressors.progress import Cancelled as Cancelled
 from compressors.progress import Count, ProgressSink, Reporter
 from knowledge.ids import MethodId
+
+if TYPE_CHECKING:  # torch-side types, for annotations only (this module imports no torch)
+    from compressors.calibration import BlockStep
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,15 @@ class Compressor(ABC, Generic[ConfigT]):
         the first step of a run), so an unsupported architecture is refused at once instead of after
         loading and measuring the original. Default: every architecture the layer discovery handles.
         """
+
+    def block_step(self, config: ConfigT) -> BlockStep | None:
+        """How this compressor treats one decoder block on its own, or None when it needs the whole model.
+
+        A compressor that returns a step here can be **streamed** (:mod:`compressors.streaming`): its
+        blocks are read from the checkpoint's shards one at a time, so a model far larger than memory
+        can be compressed. Its ``compress`` should run the same step, so both paths give one result.
+        """
+        return None
 
     @abstractmethod
     def estimate(

@@ -118,6 +118,177 @@ def find_steps(block: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -
     return steps
 
 
+WeightSolveFn = Callable[[int, str, nn.Module], nn.Module | None]
+
+
+@dataclass(frozen=True)
+class BlockStep:
+    """How a compressor treats one decoder block on its own: all the streaming driver
+    (:mod:`compressors.streaming`) and the whole-model walk need, so both run the same code.
+
+    A calibrated method (GPTQ, SparseGPT, Wanda, SpQR) names the statistic its hooks collect (``stat``:
+    "hessian" or "sq_norms") and its ``solve``; a data-free one (RTN, magnitude) gives ``solve_weight``,
+    which sees the layer only. ``true_sequential`` and ``stage`` are those of :func:`sequential_compress`.
+    """
+
+    stat: str | None = None
+    solve: SolveFn | None = None
+    solve_weight: WeightSolveFn | None = None
+    true_sequential: bool = True
+    stage: str = "calibrate"
+
+    def __post_init__(self) -> None:
+        if self.stat is None and self.solve_weight is None:
+            raise ValueError("a data-free BlockStep needs solve_weight")
+        if self.stat is not None and (self.stat not in STATS or self.solve is None):
+            raise ValueError(
+                f"a calibrated BlockStep needs stat in {list(STATS)} and solve; got {self.stat!r}"
+            )
+
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether the block's calibration inputs must be computed (and carried to the next block)."""
+        return self.stat is not None
+
+
+@torch.no_grad()
+def compress_block_weights(
+    block: nn.Module,
+    bi: int,
+    n_blocks: int,
+    solve_weight: WeightSolveFn,
+    ctx: RunContext,
+    count: tuple[int, int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Compress the linear layers of one block from their weights alone (RTN, magnitude); in place.
+
+    Replacement modules are moved to the device of the layer they replace. ``count``: as in
+    :func:`compress_block`.
+    """
+    import time
+
+    layers = linear_layers(block)
+    info: dict[str, dict[str, Any]] = {}
+    for k, (name, layer) in enumerate(layers.items()):
+        ctx.check_cancelled()
+        t0 = time.perf_counter()
+        new = solve_weight(bi, name, layer)
+        if new is not None:
+            set_module(block, name, new.to(_device_of(layer)))
+        info[name] = {"seconds": round(time.perf_counter() - t0, 3)}
+        ctx.report(
+            f"block {bi + 1}/{n_blocks}",
+            (bi + (k + 1) / len(layers)) / n_blocks,
+            name,
+            count=None if count is None else Count(min(count[0] + k + 1, count[1]), count[1], "layers"),
+        )
+    return info
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(iter(module.parameters()), next(iter(module.buffers()), torch.empty(0))).device
+
+
+@torch.no_grad()
+def compress_block(
+    block: nn.Module,
+    bi: int,
+    n_blocks: int,
+    hidden: torch.Tensor,
+    kwargs: dict[str, Any],
+    stat: str,
+    solve: SolveFn,
+    ctx: RunContext,
+    true_sequential: bool = True,
+    count: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, dict[str, dict[str, Any]]]:
+    """Compress one block on its calibration inputs ``hidden`` ``[n, seq, hidden]``; in place.
+
+    ``count``: (layers solved before this block, layers in the whole model), so every report carries
+    the model-wide count its ETA is measured on.
+
+    Returns the outputs of the *compressed* block (the next block's inputs, GPTQ's sequential mode) and
+    per-layer info. Statistics are float32 on ``hidden``'s device; replacement modules are moved there.
+    """
+    import time
+
+    if true_sequential:
+        steps = find_steps(block, hidden, kwargs)
+    else:
+        steps = [[name for name in linear_layers(block)]]
+    n = hidden.shape[0]
+    n_layers = sum(len(s) for s in steps)
+    done_layers = 0
+    info_by_layer: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        layers = linear_layers(block)
+        stats: dict[str, LayerStats] = {}
+        for name in step:
+            in_f = _in_features(layers[name])
+            shape = (in_f, in_f) if stat == "hessian" else (in_f,)
+            stats[name] = LayerStats(
+                name, stat, torch.zeros(shape, dtype=torch.float32, device=hidden.device)
+            )
+        called: set[str] = set()
+        last_step = step is steps[-1] or not true_sequential
+        handles = []
+        for name in step:
+            # bound as defaults: each step's hooks are removed before the next step starts,
+            # but binding keeps a stray late call from touching the next step's state
+            def hook(
+                mod: nn.Module,
+                args: tuple[Any, ...],
+                out: Any,
+                name: str = name,
+                stats: dict[str, LayerStats] = stats,
+                called: set[str] = called,
+                last_step: bool = last_step,
+                step: list[str] = step,
+            ) -> None:
+                stats[name].add(args[0])
+                called.add(name)
+                if not last_step and len(called) == len(step):
+                    raise _Stop  # the rest of the block is not needed for this step
+
+            handles.append(layers[name].register_forward_hook(hook))
+        try:
+            for i in range(n):
+                called.clear()
+                try:
+                    run_block(block, hidden[i : i + 1], kwargs)
+                except _Stop:
+                    pass
+        finally:
+            for h in handles:
+                h.remove()
+        for name in step:
+            ctx.check_cancelled()
+            t0 = time.perf_counter()
+            layer = layers[name]
+            new = solve(bi, name, layer, stats[name])
+            if new is not None:
+                set_module(block, name, new.to(hidden.device))
+            info = dict(getattr(new, "_solve_info", {}) or {})
+            info["seconds"] = round(time.perf_counter() - t0, 3)
+            info_by_layer[name] = info
+            done_layers += 1
+            extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+            ctx.report(
+                f"block {bi + 1}/{n_blocks}",
+                (bi + done_layers / max(n_layers, 1)) / n_blocks,
+                f"{name}: {extra}",
+                count=None
+                if count is None
+                else Count(min(count[0] + done_layers, count[1]), count[1], "layers"),
+            )
+            del stats[name]
+    # outputs of the compressed block are the next block's inputs
+    out = torch.empty_like(hidden)
+    for i in range(n):
+        out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
+    return out, info_by_layer
+
+
 @torch.no_grad()
 def sequential_compress(
     model: PreTrainedModel,
@@ -131,16 +302,14 @@ def sequential_compress(
     """Compress ``model`` block by block with ``solve`` (see module docstring); returns per-layer info.
 
     ``tokens``: ``[n_samples, seq_len]`` calibration token ids. ``stat``: "hessian" or "sq_norms".
-    ``solve`` may return a module to put in place of the layer, or None to leave it.
+    ``solve`` may return a module to put in place of the layer, or None to leave it. Each block is
+    :func:`compress_block`, which the streaming driver calls too.
     """
     import time
 
     if stat not in STATS:
         raise ValueError(f"stat={stat!r} is not known; choose one of {list(STATS)}")
-    if tokens is None or tokens.dim() != 2 or tokens.shape[0] == 0:
-        raise CompressionError(
-            "this method needs calibration data: pass ctx.calibration as a [n_samples, seq_len] token tensor"
-        )
+    check_tokens(tokens)
     t_start = time.perf_counter()
     report = SequentialReport()
     path, blocks = find_blocks(model)
@@ -154,88 +323,27 @@ def sequential_compress(
     )
     hidden, kwargs = capture_block_inputs(model, tokens)
     n_blocks = len(blocks)
-    n = hidden.shape[0]
     all_layers = sum(len(linear_layers(b)) for b in blocks)  # the count the ETA is measured on
     solved = 0
     ctx.report(stage, 0.0, count=Count(0, all_layers, "layers"))
     try:
         for bi, block in enumerate(blocks):
             ctx.check_cancelled()
-            if true_sequential:
-                steps = find_steps(block, hidden, kwargs)
-            else:
-                steps = [[name for name in linear_layers(block)]]
-            n_layers = sum(len(s) for s in steps)
-            done_layers = 0
-            for step in steps:
-                layers = linear_layers(block)
-                stats: dict[str, LayerStats] = {}
-                for name in step:
-                    in_f = _in_features(layers[name])
-                    shape = (in_f, in_f) if stat == "hessian" else (in_f,)
-                    stats[name] = LayerStats(
-                        name, stat, torch.zeros(shape, dtype=torch.float32, device=hidden.device)
-                    )
-                called: set[str] = set()
-                last_step = step is steps[-1] or not true_sequential
-                handles = []
-                for name in step:
-                    # bound as defaults: each step's hooks are removed before the next step starts,
-                    # but binding keeps a stray late call from touching the next step's state
-                    def hook(
-                        mod: nn.Module,
-                        args: tuple[Any, ...],
-                        out: Any,
-                        name: str = name,
-                        stats: dict[str, LayerStats] = stats,
-                        called: set[str] = called,
-                        last_step: bool = last_step,
-                        step: list[str] = step,
-                    ) -> None:
-                        stats[name].add(args[0])
-                        called.add(name)
-                        if not last_step and len(called) == len(step):
-                            raise _Stop  # the rest of the block is not needed for this step
-
-                    handles.append(layers[name].register_forward_hook(hook))
-                try:
-                    for i in range(n):
-                        called.clear()
-                        try:
-                            run_block(block, hidden[i : i + 1], kwargs)
-                        except _Stop:
-                            pass
-                finally:
-                    for h in handles:
-                        h.remove()
-                for name in step:
-                    ctx.check_cancelled()
-                    t0 = time.perf_counter()
-                    layer = layers[name]
-                    new = solve(bi, name, layer, stats[name])
-                    if new is not None:
-                        set_module(block, name, new)
-                    info = dict(getattr(new, "_solve_info", {}) or {})
-                    info["seconds"] = round(time.perf_counter() - t0, 3)
-                    full = f"{path}.{bi}.{name}"
-                    report.layers[full] = info
-                    done_layers += 1
-                    solved += 1
-                    extra = ", ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
-                    )
-                    ctx.report(
-                        f"block {bi + 1}/{n_blocks}",
-                        (bi + done_layers / max(n_layers, 1)) / n_blocks,
-                        f"{name}: {extra}",
-                        count=Count(min(solved, all_layers), all_layers, "layers"),
-                    )
-                    del stats[name]
-            # outputs of the compressed block are the next block's inputs
-            out = torch.empty_like(hidden)
-            for i in range(n):
-                out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
-            hidden = out
+            hidden, info = compress_block(
+                block,
+                bi,
+                n_blocks,
+                hidden,
+                kwargs,
+                stat,
+                solve,
+                ctx,
+                true_sequential=true_sequential,
+                count=(solved, all_layers),
+            )
+            solved += len(info)
+            for name, layer_info in info.items():
+                report.layers[f"{path}.{bi}.{name}"] = layer_info
     finally:
         if was_training:
             model.train()
@@ -243,6 +351,14 @@ def sequential_compress(
             model.config.use_cache = use_cache
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def check_tokens(tokens: torch.Tensor | None) -> None:
+    """Refuse calibration tokens that are not ``[n_samples, seq_len]`` with at least one sample."""
+    if tokens is None or tokens.dim() != 2 or tokens.shape[0] == 0:
+        raise CompressionError(
+            "this method needs calibration data: pass ctx.calibration as a [n_samples, seq_len] token tensor"
+        )
 
 
 def calibration_tokens(ctx: RunContext) -> torch.Tensor:

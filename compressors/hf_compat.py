@@ -15,6 +15,11 @@ deep inside a forward pass:
   tensor, or the first item of a tuple in older layers), and the layout of the ``(cos, sin)`` rotary
   position embeddings the decoder passes to each layer (``[batch, seq, head_dim]``);
 - the inner decoder (``get_decoder()`` or ``.model``) and its ``layers`` list;
+- for the streaming compressor (:mod:`compressors.streaming`), which builds the model on the meta device
+  and materialises one module at a time: how transformers fills a module's non-persistent buffers (the
+  rotary ``inv_freq``, Gemma's ``embed_scale``), which are computed in ``__init__`` and so are empty after
+  ``Module.to_empty``. transformers' own loader does it with ``PreTrainedModel._init_weights(module)``
+  (it also initialises the module's weights, which the caller then overwrites from the checkpoint);
 - the key tensor a cache holds for one layer (used by tests and by nothing at inference time);
 - for the evaluation harness's decode timing and the block capture of the layer-wise compressors: the
   cache keyword of a model's ``forward`` and the field its output returns the cache in (``cache`` since
@@ -44,10 +49,11 @@ TESTED_TRANSFORMERS = ("5.24.0",)
 _checked: bool = False
 
 
-def check_version(installed: str | None = None) -> None:
+def check_version(installed: str | None = None, feature: str = "LazyLLM/AIM token pruning") -> None:
     """Raise :class:`CompressionError` unless the installed transformers is in :data:`SUPPORTED_TRANSFORMERS`.
 
-    Called when a token plan is first installed (not on import, so that listing methods never fails).
+    Called when a token plan is first installed, and when a streamed compression starts (not on import,
+    so that listing methods never fails). ``feature`` names what needs the check, in the message.
     """
     global _checked
     if installed is None and _checked:
@@ -60,7 +66,7 @@ def check_version(installed: str | None = None) -> None:
             _checked = True
         return
     raise CompressionError(
-        f"LazyLLM/AIM token pruning supports transformers {SUPPORTED_TRANSFORMERS} (tested: "
+        f"{feature} supports transformers {SUPPORTED_TRANSFORMERS} (tested: "
         f"{', '.join(TESTED_TRANSFORMERS)}), but {version} is installed; install a supported version "
         "(the project's lock pins one) or update compressors/hf_compat.py after testing"
     )
@@ -159,3 +165,17 @@ def output_cache(output: Any) -> Any:
     raise CompressionError(
         f"{type(output).__name__} carries no KV cache field; supported transformers: {SUPPORTED_TRANSFORMERS}"
     )
+
+
+def init_module_buffers(model: Any, module: torch.nn.Module) -> None:
+    """Compute ``module``'s non-persistent buffers after ``module.to_empty(...)``, as transformers' loader
+    does for a model built on the meta device: ``model._init_weights(module)`` (version-checked). It also
+    draws random weights for the module, so call it *before* copying the checkpoint's weights in."""
+    check_version(feature="streaming compression")
+    init = getattr(model, "_init_weights", None)
+    if not callable(init):
+        raise CompressionError(
+            f"{type(model).__name__} has no _init_weights; supported transformers: {SUPPORTED_TRANSFORMERS}"
+        )
+    with torch.no_grad():
+        init(module)

@@ -276,6 +276,20 @@ def _load_config(source: str, path: Path | None, ref: str) -> PretrainedConfig:
         raise ModelLoadError(f"cannot read the config of {ref}: {msg}") from None
 
 
+def load_config(ref: str | Path) -> PretrainedConfig:
+    """The transformers config of a model reference, with every check :func:`inspect_checkpoint` makes
+    on it (no remote code, sane sizes, a causal LM)."""
+    source, path = _resolve(ref)
+    if source == "demo":
+        from compressors.demo import ensure_demo_checkpoint
+
+        source, path = "folder", ensure_demo_checkpoint()
+    config = _load_config(source, path, str(ref))
+    check_config_limits(config, str(ref))
+    check_causal(config, str(ref))
+    return config
+
+
 def _raw_config(config_json: Path) -> dict[str, Any]:
     """``config.json`` as plain JSON, for the checks made before transformers builds anything from it."""
     if config_json.stat().st_size > 16 * 2**20:
@@ -514,23 +528,31 @@ def model_shape(config: PretrainedConfig) -> ModelShape:
 def _as_loaded(model: PreTrainedModel, found: dict[str, list[int]]) -> tuple[dict[str, list[int]], set[str]]:
     """The checkpoint's tensor names as transformers renames them while loading (legacy names such as
     GPT-NeoX's ``embed_out``, a missing base-model prefix), and the names a converter merges or splits."""
+    names, converted = checkpoint_names(model, list(found))
+    return {new: found[old] for new, old in names.items()}, converted
+
+
+def checkpoint_names(model: PreTrainedModel, keys: list[str]) -> tuple[dict[str, str], set[str]]:
+    """``({name in the model: name in the checkpoint}, names a converter merges or splits)`` for the
+    checkpoint tensor names ``keys``, renamed as transformers renames them while loading. Works on a
+    model built on the meta device (the streaming reader uses it to find each block's tensors)."""
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
         from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
     except ImportError:  # another transformers layout: compare the names as they are
-        return found, set()
+        return {k: k for k in keys}, set()
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
     meta = model.state_dict()
     prefix = str(getattr(model, "base_model_prefix", "") or "") or None
-    renamed: dict[str, list[int]] = {}
+    renamed: dict[str, str] = {}
     converted: set[str] = set()
-    for key, shape in found.items():
+    for key in keys:
         new, pattern = rename_source_key(key, renamings, converters, prefix, meta)
         if pattern is not None:
             converted.add(new)
-        renamed[new] = shape
+        renamed[new] = key
     return renamed, converted
 
 
@@ -611,16 +633,69 @@ def available_memory_bytes() -> int:
     return 0
 
 
-def check_memory(shape: ModelShape, ref: str, dtype_bytes: int = 4) -> None:
-    """Refuse a model whose float weights would not fit in free memory, before loading it."""
-    need = int(shape.n_params * dtype_bytes * LOAD_MEMORY_FACTOR)
+def check_memory(
+    shape: ModelShape, ref: str, dtype_bytes: int = 4, *, streamed_peak_bytes: int | None = None
+) -> None:
+    """Refuse a model that would not fit in free memory, before loading it.
+
+    Whole-model runs need the float weights (``dtype_bytes`` per parameter, times
+    :data:`LOAD_MEMORY_FACTOR`); a run that streams block by block needs ``streamed_peak_bytes``
+    (:func:`streamed_memory_bytes`), so a model that does not fit whole but fits block by block is accepted.
+    """
     free = available_memory_bytes()
+    if streamed_peak_bytes is not None:
+        if free and streamed_peak_bytes > free:
+            raise ModelLoadError(
+                f"{ref} is too large for this machine even block by block: streaming it needs about "
+                f"{streamed_peak_bytes / 2**30:.1f} GiB (one decoder block of "
+                f"{shape.linear_params / max(shape.n_layers, 1) / 1e6:.0f} M parameters in float32, the embeddings "
+                f"and the calibration activations), but only {free / 2**30:.1f} GiB is free. Use fewer or shorter "
+                "calibration windows, a machine with more memory, or --device cuda."
+            )
+        return
+    need = int(shape.n_params * dtype_bytes * LOAD_MEMORY_FACTOR)
     if free and need > free:
         raise ModelLoadError(
             f"{ref} is too large for this machine: {shape.n_params / 1e9:.2f} B parameters need about "
             f"{need / 2**30:.1f} GiB to load in float32, but only {free / 2**30:.1f} GiB is free. "
-            "Use a smaller model or a machine with more memory."
+            "Use a smaller model or a machine with more memory; RTN and GPTQ stream a safetensors folder "
+            "block by block and need far less."
         )
+
+
+#: Working copies of one block while it is compressed, in units of the block in float32: the block, the
+#: checkpoint tensors it was read from (16-bit: half), the packed layers' dequantized float weights
+#: (cached for the forward passes), GPTQ's W/Q/error copies of the layer being solved.
+STREAM_BLOCK_FACTOR = 3.0
+
+
+def streamed_memory_bytes(
+    shape: ModelShape, calib_samples: int = 0, calib_seq: int = 0, compute_bytes: int = 4
+) -> int:
+    """Peak memory of a run streamed block by block (:mod:`compressors.streaming`): independent of depth.
+
+    The larger of two phases (like the whole-model check, the interpreter and libraries are not counted:
+    ~0.4 GB, already resident when the check runs). Before block 0 (calibrated methods only), the embeddings
+    are built in compute precision (with their stored copy) to compute the calibration inputs. Then, per
+    block: the block in compute precision times :data:`STREAM_BLOCK_FACTOR`, the calibration activations
+    (the block's inputs and outputs, float32), the statistics of one step (three ``[in, in]`` float32
+    Hessians at most, and the Cholesky factor) and one sample's forward with its attention scores.
+    Dense tensors (embeddings, head) are copied to the output one at a time, each smaller than the first
+    phase. ``calib_samples=0``: a data-free method (RTN), no activations.
+    """
+    block = shape.linear_params / max(shape.n_layers, 1) * compute_bytes
+    embed = shape.vocab_size * shape.hidden_size * compute_bytes
+    acts = 0.0
+    per_block = STREAM_BLOCK_FACTOR * block
+    if calib_samples:
+        widest = max(shape.hidden_size, shape.intermediate_size)
+        acts = 2.0 * calib_samples * calib_seq * shape.hidden_size * 4
+        per_block += 4 * widest**2 * 4
+        per_block += calib_seq * (shape.intermediate_size + 6 * shape.hidden_size) * 4
+        per_block += shape.n_heads * calib_seq**2 * 4
+    first = 1.5 * embed + acts / 2
+    need = max(first, per_block + acts, embed)
+    return int(need)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
     if n_pad:
         flat = torch.cat([flat, flat.new_zeros(n_pad)])
     v = flat.view(-1, 32)  # 32 values -> exactly `bits` words
-    words = torch.zeros(v.shape[0], bits, dtype=torch.int64)
+    words = torch.zeros(v.shape[0], bits, dtype=torch.int64, device=flat.device)
     for i in range(32):
         off = i * bits
         w, s = divmod(off, 32)
@@ -81,7 +81,7 @@ def unpack_bits(packed: torch.Tensor, bits: int, shape: tuple[int, ...] | torch.
         )
     words = packed.reshape(n_groups, bits).to(torch.int64) & 0xFFFFFFFF
     mask = (1 << bits) - 1
-    out = torch.empty(n_groups, 32, dtype=torch.int64)
+    out = torch.empty(n_groups, 32, dtype=torch.int64, device=packed.device)
     for i in range(32):
         off = i * bits
         w, s = divmod(off, 32)
@@ -380,10 +380,10 @@ class QuantizedLinear(PackedModule):
     def group_index(self) -> torch.Tensor:
         """``g_idx``: the group of every input column."""
         gs = self.effective_group_size
-        order = torch.arange(self.in_features) // gs
+        order = torch.arange(self.in_features, device=self.scales.device) // gs
         if self.perm is None:
             return order
-        g = torch.empty(self.in_features, dtype=torch.long)
+        g = torch.empty(self.in_features, dtype=torch.long, device=order.device)
         g[self.perm.long()] = order
         return g
 
@@ -394,7 +394,7 @@ class QuantizedLinear(PackedModule):
     def zero_points(self) -> torch.Tensor:
         """Zero-points as float ``[out, n_groups]``."""
         if self.zero_const is not None:
-            return torch.full((self.out_features, self.n_groups), self.zero_const)
+            return torch.full((self.out_features, self.n_groups), self.zero_const, device=self.scales.device)
         if self.zeros is None:
             raise ValueError("this layer stores neither a constant zero-point nor zero-point tensors")
         if self.zero_bits is not None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -40,6 +40,8 @@ from torch import nn
 from compressors.base import (
     Calibration,
     CompressionError,
+    Compressor,
+    CompressorConfig,
     CompressorId,
     ConfigError,
     CostEstimate,
@@ -56,7 +58,15 @@ from compressors.evaluate import (
     _RssSampler,
     evaluate,
 )
-from compressors.models import ModelInfo, inspect_checkpoint, load_model
+from compressors.models import (
+    ModelInfo,
+    ModelLoadError,
+    check_memory,
+    inspect_checkpoint,
+    load_model,
+    load_tokenizer,
+    streamed_memory_bytes,
+)
 from compressors.progress import Count, ProgressSink, Reporter
 from compressors.text import (
     DEFAULT_CALIB_SAMPLES,
@@ -68,6 +78,9 @@ from compressors.text import (
 )
 from compressors.throughput import Throughput, Work, forward_work, get_throughput
 from knowledge.ids import MethodId
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +375,7 @@ def compress_and_measure(
     archive: str | None = "zip",
     seed: int = 0,
     dense_dtype: str = "auto",
+    device: str = "auto",
 ) -> RunResult:
     """Compress ``model_ref`` with compressor ``compressor_id`` and measure before and after.
 
@@ -379,6 +393,13 @@ def compress_and_measure(
     ``dense_dtype``: the dtype of the tensors that stay unquantized
     in the saved checkpoint (see :func:`compressors.storage.resolve_dense_dtype`; ``auto`` keeps the
     source's 16-bit dtype and uses bfloat16 for a GGUF source).
+    ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, where a streamed run computes its block and
+    activations (see :func:`compressors.streaming.resolve_device`).
+
+    Compression **streams** block by block from the safetensors shards (:mod:`compressors.streaming`)
+    when the compressor has a block step (RTN, GPTQ) and the source is a safetensors folder; otherwise
+    (GGUF, the demo, a packed checkpoint, a method that needs the whole model) the model is loaded whole.
+    The run's log says which path ran and why. The before/after measurements still load the whole model.
 
     Raises :class:`compressors.models.ModelLoadError`, :class:`compressors.base.ConfigError`,
     :class:`compressors.text.TextTooShort`, :class:`compressors.base.CompressionError` for problems
@@ -408,10 +429,26 @@ def compress_and_measure(
         dense = resolve_dense_dtype(dense_dtype, info.source, info.dtype)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    from compressors.streaming import estimate_run, resolve_device, streaming_reason
+
+    dev = resolve_device(device)
+    why_whole = streaming_reason(info, compressor, cfg)
+    calib_size = Calibration(n_calib_samples, calib_seq_len)
+    if why_whole is None and info.shape is not None:
+        check_memory(
+            info.shape, str(model_ref), streamed_peak_bytes=streamed_peak(compressor, cfg, info, calib_size)
+        )
+        try:  # the measurements load the whole model: say so now, not after the compression
+            check_memory(info.shape, str(model_ref))
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"{exc} Compressing it streams block by block and fits, but measuring it before and after "
+                "loads the whole model: compress without measuring (shrinkwise compress ... --no-measure, "
+                "or compressors.run.compress_only)."
+            ) from None
     estimate: CostEstimate | None = None
     try:
-        calib_size = Calibration(n_calib_samples, calib_seq_len)
-        estimate = compressor.estimate(info.shape, cfg, calib_size) if info.shape else None
+        estimate = estimate_run(compressor, info, cfg, calib_size)
     except Exception as exc:  # an estimate is advisory; it must not block the run
         log.warning("estimate failed for %s: %s", compressor_id, exc)
     texts: TextSplit = resolve_texts(calib_text, eval_text)
@@ -441,9 +478,13 @@ def compress_and_measure(
         except Exception as exc:  # advisory, as above
             log.warning("stage estimate failed: %s", exc)
 
-    prog("load", 0.0, f"loading {model_ref}")
+    prog("load", 0.0, f"loading {model_ref}" + ("" if why_whole is None else " (whole model)"))
     t = time.perf_counter()
-    model, tokenizer = load_model(model_ref)
+    model: PreTrainedModel | None = None
+    if why_whole is None:
+        tokenizer = load_tokenizer(model_ref)  # the weights are read block by block while compressing
+    else:
+        model, tokenizer = load_model(model_ref)
     timings["load"] = time.perf_counter() - t
 
     # tokenise early so too-short text fails before any long step
@@ -474,8 +515,9 @@ def compress_and_measure(
     elif measure_before:
         t = time.perf_counter()
         span = _span(prog, "measure before", "compress")
+        measured = model if model is not None else load_model(model_ref, with_tokenizer=False)[0]
         before = evaluate(
-            model,
+            measured,
             tokenizer,
             texts.evaluation,
             n_windows=eval_windows,
@@ -488,6 +530,8 @@ def compress_and_measure(
         if info.source == "gguf" and info.path:
             describe_gguf_source(before, Path(info.path))
         measure_cache.store(before_key, before)
+        del measured
+        gc.collect()
         timings["measure before"] = time.perf_counter() - t
         prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
 
@@ -495,45 +539,27 @@ def compress_and_measure(
         calibration=calib,
         progress=_span(prog, "compress", "save"),
         cancel_event=cancel_event,
+        device=str(dev),
         seed=seed,
     )
-    t = time.perf_counter()
+    extra = {
+        "source_model": str(model_ref),
+        "source_architecture": info.architecture,
+        "knowledge_method": method,  # "method" above is the compressor id, as loaders expect
+    }
     with _RssSampler() as rss:
-        torch.manual_seed(seed)
-        compressed = compressor.compress(model, tokenizer, cfg, ctx)
-    model = compressed if compressed is not None else model
-    timings["compress"] = time.perf_counter() - t
-
-    prog("save", _STAGES["save"], f"saving packed checkpoint to {out / 'model'}")
-    t = time.perf_counter()
-    from compressors.storage import save_packed, update_manifest
-
-    save_span = _span(prog, "save", "measure after")
-
-    ckpt = save_packed(
-        model,
-        tokenizer,
-        out / "model",
-        method=compressor_id,
-        config=cfg.to_dict(),
-        dense_dtype=None if dense == torch.float32 else dense,
-        extra={
-            "source_model": str(model_ref),
-            "source_architecture": info.architecture,
-            "knowledge_method": method,  # "method" above is the compressor id, as loaders expect
-        },
-        progress=lambda done, total: save_span("save", done / total, count=Count(done, total, "files")),
-    )
-    timings["save"] = time.perf_counter() - t
-    del model, compressed
+        ckpt = _compress_and_save(
+            model_ref, compressor, cfg, model, tokenizer, ctx, out / "model", dense, extra, why_whole, timings
+        )
+    model = None
     gc.collect()
 
     prog("measure after", _STAGES["measure after"], "loading the saved checkpoint back")
     t = time.perf_counter()
-    model, _ = load_model(ckpt, with_tokenizer=False)
+    loaded, _ = load_model(ckpt, with_tokenizer=False)
     span = _span(prog, "measure after", "export")
     after = evaluate(
-        model,
+        loaded,
         tokenizer,
         texts.evaluation,
         n_windows=eval_windows,
@@ -572,16 +598,16 @@ def compress_and_measure(
 
         try:
             artifacts.export_dir = str(
-                export_compressed_tensors(model, tokenizer, out / "compressed-tensors")
+                export_compressed_tensors(loaded, tokenizer, out / "compressed-tensors")
             )
         except ExportUnsupported as exc:
             artifacts.export_note = str(exc)
             log.info("no compressed-tensors export: %s", exc)
         export_span("export", 0.5, "exporting to GGUF (llama.cpp)", count=Count(1, 2, "formats"))
-        _export_gguf(model, tokenizer, info, out / "model.gguf", artifacts)
+        _export_gguf(loaded, tokenizer, info, out / "model.gguf", artifacts)
         export_span("export", 1.0, count=Count(2, 2, "formats"))
     timings["export"] = time.perf_counter() - t
-    del model
+    del loaded
     gc.collect()
     timings["total"] = time.perf_counter() - t_run
 
@@ -603,6 +629,8 @@ def compress_and_measure(
         machine=machine_info(),
         warnings=warnings,
     )
+    from compressors.storage import update_manifest
+
     update_manifest(
         ckpt,
         results={
@@ -622,6 +650,200 @@ def compress_and_measure(
     prog("done", 1.0, f"done in {timings['total']:.0f} s")
     result.log = prog.lines[first_line:]
     return result
+
+
+@dataclass
+class CompressOnlyResult:
+    """A compression without measurements (:func:`compress_only`)."""
+
+    checkpoint_dir: str
+    streamed: bool
+    path: str  # which path ran and why, as logged
+    timings: dict[str, float]
+    peak_rss_bytes: int
+    log: list[str] = field(default_factory=list)
+
+
+def compress_only(
+    model_ref: str | Path,
+    compressor_id: CompressorId,
+    config: dict[str, Any] | None = None,
+    *,
+    out_dir: str | Path,
+    calib_text: str | Path | None = None,
+    progress: Progress | None = None,
+    cancel_event: threading.Event | None = None,
+    n_calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_seq_len: int = DEFAULT_SEQ_LEN,
+    seed: int = 0,
+    dense_dtype: str = "auto",
+    device: str = "auto",
+) -> CompressOnlyResult:
+    """Compress ``model_ref`` into a packed checkpoint at ``out_dir`` without measuring before or after.
+
+    The path for models too large to load whole: a streamed run (RTN, GPTQ on a safetensors folder)
+    never holds more than one decoder block, whereas :func:`compress_and_measure` loads the whole model
+    to measure it. Same arguments and checks as :func:`compress_and_measure`.
+    """
+    from compressors.storage import resolve_dense_dtype
+    from compressors.streaming import resolve_device, streaming_reason
+
+    cancel_event = cancel_event or threading.Event()
+    prog = progress if isinstance(progress, Reporter) else Reporter(progress, cancel_event)
+    first_line = len(prog.lines)
+    t_run = time.perf_counter()
+    compressor = get_compressor(compressor_id)
+    cfg = compressor.config_cls.from_dict(dict(config or {}))
+    info = inspect_checkpoint(model_ref)
+    compressor.check_model(info.model_type)
+    try:
+        dense = resolve_dense_dtype(dense_dtype, info.source, info.dtype)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    dev = resolve_device(device)
+    why_whole = streaming_reason(info, compressor, cfg)
+    calib_size = Calibration(n_calib_samples, calib_seq_len)
+    if why_whole is None and info.shape is not None:
+        check_memory(
+            info.shape, str(model_ref), streamed_peak_bytes=streamed_peak(compressor, cfg, info, calib_size)
+        )
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    prog("load", 0.0, f"loading {model_ref}" + ("" if why_whole is None else " (whole model)"))
+    model: PreTrainedModel | None = None
+    if why_whole is None:
+        tokenizer = load_tokenizer(model_ref)
+    else:
+        model, tokenizer = load_model(model_ref)
+    timings["load"] = time.perf_counter() - t
+    calib = None
+    if compressor.uses_calibration(cfg):
+        from compressors.text import tokenize
+
+        texts = resolve_texts(calib_text, None)
+        calib = calibration_windows(
+            tokenizer,
+            texts.calibration,
+            n_calib_samples,
+            calib_seq_len,
+            seed,
+            ids=tokenize(tokenizer, texts.calibration),
+        )
+    ctx = RunContext(
+        calibration=calib,
+        progress=prog.span(0.05, 1.0),
+        cancel_event=cancel_event,
+        device=str(dev),
+        seed=seed,
+    )
+    extra = {
+        "source_model": str(model_ref),
+        "source_architecture": info.architecture,
+        "knowledge_method": default_method(compressor_id),
+    }
+    with _RssSampler() as rss:
+        ckpt = _compress_and_save(
+            model_ref, compressor, cfg, model, tokenizer, ctx, Path(out_dir), dense, extra, why_whole, timings
+        )
+    timings["total"] = time.perf_counter() - t_run
+    path = (
+        f"streamed block by block on {dev}" if why_whole is None else f"whole model in memory ({why_whole})"
+    )
+    return CompressOnlyResult(
+        checkpoint_dir=str(ckpt),
+        streamed=why_whole is None,
+        path=path,
+        timings=timings,
+        peak_rss_bytes=rss.peak,
+        log=prog.lines[first_line:],
+    )
+
+
+def streamed_peak(
+    compressor: Compressor[Any], cfg: CompressorConfig, info: ModelInfo, calib: Calibration
+) -> int:
+    """Peak memory of a streamed run of ``compressor`` (see :func:`compressors.models.streamed_memory_bytes`)."""
+    if info.shape is None:
+        return 0
+    if compressor.uses_calibration(cfg):
+        return streamed_memory_bytes(info.shape, calib.samples, calib.seq_len)
+    return streamed_memory_bytes(info.shape)
+
+
+def _compress_and_save(
+    model_ref: str | Path,
+    compressor: Compressor[Any],
+    cfg: CompressorConfig,
+    model: PreTrainedModel | None,
+    tokenizer: Any,
+    ctx: RunContext,
+    ckpt_dir: Path,
+    dense: torch.dtype,
+    extra: dict[str, Any],
+    why_whole: str | None,
+    timings: dict[str, float],
+) -> Path:
+    """The compression stage: streamed block by block into ``ckpt_dir`` when ``why_whole`` is None,
+    else ``compressor.compress`` on the loaded ``model`` and :func:`save_packed`. Logs which path ran."""
+    from compressors.storage import save_packed
+
+    save_progress = ctx.reporter()
+    torch.manual_seed(ctx.seed)
+    t = time.perf_counter()
+    if why_whole is None:
+        from compressors.streaming import stream_compress
+
+        ctx.report(
+            "compress",
+            0.0,
+            f"streaming block by block from the safetensors shards on {ctx.device}: one decoder block in "
+            "memory at a time, written to the packed checkpoint as it is done",
+        )
+        report = stream_compress(
+            model_ref,
+            compressor,
+            cfg,
+            ckpt_dir,
+            ctx,
+            tokenizer=tokenizer,
+            dense_dtype=None if dense == torch.float32 else dense,
+            extra=extra,
+        )
+        timings["compress"] = time.perf_counter() - t
+        timings["save"] = 0.0  # written block by block while compressing
+        ctx.report(
+            "compress",
+            1.0,
+            f"streamed {report.n_blocks} blocks on {report.device} in {report.seconds:.1f} s "
+            f"(largest block {report.largest_block_bytes / 2**20:.1f} MiB in float32)",
+        )
+        save_progress("save", 1.0, f"packed checkpoint written block by block to {report.checkpoint_dir}")
+        return report.checkpoint_dir
+    if model is None:
+        raise CompressionError("internal: the whole-model path needs the loaded model")
+    device_note = (
+        ""
+        if ctx.device == "cpu"
+        else f"; device {ctx.device} applies to streamed runs only, this runs on the CPU"
+    )
+    ctx.report("compress", 0.0, f"whole model in memory ({why_whole}{device_note})")
+    compressed: PreTrainedModel | None = compressor.compress(model, tokenizer, cfg, ctx)
+    model = compressed if compressed is not None else model
+    timings["compress"] = time.perf_counter() - t
+    save_progress("save", 1.0, f"saving packed checkpoint to {ckpt_dir}")
+    t = time.perf_counter()
+    ckpt = save_packed(
+        model,
+        tokenizer,
+        ckpt_dir,
+        method=compressor.id,
+        config=cfg.to_dict(),
+        dense_dtype=None if dense == torch.float32 else dense,
+        extra=extra,
+        progress=lambda done, total: save_progress("save", 1.0, count=Count(done, total, "files")),
+    )
+    timings["save"] = time.perf_counter() - t
+    return ckpt
 
 
 def load_run(out_dir: str | Path) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class UnsafeArchive(CompressionError):
     """An archive was refused (traversal, links, devices, size); nothing outside the target was written."""
 
 
-def _persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+def persistent_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, b in model.named_buffers():
         owner, _, attr = name.rpartition(".")
@@ -87,7 +87,7 @@ def checkpoint_tensors(model: nn.Module, dense_dtype: torch.dtype | None = None)
         if dense_dtype is not None and t.is_floating_point():
             t = t.to(dense_dtype)
         tensors[name] = t.contiguous()
-    for name, b in _persistent_buffers(model).items():
+    for name, b in persistent_buffers(model).items():
         if not name.startswith(inside) and name not in tensors:
             tensors[name] = b.detach().contiguous()
     return tensors
@@ -126,24 +126,72 @@ def save_packed(
     cfg = model.config
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
+    packed = packed_modules(model)
+    write_side_files(
+        out,
+        cfg,
+        getattr(model, "generation_config", None),
+        tokenizer,
+        architecture=type(model).__name__,
+        packed=bool(packed),
+    )
+    wrote(3)  # config, generation config, tokenizer
+    save_file(tensors, str(out / WEIGHTS), metadata=WEIGHTS_METADATA)
+    wrote(4)
+    write_manifest(
+        out,
+        method=method,
+        config=config,
+        dense_dtype=dense_dtype,
+        modules={path: {"type": m.packed_type, "meta": m.meta()} for path, m in packed.items()},
+        results=results,
+        extra=extra,
+    )
+    wrote(5)
+    return out
+
+
+#: The metadata of every packed ``model.safetensors`` (whole-model and streamed writers alike).
+WEIGHTS_METADATA = {"format": "pt", "producer": FORMAT}
+
+
+def write_side_files(
+    out: Path,
+    cfg: PretrainedConfig,
+    generation_config: Any,
+    tokenizer: PreTrainedTokenizerBase | None,
+    *,
+    architecture: str,
+    packed: bool,
+) -> None:
+    """``config.json`` (marked packed when ``packed``), the generation config and the tokenizer files of a
+    packed checkpoint; code files are dropped. Shared by :func:`save_packed` and the streaming writer."""
     if not getattr(cfg, "architectures", None):  # built from a config or a GGUF: name the class
-        cfg.architectures = [type(model).__name__]
+        cfg.architectures = [architecture]
     cfg.save_pretrained(out)
-    if packed_modules(model):
+    if packed:
         _mark_config_packed(out / "config.json")
-    wrote(1)
-    if getattr(model, "generation_config", None) is not None:
+    if generation_config is not None:
         try:
-            model.generation_config.save_pretrained(out)
+            generation_config.save_pretrained(out)
         except Exception as exc:  # an invalid generation config must not lose the compressed model
             log.warning("generation_config not saved: %s", exc)
-    wrote(2)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     drop_code_files(out)
-    wrote(3)
-    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "producer": FORMAT})
-    wrote(4)
+
+
+def write_manifest(
+    out: Path,
+    *,
+    method: str,
+    config: dict[str, Any],
+    dense_dtype: torch.dtype | None,
+    modules: dict[str, dict[str, Any]],
+    results: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``shrinkwise.json``: format, method, settings, every packed module's type and metadata."""
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -151,15 +199,116 @@ def save_packed(
         "config": config,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dense_dtype": None if dense_dtype is None else str(dense_dtype).replace("torch.", ""),
-        "modules": {
-            path: {"type": m.packed_type, "meta": m.meta()} for path, m in packed_modules(model).items()
-        },
+        "modules": modules,
         "results": results or {},
         **(extra or {}),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    wrote(5)
-    return out
+
+
+#: safetensors' names of the dtypes a packed checkpoint holds.
+_ST_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+class SafetensorsStreamWriter:
+    """Writes one safetensors file tensor by tensor, holding none of them: what the streaming compressor
+    needs, since :func:`safetensors.torch.save_file` wants every tensor in memory at once.
+
+    A safetensors file is an 8-byte header length, a JSON header (name -> dtype, shape, byte range) and
+    the data. The header can only be written once every tensor is known, so :meth:`add` appends each
+    tensor's bytes to a temporary file per element size, and :meth:`finish` writes the header and then
+    the parts, widest elements first: every tensor then starts at a multiple of its element size, as in
+    files ``save_file`` writes (the header is padded to 8 bytes the same way). The disk holds the data
+    twice for a moment while the parts are copied; memory holds one copy buffer.
+
+    Example::
+
+        >>> w = SafetensorsStreamWriter(Path(tmp) / "model.safetensors")
+        >>> w.add("a", torch.zeros(3, dtype=torch.int32)); w.add("b", torch.ones(2))
+        >>> w.finish({"format": "pt"})
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._parts: dict[int, IO[bytes]] = {}
+        self._sizes: dict[int, int] = {}
+        self._entries: dict[str, tuple[str, list[int], int, int, int]] = {}
+        self.data_bytes = 0
+
+    def _part(self, element_size: int) -> IO[bytes]:
+        if element_size not in self._parts:
+            self._parts[element_size] = open(
+                self.path.with_name(f".{self.path.name}.part{element_size}"), "w+b"
+            )
+            self._sizes[element_size] = 0
+        return self._parts[element_size]
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Append ``tensor`` (any device; copied to the CPU) under ``name``."""
+        if name in self._entries:
+            raise ValueError(f"tensor {name!r} written twice")
+        if tensor.dtype not in _ST_DTYPES:
+            raise ValueError(
+                f"tensor {name!r} has dtype {tensor.dtype}; safetensors holds {list(_ST_DTYPES)}"
+            )
+        t = tensor.detach().to("cpu").contiguous()
+        size = t.element_size()
+        raw = t.reshape(-1).view(torch.uint8)
+        part = self._part(size)
+        offset = self._sizes[size]
+        if raw.numel():
+            raw.numpy().tofile(part)
+        self._sizes[size] = offset + raw.numel()
+        self._entries[name] = (_ST_DTYPES[t.dtype], list(t.shape), size, offset, raw.numel())
+        self.data_bytes += raw.numel()
+
+    def finish(self, metadata: dict[str, str] | None = None) -> Path:
+        """Write the file (header, then the parts) and remove the temporary parts; returns the path."""
+        order = sorted(self._parts, reverse=True)
+        base: dict[int, int] = {}
+        pos = 0
+        for size in order:
+            base[size] = pos
+            pos += self._sizes[size]
+        header: dict[str, Any] = {"__metadata__": dict(metadata or {})}
+        for name, (dtype, shape, size, offset, n) in self._entries.items():
+            start = base[size] + offset
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [start, start + n]}
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)
+        tmp = self.path.with_name(f".{self.path.name}.writing")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(len(blob).to_bytes(8, "little"))
+                out.write(blob)
+                for size in order:
+                    part = self._parts[size]
+                    part.seek(0)
+                    shutil.copyfileobj(part, out, 16 * 2**20)
+            tmp.replace(self.path)
+        finally:
+            self.close()
+            tmp.unlink(missing_ok=True)
+        return self.path
+
+    def close(self) -> None:
+        """Remove the temporary parts (after :meth:`finish`, or to abandon the file)."""
+        for size, part in self._parts.items():
+            part.close()
+            self.path.with_name(f".{self.path.name}.part{size}").unlink(missing_ok=True)
+        self._parts.clear()
 
 
 _DENSE = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -197,13 +197,16 @@ def estimate_cost(
     rejected settings), and the time of every stage of the run for ``eval_windows`` x ``eval_seq_len``
     evaluation tokens; ``before_seconds``: the original's measurement this machine already holds for the
     same files and text (:func:`cached_before_seconds`), which the run will reuse."""
-    from compressors.models import available_memory_bytes
+    from compressors.models import ModelInfo, available_memory_bytes
     from compressors.run import estimate_stages
+    from compressors.streaming import estimate_run
     from compressors.text import DEFAULT_EVAL_WINDOWS, DEFAULT_SEQ_LEN
 
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
-    estimate = comp.estimate(info.shape, cfg, calib)
+    # RTN and GPTQ on a safetensors folder stream block by block: their peak is one block's, not the model's
+    streamed = estimate_run(comp, info, cfg, calib) if isinstance(info, ModelInfo) else None
+    estimate = streamed or comp.estimate(info.shape, cfg, calib)
     stages = estimate_stages(
         info.shape,
         estimate.seconds,

@@ -5,6 +5,7 @@
     shrinkwise methods [--json]
     shrinkwise compress MODEL --method ID [--bits N] [--group-size G] [--sparsity S] [--set key=value ...]
                         [--calib FILE] [--eval FILE] --out DIR [--calib-samples N] [--quick] [--json]
+                        [--device auto|cpu|cuda[:N]] [--no-measure]
     shrinkwise evaluate MODEL [--eval FILE] [--json]
     shrinkwise generate MODEL --prompt TEXT [--max-new-tokens N]
 
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -186,10 +188,22 @@ def compress(
         help="dtype of the tensors left unquantized (embeddings, norms, head): auto (the source's 16-bit "
         "dtype; bfloat16 for a GGUF source; float32 stays float32), float32, bfloat16 or float16",
     ),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="Where a streamed run (RTN, GPTQ on a safetensors folder) computes the block it compresses "
+        "and its activations: auto (CUDA when available), cpu, cuda or cuda:N",
+    ),
+    no_measure: bool = typer.Option(
+        False,
+        "--no-measure",
+        help="Only compress and write the packed model: no before/after measurement, which loads the whole "
+        "model (for checkpoints too large to load whole; RTN and GPTQ stream them block by block)",
+    ),
 ) -> None:
     """Compress MODEL with a bundled method, measure before/after and write the packed model."""
     from compressors.base import Cancelled, CompressionError, CompressorId
-    from compressors.run import comparison_rows, compress_and_measure
+    from compressors.run import comparison_rows, compress_and_measure, compress_only
     from compressors.settings import config_from_assignments
 
     try:
@@ -234,6 +248,29 @@ def compress(
                 else:
                     progress.update(task, completed=frac, description=stage[:60])
 
+            if no_measure:
+                only = compress_only(
+                    model,
+                    CompressorId(method),
+                    cfg,
+                    out_dir=out,
+                    calib_text=calib,
+                    progress=on_progress,
+                    cancel_event=cancel,
+                    n_calib_samples=calib_samples,
+                    calib_seq_len=calib_seq_len,
+                    dense_dtype=dense_dtype,
+                    device=device,
+                )
+                if json_out:
+                    print(json.dumps(asdict(only), default=str, indent=2))
+                else:
+                    _out.print(
+                        f"packed model: {only.checkpoint_dir}\npath: {only.path}\n"
+                        f"compression took {only.timings.get('compress', 0):.1f} s, peak RSS "
+                        f"{only.peak_rss_bytes / 2**30:.2f} GiB"
+                    )
+                return
             result = compress_and_measure(
                 model,
                 CompressorId(method),
@@ -251,6 +288,7 @@ def compress(
                 reuse_before=not remeasure,
                 export=not no_export,
                 dense_dtype=dense_dtype,
+                device=device,
             )
     except KeyboardInterrupt:
         cancel.set()

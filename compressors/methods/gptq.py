@@ -3,6 +3,12 @@
 The maths is in :mod:`compressors.ops.gptq`; this module walks the model with the sequential driver
 (:mod:`compressors.calibration`: each layer sees the outputs of the already-quantized layers before
 it) and stores every layer packed (:class:`compressors.packed.QuantizedLinear`).
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the Hessian is accumulated in float32 and the
+Cholesky factorisation, inverse and column sweep are float32. The next block's inputs are the outputs
+of the *quantized* block, in both paths.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.calibration import (
+    BlockStep,
+    LayerStats,
+    SolveFn,
+    calibration_tokens,
+    sequential_compress,
+)
 from compressors.layers import get_weight, set_attribute
 from compressors.methods.layerwise import check_bits, check_group_size, layerwise_estimate, quantized_module
 from compressors.ops.gptq import gptq_quantize
@@ -108,8 +120,18 @@ class GPTQ(Compressor[GPTQConfig]):
             blocksize=config.blocksize,
         )
 
-    def compress(self, model: Any, tokenizer: Any, config: GPTQConfig, ctx: RunContext) -> Any:
+    def block_step(self, config: GPTQConfig) -> BlockStep:
+        """Calibrated: the block runs in the driver's compute dtype (float32), the Hessian ``2XXᵀ`` is
+        accumulated in float32 and the Cholesky factorisation and column sweep are float32
+        (:func:`compressors.ops.gptq.gptq_quantize`); the next block's inputs are the outputs of this
+        block *after* quantization (GPTQ's sequential mode), in the streamed and whole-model walks alike.
+        """
+        return BlockStep(
+            stat="hessian", solve=self._solve(config), true_sequential=config.true_sequential, stage="gptq"
+        )
 
+    @staticmethod
+    def _solve(config: GPTQConfig) -> SolveFn:
         def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = gptq_quantize(
                 get_weight(layer).detach(),
@@ -129,11 +151,14 @@ class GPTQ(Compressor[GPTQConfig]):
             set_attribute(new, "_solve_info", {"loss": r.loss})  # read back by sequential_compress
             return new
 
+        return solve
+
+    def compress(self, model: Any, tokenizer: Any, config: GPTQConfig, ctx: RunContext) -> Any:
         self.last_report = sequential_compress(
             model,
             calibration_tokens(ctx),
             "hessian",
-            solve,
+            self._solve(config),
             ctx,
             true_sequential=config.true_sequential,
             stage="gptq",

@@ -87,8 +87,19 @@ def quantized_module(
 
     if perm is not None:
         codes = codes[:, torch.argsort(perm)]
+        perm = perm.cpu()
+    # packed modules are built on the CPU (bit packing is CPU code); a caller computing on a GPU moves
+    # the result back to its device to run it
+    bias = get_bias(layer)
     return QuantizedLinear.from_quantized(
-        codes, scale, zero, bits, group_size, bias=get_bias(layer), perm=perm, symmetric=sym
+        codes.cpu(),
+        scale.cpu(),
+        zero.cpu(),
+        bits,
+        group_size,
+        bias=None if bias is None else bias.cpu(),
+        perm=perm,
+        symmetric=sym,
     )
 
 

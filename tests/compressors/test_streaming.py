@@ -1,0 +1,380 @@
+"""Layer-by-layer streaming (compressors/streaming.py): same packed result as the whole-model path, a
+peak memory that does not grow with depth, clear errors for broken checkpoints, and the run's choice of
+path."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import tiny_config, tiny_model, tiny_tokenizer
+
+from compressors.base import CompressionError, ModelShape, RunContext, get_compressor
+from compressors.models import (
+    ModelLoadError,
+    check_memory,
+    check_safetensors,
+    inspect_checkpoint,
+    load_model,
+    model_shape,
+    streamed_memory_bytes,
+)
+from compressors.packed import QuantizedLinear, packed_modules
+from compressors.storage import SafetensorsStreamWriter, load_packed, read_manifest, save_packed
+from compressors.streaming import (
+    ShardReader,
+    StreamingUnsupported,
+    estimate_run,
+    resolve_device,
+    stream_compress,
+    streaming_reason,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = {"bits": 4, "group_size": 32}
+
+
+def _calib(n=4, seq=48, seed=0):
+    return torch.randint(0, 320, (n, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def _checkpoint(folder: Path, arch: str = "llama", shard: str | None = "60KB", **overrides) -> Path:
+    """A bf16 safetensors folder (sharded with an index when ``shard`` is set) and its tokenizer."""
+    if overrides:
+        from transformers import AutoModelForCausalLM
+
+        cfg = tiny_config(arch)
+        for k, v in overrides.items():
+            setattr(cfg, k, v)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    else:
+        model = tiny_model(arch)
+    model.to(torch.bfloat16).save_pretrained(folder, **({"max_shard_size": shard} if shard else {}))
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _whole(src: Path, cid: str, out: Path, calib: torch.Tensor) -> Path:
+    comp = get_compressor(cid)
+    cfg = comp.config_cls.from_dict(CFG)
+    model, tok = load_model(src)
+    comp.compress(model, tok, cfg, RunContext(calibration=calib))
+    return save_packed(model, tok, out, method=cid, config=cfg.to_dict(), dense_dtype=torch.bfloat16)
+
+
+def _streamed(src: Path, cid: str, out: Path, calib: torch.Tensor, device: str = "cpu") -> Path:
+    comp = get_compressor(cid)
+    cfg = comp.config_cls.from_dict(CFG)
+    ctx = RunContext(calibration=calib, device=device)
+    report = stream_compress(src, comp, cfg, out, ctx, tokenizer=tiny_tokenizer(), dense_dtype=torch.bfloat16)
+    assert report.n_blocks == 2 and report.largest_block_bytes > 0
+    return report.checkpoint_dir
+
+
+def _assert_same_codes(whole: Path, streamed: Path, max_changed: float) -> None:
+    """Same tensors under the same names; dense ones equal, packed layers' codes equal up to a fraction
+    ``max_changed`` of codes one step apart, with equal grids elsewhere."""
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(streamed / "model.safetensors"))
+    assert set(a) == set(b)
+    ma, mb = load_packed(whole), load_packed(streamed)
+    pa, pb = packed_modules(ma), packed_modules(mb)
+    assert set(pa) == set(pb) and pa
+    packed_prefixes = tuple(p + "." for p in pa)
+    for k in a:
+        if not k.startswith(packed_prefixes):
+            assert torch.equal(a[k], b[k]), k
+    for name, la in pa.items():
+        lb = pb[name]
+        assert isinstance(la, QuantizedLinear) and isinstance(lb, QuantizedLinear)
+        ca, cb = la.codes().long(), lb.codes().long()
+        changed = (ca != cb).float().mean().item()
+        assert changed <= max_changed, (name, changed)
+        assert (ca - cb).abs().max().item() <= 1, name
+        if max_changed == 0:
+            assert torch.equal(la.scales, lb.scales) and torch.equal(la.qweight, lb.qweight), name
+    x = _calib(1, 32, seed=3)
+    with torch.no_grad():
+        la_, lb_ = ma(x).logits, mb(x).logits
+    assert float((la_ - lb_).abs().max()) <= 1e-3 * float(la_.abs().max()) + (0 if max_changed else 1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt", "gemma3_text"])
+def test_streamed_rtn_is_bit_for_bit_the_whole_model_result(tmp_path, arch):
+    src = _checkpoint(tmp_path / "src", arch)
+    assert (src / "model.safetensors.index.json").is_file()  # the sharded layout is what is exercised
+    calib = _calib()
+    _assert_same_codes(
+        _whole(src, "rtn", tmp_path / "whole", calib),
+        _streamed(src, "rtn", tmp_path / "stream", calib),
+        max_changed=0.0,
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_streamed_gptq_matches_the_whole_model_result(tmp_path, arch):
+    src = _checkpoint(tmp_path / "src", arch)
+    calib = _calib()
+    # same calibration, float32 in both; only float summation order could move a code by one step
+    _assert_same_codes(
+        _whole(src, "gptq", tmp_path / "whole", calib),
+        _streamed(src, "gptq", tmp_path / "stream", calib),
+        max_changed=1e-3,
+    )
+
+
+def test_streamed_output_is_the_packed_format(tmp_path):
+    src = _checkpoint(tmp_path / "src", shard=None)
+    out = _streamed(src, "rtn", tmp_path / "stream", _calib())
+    manifest = read_manifest(out)
+    assert manifest["method"] == "rtn" and manifest["dense_dtype"] == "bfloat16"
+    assert manifest["streamed"] == {"device": "cpu", "blocks": 2}
+    assert len(manifest["modules"]) == 14
+    check_safetensors(out / "model.safetensors")  # header and size agree
+    model, _ = load_model(out, with_tokenizer=False)  # the ordinary loader reads it
+    assert len(packed_modules(model)) == 14
+    assert json.loads((out / "config.json").read_text())["model_type"] == "shrinkwise-packed"
+
+
+def test_stream_writer_round_trips_and_aligns_every_tensor(tmp_path):
+    tensors = {
+        "a": torch.arange(7, dtype=torch.uint8),
+        "b": torch.randn(3, 5),
+        "c": torch.randn(4, 2).to(torch.bfloat16),
+        "d": torch.arange(9, dtype=torch.int32).reshape(3, 3),
+        "e": torch.tensor(2.5, dtype=torch.float16),
+        "f": torch.zeros(0, 4),
+        "g": torch.arange(3, dtype=torch.int64),
+    }
+    w = SafetensorsStreamWriter(tmp_path / "x.safetensors")
+    for k, t in tensors.items():
+        w.add(k, t)
+    with pytest.raises(ValueError, match="twice"):
+        w.add("a", tensors["a"])
+    path = w.finish({"format": "pt"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.safetensors"]  # temporary parts removed
+    header = check_safetensors(path)
+    for k, t in tensors.items():
+        assert header[k]["data_offsets"][0] % t.element_size() == 0, k
+    back = load_file(str(path))
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and torch.equal(back[k], t), k
+
+
+def test_a_missing_shard_is_named(tmp_path):
+    src = _checkpoint(tmp_path / "src")
+    shard = sorted(src.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    with pytest.raises(
+        ModelLoadError, match=f"shards its model.safetensors.index.json lists are missing, e.g. {shard.name}"
+    ):
+        ShardReader(src)
+    with pytest.raises(ModelLoadError, match="missing"):
+        _streamed(src, "rtn", tmp_path / "out", _calib())
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_config_that_does_not_match_the_shards_is_refused(tmp_path):
+    src = _checkpoint(tmp_path / "src")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] = 3  # the shards hold two blocks
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=r"do not match its config.json.*model\.layers\.2\."):
+        _streamed(src, "rtn", tmp_path / "out", _calib())
+    (src / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        _streamed(src, "rtn", tmp_path / "out", _calib())
+
+
+def test_which_runs_stream(tmp_path):
+    src = _checkpoint(tmp_path / "src")
+    info = inspect_checkpoint(src)
+    for cid in ("rtn", "gptq"):
+        comp = get_compressor(cid)
+        assert streaming_reason(info, comp, comp.config_cls()) is None
+    mag = get_compressor("magnitude")
+    assert "no block-by-block form" in (streaming_reason(info, mag, mag.config_cls()) or "")
+    with pytest.raises(StreamingUnsupported):
+        stream_compress(src, mag, mag.config_cls(), tmp_path / "out", RunContext())
+    rtn = get_compressor("rtn")
+    info.source = "gguf"
+    assert "GGUF" in (streaming_reason(info, rtn, rtn.config_cls()) or "")
+
+
+def test_device_choices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CompressionError, match="cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CompressionError, match="no CUDA device"):
+            resolve_device("cuda:0")
+
+
+def _llama_shape(layers: int) -> ModelShape:
+    from transformers import LlamaConfig
+
+    return model_shape(
+        LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=layers,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+            tie_word_embeddings=False,
+        )
+    )
+
+
+def test_memory_check_accepts_a_model_that_fits_only_block_by_block(monkeypatch):
+    shape = _llama_shape(32)  # 7B: ~27 GB in float32
+    streamed = streamed_memory_bytes(shape, 16, 512)
+    assert streamed < 6 * 2**30  # the issue's target for a 7B model on a 24 GB machine
+    monkeypatch.setattr("compressors.models.available_memory_bytes", lambda: 8 * 2**30)
+    with pytest.raises(ModelLoadError, match="too large for this machine"):
+        check_memory(shape, "llama-7b")
+    check_memory(shape, "llama-7b", streamed_peak_bytes=streamed)  # accepted
+    monkeypatch.setattr("compressors.models.available_memory_bytes", lambda: 2**30)
+    with pytest.raises(ModelLoadError, match="even block by block"):
+        check_memory(shape, "llama-7b", streamed_peak_bytes=streamed)
+    # depth does not enter the streamed peak
+    assert streamed_memory_bytes(_llama_shape(80), 16, 512) == streamed
+
+
+def test_the_estimate_follows_the_path_the_run_takes(tmp_path):
+    from compressors.base import Calibration
+
+    src = _checkpoint(tmp_path / "src")
+    info = inspect_checkpoint(src)
+    gptq = get_compressor("gptq")
+    est = estimate_run(gptq, info, gptq.config_cls(), Calibration(4, 48))
+    assert est is not None and "streamed block by block" in est.note
+    mag = get_compressor("magnitude")
+    whole = estimate_run(mag, info, mag.config_cls(), Calibration(4, 48))
+    assert whole is not None and "streamed" not in whole.note
+
+
+def test_compress_and_measure_says_which_path_ran(tmp_path):
+    from compressors.run import compress_and_measure
+
+    src = _checkpoint(tmp_path / "src")
+    common = dict(
+        n_calib_samples=4,
+        calib_seq_len=48,
+        eval_windows=1,
+        eval_seq_len=48,
+        measure_speed=False,
+        export=False,
+        archive=None,
+        measure_before=False,
+        device="cpu",
+    )
+    r = compress_and_measure(src, "rtn", CFG, out_dir=tmp_path / "rtn", **common)
+    assert any("streaming block by block" in line for line in r.log)
+    assert read_manifest(r.artifacts.checkpoint_dir)["streamed"]["blocks"] == 2
+    r = compress_and_measure(src, "magnitude", {"sparsity": 0.5}, out_dir=tmp_path / "mag", **common)
+    assert any("whole model in memory (magnitude has no block-by-block form" in line for line in r.log)
+
+
+def test_a_model_that_streams_but_cannot_be_measured_whole_is_refused_before_compressing(
+    tmp_path, monkeypatch
+):
+    from compressors.run import compress_and_measure
+
+    src = _checkpoint(tmp_path / "src")
+    monkeypatch.setattr("compressors.run.streamed_peak", lambda *a: 1)
+    monkeypatch.setattr("compressors.models.available_memory_bytes", lambda: 1000)
+    with pytest.raises(ModelLoadError, match="--no-measure"):
+        compress_and_measure(src, "rtn", CFG, out_dir=tmp_path / "out", measure_speed=False, archive=None)
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_cli_compresses_without_measuring_and_checks_the_device(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli.main import _register, app
+
+    src = _checkpoint(tmp_path / "src")
+    _register()
+    runner = CliRunner()
+    args = ["compress", str(src), "--method", "gptq", "--bits", "4", "--group-size", "32"]
+    args += ["--calib-samples", "2", "--calib-seq-len", "32", "--no-measure", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*args, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "streamed block by block on cpu" in res.output
+    assert len(packed_modules(load_packed(tmp_path / "o"))) == 14
+    res = runner.invoke(app, [*args, "--device", "tpu"])
+    assert res.exit_code == 2 and "cpu, cuda or cuda:N" in res.output and "Traceback" not in res.output
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys, psutil, torch
+    from compressors.base import RunContext, get_compressor
+    from compressors.streaming import stream_compress
+    comp = get_compressor("rtn")
+    cfg = comp.config_cls.from_dict({"bits": 4, "group_size": 128})
+    torch.zeros(1)
+    base = psutil.Process().memory_info().rss
+    report = stream_compress(sys.argv[1], comp, cfg, sys.argv[2], RunContext(), dense_dtype=torch.bfloat16)
+    # VmHWM: this address space's peak RSS (ru_maxrss would include the parent's size at fork time)
+    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+    peak = int(hwm.split()[1]) * 1024
+    print(json.dumps({"base": base, "peak": peak, "block": report.largest_block_bytes}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from Linux's /proc")
+def test_peak_memory_does_not_grow_with_depth(tmp_path):
+    """RTN streamed over 2 and 8 blocks of ~17 MB (float32) each, each in a fresh process: the peak above
+    the process's size before streaming grows by less than 1.5 blocks (measured: 0.7, allocator noise),
+    where holding the model would add six blocks (plus their bf16 copies: ~150 MB)."""
+    growth = {}
+    block = 0
+    for layers in (2, 8):
+        src = _checkpoint(
+            tmp_path / f"src{layers}",
+            shard="20MB",
+            hidden_size=512,
+            intermediate_size=2048,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            head_dim=64,
+            num_hidden_layers=layers,
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(src), str(tmp_path / f"out{layers}")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        growth[layers] = r["peak"] - r["base"]
+        block = r["block"]
+    assert block > 16 * 2**20
+    assert growth[8] - growth[2] < 1.5 * block, (growth, block)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gptq_streamed_on_cuda_matches_the_cpu(tmp_path):
+    src = _checkpoint(tmp_path / "src")
+    calib = _calib()
+    cpu = _streamed(src, "gptq", tmp_path / "cpu", calib, device="cpu")
+    gpu = _streamed(src, "gptq", tmp_path / "cuda", calib, device="cuda")
+    assert read_manifest(gpu)["streamed"]["device"].startswith("cuda")
+    # different kernels (TF32 off by default for float32 matmuls, other summation orders): a few codes
+    # may move by one step
+    _assert_same_codes(cpu, gpu, max_changed=0.02)
