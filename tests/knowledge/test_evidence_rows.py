@@ -259,4 +259,6 @@ def test_every_top3_recipe_of_the_scenarios_rests_on_evidence_or_is_lossless():
     # the exemptions are not stale: each is still in some top 3 and still unknown there
     unknown_now = {rid for _, rid, b in top3 if b == BASIS_UNKNOWN}
     stale = sorted(set(TOP3_SCENARIO_UNKNOWN) - unknown_now)
-    assert not stale, f"these have evidence now or no longer rank in a top 3: drop them from the list: {stale}"
+    assert not stale, (
+        f"these have evidence now or no longer rank in a top 3: drop them from the list: {stale}"
+    )
