@@ -82,6 +82,7 @@ def test_at_least_60_evidence_rows_all_for_known_methods(data):
 
 
 def test_evidence_values_are_sane(data):
+    methods = {m.id: m for m in data.methods}
     for e in data.evidence:
         label = f"{e.method} / {e.model} / {e.setting} / {e.metric}"
         assert math.isfinite(e.value) and e.value > 0, label
@@ -96,8 +97,11 @@ def test_evidence_values_are_sane(data):
         if e.metric is Metric.ACCURACY:
             # compressed models sometimes score above their baseline on one benchmark (noise: Winogrande
             # 76.4 vs 75.93 on an FP8 model card; KIVI-2 TruthfulQA 33.95 vs 30.76 in KIVI's Table 3);
-            # more than 15% above is a typo (value and baseline swapped, a wrong column)
-            assert e.value <= e.baseline * 1.15, label
+            # more than 15% above is a typo (value and baseline swapped, a wrong column). Not for a
+            # pre-training choice: its row compares two separately trained models (Mixtral 8x7B against
+            # the dense Llama 2 13B of the same active parameters scores 74.4 vs 34.3 on GSM8K)
+            pretraining = str(methods[e.method].phase.value) == "pre-training"
+            assert pretraining or e.value <= e.baseline * 1.15, label
         if e.metric is Metric.SPEEDUP:
             assert e.value > 1 and e.baseline == 1.0, label
         if e.metric in (Metric.FLOPS_FRACTION, Metric.TRAINING_TOKENS_FRACTION, Metric.SPARSITY):
