@@ -549,7 +549,18 @@ def compress_and_measure(
     }
     with _RssSampler() as rss:
         ckpt = _compress_and_save(
-            model_ref, compressor, cfg, model, tokenizer, ctx, out / "model", dense, extra, why_whole, timings
+            model_ref,
+            compressor,
+            cfg,
+            model,
+            tokenizer,
+            ctx,
+            out / "model",
+            dense,
+            extra,
+            why_whole,
+            timings,
+            save_progress=_span(prog, "save", "measure after"),
         )
     model = None
     gc.collect()
@@ -782,12 +793,15 @@ def _compress_and_save(
     extra: dict[str, Any],
     why_whole: str | None,
     timings: dict[str, float],
+    save_progress: Reporter | None = None,
 ) -> Path:
     """The compression stage: streamed block by block into ``ckpt_dir`` when ``why_whole`` is None,
-    else ``compressor.compress`` on the loaded ``model`` and :func:`save_packed`. Logs which path ran."""
+    else ``compressor.compress`` on the loaded ``model`` and :func:`save_packed`. Logs which path ran.
+    ``save_progress``: where the save stage reports (the run's "save" span; default the compressor's)."""
     from compressors.storage import save_packed
 
-    save_progress = ctx.reporter()
+    if save_progress is None:
+        save_progress = ctx.reporter()
     torch.manual_seed(ctx.seed)
     t = time.perf_counter()
     if why_whole is None:
@@ -817,7 +831,12 @@ def _compress_and_save(
             f"streamed {report.n_blocks} blocks on {report.device} in {report.seconds:.1f} s "
             f"(largest block {report.largest_block_bytes / 2**20:.1f} MiB in float32)",
         )
-        save_progress("save", 1.0, f"packed checkpoint written block by block to {report.checkpoint_dir}")
+        save_progress(
+            "save",
+            1.0,
+            f"packed checkpoint written block by block to {report.checkpoint_dir}",
+            count=Count(1, 1, "files"),
+        )
         return report.checkpoint_dir
     if model is None:
         raise CompressionError("internal: the whole-model path needs the loaded model")

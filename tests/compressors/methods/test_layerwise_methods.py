@@ -63,11 +63,19 @@ def test_gptq_beats_rtn_on_a_tiny_llama_at_3_bits():
     with torch.no_grad():
         ref = ref_model(x).logits
     errs = {}
-    for cid in ("rtn", "gptq"):
-        model, _ = _run("llama", cid, {"bits": 3, "group_size": 32}, calib)
+    runs = {
+        "rtn": ("rtn", {}),
+        # the default: act-order with static groups (the layout vLLM and llama.cpp load)
+        "gptq": ("gptq", {}),
+        # act-order with groups in permuted order (the GPTQ paper's best; Shrinkwise-only)
+        "gptq-permuted": ("gptq", {"act_order": True, "static_groups": False}),
+    }
+    for key, (cid, extra) in runs.items():
+        model, _ = _run("llama", cid, {"bits": 3, "group_size": 32, **extra}, calib)
         with torch.no_grad():
-            errs[cid] = float((model(x).logits - ref).norm())
-    assert errs["gptq"] < 0.8 * errs["rtn"]
+            errs[key] = float((model(x).logits - ref).norm())
+    assert errs["gptq-permuted"] < 0.8 * errs["rtn"], errs
+    assert errs["gptq"] < 0.85 * errs["rtn"], errs  # static groups give a little of that back
 
 
 def test_sparsity_is_exact_and_two_four_valid_in_the_model():
