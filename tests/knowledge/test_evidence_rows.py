@@ -227,7 +227,6 @@ def test_rtn_w8_has_no_rows_so_it_is_unknown(evidence):
 TOP3_SCENARIO_UNKNOWN = {
     "h2o-kv": "H2O (arXiv 2306.14048): its accuracy tables were not found in a readable copy",
     "llmlingua": "LLMLingua (arXiv 2310.05736): its GSM8K/BBH tables were not found in a readable copy",
-    "dynamic-int8-cpu": "no table measures W8A8 dynamic per-token int8 of a decoder LLM on CPU as such",
     "cpu-inference": "Shen et al. 2023 (arXiv 2311.00502): its INT4 accuracy table was not found in a readable copy",
 }
 SCENARIOS_DIR = Path(__file__).resolve().parents[1] / "engine" / "scenarios"
