@@ -831,12 +831,8 @@ def _compress_and_save(
             f"streamed {report.n_blocks} blocks on {report.device} in {report.seconds:.1f} s "
             f"(largest block {report.largest_block_bytes / 2**20:.1f} MiB in float32)",
         )
-        save_progress(
-            "save",
-            1.0,
-            f"packed checkpoint written block by block to {report.checkpoint_dir}",
-            count=Count(1, 1, "files"),
-        )
+        save_progress("save", 0.0, f"packed checkpoint written block by block to {report.checkpoint_dir}")
+        save_progress("save", 1.0, count=Count(1, 1, "files"))
         return report.checkpoint_dir
     if model is None:
         raise CompressionError("internal: the whole-model path needs the loaded model")

@@ -53,7 +53,10 @@ def test_a_run_started_from_the_method_page_shows_on_that_page(home, tiny, metho
     query = _run_it_query(open_page("method", {"id": method}))
 
     form = open_page("compress", {**query, "source": "path", "path": str(tiny)})
-    assert not form.warning, [w.value for w in form.warning]
+    # the only warnings allowed are the export check's: the recipe's g=128 does not divide the tiny
+    # model's widths (72, 136), which the page says before the run (jobs/export_check.py)
+    others = [w.value for w in form.warning if "compressed-tensors" not in w.value]
+    assert not others, others
     assert form.selectbox(key="cmp_method").value == compressor
     form.button(key="cmp_run").click().run()
     assert not form.exception and not form.error, [e.value for e in form.error]
