@@ -7,11 +7,14 @@ so runs made before owners existed (owner ``None``) stay visible, as before.
 
 Runs are linked by :attr:`CompressionRun.public_id`, a random token, never by the sequential id.
 
-Server paths: ``SHRINKWISE_MODEL_ROOTS`` (folders separated by ``os.pathsep``) lists where models may be
-read from. When it is set, a path outside those folders (after resolving links) is refused with one
-message, the same whether the path exists or not, so the answer reveals nothing. When it is not set, a
-local user may give any path (as before) and a team user none (uploads and the demo only). The data
-folder (uploads, run outputs) is never a server-path source in team mode: it holds other users' files.
+Server paths: ``SHRINKWISE_MODELS_DIR`` is the models root, the folder the app reads model folders from
+(the Compress page lists the folders under it; :mod:`jobs.model_sources`). ``SHRINKWISE_MODEL_ROOTS``
+(folders separated by ``os.pathsep``, the older name) adds more roots to the same list: one mechanism,
+:func:`model_roots`. When a root is set, a path outside every root (after resolving links and ``..``)
+is refused with one message, the same whether the path exists or not, so the answer reveals nothing.
+When none is set, a local user may give any path (as before) and a team user none (uploads, the local
+Hugging Face cache and the demo only). The data folder (uploads, run outputs) is never a server-path
+source in team mode: it holds other users' files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from compressors.base import CompressionError
 #: The owner of everything when no sign-in is configured.
 LOCAL_USER = "local"
 ENV_ADMINS = "SHRINKWISE_ADMINS"
+ENV_MODELS_DIR = "SHRINKWISE_MODELS_DIR"
 ENV_MODEL_ROOTS = "SHRINKWISE_MODEL_ROOTS"
 
 
@@ -66,12 +70,24 @@ class Viewer:
         return None if self.is_admin else self.user
 
 
+def models_dir() -> Path | None:
+    """The models root (``SHRINKWISE_MODELS_DIR``), resolved; None when it is not set."""
+    raw = os.environ.get(ENV_MODELS_DIR, "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
+
+
 def model_roots() -> list[Path] | None:
-    """The configured server-path roots, resolved; None when ``SHRINKWISE_MODEL_ROOTS`` is not set."""
-    raw = os.environ.get(ENV_MODEL_ROOTS)
-    if raw is None or not raw.strip():
-        return None
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
+    """Every folder server paths may be read from: the models root first, then the folders of
+    ``SHRINKWISE_MODEL_ROOTS``, resolved; None when neither is set."""
+    roots: list[Path] = []
+    first = models_dir()
+    if first is not None:
+        roots.append(first)
+    raw = os.environ.get(ENV_MODEL_ROOTS, "")
+    for p in raw.split(os.pathsep):
+        if p.strip() and (r := Path(p.strip()).expanduser().resolve()) not in roots:
+            roots.append(r)
+    return roots or None
 
 
 def _under(path: Path, root: Path) -> bool:
@@ -81,14 +97,17 @@ def _under(path: Path, root: Path) -> bool:
 def outside_roots_message(roots: list[Path] | None) -> str:
     if not roots:
         return (
-            "server paths are not enabled on this server; upload the model instead, or ask the admin to "
-            f"set {ENV_MODEL_ROOTS}"
+            "server paths are not enabled on this server; upload the model, pick it from the Hugging Face "
+            f"cache or give its hub id instead, or ask the admin to set {ENV_MODELS_DIR} (the models folder)"
         )
+    where = (
+        f"the models folder {roots[0]}"
+        if len(roots) == 1
+        else "the models folders " + ", ".join(str(r) for r in roots)
+    )
     return (
-        "this path is not available: models can be read only from "
-        + ", ".join(str(r) for r in roots)
-        + "; upload the model instead, or ask the admin to add its folder to "
-        + ENV_MODEL_ROOTS
+        f"this path is not available: it is outside {where}; put the model under it or set "
+        f"{ENV_MODELS_DIR} (or upload a small model, or give its hub id)"
     )
 
 
