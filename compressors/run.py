@@ -108,6 +108,8 @@ TOKEN_OPS = 200
 #: load of the demo model (272 tensors) took 0.7 s at the probe's 2.5 µs per op on the development VM.
 LOAD_OPS_PER_TENSOR = 1000
 SAVE_OPS_PER_TENSOR = 300
+#: Bytes per weight of the model the measurements run on (load_model's float32).
+MEASURE_DTYPE_BYTES = 4
 
 
 def evaluate_work(
@@ -126,19 +128,20 @@ def evaluate_work(
     each of which reads every weight once) and the greedy generation (like decoded tokens)."""
     from compressors.methods.layerwise import BLOCK_FORWARD_OPS
 
-    L, model_bytes = shape.n_layers, shape.n_params * shape.dtype_bytes
+    # the measurement runs on the model as load_model reads it: float32, whatever the checkpoint stores
+    L, model_bytes = shape.n_layers, shape.n_params * MEASURE_DTYPE_BYTES
     per_token_ops = BLOCK_FORWARD_OPS * L + TOKEN_OPS
 
     def decode(tokens: int) -> Work:  # memory-bound: the weights are read once per token
         return Work(bytes_moved=float(tokens * model_bytes), small_ops=float(tokens * per_token_ops))
 
     tokens = windows * seq_len
-    work = forward_work(shape.n_params, tokens, shape.dtype_bytes) + Work(
+    work = forward_work(shape.n_params, tokens, MEASURE_DTYPE_BYTES) + Work(
         matmul_flops=2.0 * tokens * seq_len * shape.hidden_size * L,
         small_ops=float(windows * (BLOCK_FORWARD_OPS * L + WINDOW_OPS)),
     )
     if measure_speed:
-        work = work + forward_work(shape.n_params, repeats * prefill_len, shape.dtype_bytes)
+        work = work + forward_work(shape.n_params, repeats * prefill_len, MEASURE_DTYPE_BYTES)
         work = work + decode(repeats * decode_tokens)
     return work + decode(new_tokens)
 
@@ -245,6 +248,7 @@ class RunResult:
     log: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # results the user should not miss (e.g. grew)
+    evaluation: dict[str, Any] | None = None  # the evaluation windows and why (compressors.eval_budget)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -306,6 +310,14 @@ def report_markdown(r: RunResult) -> str:
         "",
         f"Settings: `{json.dumps(r.config, sort_keys=True)}`  ",
         f"Text: {r.text_source}  ",
+        *(
+            [
+                f"Evaluation: {r.evaluation['windows']} windows of {r.evaluation['seq_len']} tokens, "
+                f"{r.evaluation['reason']}  "
+            ]
+            if r.evaluation
+            else []
+        ),
         f"Machine: {r.machine.get('platform', '')}, torch {r.machine.get('torch', '')}, "
         f"{r.machine.get('threads', '')} threads",
         "",
@@ -366,8 +378,8 @@ def compress_and_measure(
     cancel_event: threading.Event | None = None,
     n_calib_samples: int = DEFAULT_CALIB_SAMPLES,
     calib_seq_len: int = DEFAULT_SEQ_LEN,
-    eval_windows: int = DEFAULT_EVAL_WINDOWS,
-    eval_seq_len: int = DEFAULT_SEQ_LEN,
+    eval_windows: int | None = None,
+    eval_seq_len: int | None = None,
     measure_before: bool = True,
     reuse_before: bool = True,
     measure_speed: bool = True,
@@ -388,6 +400,9 @@ def compress_and_measure(
     :func:`compressors.text.resolve_texts`). ``out_dir`` receives ``model/`` (the packed checkpoint),
     ``model.zip`` (if ``archive``), ``compressed-tensors/`` (if the result can be expressed there),
     ``model.gguf`` (if llama.cpp's block types can hold it), ``report.md`` and ``report.json``.
+    ``eval_windows``/``eval_seq_len``: the evaluation windows; None (the default) bounds them by the
+    compression's estimate (:mod:`compressors.eval_budget`: 20 x 512 where that is cheap), and the report
+    says which were used and why (``RunResult.evaluation``).
     ``reuse_before``: take the original's measurement from an earlier run on the same files, text and
     windows instead of measuring it again (:mod:`compressors.measure_cache`).
     ``dense_dtype``: the dtype of the tensors that stay unquantized
@@ -453,6 +468,18 @@ def compress_and_measure(
         log.warning("estimate failed for %s: %s", compressor_id, exc)
     texts: TextSplit = resolve_texts(calib_text, eval_text)
     from compressors import measure_cache
+    from compressors.eval_budget import plan_for_model
+
+    eval_plan = plan_for_model(
+        info,
+        None if estimate is None else estimate.seconds,
+        texts.evaluation if measure_before and reuse_before else None,
+        windows=eval_windows,
+        seq_len=eval_seq_len,
+        measure_speed=measure_speed,
+    )
+    eval_windows, eval_seq_len = eval_plan.windows, eval_plan.seq_len
+    prog.log(f"evaluation: {eval_plan.describe()}")
 
     before_key = (
         measure_cache.key(info, texts.evaluation, eval_windows, eval_seq_len, measure_speed)
@@ -639,6 +666,7 @@ def compress_and_measure(
         log=prog.lines[first_line:],
         machine=machine_info(),
         warnings=warnings,
+        evaluation=eval_plan.to_dict(),
     )
     from compressors.storage import update_manifest
 

@@ -165,7 +165,9 @@ def is_hub_id(text: str) -> bool:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in _OFF for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in _OFF for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _endpoint() -> str:
@@ -260,7 +262,9 @@ def _bar_class(progress: DownloadProgress) -> type:
     return Bar
 
 
-def download_hub_model(repo_id: str, *, progress: DownloadProgress | None = None, revision: str | None = None) -> Path:
+def download_hub_model(
+    repo_id: str, *, progress: DownloadProgress | None = None, revision: str | None = None
+) -> Path:
     """Download ``repo_id``'s safetensors, configs and tokenizer files (:data:`ALLOW_PATTERNS`) and return
     the local folder :func:`compressors.models.load_model` reads; an interrupted download resumes.
 

@@ -161,6 +161,8 @@ class CostCheck:
     estimate: CostEstimate
     free_memory_bytes: int
     stages: dict[str, float] = field(default_factory=dict)
+    #: the evaluation windows the stages assume, and why (:mod:`compressors.eval_budget`)
+    eval_plan: Any = None
 
     @property
     def fits(self) -> bool:
@@ -192,11 +194,16 @@ def estimate_cost(
     eval_windows: int | None = None,
     eval_seq_len: int | None = None,
     before_seconds: float | None = None,
+    eval_text: str | None = None,
 ) -> CostCheck:
     """The compressor's estimate for this model, settings and calibration size (``ConfigError`` for
     rejected settings), and the time of every stage of the run for ``eval_windows`` x ``eval_seq_len``
     evaluation tokens; ``before_seconds``: the original's measurement this machine already holds for the
-    same files and text (:func:`cached_before_seconds`), which the run will reuse."""
+    same files and text (:func:`cached_before_seconds`), which the run will reuse.
+
+    Neither ``eval_windows`` nor ``eval_seq_len`` given: the windows the run will choose itself, bounded
+    by the compression (:func:`compressors.eval_budget.plan_for_model`, with ``eval_text`` the evaluation
+    text whose cached measurements count), and the cached measurement of that plan, if any."""
     from compressors.models import ModelInfo, available_memory_bytes
     from compressors.run import estimate_stages
     from compressors.streaming import estimate_run
@@ -207,15 +214,44 @@ def estimate_cost(
     # RTN and GPTQ on a safetensors folder stream block by block: their peak is one block's, not the model's
     streamed = estimate_run(comp, info, cfg, calib) if isinstance(info, ModelInfo) else None
     estimate = streamed or comp.estimate(info.shape, cfg, calib)
+    from compressors.eval_budget import plan_for_model
+
+    plan = plan_for_model(
+        info, estimate.seconds, eval_text, windows=eval_windows, seq_len=eval_seq_len, measure_speed=True
+    )
+    if before_seconds is None and eval_text is not None and plan.chosen:
+        before_seconds = _cached_seconds(info, eval_text, plan.windows, plan.seq_len, True)
     stages = estimate_stages(
         info.shape,
         estimate.seconds,
         size_on_disk_bytes=getattr(info, "size_on_disk_bytes", None),
-        eval_windows=eval_windows or DEFAULT_EVAL_WINDOWS,
-        eval_seq_len=eval_seq_len or DEFAULT_SEQ_LEN,
+        eval_windows=plan.windows or DEFAULT_EVAL_WINDOWS,
+        eval_seq_len=plan.seq_len or DEFAULT_SEQ_LEN,
         before_seconds=before_seconds,
     )
-    return CostCheck(estimate, available_memory_bytes(), stages)
+    return CostCheck(estimate, available_memory_bytes(), stages, plan)
+
+
+def eval_text_of(calib_path: str | Path | None, eval_path: str | Path | None) -> str:
+    """The evaluation text a run with these text files measures on (the built-in text's held-out part
+    when neither is given)."""
+    from compressors.text import resolve_texts
+
+    return resolve_texts(
+        Path(calib_path) if calib_path else None, Path(eval_path) if eval_path else None
+    ).evaluation
+
+
+def _cached_seconds(
+    info: Any, eval_text: str, windows: int, seq_len: int, measure_speed: bool
+) -> float | None:
+    from compressors import measure_cache
+
+    try:
+        cached = measure_cache.load(measure_cache.key(info, eval_text, windows, seq_len, measure_speed))
+    except OSError:
+        return None
+    return None if cached is None else float(cached.seconds)
 
 
 def cached_before_seconds(
