@@ -9,7 +9,8 @@
     shrinkwise evaluate MODEL [--eval FILE] [--json]
     shrinkwise generate MODEL --prompt TEXT [--max-new-tokens N]
 
-``MODEL`` is ``demo``, a model folder, a ``.gguf`` file, a Shrinkwise packed checkpoint or a hub id.
+``MODEL`` is ``demo``, a model folder, a ``.gguf`` file, a Shrinkwise packed checkpoint or a hub id
+(``org/name``: downloaded first, safetensors only, into ``SHRINKWISE_MODELS_DIR`` or the Hugging Face cache).
 Exit codes: 0 fine, 2 a problem the user can fix (the message says what; no traceback), 130 cancelled.
 """
 
@@ -72,7 +73,7 @@ def _pre_run_lines(
     calib: Path | None,
     eval_file: Path | None,
     calibration: tuple[int, int],
-    evaluation: tuple[int, int],
+    evaluation: tuple[int | None, int | None],
 ) -> list[str]:
     """What the Compress page says before a run, as lines to print before it starts: the settings that
     block an export (:mod:`jobs.export_check`) and the estimated time of every stage. Nothing when the
@@ -91,21 +92,47 @@ def _pre_run_lines(
         lines += [f"[yellow]warning:[/yellow] {escape(text)}" for text in check.blockers]
         lines += [f"[dim]note:[/dim] {escape(text)}" for text in check.notes]
     try:
-        before_s = preflight.cached_before_seconds(info, calib, eval_file, *evaluation)
+        windows, seq_len = evaluation
+        before_s = (
+            preflight.cached_before_seconds(info, calib, eval_file, windows, seq_len)
+            if windows is not None and seq_len is not None
+            else None
+        )
         cost = preflight.estimate_cost(
             CompressorId(method),
             info,
             cfg,
             Calibration(*calibration),
-            eval_windows=evaluation[0],
-            eval_seq_len=evaluation[1],
+            eval_windows=windows,
+            eval_seq_len=seq_len,
             before_seconds=before_s,
+            eval_text=preflight.eval_text_of(calib, eval_file),
         )
     except (CompressionError, OSError, ValueError):
         return lines
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in cost.stages.items() if k != "total")
     lines.append(f"[dim]estimate:[/dim] about {cost.stages['total']:.0f} s ({stages})")
+    if cost.eval_plan is not None:
+        lines.append(f"[dim]evaluation:[/dim] {escape(cost.eval_plan.describe())}")
     return lines
+
+
+def _local_model(model: str) -> str:
+    """A hub id (``org/name``) that is not a local path is downloaded first (safetensors, configs and
+    tokenizer files only; resumable) into the models folder or the Hugging Face cache; the run then reads
+    the local folder. Anything else is returned as it is."""
+    from jobs.model_sources import download_hub_model, is_hub_id
+
+    if Path(model).expanduser().exists() or not is_hub_id(model):
+        return model
+    last = [-1.0]
+
+    def say(frac: float, msg: str) -> None:
+        if frac - last[0] >= 0.05 or frac in (0.0, 1.0):
+            last[0] = frac
+            _err.print(f"[dim]download:[/dim] {100 * frac:5.1f}% {escape(msg)}", highlight=False)
+
+    return str(download_hub_model(model, progress=say))
 
 
 def _pct(x: float | None) -> str:
@@ -170,10 +197,15 @@ def compress(
     ),
     calib_samples: int = typer.Option(128, "--calib-samples", help="Calibration windows"),
     calib_seq_len: int = typer.Option(512, "--calib-seq-len", help="Tokens per calibration window"),
-    eval_windows: int = typer.Option(
-        20, "--eval-windows", help="Evaluation windows of --eval-seq-len tokens"
+    eval_windows: int | None = typer.Option(
+        None,
+        "--eval-windows",
+        help="Evaluation windows of --eval-seq-len tokens (default: 20 where measuring is cheap, else "
+        "bounded so that measuring before and after takes no longer than the compression)",
     ),
-    eval_seq_len: int = typer.Option(512, "--eval-seq-len", help="Tokens per evaluation window"),
+    eval_seq_len: int | None = typer.Option(
+        None, "--eval-seq-len", help="Tokens per evaluation window (default: 512, or bounded as above)"
+    ),
     no_before: bool = typer.Option(False, "--no-before", help="Skip measuring the original model"),
     remeasure: bool = typer.Option(
         False,
@@ -215,6 +247,10 @@ def compress(
     for f in (calib, eval_file):
         if f is not None and not f.is_file():
             _fail(f"text file {f} not found")
+    try:
+        model = _local_model(model)
+    except CompressionError as exc:
+        _fail(str(exc))
     for line in _pre_run_lines(
         model,
         method,

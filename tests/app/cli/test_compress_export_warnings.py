@@ -52,3 +52,44 @@ def test_plain_progress_prints_a_moving_count_as_one_stage(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3, lines  # the stage, one 5 s later (of 19 counts in 9.5 s), the next stage
     assert "[measure after — 10/20 windows, ETA 00:10]" in lines[1] and "[export — 0/1 formats]" in lines[-1]
+
+
+def test_compress_says_which_evaluation_windows_and_why(tmp_path, monkeypatch):
+    """Without --eval-windows the run bounds them itself; the pre-run lines say which and why, and the
+    run is called with None so it chooses the same (issue 12)."""
+    from app.cli.main import _register, app
+
+    folder = tmp_path / "m"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    seen: list[dict] = []
+
+    def fake_run(*args, **kwargs):
+        seen.append(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("compressors.run.compress_and_measure", fake_run)
+    _register()
+    res = CliRunner().invoke(app, ["compress", str(folder), "--method", "rtn", "--out", str(tmp_path / "o")])
+    err = " ".join(res.stderr.split())
+    assert "evaluation: 20 windows of 512 tokens (the default" in err, err  # a tiny model: cheap
+    assert seen[0]["eval_windows"] is None and seen[0]["eval_seq_len"] is None
+    res = CliRunner().invoke(
+        app, ["compress", str(folder), "--method", "rtn", "--out", str(tmp_path / "p"), "--eval-windows", "3"]
+    )
+    assert "evaluation: 3 windows of 512 tokens (set by the user)" in " ".join(res.stderr.split())
+    assert seen[1]["eval_windows"] == 3
+
+
+def test_compress_a_hub_id_offline_says_what_to_do(tmp_path, monkeypatch):
+    from app.cli.main import _register, app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(tmp_path / "models"))
+    _register()
+    res = CliRunner().invoke(
+        app, ["compress", "someorg/somemodel", "--method", "rtn", "--out", str(tmp_path / "o")]
+    )
+    err = " ".join(res.stderr.split())
+    assert res.exit_code == 2 and "Traceback" not in err
+    assert "cannot download someorg/somemodel" in err and str(tmp_path / "models") in err
