@@ -14,11 +14,11 @@ from typing import Any
 import streamlit as st
 
 from app import auth, state
+from app import model_sources as sources
 from compressors.base import Calibration, CompressionError, CompressorId, all_compressors
 from compressors.settings import defaults_from_query, int_param
 from jobs import preflight
 from jobs import ui as jobs_ui
-from jobs.access import AccessDenied, check_server_path
 from jobs.backend import JobSpec
 from jobs.uploads import (
     ARCHIVE_SUFFIXES,
@@ -36,7 +36,6 @@ P = "cmp_"  # session-state prefix of this page
 JOB_ANCHOR = "shrinkwise-job-panel"  # the job panel's anchor, scrolled to after Run
 DEMO = "Demo model (SmolLM2-135M-Instruct)"
 UPLOAD = "Upload a checkpoint"
-SERVER = "Path on the server"
 BUILTIN_TEXT = "Built-in text (Python's documentation, no download)"
 OWN_TEXT = "Upload text files"
 
@@ -60,7 +59,7 @@ problems: list[str] = []
 
 # --- 1. the model --------------------------------------------------------------------------------
 st.subheader("1. Model")
-SOURCES = {"demo": DEMO, "upload": UPLOAD, "path": SERVER}
+SOURCES = {"demo": DEMO, "upload": UPLOAD, **sources.SOURCES}  # folder, HF cache, hub id: app/model_sources
 source = st.radio(
     "Model source",
     list(SOURCES.values()),
@@ -88,7 +87,8 @@ elif source == UPLOAD:
         f"unpacked and {MAX_FILES:,} files and folders; all your uploads together up to "
         f"{upload_quota_bytes() / 2**20:,.0f} MB"
         + (f". Uploads are deleted after {retention_s() / 86400:g} days" if retention_s() else "")
-        + "; delete your own sooner on the History page."
+        + "; delete your own sooner on the History page. "
+        + sources.other_ways_caption()
     )
     if files:
         sig = hashlib.sha1(repr([(f.name, f.size, f.file_id) for f in files]).encode()).hexdigest()
@@ -111,20 +111,7 @@ elif source == UPLOAD:
     else:
         st.info("Choose the files of a model to upload.")
 else:
-    path = st.text_input(
-        "Path on the server",
-        key=P + "path",
-        value=qp.get("path", ""),
-        placeholder="/models/my-model (a folder with config.json) or /models/model.gguf",
-    )
-    model_ref = None
-    if path.strip():
-        try:  # only under the configured roots (jobs.access); one answer whether the path exists or not
-            model_ref = str(check_server_path(path.strip(), viewer))
-        except AccessDenied as exc:
-            st.error(str(exc))
-            problems.append("the path is not available")
-
+    model_ref = sources.pick_model(next(k for k, v in SOURCES.items() if v == source), qp, viewer, problems)
 
 info = None
 if model_ref:
@@ -353,6 +340,14 @@ def _qp_int(name: str, default: int, lo: int, hi: int) -> int:
 
 
 with st.expander("How much text the run uses"):
+    auto_eval = st.checkbox(
+        "Evaluation windows: bounded by the compression time",
+        value="eval_windows" not in qp and "seq_len" not in qp,
+        key=P + "auto_eval",
+        help="20 windows of 512 tokens where measuring is cheap; on a large model, fewer or shorter ones, so "
+        "that measuring before and after takes no longer than the compression (compressors/eval_budget.py). "
+        "Untick to set them yourself.",
+    )
     b1, b2, b3 = st.columns(3)
     n_calib = b1.number_input(
         "Calibration windows",
@@ -369,6 +364,7 @@ with st.expander("How much text the run uses"):
         _qp_int("eval_windows", 20, 1, 200),
         key=P + "n_eval",
         help="Non-overlapping held-out windows for perplexity (the same for before and after).",
+        disabled=auto_eval,
     )
     seq_len = b3.number_input(
         "Window length (tokens)", 16, 4096, _qp_int("seq_len", 512, 16, 4096), key=P + "seq_len"
@@ -388,27 +384,33 @@ if query_refusals:
 budget = {
     "n_calib_samples": int(n_calib),
     "calib_seq_len": int(seq_len),
-    "eval_windows": int(n_eval),
-    "eval_seq_len": int(seq_len),
+    # bounded windows: left to the run, which chooses them as the estimate below does
+    **({} if auto_eval else {"eval_windows": int(n_eval), "eval_seq_len": int(seq_len)}),
 }
 
 with cost_box:
     if config is not None and info is not None and compatible:
         try:
             try:  # an earlier run's measurement of the original on the same files and text is reused
-                before_s = preflight.cached_before_seconds(
-                    info, calib_path, eval_path, int(n_eval), int(seq_len)
+                eval_text = preflight.eval_text_of(calib_path, eval_path)
+                before_s = (
+                    None
+                    if auto_eval
+                    else preflight.cached_before_seconds(
+                        info, calib_path, eval_path, int(n_eval), int(seq_len)
+                    )
                 )
             except (CompressionError, OSError, ValueError):
-                before_s = None
+                eval_text, before_s = None, None
             cost = preflight.estimate_cost(
                 cid,
                 info,
                 config,
                 Calibration(int(n_calib), int(seq_len)),
-                eval_windows=int(n_eval),
-                eval_seq_len=int(seq_len),
+                eval_windows=None if auto_eval else int(n_eval),
+                eval_seq_len=None if auto_eval else int(seq_len),
                 before_seconds=before_s,
+                eval_text=eval_text,
             )
         except CompressionError as exc:
             st.error(f"{comp_cls.name} cannot run on this model with these settings: {jobs_ui.plain(exc)}")
@@ -427,6 +429,8 @@ with cost_box:
         c3.metric("Free memory now", jobs_ui.fmt_bytes(cost.free_memory_bytes))
         if cost.stages:
             st.caption("By stage: " + jobs_ui.stage_estimate_text(cost.stages))
+        if cost.eval_plan is not None:
+            st.caption(f"Evaluation: {cost.eval_plan.describe()}.")  # our own words, no user text
         if cost.estimate.note:
             st.caption(cost.estimate.note)
         if cost.estimate.uncertainty > 1 or cost.estimate.basis:
@@ -459,8 +463,14 @@ def _check_text(
 
 
 if info is not None and not (text_choice == OWN_TEXT and calib_path is None and eval_path is None):
+    plan = cost.eval_plan if cost is not None and auto_eval else None
     text_check, text_error = _check_text(
-        model_ref, calib_path, eval_path, comp_cls.needs_calibration, int(n_eval), int(seq_len)
+        model_ref,
+        calib_path,
+        eval_path,
+        comp_cls.needs_calibration,
+        plan.windows if plan else int(n_eval),
+        plan.seq_len if plan else int(seq_len),
     )
     if text_error:
         st.error(jobs_ui.plain(text_error))
