@@ -74,6 +74,22 @@ class SavedUpload:
     total_bytes: int
 
 
+def larger_models_advice() -> str:
+    """The ways to bring a model larger than an upload may be, for the refusal (issue 12)."""
+    from jobs.access import ENV_MODELS_DIR, models_dir
+
+    root = models_dir()
+    folder = (
+        f"put the model's folder under the models folder {root}"
+        if root is not None
+        else f"put the model's folder on the server under a models folder ({ENV_MODELS_DIR})"
+    )
+    return (
+        f"{folder} and pick it there, pick it from the Hugging Face cache, or give its hub id (owner/name) "
+        "to download it on the server"
+    )
+
+
 def max_upload_bytes() -> int:
     raw = os.environ.get(ENV_MAX_UPLOAD_MB, "").strip()
     try:
@@ -181,13 +197,13 @@ def save_model_upload(
     if total > limit:
         raise UploadError(
             f"the upload is {total / 2**20:.1f} MB, over the limit of {limit / 2**20:.0f} MB; "
-            f"raise {ENV_MAX_UPLOAD_MB} and server.maxUploadSize, or give the model's path on the server instead"
+            f"{larger_models_advice()}, or raise {ENV_MAX_UPLOAD_MB} and server.maxUploadSize"
         )
     unpacked_limit = unpacked_limit_bytes if unpacked_limit_bytes is not None else max_unpacked_bytes()
     if total > unpacked_limit:
         raise UploadError(
             f"the upload is {total / 2**20:.1f} MB, over the limit of {unpacked_limit / 2**20:.0f} MB per model "
-            f"({ENV_MAX_UNPACKED_MB}); give the model's path on the server instead"
+            f"({ENV_MAX_UNPACKED_MB}); {larger_models_advice()}"
         )
     quota, used = upload_quota_bytes(), upload_usage(owner)
     if used + total > quota:

@@ -52,6 +52,19 @@ def test_size_limit_is_checked_before_anything_is_written(home):
     assert not (home / "uploads").exists()
 
 
+def test_an_upload_over_the_limit_names_the_other_ways(home, monkeypatch):
+    """Models folder, Hugging Face cache, hub id (issue 12)."""
+    monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(home / "models"))
+    with pytest.raises(UploadError) as err:
+        save_model_upload([("config.json", b"{}" * 100)], limit_bytes=10)
+    msg = str(err.value)
+    assert f"under the models folder {(home / 'models').resolve()}" in msg
+    assert "Hugging Face cache" in msg and "hub id" in msg and "SHRINKWISE_MAX_UPLOAD_MB" in msg
+    monkeypatch.delenv("SHRINKWISE_MODELS_DIR")
+    with pytest.raises(UploadError, match="SHRINKWISE_MODELS_DIR"):
+        save_model_upload([("config.json", b"{}" * 100)], limit_bytes=10)
+
+
 def test_text_upload_must_be_utf8(home):
     with pytest.raises(UploadError, match="not UTF-8 text"):
         save_text_upload("notes.txt", b"\xff\xfe\x00bad")
