@@ -103,6 +103,12 @@ def choose_eval_windows(
             f"{_fmt(cheap_seconds)}",
         )
     budget = max(float(compress_seconds), 2 * cheap_seconds)
+    within = (
+        f"the compression's estimated {_fmt(budget)}"
+        if compress_seconds >= 2 * cheap_seconds
+        else f"{_fmt(budget)} (the compression is estimated at {_fmt(compress_seconds)}; twice the "
+        f"{_fmt(cheap_seconds)} a measurement may always take)"
+    )
 
     def total(plan: tuple[int, int]) -> float:  # before (unless cached) + after
         return cost(plan) * (1 if plan in cached else 2)
@@ -115,7 +121,7 @@ def choose_eval_windows(
                 cost(plan),
                 f"bounded by the compression: the default {default[0]}x{default[1]} would take about "
                 f"{_fmt(t_default)} per measurement; this takes about {_fmt(cost(plan))}{cached_note}, "
-                f"before and after together within the compression's estimated {_fmt(budget)}",
+                f"before and after together within {within}",
             )
     smallest = LADDER[-1]
     fixed = evaluate_work(shape, 0, smallest[1], measure_speed=measure_speed).seconds(throughput)
@@ -123,8 +129,8 @@ def choose_eval_windows(
         *smallest,
         cost(smallest),
         f"the smallest plan: even it takes about {_fmt(cost(smallest))} per measurement (of which "
-        f"{_fmt(fixed)} is the speed test and generation), more than the compression's estimated "
-        f"{_fmt(budget)} allows; skip the measurement of the original, or compress without measuring",
+        f"{_fmt(fixed)} is the speed test and generation), so before and after take longer than {within}; "
+        "skip the measurement of the original, or compress without measuring",
     )
 
 

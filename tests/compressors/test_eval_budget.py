@@ -116,3 +116,48 @@ def test_the_whole_job_estimate_covers_every_stage_with_the_bounded_windows():
         "rtn", Info(), {"bits": 4}, Calibration(8, 512), eval_windows=20, eval_seq_len=512
     )
     assert given.stages == pytest.approx(default) and not given.eval_plan.chosen
+
+
+def test_a_run_without_windows_measures_on_the_bounded_plan_and_reports_why(tmp_path, monkeypatch):
+    """Rates pinned slow enough that the tiny model's default measurement is no longer cheap: the run
+    measures before and after on the plan the estimate chose, and its report and log say which and why."""
+    import json
+
+    from compressors.run import compress_and_measure
+    from tests.compressors.tiny import tiny_model, tiny_tokenizer
+
+    # matmuls slow, everything else fast: the windows' forward passes dominate, as on a large model
+    slow = {
+        "matmul_fp32": 1e7,
+        "matmul_bf16": 1e7,
+        "factor_fp32": 1e10,
+        "bandwidth": 1e10,
+        "op_overhead_s": 1e-5,
+    }
+    monkeypatch.setenv("SHRINKWISE_THROUGHPUT", json.dumps(slow))
+    folder = tmp_path / "m"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    res = compress_and_measure(
+        folder,
+        "rtn",
+        {"bits": 4},
+        out_dir=tmp_path / "out",
+        n_calib_samples=4,
+        calib_seq_len=32,
+        measure_speed=False,
+        export=False,
+        archive=None,
+    )
+    plan = res.evaluation
+    assert plan is not None and plan["chosen"] and "bounded by the compression" in plan["reason"]
+    assert (plan["windows"], plan["seq_len"]) != (20, 512) and (plan["windows"], plan["seq_len"]) in LADDER
+    assert res.before.eval_windows == res.after.eval_windows == plan["windows"]
+    assert res.after.eval_seq_len == plan["seq_len"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"Evaluation: {plan['windows']} windows of {plan['seq_len']} tokens, bounded by the compression"
+        in report
+    )
+    assert any(line.startswith("evaluation: ") or "evaluation: " in line for line in res.log)
+    assert res.estimate is not None and set(RUN_STAGES) <= set(res.estimate["stages"])
