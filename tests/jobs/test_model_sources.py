@@ -229,3 +229,50 @@ def test_a_repository_without_safetensors_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     with pytest.raises(ModelSourceError, match="no safetensors"):
         download_hub_model("org/pickled")
+
+
+def test_a_real_download_from_a_loopback_hub_resumes_a_cut_transfer(tmp_path, monkeypatch):
+    """snapshot_download against tests/jobs/fake_hub.py: only the allowed files are fetched, and a
+    transfer cut off half way is resumed with a Range request (not restarted)."""
+    import huggingface_hub.constants
+
+    from tests.jobs.fake_hub import FakeHub
+
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
+
+    # more than two of the client's read chunks: the cut (half way) comes after whole chunks were written
+    weights = bytes(range(256)) * (3 * DOWNLOAD_CHUNK_SIZE // 256)
+    files = {
+        "config.json": b'{"model_type": "llama"}',
+        "model.safetensors": weights,
+        "tokenizer.json": b"{}",
+        "pytorch_model.bin": b"pickle",  # never downloaded
+        "modeling_custom.py": b"import os",  # never downloaded
+        "README.md": b"# readme",
+    }
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(tmp_path / "models"))
+    with FakeHub("someorg/tiny", files, drop_once=("model.safetensors",)) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        seen: list[float] = []
+        folder = download_hub_model("someorg/tiny", progress=lambda f, m: seen.append(f))
+    assert folder == (tmp_path / "models" / "someorg" / "tiny").resolve()
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    gets = [
+        (path, rng)
+        for method, path, rng in hub.requests
+        if method == "GET" and path.endswith("model.safetensors")
+    ]
+    assert gets[0][1] is None and len(gets) == 2
+    # resumed where the written part ended (whole chunks before the cut), not restarted
+    assert gets[1][1] is not None and gets[1][1].startswith("bytes="), hub.requests
+    start = int(gets[1][1][len("bytes=") :].rstrip("-"))
+    assert 0 < start <= len(weights) // 2
+    assert seen[-1] == 1.0 and any(0 < f < 1 for f in seen)
