@@ -235,10 +235,9 @@ def test_a_real_download_from_a_loopback_hub_resumes_a_cut_transfer(tmp_path, mo
     """snapshot_download against tests/jobs/fake_hub.py: only the allowed files are fetched, and a
     transfer cut off half way is resumed with a Range request (not restarted)."""
     import huggingface_hub.constants
+    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
     from tests.jobs.fake_hub import FakeHub
-
-    from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
     # more than two of the client's read chunks: the cut (half way) comes after whole chunks were written
     weights = bytes(range(256)) * (3 * DOWNLOAD_CHUNK_SIZE // 256)
