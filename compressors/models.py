@@ -134,8 +134,9 @@ def _require_network(ref: str) -> None:
     if not network_available():
         raise ModelLoadError(
             f"{ref!r} looks like a hub id, but the model hub ({HUB_HOST}) cannot be reached from here "
-            "(offline or HF_HUB_OFFLINE is set). Download the model elsewhere and give its folder, "
-            "or use 'demo'."
+            "(offline or HF_HUB_OFFLINE is set). Download the model elsewhere, copy its folder (config.json, "
+            "*.safetensors, tokenizer files) under the models folder (SHRINKWISE_MODELS_DIR) and give that "
+            "folder, or use 'demo'."
         )
 
 
