@@ -16,7 +16,13 @@ import streamlit as st
 from compressors.base import CompressionError
 from jobs import ui as jobs_ui
 from jobs.access import ENV_MODELS_DIR, AccessDenied, Viewer, check_server_path, models_dir
-from jobs.model_sources import download_hub_model, hf_cache_dir, list_hf_cache, list_models_dir
+from jobs.model_sources import (  # noqa: F401  (cached_repo_name: for the page)
+    cached_repo_name,
+    download_hub_model,
+    hf_cache_dir,
+    list_hf_cache,
+    list_models_dir,
+)
 
 P = "cmp_"
 #: Source key (the ``?source=`` of a link) -> the radio's label; the page adds these to its own.

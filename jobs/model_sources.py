@@ -156,6 +156,16 @@ def list_hf_cache(cache_dir: Path | None = None) -> list[LocalModel]:
     return out
 
 
+def cached_repo_name(path: str | Path) -> str | None:
+    """``owner/name`` for a snapshot folder of the Hugging Face cache
+    (``.../models--owner--name/snapshots/<commit>``), so runs are named after the model, not the commit;
+    None for any other path."""
+    p = Path(path)
+    if p.parent.name != "snapshots" or not p.parent.parent.name.startswith("models--"):
+        return None
+    return p.parent.parent.name[len("models--") :].replace("--", "/", 1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # downloading a hub id
 

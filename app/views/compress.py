@@ -487,7 +487,7 @@ def _model_name(info: Any) -> str:
     if info.source == "demo":
         return "SmolLM2-135M-Instruct"
     p = Path(info.path or info.ref)
-    name = p.stem if p.suffix == ".gguf" else p.name
+    name = sources.cached_repo_name(p) or (p.stem if p.suffix == ".gguf" else p.name)
     if name in ("model", ""):
         name = info.architecture
     return f"{name} ({jobs_ui.fmt_params(info.n_params)})"

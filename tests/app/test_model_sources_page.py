@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from jobs import queue
 from tests.app.conftest import open_page
 from tests.jobs.checkpoints import tiny_checkpoint
 from tests.jobs.test_model_sources import fake_cache_repo
@@ -46,6 +47,9 @@ def test_a_model_in_the_hugging_face_cache_is_selectable(home, tiny, tmp_path, m
     assert pick.value.startswith("someorg/tiny-llama (main)")
     assert not at.error and metrics(at)["Architecture"] == "LlamaForCausalLM"
     assert any("snapshots" in c.value and snap.name in c.value for c in at.caption)  # the folder read
+    at.button(key="cmp_run").click().run()
+    (run,) = queue.list_runs()  # the job reads the snapshot folder, and is named after the repository
+    assert run.model_ref == str(snap) and run.model_name.startswith("someorg/tiny-llama (")
 
 
 def test_a_hub_id_offline_says_what_to_do(home, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ from jobs.access import AccessDenied, Viewer, check_server_path, model_roots, mo
 from jobs.model_sources import (
     ALLOW_PATTERNS,
     ModelSourceError,
+    cached_repo_name,
     download_hub_model,
     download_target,
     hf_cache_dir,
@@ -134,6 +135,8 @@ def test_hf_cache_models_are_listed_as_their_snapshot_folders(tmp_path, monkeypa
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert hf_cache_dir() == cache
     (found,) = list_hf_cache()
+    assert cached_repo_name(found.path) == "HuggingFaceTB/SmolLM2-135M"
+    assert cached_repo_name(tmp_path / "models" / "llama") is None
     assert found.label == "HuggingFaceTB/SmolLM2-135M (main)"
     assert found.path == snap and (found.path / "config.json").is_file()
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
