@@ -9,7 +9,12 @@ to ``problems``.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -32,6 +37,28 @@ SOURCES = {
     "hub": "Hub id (download)",
 }
 TYPE_A_PATH = "(type a path)"
+
+# hub downloads of this server process, by hub id: one at a time per model, whichever session started it
+_downloads: dict[str, tuple[Future[Path], dict[str, Any]]] = {}
+_downloads_lock = threading.Lock()
+_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shrinkwise-hub-download")
+
+
+def _downloading(repo: str) -> bool:
+    with _downloads_lock:
+        return repo in _downloads and not _downloads[repo][0].done()
+
+
+def _start_download(repo: str) -> tuple[Future[Path], dict[str, Any]]:
+    """The running download of ``repo``, or a new one (a finished one is started again: it resumes, or
+    finds every file there and returns at once)."""
+    with _downloads_lock:
+        if repo in _downloads and not _downloads[repo][0].done():
+            return _downloads[repo]
+        state: dict[str, Any] = {"frac": 0.0, "msg": f"downloading {repo}"}
+        future = _pool.submit(download_hub_model, repo, progress=lambda f, m: state.update(frac=f, msg=m))
+        _downloads[repo] = (future, state)
+        return future, state
 
 
 def other_ways_caption() -> str:
@@ -135,18 +162,27 @@ def _hub(viewer: Viewer, problems: list[str]) -> str | None:
         + "; an interrupted download resumes where it stopped.",
     ).strip()
     done: dict[str, str] = st.session_state.setdefault(P + "hub_done", {})
-    if c2.button("Download", key=P + "hub_go", disabled=not repo) and repo:
+    clicked = c2.button("Download", key=P + "hub_go", disabled=not repo)
+    if repo and (clicked or _downloading(repo)):
+        # huggingface_hub reports from its worker threads, where Streamlit elements do not update: the
+        # download runs in the background and this script run shows its progress until it ends. Leaving
+        # the page does not stop it, and coming back (or another session) shows the same download.
+        future, state = _start_download(repo)
         bar = st.progress(0.0, text=f"downloading {repo}")
+        while not future.done():
+            bar.progress(min(max(state["frac"], 0.0), 1.0), text=str(state["msg"])[:200])
+            time.sleep(0.5)
+        bar.empty()
         try:
-            folder = download_hub_model(
-                repo, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m)
-            )
+            done[repo] = str(future.result())
+            st.session_state.pop(P + "hub_error", None)
         except CompressionError as exc:
             st.session_state[P + "hub_error"] = (repo, str(exc))
-        else:
-            done[repo] = str(folder)
-            st.session_state.pop(P + "hub_error", None)
-        bar.empty()
+        except Exception as exc:  # an unexpected failure: said on the page, never a traceback
+            st.session_state[P + "hub_error"] = (
+                repo,
+                f"the download of {repo} failed: {type(exc).__name__}: {exc}",
+            )
     error = st.session_state.get(P + "hub_error")
     if error and error[0] == repo:
         st.error(jobs_ui.plain(error[1]))

@@ -83,3 +83,26 @@ def test_the_bounded_evaluation_is_stated_before_the_run(home, tiny):
     assert any(
         c.value.startswith("Evaluation: 3 windows of 512 tokens (set by the user)") for c in at.caption
     )
+
+
+def test_a_hub_id_is_downloaded_with_progress_and_then_used(home, tiny, tmp_path, monkeypatch):
+    """Against the loopback hub (tests/jobs/fake_hub.py): the download runs in the background while the
+    page shows it, lands under the models folder, and the model is then inspected like any folder."""
+    import huggingface_hub.constants
+
+    from tests.jobs.fake_hub import FakeHub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(tmp_path / "models"))
+    files = {p.name: p.read_bytes() for p in tiny.iterdir() if p.is_file()}
+    with FakeHub("someorg/tiny-llama", files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        at = open_page("compress", {"source": "hub"})
+        at.text_input(key="cmp_hub_id").input("someorg/tiny-llama").run()
+        at.button(key="cmp_hub_go").click().run()
+    assert not at.error, [e.value for e in at.error]
+    folder = (tmp_path / "models" / "someorg" / "tiny-llama").resolve()
+    assert any("is downloaded to" in c.value for c in at.caption)
+    assert (folder / "config.json").is_file() and metrics(at)["Architecture"] == "LlamaForCausalLM"
