@@ -22,6 +22,7 @@ from compressors.base import CompressionError
 from jobs import ui as jobs_ui
 from jobs.access import ENV_MODELS_DIR, AccessDenied, Viewer, check_server_path, models_dir
 from jobs.model_sources import (  # noqa: F401  (cached_repo_name: for the page)
+    LocalModel,
     cached_repo_name,
     download_hub_model,
     hf_cache_dir,
@@ -42,6 +43,18 @@ TYPE_A_PATH = "(type a path)"
 _downloads: dict[str, tuple[Future[Path], dict[str, Any]]] = {}
 _downloads_lock = threading.Lock()
 _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shrinkwise-hub-download")
+
+
+@st.cache_data(ttl=15, show_spinner=False, max_entries=8)
+def _models_under(root: Path) -> list[LocalModel]:
+    """The listing of the models folder, read again at most every 15 s (every rerun would walk it)."""
+    return list_models_dir(root)
+
+
+@st.cache_data(ttl=15, show_spinner=False, max_entries=8)
+def _cached_models(cache: Path) -> list[LocalModel]:
+    """The Hugging Face cache's models, scanned again at most every 15 s."""
+    return list_hf_cache(cache)
 
 
 def _downloading(repo: str) -> bool:
@@ -86,7 +99,7 @@ def pick_model(source_key: str, qp: Mapping[str, str], viewer: Viewer, problems:
 
 def _server_path(qp: Mapping[str, str], viewer: Viewer, problems: list[str]) -> str | None:
     root = models_dir()
-    listed = list_models_dir() if root is not None else []
+    listed = _models_under(root) if root is not None else []
     typed = qp.get("path", "")
     choice = TYPE_A_PATH
     if listed:
@@ -132,7 +145,7 @@ def _server_path(qp: Mapping[str, str], viewer: Viewer, problems: list[str]) -> 
 
 def _hf_cache(problems: list[str]) -> str | None:
     cache = hf_cache_dir()
-    models = list_hf_cache(cache)
+    models = _cached_models(cache)
     if not models:
         st.info(
             f"No models in the Hugging Face cache ({cache}; HF_HUB_CACHE or HF_HOME move it). Download one with "
