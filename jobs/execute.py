@@ -86,7 +86,14 @@ def result_columns(result: Any) -> dict[str, Any]:
 
     run_figures = {
         key: get(key)
-        for key in ("compress_peak_rss_bytes", "text_source", "estimate", "calibration_shape", "machine")
+        for key in (
+            "compress_peak_rss_bytes",
+            "text_source",
+            "estimate",
+            "calibration_shape",
+            "machine",
+            "evaluation",  # the evaluation windows and why (compressors.eval_budget)
+        )
         if get(key) is not None
     }
     before_m = RunMetrics.from_eval(before).to_json()

@@ -132,7 +132,13 @@ if grown:
 if a.get("eval_tokens"):
     st.caption(
         f"Perplexity on {a['eval_tokens']:,} held-out tokens ({a.get('eval_windows')} windows of "
-        f"{a.get('eval_seq_len')}); speeds are the best of repeated runs on this machine"
+        f"{a.get('eval_seq_len')}"
+        + (
+            f", {jobs_ui.plain(a['evaluation']['reason'])}"
+            if (a.get("evaluation") or {}).get("reason")
+            else ""
+        )
+        + "); speeds are the best of repeated runs on this machine"
         + (f"; text: {jobs_ui.plain(a['text_source'])}" if a.get("text_source") else "")
         + ". The after figures are "
         "measured on the model loaded back from the saved packed checkpoint."

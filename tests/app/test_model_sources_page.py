@@ -106,3 +106,31 @@ def test_a_hub_id_is_downloaded_with_progress_and_then_used(home, tiny, tmp_path
     folder = (tmp_path / "models" / "someorg" / "tiny-llama").resolve()
     assert any("is downloaded to" in c.value for c in at.caption)
     assert (folder / "config.json").is_file() and metrics(at)["Architecture"] == "LlamaForCausalLM"
+
+
+def test_the_run_result_says_which_evaluation_windows_and_why(home, tmp_path):
+    from knowledge.db import session
+    from knowledge.tables import CompressionRun
+    from tests.app.test_history_page import finished_run
+
+    rid = finished_run("big-model", "rtn", 100.0, 21.0, tmp=tmp_path, bits=4)
+    with session() as s:
+        row = s.get(CompressionRun, rid)
+        row.after_metrics = {
+            **(row.after_metrics or {}),
+            "eval_tokens": 2048,
+            "eval_windows": 4,
+            "eval_seq_len": 512,
+            "evaluation": {
+                "windows": 4,
+                "seq_len": 512,
+                "reason": "bounded by the compression",
+                "chosen": True,
+            },
+        }
+        s.add(row)
+    at = open_page("run_result", {"run": str(rid)})
+    assert any(
+        "Perplexity on 2,048 held-out tokens (4 windows of 512, bounded by the compression)" in c.value
+        for c in at.caption
+    ), [c.value for c in at.caption]
