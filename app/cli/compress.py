@@ -3,6 +3,7 @@
 ::
 
     shrinkwise methods [--json]
+    shrinkwise models [--json]          (the models folder and the Hugging Face cache)
     shrinkwise compress MODEL --method ID [--bits N] [--group-size G] [--sparsity S] [--set key=value ...]
                         [--calib FILE] [--eval FILE] --out DIR [--calib-samples N] [--quick] [--json]
                         [--device auto|cpu|cuda[:N]] [--no-measure]
@@ -118,12 +119,22 @@ def _pre_run_lines(
 
 
 def _local_model(model: str) -> str:
-    """A hub id (``org/name``) that is not a local path is downloaded first (safetensors, configs and
-    tokenizer files only; resumable) into the models folder or the Hugging Face cache; the run then reads
-    the local folder. Anything else is returned as it is."""
+    """What MODEL names on this machine: an existing path as it is; a name under the models folder
+    (``SHRINKWISE_MODELS_DIR``, e.g. ``llama-7b`` or a downloaded ``org/name``) as that folder; another hub
+    id (``org/name``) downloaded first (safetensors, configs and tokenizer files only; resumable) into the
+    models folder or the Hugging Face cache. Anything else is returned as it is (the run says what is
+    wrong with it)."""
+    from jobs.access import models_dir
     from jobs.model_sources import download_hub_model, is_hub_id
 
-    if Path(model).expanduser().exists() or not is_hub_id(model):
+    if Path(model).expanduser().exists():
+        return model
+    root = models_dir()
+    if root is not None and not Path(model).is_absolute():
+        under = (root / model).resolve()
+        if (under == root or root in under.parents) and under.exists():
+            return str(under)
+    if not is_hub_id(model):
         return model
     last = [-1.0]
 
@@ -435,8 +446,34 @@ def generate(
     print(prompt + out if not chat else out)
 
 
+def models(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the models on this machine: under the models folder (SHRINKWISE_MODELS_DIR) and in the
+    Hugging Face cache. Give a listed name or path to `shrinkwise compress`."""
+    from jobs.access import ENV_MODELS_DIR, models_dir
+    from jobs.model_sources import hf_cache_dir, list_hf_cache, list_models_dir
+
+    root, cache = models_dir(), hf_cache_dir()
+    rows = [
+        {"source": "models folder", "name": m.label, "path": str(m.path), "bytes": m.size_bytes}
+        for m in list_models_dir()
+    ] + [
+        {"source": "Hugging Face cache", "name": m.label, "path": str(m.path), "bytes": m.size_bytes}
+        for m in list_hf_cache(cache)
+    ]
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table(title=f"Models folder: {root or f'not set ({ENV_MODELS_DIR})'}; Hugging Face cache: {cache}")
+    for col in ("source", "name", "size", "path"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["source"], r["name"], f"{r['bytes'] / 2**30:.2f} GiB", r["path"])
+    _out.print(t)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``compress``, ``evaluate``, ``generate`` and ``methods`` to the main app."""
+    """Add ``compress``, ``evaluate``, ``generate``, ``methods`` and ``models`` to the main app."""
+    app.command("models")(models)
     app.command("compress")(compress)
     app.command("evaluate")(evaluate_cmd)
     app.command("generate")(generate)

@@ -93,3 +93,37 @@ def test_compress_a_hub_id_offline_says_what_to_do(tmp_path, monkeypatch):
     err = " ".join(res.stderr.split())
     assert res.exit_code == 2 and "Traceback" not in err
     assert "cannot download someorg/somemodel" in err and str(tmp_path / "models") in err
+
+
+def test_models_lists_the_models_folder_and_the_cache_and_compress_takes_a_listed_name(tmp_path, monkeypatch):
+    import json
+
+    from app.cli.main import _register, app
+    from tests.jobs.test_model_sources import fake_cache_repo
+
+    root = tmp_path / "models"
+    for sub in ("llama-tiny", "org/other"):
+        tiny_model("llama").save_pretrained(root / sub)
+        tiny_tokenizer().save_pretrained(root / sub)
+    fake_cache_repo(tmp_path / "hf", "someorg/cached", {"config.json": b"{}", "model.safetensors": b"w"})
+    monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(root))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    _register()
+    res = CliRunner().invoke(app, ["models", "--json"])
+    rows = json.loads(res.stdout)
+    assert [(r["source"], r["name"]) for r in rows] == [
+        ("models folder", "llama-tiny"),
+        ("models folder", "org/other"),
+        ("Hugging Face cache", "someorg/cached (main)"),
+    ]
+    seen: list[tuple] = []
+
+    def fake_run(model, *args, **kwargs):
+        seen.append(model)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("compressors.run.compress_and_measure", fake_run)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # org/other is found under the models folder: no download
+    for name in ("llama-tiny", "org/other"):
+        CliRunner().invoke(app, ["compress", name, "--method", "rtn", "--out", str(tmp_path / "o")])
+    assert seen == [str((root / "llama-tiny").resolve()), str((root / "org" / "other").resolve())]
