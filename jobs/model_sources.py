@@ -82,6 +82,11 @@ def _size(path: Path) -> int:
 
 
 def _is_model_folder(folder: Path) -> bool:
+    """A folder with ``config.json`` and weights, and no download still under way in it (huggingface_hub
+    keeps a download's ``.incomplete`` parts in ``.cache/huggingface/download/``)."""
+    partial = folder / ".cache" / "huggingface" / "download"
+    if partial.is_dir() and any(partial.rglob("*.incomplete")):
+        return False
     return (folder / "config.json").is_file() and any(
         f.suffix in (".safetensors", ".bin", ".pt", ".pth", ".gguf") for f in folder.iterdir()
     )

@@ -96,6 +96,9 @@ def test_model_folders_under_the_root_are_listed_and_links_out_are_not(tmp_path,
     outside = model_folder(tmp_path / "elsewhere" / "m")
     (root / "out").symlink_to(outside)
     model_folder(root / "a" / "b" / "too-deep")
+    half = model_folder(root / "org" / "downloading")  # a hub download still under way: not yet
+    (half / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (half / ".cache" / "huggingface" / "download" / "model.safetensors.abc.incomplete").write_bytes(b"x")
     monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(root))
     listed = {m.label: m for m in list_models_dir()}
     assert set(listed) == {"llama-7b", "org/qwen", "tiny.gguf"}
