@@ -76,12 +76,7 @@ def _start_download(repo: str) -> tuple[Future[Path], dict[str, Any]]:
 
 def other_ways_caption() -> str:
     """What to do with a model larger than the upload limit, for the upload's caption."""
-    root = models_dir()
-    folder = (
-        f"put its folder under the models folder {root}"
-        if root
-        else f"set {ENV_MODELS_DIR} and put its folder there"
-    )
+    folder = f"put its folder under the models folder {models_dir()} ({ENV_MODELS_DIR} moves it)"
     return (
         f"Larger models: {folder} (source *{SOURCES['path']}*), pick it from the Hugging Face cache, or give "
         "its hub id to download it on the server."
@@ -121,11 +116,6 @@ def _server_path(qp: Mapping[str, str], viewer: Viewer, problems: list[str]) -> 
         if root is not None and not listed:
             st.caption(
                 f"No model folders under the models folder {root} yet: copy one there, or type a path."
-            )
-        elif root is None and not viewer.team:
-            st.caption(
-                f"Any path on this machine. Set {ENV_MODELS_DIR} to list the model folders under it here "
-                "(and to allow paths under it only)."
             )
         typed = st.text_input(
             "Path on the server",

@@ -70,36 +70,39 @@ class Viewer:
         return None if self.is_admin else self.user
 
 
-def models_dir() -> Path | None:
-    """The models root (``SHRINKWISE_MODELS_DIR``), resolved; None when it is not set."""
+def models_dir() -> Path:
+    """The models root (``SHRINKWISE_MODELS_DIR``), resolved; ``<data folder>/models`` when it is not set.
+
+    There is always a root, so a path typed on a page is never read from just anywhere on the server:
+    security by default, also for the local single-user app (whose browser port another local user or a
+    forwarded tunnel may reach). The default folder is created, so a user can copy a model into it.
+    """
     raw = os.environ.get(ENV_MODELS_DIR, "").strip()
-    return Path(raw).expanduser().resolve() if raw else None
+    if raw:
+        return Path(raw).expanduser().resolve()
+    from knowledge.paths import data_home
+
+    folder = data_home() / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()
 
 
-def model_roots() -> list[Path] | None:
+def model_roots() -> list[Path]:
     """Every folder server paths may be read from: the models root first, then the folders of
-    ``SHRINKWISE_MODEL_ROOTS``, resolved; None when neither is set."""
-    roots: list[Path] = []
-    first = models_dir()
-    if first is not None:
-        roots.append(first)
+    ``SHRINKWISE_MODEL_ROOTS``, resolved."""
+    roots: list[Path] = [models_dir()]
     raw = os.environ.get(ENV_MODEL_ROOTS, "")
     for p in raw.split(os.pathsep):
         if p.strip() and (r := Path(p.strip()).expanduser().resolve()) not in roots:
             roots.append(r)
-    return roots or None
+    return roots
 
 
 def _under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def outside_roots_message(roots: list[Path] | None) -> str:
-    if not roots:
-        return (
-            "server paths are not enabled on this server; upload the model, pick it from the Hugging Face "
-            f"cache or give its hub id instead, or ask the admin to set {ENV_MODELS_DIR} (the models folder)"
-        )
+def outside_roots_message(roots: list[Path]) -> str:
     where = (
         f"the models folder {roots[0]}"
         if len(roots) == 1
@@ -119,15 +122,14 @@ def check_server_path(raw: str, viewer: Viewer) -> Path:
     """
     roots = model_roots()
     path = Path(raw).expanduser()
-    if roots is None and not viewer.team:
-        return path  # the local user: any path, as before
     resolved = path.resolve()  # follows links, so a link inside a root cannot point outside it
-    allowed = roots or []
+    allowed = roots
     if viewer.team:
         from knowledge.paths import data_home
 
         home = data_home().resolve()
-        if _under(resolved, home):
+        # other users' uploads and runs live in the data folder; only its models folder is shared
+        if _under(resolved, home) and not _under(resolved, roots[0]):
             allowed = []
     if not path.is_absolute() or not any(_under(resolved, r) for r in allowed):
         raise AccessDenied(outside_roots_message(roots))

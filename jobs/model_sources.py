@@ -190,20 +190,15 @@ def _endpoint() -> str:
 
 
 def download_target(repo_id: str) -> dict[str, Path]:
-    """Where :func:`download_hub_model` puts ``repo_id``: ``{"local_dir": <models folder>/org/name}`` when a
-    models folder is set, else ``{"cache_dir": <Hugging Face cache>}``."""
-    root = models_dir()
-    if root is not None:
-        return {"local_dir": root / repo_id}
-    return {"cache_dir": hf_cache_dir()}
+    """Where :func:`download_hub_model` puts ``repo_id``: ``{"local_dir": <models folder>/org/name}``, so a
+    downloaded model is a plain folder under the one root server paths are read from."""
+    return {"local_dir": models_dir() / repo_id}
 
 
 def offline_message(repo_id: str, reason: str) -> str:
-    root = models_dir()
     where = (
-        f"copy the model's folder (config.json, *.safetensors, tokenizer files) under the models folder {root}"
-        if root is not None
-        else f"copy the model's folder onto this server and set {ENV_MODELS_DIR} to the folder above it"
+        "copy the model's folder (config.json, *.safetensors, tokenizer files) under the models folder "
+        f"{models_dir()} ({ENV_MODELS_DIR} moves it)"
     )
     return (
         f"cannot download {repo_id}: {reason}. Download it on a machine with a network "

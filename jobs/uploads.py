@@ -78,12 +78,7 @@ def larger_models_advice() -> str:
     """The ways to bring a model larger than an upload may be, for the refusal (issue 12)."""
     from jobs.access import ENV_MODELS_DIR, models_dir
 
-    root = models_dir()
-    folder = (
-        f"put the model's folder under the models folder {root}"
-        if root is not None
-        else f"put the model's folder on the server under a models folder ({ENV_MODELS_DIR})"
-    )
+    folder = f"put the model's folder under the models folder {models_dir()} ({ENV_MODELS_DIR} moves it)"
     return (
         f"{folder} and pick it there, pick it from the Hugging Face cache, or give its hub id (owner/name) "
         "to download it on the server"

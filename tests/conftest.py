@@ -35,6 +35,9 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("SHRINKWISE_THROUGHPUT", json.dumps(PINNED_THROUGHPUT))
+    # Server paths are read only under configured roots (jobs.access); tests build their checkpoints in
+    # the temp folder, so it is a root for the run. Tests of the refusal set their own roots.
+    os.environ["SHRINKWISE_MODEL_ROOTS"] = os.path.realpath(tempfile.gettempdir())
 
 
 def pytest_unconfigure(config) -> None:

@@ -27,6 +27,7 @@ def test_the_models_folder_is_listed_and_a_path_outside_is_refused(home, tiny, t
     root = tmp_path / "models"
     shutil.copytree(tiny, root / "org" / "tiny-llama")
     monkeypatch.setenv("SHRINKWISE_MODELS_DIR", str(root))
+    monkeypatch.delenv("SHRINKWISE_MODEL_ROOTS")  # the suite's temp-folder root (tests/conftest.py)
     at = open_page("compress", {"source": "path"})
     (pick,) = [s for s in at.selectbox if s.key == "cmp_folder_pick"]
     assert any(o.startswith("org/tiny-llama (") for o in pick.options)

@@ -168,10 +168,13 @@ def test_outside_the_roots_the_answer_is_the_same_whether_the_path_exists(home, 
     assert path_error(root / "tiny") == []  # inside the root: read as before
 
 
-def test_team_users_get_no_server_paths_unless_roots_are_set(home, tiny, team):
+def test_without_a_configured_folder_only_the_default_models_folder_is_readable(
+    home, tiny, team, monkeypatch
+):
+    monkeypatch.delenv("SHRINKWISE_MODEL_ROOTS")  # the suite's temp-folder root (tests/conftest.py)
     team(ALICE)
     assert path_error("/etc/shadow") == path_error(tiny) == path_error("/no/such/path")
-    assert "not enabled" in path_error(tiny)[0]
+    assert "outside the models folder" in path_error(tiny)[0]
 
 
 def test_a_sign_in_without_an_email_is_refused(home, team, monkeypatch):

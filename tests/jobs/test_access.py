@@ -66,11 +66,15 @@ def test_team_mode_never_reads_the_data_folder(tmp_path, monkeypatch):
     with pytest.raises(AccessDenied):
         check_server_path(str(tmp_path / "home" / "uploads" / "x"), alice)
     monkeypatch.delenv("SHRINKWISE_MODEL_ROOTS")
-    with pytest.raises(AccessDenied, match="not enabled"):
+    # no folder configured: the default models folder <data>/models is the only root, for everyone
+    default = (tmp_path / "home" / "models").resolve()
+    with pytest.raises(AccessDenied, match=f"outside the models folder {default}"):
         check_server_path(str(tmp_path / "shared"), alice)
-    assert (
-        check_server_path("/anything", Viewer.local()).as_posix() == "/anything"
-    )  # local, no roots: as before
+    with pytest.raises(AccessDenied, match=f"outside the models folder {default}"):
+        check_server_path("/etc", Viewer.local())  # the local user too: never any path on the server
+    (default / "m").mkdir()
+    assert check_server_path(str(default / "m"), alice) == default / "m"  # shared, though in the data folder
+    assert check_server_path(str(default / "m"), Viewer.local()) == default / "m"
 
 
 def test_uploads_record_their_owner(tmp_path, monkeypatch):

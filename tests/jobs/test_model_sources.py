@@ -216,8 +216,9 @@ def test_download_asks_only_for_safetensors_configs_and_tokenizers(tmp_path, mon
     assert seen[0] == 0.0 and 0.5 in seen and seen[-1] == 1.0
     assert download_target("org/name") == {"local_dir": tmp_path / "models" / "org" / "name"}
     monkeypatch.delenv("SHRINKWISE_MODELS_DIR")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "c"))
-    assert download_target("org/name") == {"cache_dir": tmp_path / "c"}
+    monkeypatch.setenv("SHRINKWISE_HOME", str(tmp_path / "home"))
+    default = (tmp_path / "home" / "models").resolve()
+    assert download_target("org/name") == {"local_dir": default / "org" / "name"}  # the default folder
 
 
 def test_a_repository_without_safetensors_is_refused(tmp_path, monkeypatch):
