@@ -280,6 +280,7 @@ class _Task:
     run_id: int
     ref: Any
     url: str | None
+    task_id: str = ""
     cancel_seen_at: float | None = None
     forced: bool = False
 
@@ -368,6 +369,8 @@ class _Tracker:
         run = queue.get_run(t.run_id, url=t.url)
         if run is None or RunStatus(run.status).finished:
             return
+        if run.worker_id and run.worker_id != WORKER_PREFIX + t.task_id:
+            return  # another worker has the job (it was sent again, and that task claimed it): not ours to end
         cancelled = bool(run.cancel_requested) or isinstance(error, ray.exceptions.TaskCancelledError)
         if cancelled:
             queue.mark_cancelled(
@@ -488,7 +491,7 @@ class RayBackend(LocalBackend):
             .remote(job_id, url, home, self.executor, res.describe())
         )
         task_id = ref.task_id().hex()
-        _TRACKER.add(_Task(job_id, ref, self.url))
+        _TRACKER.add(_Task(job_id, ref, self.url, task_id))
         if queue.reserve_run(job_id, WORKER_PREFIX + task_id, url=self.url):  # else it has started already
             queue.update_progress(
                 job_id,
