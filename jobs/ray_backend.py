@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressors.base import CompressionError
 from jobs import queue
 from jobs.backend import JobSpec, LocalBackend
 from knowledge.paths import ENV_HOME, ENV_URL, data_home, database_url
@@ -73,8 +74,9 @@ DIED_REASON = "the Ray worker running this job died: {detail}"
 NOT_STARTED_REASON = "the Ray task for this job failed before it started: {detail}"
 
 
-class RayUnavailable(RuntimeError):
-    """Ray is not installed or the cluster cannot be reached; the message says what to do."""
+class RayUnavailable(CompressionError):
+    """Ray is not installed or the cluster cannot be reached; the message says what to do (the Compress
+    page shows it as "Not queued: ...", like any refusal)."""
 
 
 def ray_module() -> Any:
@@ -462,9 +464,15 @@ class RayBackend(LocalBackend):
     # -- sending jobs to the cluster ------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> int:
-        ray_module()  # a missing Ray is said before anything is queued
+        _connect(self.address)  # a missing Ray or an unreachable cluster is said before anything is queued
         job_id = LocalBackend(url=self.url, autostart=False).submit(spec)
-        self._launch(job_id)
+        try:
+            self._launch(job_id)
+        except Exception as exc:  # queued and durable: the next page visit's ensure_running sends it again
+            log.exception("job #%s is queued but could not be sent to Ray", job_id)
+            queue.update_progress(
+                job_id, "queued", 0.0, f"not sent to the Ray cluster yet: {exc}", url=self.url
+            )
         return job_id
 
     def _launch(self, job_id: int) -> None:
@@ -541,12 +549,20 @@ class RayBackend(LocalBackend):
         process. A job sent twice still runs once: each task claims its row with a compare-and-set.
         """
         mine = _TRACKER.tracked()
-        sent = False
-        for run in queue.list_runs(status=RunStatus.QUEUED, newest_first=False, url=self.url):
-            if run.stored_id not in mine:
-                self._launch(run.stored_id)
-                sent = True
-        return sent
+        waiting = [
+            r.stored_id
+            for r in queue.list_runs(status=RunStatus.QUEUED, newest_first=False, url=self.url)
+            if r.stored_id not in mine
+        ]
+        if not waiting:
+            return False
+        try:
+            for job_id in waiting:
+                self._launch(job_id)
+        except RayUnavailable as exc:  # a page visit must not fail: the jobs wait until the cluster is back
+            log.warning("queued jobs wait: %s", exc)
+            return False
+        return True
 
     def recover(self, stale_after_s: float | None = None) -> builtins.list[int]:
         """Fail the ``running`` jobs whose worker is gone: tasks of this process are ended by the

@@ -82,3 +82,61 @@ def test_without_ray_the_ray_backend_says_what_to_install_and_queues_nothing(hom
     with pytest.raises(RayUnavailable, match=r"shrinkwise\[cluster\]"):
         backend.submit(spec)
     assert queue.list_runs() == []
+
+
+class _FakeRay:
+    """What the watcher uses of ``ray``: ``get`` (raising the task's error) and ``exceptions``."""
+
+    class exceptions:  # mirrors ray.exceptions
+        class TaskCancelledError(Exception):
+            pass
+
+        class NodeDiedError(Exception):
+            pass
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, ref, timeout=None):
+        if self.error is not None:
+            raise self.error
+        return 0
+
+
+def _settle(monkeypatch, job: int, task_id: str, error: Exception | None):
+    from jobs import ray_backend
+
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay(error))
+    ray_backend._Tracker()._settle(ray_backend._Task(job, object(), None, task_id))
+    return queue.get_run(job)
+
+
+def test_the_watcher_ends_a_job_whose_task_died_with_the_reason_and_only_its_own(home, monkeypatch):
+    from jobs.ray_backend import DIED_REASON, NOT_STARTED_REASON
+
+    died = _FakeRay.exceptions.NodeDiedError(
+        "Task failed because the node it was running on is dead or unavailable. Node IP: 10.0.0.7. Advice..."
+    )
+    a, b, c, d = (
+        queue.create_run(model_ref="demo", model_name="tiny", method="rtn", compressor="rtn").stored_id
+        for _ in range(4)
+    )
+    queue.reserve_run(a, "ray:t-a")
+    queue.claim_run(a, "ray:t-a")
+    row = _settle(monkeypatch, a, "t-a", died)
+    assert row.status == RunStatus.FAILED.value
+    assert row.error == DIED_REASON.format(
+        detail="NodeDiedError: Task failed because the node it was running on is dead or unavailable."
+    )
+    # a job sent again, claimed by the other task: the first task's end does not touch it
+    queue.claim_run(b, "ray:t-other")
+    assert _settle(monkeypatch, b, "t-b", None).status == RunStatus.RUNNING.value
+    # a task that failed before it claimed its job
+    queue.reserve_run(c, "ray:t-c")
+    row = _settle(monkeypatch, c, "t-c", died)
+    assert row.status == RunStatus.FAILED.value and row.error.startswith(NOT_STARTED_REASON.split("{")[0])
+    # the user asked to stop it and the task was cancelled: cancelled, not failed
+    queue.claim_run(d, "ray:t-d")
+    queue.request_cancel(d)
+    row = _settle(monkeypatch, d, "t-d", _FakeRay.exceptions.TaskCancelledError("cancelled"))
+    assert row.status == RunStatus.CANCELLED.value
