@@ -179,7 +179,8 @@ def task_resources(
     ``SHRINKWISE_RAY_JOB_GPUS`` when set, else 1 when the cluster has GPUs and the run streams its blocks
     through the device (:func:`compressors.streaming.streaming_reason`), else 0 (Ray then hides every GPU
     from the task, so it runs on the CPU). A model that cannot be read here gets 1 CPU and no memory
-    reservation; the job itself then reports why the model cannot be read.
+    reservation; the job itself then reports why the model cannot be read. ``model_info``: the model's
+    inspection when the caller has it (or the exception the inspection raised); else it is inspected here.
     """
     from compressors.base import get_compressor
 
@@ -190,6 +191,8 @@ def task_resources(
         from jobs import preflight
 
         info = model_info if model_info is not None else preflight.check_model(run.model_ref)
+        if isinstance(info, BaseException):  # the inspection already failed (RayBackend caches it)
+            raise info
         calibration = dict(run.calibration or {})
         cost = preflight.estimate_cost(
             run.compressor,
@@ -400,6 +403,20 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {head}"[:400]
 
 
+def _model_stamp(ref: str) -> float:
+    """Changes when the model's files do: the newest modification time of the path and its entries."""
+    stamps = [0.0]
+    try:
+        p = Path(ref)
+        stamps.append(p.stat().st_mtime)
+        if p.is_dir():
+            stamps.extend(e.stat().st_mtime for e in p.iterdir())
+    except OSError:
+        pass
+    return max(stamps)
+
+
+_MODEL_INFO: dict[tuple[str, float], Any] = {}
 _TRACKER = _Tracker()
 _INIT_LOCK = threading.Lock()
 _REMOTE: dict[str, Any] = {}
@@ -459,7 +476,6 @@ class RayBackend(LocalBackend):
         self.custom = custom_resources_setting() if resources is None else dict(resources)
         chosen = data_dir or os.environ.get(ENV_RAY_DATA_DIR, "").strip() or None
         self.data_dir = str(Path(chosen).expanduser()) if chosen else None
-        self._models: dict[str, Any] = {}
 
     # -- sending jobs to the cluster ------------------------------------------------------------
 
@@ -510,17 +526,26 @@ class RayBackend(LocalBackend):
             )
         log.info("job #%s sent to Ray as task %s (%s)", job_id, task_id, res.describe())
 
-    def _model_info(self, ref: str) -> Any:
-        """The model's inspection, once per model and process (a sweep sends many jobs on one model)."""
-        if ref not in self._models:
-            try:
-                from jobs import preflight
+    @staticmethod
+    def _model_info(ref: str) -> Any:
+        """The model's inspection (or why it failed), once per model files and process: a sweep sends
+        many jobs on one model, and the pages build a new backend for every call."""
+        key = (ref, _model_stamp(ref))
+        with _INIT_LOCK:
+            if key in _MODEL_INFO:
+                return _MODEL_INFO[key]
+        try:
+            from jobs import preflight
 
-                self._models[ref] = preflight.check_model(ref)
-            except Exception as exc:
-                log.warning("cannot inspect %s to size its Ray task: %s", ref, exc)
-                self._models[ref] = None
-        return self._models[ref]
+            found: Any = preflight.check_model(ref)
+        except Exception as exc:  # sized without an estimate; the job itself reports the problem
+            log.warning("cannot inspect %s to size its Ray task: %s", ref, exc)
+            found = exc
+        with _INIT_LOCK:
+            if len(_MODEL_INFO) >= 64:
+                _MODEL_INFO.clear()
+            _MODEL_INFO[key] = found
+        return found
 
     @staticmethod
     def _fit_note(ray: Any, res: TaskResources) -> str:
