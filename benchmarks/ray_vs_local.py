@@ -172,6 +172,7 @@ def main() -> None:
         "--model", default="demo", help="demo, a model folder, or tiny (the tests' 2-layer Llama)"
     )
     ap.add_argument("--pool-jobs", type=int, nargs="+", default=[1], help="local pools' --max-jobs")
+    ap.add_argument("--no-ray", action="store_true", help="only the local pool(s)")
     args = ap.parse_args()
     if args.model == "tiny":  # measures what the backends add around a job, not compression
         sys.path.insert(0, str(ROOT))
@@ -184,9 +185,10 @@ def main() -> None:
         wall, infos = run_local(args.model, n)
         rows.append((f"local pool, {n} job(s) at once", wall, None, infos))
         print(f"  local pool max_jobs={n}: {wall:.1f} s (load {load()})", flush=True)
-    startup, wall, infos = run_ray(args.model)
-    rows.append((f"Ray: head + 1 worker ({os.cpu_count()} CPUs)", wall, startup, infos))
-    print(f"  ray: {wall:.1f} s (+{startup:.1f} s cluster start) (load {load()})", flush=True)
+    if not args.no_ray:
+        startup, wall, infos = run_ray(args.model)
+        rows.append((f"Ray: head + 1 worker ({os.cpu_count()} CPUs)", wall, startup, infos))
+        print(f"  ray: {wall:.1f} s (+{startup:.1f} s cluster start) (load {load()})", flush=True)
     print(
         f"\n{len(RECIPES)} jobs on {args.model!r} (eval {TEXT['eval_windows']}x{TEXT['eval_seq_len']} tokens)"
     )
