@@ -6,7 +6,7 @@ without touching the pages: every backend keeps its jobs as ``CompressionRun`` r
 so status and progress are read from the database whatever runs the job. :class:`LocalBackend`, the
 first implementation, makes sure one worker pool (``python -m jobs.worker``) runs on this machine to
 execute them. :func:`get_backend` chooses the backend by name (``SHRINKWISE_JOB_BACKEND``, default
-``local``); a Ray backend registers itself in :data:`BACKENDS`.
+``local``, or ``ray`` when ``SHRINKWISE_RAY_ADDRESS`` is set: :mod:`jobs.ray_backend`, imported only then).
 
 Settings a compressor rejects are refused in ``submit``, before anything is queued, with the config's
 own message (field, value, allowed range), so a bad form never becomes a failed job.
@@ -274,14 +274,31 @@ def reconcile(backend: JobBackend, *, start_worker: bool = True) -> builtins.lis
     return ended
 
 
-#: Backend name -> class taking ``url=`` (``SHRINKWISE_JOB_BACKEND`` picks one; a Ray backend adds itself).
-BACKENDS: dict[str, Callable[..., JobBackend]] = {"local": LocalBackend}
+def _ray_backend(**options: Any) -> JobBackend:
+    """:class:`jobs.ray_backend.RayBackend`, imported only when chosen (Ray is an optional extra)."""
+    from jobs.ray_backend import RayBackend
+
+    return RayBackend(**options)
+
+
+#: Backend name -> class taking ``url=`` (``SHRINKWISE_JOB_BACKEND`` picks one).
+BACKENDS: dict[str, Callable[..., JobBackend]] = {"local": LocalBackend, "ray": _ray_backend}
 ENV_BACKEND = "SHRINKWISE_JOB_BACKEND"
+#: Set: jobs go to the Ray cluster at this address (jobs.ray_backend) unless SHRINKWISE_JOB_BACKEND says otherwise.
+ENV_RAY_ADDRESS = "SHRINKWISE_RAY_ADDRESS"
+
+
+def default_backend_name() -> str:
+    """``$SHRINKWISE_JOB_BACKEND``; else ``ray`` when ``$SHRINKWISE_RAY_ADDRESS`` is set; else ``local``."""
+    named = os.environ.get(ENV_BACKEND, "").strip()
+    if named:
+        return named
+    return "ray" if os.environ.get(ENV_RAY_ADDRESS, "").strip() else "local"
 
 
 def get_backend(name: str | None = None, url: str | None = None, **options: Any) -> JobBackend:
-    """The backend named ``name`` (default ``$SHRINKWISE_JOB_BACKEND``, else ``local``)."""
-    chosen = (name or os.environ.get(ENV_BACKEND) or "local").strip().lower()
+    """The backend named ``name`` (default :func:`default_backend_name`: ``local`` unless configured)."""
+    chosen = (name or default_backend_name()).strip().lower()
     try:
         factory = BACKENDS[chosen]
     except KeyError:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from knowledge import runs as evidence
@@ -152,6 +152,12 @@ def claim_next_run(worker_id: str, url: str | None = None) -> CompressionRun | N
             candidate = s.exec(
                 select(CompressionRun.id)
                 .where(CompressionRun.status == RunStatus.QUEUED.value)
+                .where(  # a job queued for a Ray task (jobs.ray_backend) is that task's to claim
+                    or_(
+                        col(CompressionRun.worker_id).is_(None),
+                        col(CompressionRun.worker_id).not_like(RAY_WORKER_PREFIX + "%"),
+                    )
+                )
                 .order_by(col(CompressionRun.id).asc())
                 .limit(1)
             ).first()
@@ -176,6 +182,46 @@ def claim_next_run(worker_id: str, url: str | None = None) -> CompressionRun | N
                 s.commit()
                 return s.get(CompressionRun, candidate, populate_existing=True)
     return None
+
+
+#: ``worker_id`` of a job sent to a Ray task: ``ray:<task id>``, set while it is queued in the cluster.
+RAY_WORKER_PREFIX = "ray:"
+
+
+def reserve_run(run_id: int, worker_id: str, url: str | None = None) -> bool:
+    """Name the worker that will run a still ``queued`` job (a Ray task waiting in the cluster), so the
+    local pool's :func:`claim_next_run` leaves it to that worker; False when the job is no longer queued."""
+    with session(url) as s:
+        result = s.exec(
+            update(CompressionRun)
+            .where(col(CompressionRun.id) == run_id, col(CompressionRun.status) == RunStatus.QUEUED.value)
+            .values(worker_id=worker_id)
+        )
+        return bool(result.rowcount == 1)
+
+
+def claim_run(run_id: int, worker_id: str, url: str | None = None) -> CompressionRun | None:
+    """Move one given job ``queued -> running`` for ``worker_id`` (compare-and-set, like
+    :func:`claim_next_run`); None when it is not queued any more (cancelled, or another worker has it)."""
+    init_db(url)
+    now = utcnow()
+    with session(url) as s:
+        result = s.exec(
+            update(CompressionRun)
+            .where(col(CompressionRun.id) == run_id, col(CompressionRun.status) == RunStatus.QUEUED.value)
+            .values(
+                status=RunStatus.RUNNING.value,
+                worker_id=worker_id,
+                started_at=now,
+                heartbeat_at=now,
+                stage="starting",
+                attempts=CompressionRun.attempts + 1,
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        s.commit()
+        return s.get(CompressionRun, run_id, populate_existing=True)
 
 
 def _append_log(tail: str | None, line: str) -> str:

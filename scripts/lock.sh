@@ -29,7 +29,7 @@ done
 # pip-compile comes from the project's venv (pip-tools is a locked dev dependency); the venv need not
 # match pyproject.toml any more, which is the point of re-locking
 [ -x .venv/bin/pip-compile ] || bash scripts/setup.sh
-COMPILE=(.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra dev --extra postgres --extra team --extra engines
+COMPILE=(.venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra dev --extra postgres --extra team --extra engines --extra cluster
          --annotation-style line)
 export CUSTOM_COMPILE_COMMAND="bash scripts/lock.sh"
 

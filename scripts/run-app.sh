@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/shrinkwise kb load
-.venv/bin/python -c "from jobs.worker import ensure_worker; ensure_worker()"  # job worker pool (docs/jobs.md)
+if [ -z "${SHRINKWISE_RAY_ADDRESS:-}" ] && [ "${SHRINKWISE_JOB_BACKEND:-local}" = local ]; then
+    .venv/bin/python -c "from jobs.worker import ensure_worker; ensure_worker()"  # job worker pool (docs/jobs.md)
+fi  # else jobs run on the Ray cluster (docs/deploy.md)
 PORT=${PORT:-8501}
 echo "Shrinkwise is starting at http://localhost:${PORT}"
 exec .venv/bin/streamlit run app/main.py --server.port "$PORT"

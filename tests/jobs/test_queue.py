@@ -223,10 +223,10 @@ def test_backend_factory_and_interface(monkeypatch):
 
     assert isinstance(get_backend(autostart=False), LocalBackend)
     assert isinstance(get_backend(autostart=False), JobBackend)
-    monkeypatch.setenv(ENV_BACKEND, "ray")
-    with pytest.raises(ValueError, match="unknown job backend 'ray'"):
+    monkeypatch.setenv(ENV_BACKEND, "slurm")
+    with pytest.raises(ValueError, match="unknown job backend 'slurm'"):
         get_backend()
-    monkeypatch.setitem(BACKENDS, "ray", LocalBackend)  # what a Ray backend would do to register
+    monkeypatch.setitem(BACKENDS, "slurm", LocalBackend)  # what another backend does to register
     assert isinstance(get_backend(autostart=False), LocalBackend)
     (run,) = _queue()
     queue.claim_next_run("w")
