@@ -115,7 +115,7 @@ def resolve_device(device: str) -> torch.device:
 def streaming_reason(info: ModelInfo, compressor: Compressor[Any], config: CompressorConfig) -> str | None:
     """Why a run of ``compressor`` on ``info`` cannot stream block by block; None when it can."""
     if compressor.block_step(config) is None:
-        return f"{compressor.id} has no block-by-block form yet, so it works on the whole model"
+        return f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
     if info.source != "folder":
         kind = {"demo": "the demo model", "gguf": "a GGUF file", "packed": "a packed checkpoint"}
         return f"the source is {kind.get(info.source, info.source)}, not a safetensors folder"
@@ -389,7 +389,9 @@ def stream_compress(
     dev = resolve_device(device or ctx.device)
     step: BlockStep | None = compressor.block_step(config)
     if step is None:
-        raise StreamingUnsupported(f"{compressor.id} has no block-by-block form; it needs the whole model")
+        raise StreamingUnsupported(
+            f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
+        )
     info = inspect_checkpoint(ref)
     if info.path is None or info.source not in ("folder", "demo"):
         raise StreamingUnsupported(f"{ref}: only a safetensors model folder can be streamed")
@@ -409,6 +411,8 @@ def stream_compress(
     if step.needs_inputs:
         tokens = calibration_tokens(ctx)
         check_tokens(tokens)
+        if step.max_calib_samples is not None:
+            tokens = tokens[: step.max_calib_samples]
         ctx.report(
             step.stage,
             0.0,
@@ -446,6 +450,7 @@ def stream_compress(
                     ctx,
                     true_sequential=step.true_sequential,
                     count=(solved, all_layers),
+                    make_stats=step.make_stats,
                 )
             elif step.solve_weight is not None:
                 info_by_layer = compress_block_weights(
@@ -471,6 +476,8 @@ def stream_compress(
             writer.add(name, t.to(dense) if t.is_floating_point() else t)
             del t
             release_memory()
+        if step.finish is not None:  # e.g. TEAL records its thresholds in the config
+            step.finish(model, ctx)
         writer.finish(WEIGHTS_METADATA)
     except BaseException:
         writer.close()

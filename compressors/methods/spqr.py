@@ -4,6 +4,13 @@ statistics and fp16 outliers, stored as :class:`compressors.packed_spqr.SpQRLine
 The average bits per parameter is reported the way the paper counts it (``paper_bits_per_param`` in
 each layer's info and in ``last_bits_per_param``): ``wbits + 2·qq_bits/beta1 + 64/(beta1·beta2) +
 32·outlier_fraction``; the size on disk additionally holds CSR row pointers and the act-order permutation.
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the Hessian is accumulated in float32, and the
+Cholesky factorisation, outlier detection and column sweep are float32; second-level statistics and
+outliers are stored as float16. A streamed run reports the outlier fraction per layer (each layer's
+``outliers`` in the run's log); the model-wide average is computed only by :meth:`SpQR.compress`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.calibration import BlockStep, LayerStats, SolveFn, calibration_tokens, sequential_compress
 from compressors.layers import get_bias, get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate
 from compressors.ops.spqr import spqr_quantize
@@ -101,9 +108,20 @@ class SpQR(Compressor[SpQRConfig]):
             shape, "spqr", group_size=config.beta1, calib_samples=calib.samples, calib_seq=calib.seq_len
         )
 
-    def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
+    def block_step(self, config: SpQRConfig) -> BlockStep:
+        """Calibrated on the Hessian (float32 statistics, Cholesky and sweep: see the module docstring);
+        the same ``solve`` as :meth:`compress`, so the streamed and whole-model walks give one result."""
+        return BlockStep(
+            stat="hessian",
+            solve=self._solve(config, None),
+            true_sequential=config.true_sequential,
+            stage="spqr",
+        )
+
+    @staticmethod
+    def _solve(config: SpQRConfig, totals: dict[str, int] | None) -> SolveFn:
+        """``totals``: when given, counts of quantized weights and outliers are added to it."""
         thr = float("inf") if config.outlier_threshold == 0 else config.outlier_threshold
-        totals = {"weights": 0, "outliers": 0}
 
         def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = spqr_quantize(
@@ -118,8 +136,9 @@ class SpQR(Compressor[SpQRConfig]):
                 percdamp=config.percdamp,
             )
             new = SpQRLinear.from_result(r, get_bias(layer))
-            totals["weights"] += r.codes.numel()
-            totals["outliers"] += new.n_outliers
+            if totals is not None:
+                totals["weights"] += r.codes.numel()
+                totals["outliers"] += new.n_outliers
             set_attribute(
                 new,
                 "_solve_info",
@@ -127,11 +146,15 @@ class SpQR(Compressor[SpQRConfig]):
             )  # read back by sequential_compress
             return new
 
+        return solve
+
+    def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
+        totals = {"weights": 0, "outliers": 0}
         self.last_report = sequential_compress(
             model,
             calibration_tokens(ctx),
             "hessian",
-            solve,
+            self._solve(config, totals),
             ctx,
             true_sequential=config.true_sequential,
             stage="spqr",
