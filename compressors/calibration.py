@@ -141,6 +141,8 @@ class BlockStep:
     with ``make_stats`` (any ``stat`` name then), lets ``solve`` return None (the block stays as it is)
     and collects its results in ``finish``, called once after the last block. ``max_calib_samples``: use
     only the first so many calibration windows (TEAL's ``calib_samples``); None: all of them.
+    ``stat_bytes_per_layer``: what such a statistic holds per layer, for the streamed memory estimate
+    (:func:`compressors.streaming.streamed_peak_bytes`).
     """
 
     stat: str | None = None
@@ -151,6 +153,8 @@ class BlockStep:
     make_stats: StatsFactory | None = None
     finish: FinishFn | None = None
     max_calib_samples: int | None = None
+    #: bytes one layer's statistic holds, for the memory estimate (None: what ``stat`` implies)
+    stat_bytes_per_layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.stat is None and self.solve_weight is None:
@@ -242,6 +246,10 @@ def compress_block(
     n_layers = sum(len(s) for s in steps)
     done_layers = 0
     info_by_layer: dict[str, dict[str, Any]] = {}
+    out = torch.empty_like(hidden)
+    # the last step's pass runs the whole block; when that step replaces nothing (a method that only
+    # measures, as TEAL), its outputs are already the next block's inputs and need no second pass
+    outputs_final = False
     for step in steps:
         layers = linear_layers(block)
         stats: dict[str, LayerStats] = {}
@@ -280,12 +288,15 @@ def compress_block(
             for i in range(n):
                 called.clear()
                 try:
-                    run_block(block, hidden[i : i + 1], kwargs)
+                    y = run_block(block, hidden[i : i + 1], kwargs)
+                    if last_step:
+                        out[i : i + 1] = y
                 except _Stop:
                     pass
         finally:
             for h in handles:
                 h.remove()
+        replaced = False
         for name in step:
             ctx.check_cancelled()
             t0 = time.perf_counter()
@@ -293,6 +304,7 @@ def compress_block(
             new = solve(bi, name, layer, stats[name])
             if new is not None:
                 set_module(block, name, new.to(hidden.device))
+                replaced = True
             info = dict(getattr(new, "_solve_info", {}) or {})
             info["seconds"] = round(time.perf_counter() - t0, 3)
             info_by_layer[name] = info
@@ -307,10 +319,10 @@ def compress_block(
                 else Count(min(count[0] + done_layers, count[1]), count[1], "layers"),
             )
             del stats[name]
-    # outputs of the compressed block are the next block's inputs
-    out = torch.empty_like(hidden)
-    for i in range(n):
-        out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
+        outputs_final = last_step and not replaced
+    if not outputs_final:  # outputs of the compressed block are the next block's inputs
+        for i in range(n):
+            out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
     return out, info_by_layer
 
 

@@ -23,10 +23,11 @@ needs only the block it is compressing, so this driver:
    :func:`compressors.storage.save_packed`, which :func:`compressors.storage.load_packed` reads unchanged.
 
 Precision: blocks and activations compute in float32 (:data:`COMPUTE_DTYPE`, as the whole-model path
-loads them), so the streamed result equals the whole-model one (RTN bit for bit; GPTQ up to float
-summation order, in practice also bit for bit on one device); each method's ``block_step`` says where
-its algorithm needs float32 (GPTQ's Hessian, Cholesky and column sweep). Stored bf16/fp16 tensors are
-upcast one block at a time; dense tensors are written at the run's ``dense_dtype``.
+loads them), so the streamed result equals the whole-model one (bit for bit for the data-free methods,
+Wanda and TEAL; the Hessian methods up to float summation order, in practice also bit for bit on one
+device); each method's ``block_step`` says where its algorithm needs float32 (Hessians, Cholesky, the
+column sweeps). Stored bf16/fp16 tensors are upcast one block at a time; dense tensors are written at
+the run's ``dense_dtype``.
 
 Peak memory: one block in float32 (x :data:`compressors.models.STREAM_BLOCK_FACTOR`), the calibration
 activations, and the embeddings once; independent of depth
@@ -34,8 +35,12 @@ activations, and the embeddings once; independent of depth
 ``cuda:N``: the block being compressed and its activations sit there; the checkpoint stays on disk and
 the output goes to disk block by block (as llm-compressor's sequential pipeline onloads one layer).
 
-What streams today: RTN and GPTQ. SparseGPT, Wanda, magnitude and SpQR need only a ``block_step``
-each (their ``compress`` already runs :func:`compressors.calibration.sequential_compress`).
+What streams today: every compressor that works block by block: RTN, magnitude pruning and dynamic
+int8 (data-free: ``BlockStep(solve_weight=...)``), GPTQ, SparseGPT and SpQR (Hessian), Wanda (input
+norms), and TEAL's calibration (input magnitudes, nothing replaced: its thresholds go to the config by
+``BlockStep.finish``). Dynamic int8 with ``include_lm_head`` and the methods that train, prune by
+gradients, hand a whole file to llama.cpp or change no weight need the whole model; each says why
+(``Compressor.whole_model_reason``), and :func:`streaming_reason` puts that in the run's log.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from compressors.base import (
     Compressor,
     CompressorConfig,
     CostEstimate,
+    ModelShape,
     RunContext,
 )
 from compressors.calibration import (
@@ -124,23 +130,52 @@ def streaming_reason(info: ModelInfo, compressor: Compressor[Any], config: Compr
     return None
 
 
+#: Linear layers in one decoder block of the common layouts (q, k, v, o, gate, up, down), for estimates
+#: made from a model's shape alone
+LINEARS_PER_BLOCK = 7
+
+
+def streamed_peak_bytes(
+    compressor: Compressor[Any], config: CompressorConfig, shape: ModelShape, calib: Calibration
+) -> int:
+    """Peak memory of a run of ``compressor`` streamed block by block
+    (:func:`compressors.models.streamed_memory_bytes`), from what its block step does: data-free steps
+    hold no activations; calibrated ones hold the windows they use (TEAL: its ``calib_samples`` only) and
+    their statistic (Hessians for GPTQ, SparseGPT and SpQR; norms for Wanda; TEAL's samples).
+    Raises :class:`StreamingUnsupported` for a method that does not stream."""
+    from compressors.models import streamed_memory_bytes
+
+    step = compressor.block_step(config)
+    if step is None:
+        raise StreamingUnsupported(
+            f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
+        )
+    if not step.needs_inputs:
+        return streamed_memory_bytes(shape)
+    samples = calib.samples if step.max_calib_samples is None else min(calib.samples, step.max_calib_samples)
+    widest = max(shape.hidden_size, shape.intermediate_size)
+    stats: int | None = None
+    if step.stat_bytes_per_layer is not None:
+        stats = LINEARS_PER_BLOCK * step.stat_bytes_per_layer
+    elif step.stat == "sq_norms":
+        stats = LINEARS_PER_BLOCK * widest * 4
+    return streamed_memory_bytes(shape, samples, calib.seq_len, stats_bytes=stats)
+
+
 def estimate_run(
     compressor: Compressor[Any], info: ModelInfo, config: CompressorConfig, calib: Calibration
 ) -> CostEstimate | None:
     """The compressor's estimate for this model, with the peak memory of the path the run will take:
     block by block (:func:`compressors.models.streamed_memory_bytes`) when it streams, else the whole
     model's. None without a model shape."""
-    from compressors.models import streamed_memory_bytes
-
     if info.shape is None:
         return None
     est = compressor.estimate(info.shape, config, calib)
     if streaming_reason(info, compressor, config) is not None:
         return est
-    samples, seq = (calib.samples, calib.seq_len) if compressor.uses_calibration(config) else (0, 0)
     return dataclasses.replace(
         est,
-        peak_memory_bytes=streamed_memory_bytes(info.shape, samples, seq),
+        peak_memory_bytes=streamed_peak_bytes(compressor, config, info.shape, calib),
         note=f"streamed block by block from the safetensors shards, peak independent of depth; {est.note}",
     )
 

@@ -9,8 +9,7 @@ Streams block by block from a safetensors checkpoint (:mod:`compressors.streamin
 Precision: the block's forward and its calibration activations run in float32 (the driver's compute
 dtype, as the whole-model path loads the model); the Hessian is accumulated in float32, and the
 Cholesky factorisation, outlier detection and column sweep are float32; second-level statistics and
-outliers are stored as float16. A streamed run reports the outlier fraction per layer (each layer's
-``outliers`` in the run's log); the model-wide average is computed only by :meth:`SpQR.compress`.
+outliers are stored as float16. Both paths report the model-wide outlier share at the end.
 """
 
 from __future__ import annotations
@@ -111,11 +110,17 @@ class SpQR(Compressor[SpQRConfig]):
     def block_step(self, config: SpQRConfig) -> BlockStep:
         """Calibrated on the Hessian (float32 statistics, Cholesky and sweep: see the module docstring);
         the same ``solve`` as :meth:`compress`, so the streamed and whole-model walks give one result."""
+        totals = {"weights": 0, "outliers": 0}
+
+        def finish(model: Any, ctx: RunContext) -> None:
+            self._report_totals(config, totals, ctx)
+
         return BlockStep(
             stat="hessian",
-            solve=self._solve(config, None),
+            solve=self._solve(config, totals),
             true_sequential=config.true_sequential,
             stage="spqr",
+            finish=finish,
         )
 
     @staticmethod
@@ -159,6 +164,12 @@ class SpQR(Compressor[SpQRConfig]):
             true_sequential=config.true_sequential,
             stage="spqr",
         )
+        self._report_totals(config, totals, ctx)
+        return model
+
+    def _report_totals(self, config: SpQRConfig, totals: dict[str, int], ctx: RunContext) -> None:
+        """The model-wide outlier share and average bits per parameter (paper's count), kept as
+        ``last_outlier_fraction`` / ``last_bits_per_param`` and reported."""
         from compressors.ops.spqr import spqr_bits_per_param
 
         frac = totals["outliers"] / max(totals["weights"], 1)
@@ -171,4 +182,3 @@ class SpQR(Compressor[SpQRConfig]):
             1.0,
             f"outliers {frac:.3%}, average {self.last_bits_per_param:.3f} bits per parameter (paper's count)",
         )
-        return model

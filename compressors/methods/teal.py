@@ -187,6 +187,8 @@ class TEAL(Compressor[TEALConfig]):
             true_sequential=False,
             stage="calibrate",
             max_calib_samples=config.calib_samples,
+            # the sampled magnitudes (float32) and their copy while the quantile is taken
+            stat_bytes_per_layer=2 * 4 * config.max_samples_per_layer,
         )
 
     def compress(self, model: Any, tokenizer: Any, config: TEALConfig, ctx: RunContext) -> Any:

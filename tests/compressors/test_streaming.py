@@ -131,57 +131,83 @@ def test_streamed_gptq_matches_the_whole_model_result(tmp_path, arch):
     )
 
 
-# every other block-wise compressor: (id, settings, tolerance). None: bit for bit (data-free, or Wanda's
-# float32 norms summed in the same order in both walks). A float: the Hessian methods, whose sweep can
-# move a code or a mask entry when a float sum rounds otherwise (SpQR differs now and then even between
-# two whole-model runs under load); the tolerance is the largest relative (Frobenius) change of a
-# layer's dequantized weight. On an idle machine both come out bit for bit.
-BLOCKWISE: dict[str, tuple[dict, float | None]] = {
-    "magnitude": ({"sparsity": 0.5}, None),
-    "cpu-inference": ({}, None),
-    "wanda": ({"sparsity": 0.5}, None),
-    "sparsegpt": ({"sparsity": 0.5, "pattern": "2:4"}, 0.02),
-    "spqr": ({"bits": 3, "beta1": 16, "beta2": 8}, 0.05),
+# every other block-wise compressor and its settings. The data-free ones (no forward pass) are compared
+# in this process; the calibrated ones in a child process with MKL's conditional numerical
+# reproducibility on (see test_calibrated_methods_stream_bit_for_bit)
+BLOCKWISE: dict[str, dict] = {
+    "magnitude": {"sparsity": 0.5},
+    "cpu-inference": {},
+    "wanda": {"sparsity": 0.5},
+    "sparsegpt": {"sparsity": 0.5, "pattern": "2:4"},
+    "spqr": {"bits": 3, "beta1": 16, "beta2": 8},
 }
+DATA_FREE = ("magnitude", "cpu-inference")
 
 
-def _assert_same_packed(whole: Path, streamed: Path, tol: float | None) -> None:
-    """Same tensors under the same names and the same packed modules; with ``tol=None`` every tensor
-    equal bit for bit (and so the logits), otherwise the dense tensors equal and each packed layer's
-    dequantized weight within ``tol`` (relative Frobenius norm) of the whole-model one."""
+def _assert_same_packed(whole: Path, streamed: Path) -> None:
+    """Same tensors under the same names, bit for bit, the same manifest modules, the same logits."""
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(streamed / "model.safetensors"))
     assert set(a) == set(b)
-    assert read_manifest(whole)["modules"] == read_manifest(streamed)["modules"] or tol is not None
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert read_manifest(whole)["modules"] == read_manifest(streamed)["modules"]
     ma, mb = load_packed(whole), load_packed(streamed)
     pa, pb = packed_modules(ma), packed_modules(mb)
     assert set(pa) == set(pb) and len(pa) == 14
-    assert all(type(pa[n]) is type(pb[n]) for n in pa)
-    packed_prefixes = tuple(p + "." for p in pa)
-    for k in a:
-        if tol is None or not k.startswith(packed_prefixes):
-            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
-    if tol is not None:
-        for name, la in pa.items():
-            wa, wb = la.dequantize(), pb[name].dequantize()
-            assert float(torch.linalg.norm(wa - wb) / torch.linalg.norm(wa)) <= tol, name
     x = _calib(1, 32, seed=3)
     with torch.no_grad():
-        la_, lb_ = ma(x).logits, mb(x).logits
-    if tol is None:
-        assert torch.equal(la_, lb_)
-    else:
-        assert float((la_ - lb_).abs().max()) <= 0.02 * float(la_.abs().max())
+        assert torch.equal(ma(x).logits, mb(x).logits)
 
 
-@pytest.mark.parametrize("cid", sorted(BLOCKWISE))
-def test_every_blockwise_method_streams_to_the_whole_model_result(tmp_path, cid):
-    src = _checkpoint(tmp_path / "src")
+def _compare(src: Path, cid: str, out: Path) -> None:
     calib = _calib()
-    cfg, tol = BLOCKWISE[cid]
-    whole = _whole(src, cid, tmp_path / "whole", calib, cfg)
-    streamed = _streamed(src, cid, tmp_path / "stream", calib, cfg_dict=cfg)
+    cfg = BLOCKWISE[cid]
+    whole = _whole(src, cid, out / "whole", calib, cfg)
+    streamed = _streamed(src, cid, out / "stream", calib, cfg_dict=cfg)
     assert read_manifest(streamed)["streamed"]["blocks"] == 2
-    _assert_same_packed(whole, streamed, tol)
+    _assert_same_packed(whole, streamed)
+
+
+@pytest.mark.parametrize("cid", DATA_FREE)
+def test_data_free_methods_stream_bit_for_bit(tmp_path, cid):
+    _compare(_checkpoint(tmp_path / "src"), cid, tmp_path)
+
+
+_COMPARE_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, "tests/compressors")
+    import test_streaming as t
+    out = Path(sys.argv[2])
+    t._compare(t._checkpoint(out / "src"), sys.argv[1], out)
+    print("same")
+    """
+)
+
+
+@pytest.mark.parametrize("cid", sorted(set(BLOCKWISE) - set(DATA_FREE)))
+def test_calibrated_methods_stream_bit_for_bit(tmp_path, cid):
+    """Wanda, SparseGPT and SpQR, streamed and whole, give the same packed bytes and logits, bit for bit,
+    when the float sums run in one order in both walks. MKL (torch's CPU BLAS) picks its kernels by the
+    buffers' alignment and the thread count, so a block's forward can round its last bit otherwise in
+    the two walks, and a mask or code choice amplifies that (measured: SparseGPT 2:4 on this model, 2
+    threads, 8 of 8 streamed runs differed from the whole-model one in block 1's MLP masks, with up to
+    14% relative change of a layer's weight; with MKL_CBWR=AUTO,STRICT 0 of 4). So the comparison runs
+    in a child process with MKL's conditional numerical reproducibility on (it must be set before MKL
+    loads)."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MKL_CBWR": "AUTO,STRICT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMPARE_CHILD, cid, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("same"), proc.stderr[-3000:]
 
 
 def test_streamed_teal_records_the_whole_model_thresholds(tmp_path):
@@ -193,17 +219,19 @@ def test_streamed_teal_records_the_whole_model_thresholds(tmp_path):
     cfg = {"sparsity": 0.4, "kernel": "torch", "calib_samples": 3, "max_samples_per_layer": 1024}
     whole = _whole(src, "teal", tmp_path / "whole", calib, cfg)
     streamed = _streamed(src, "teal", tmp_path / "stream", calib, cfg_dict=cfg)
-    ta = json.loads((whole / "config.json").read_text())["shrinkwise_dynamic"]
-    tb = json.loads((streamed / "config.json").read_text())["shrinkwise_dynamic"]
-    assert ta["payload"]["thresholds"] == tb["payload"]["thresholds"]
-    assert len(tb["payload"]["thresholds"]) == 14 and all(t > 0 for t in tb["payload"]["thresholds"].values())
-    assert ta == tb
+    ra = json.loads((whole / "config.json").read_text())["shrinkwise_dynamic"]
+    rb = json.loads((streamed / "config.json").read_text())["shrinkwise_dynamic"]
+    ta, tb = ra.pop("payload")["thresholds"], rb.pop("payload")["thresholds"]
+    assert ra == rb and set(ta) == set(tb) and len(tb) == 14 and all(t > 0 for t in tb.values())
+    # the same draws of the same magnitudes: equal up to the last bit MKL may round otherwise in the
+    # block's forward (see test_calibrated_methods_stream_bit_for_bit); other draws differ by ~1e-2
+    assert all(abs(ta[k] - tb[k]) <= 1e-5 * ta[k] for k in ta), {k: (ta[k], tb[k]) for k in ta}
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(streamed / "model.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     # the thresholds depend on the windows used: a run on all five differs, so the limit was applied
     five = _streamed(src, "teal", tmp_path / "five", calib, cfg_dict={**cfg, "calib_samples": 5})
     tc = json.loads((five / "config.json").read_text())["shrinkwise_dynamic"]["payload"]["thresholds"]
-    assert tc != tb["payload"]["thresholds"]
+    assert max(abs(tc[k] - tb[k]) / tb[k] for k in tb) > 1e-3
     model, _ = load_model(streamed, with_tokenizer=False)  # re-installed from the record on load
     from compressors.dynamic.teal import installed_states
 
@@ -357,6 +385,45 @@ def test_the_estimate_follows_the_path_the_run_takes(tmp_path):
     streamed = estimate_run(int8, info, int8.config_cls(), Calibration(4, 48))
     assert streamed is not None and "streamed block by block" in streamed.note
     assert streamed.peak_memory_bytes < whole.peak_memory_bytes
+
+
+def test_the_streamed_peak_follows_each_methods_block_step():
+    """Data-free steps hold no activations; Wanda's norms are far smaller than the Hessian methods'
+    Hessians; TEAL holds only its own calib_samples windows and its samples; depth never enters."""
+    from compressors.base import Calibration
+    from compressors.streaming import streamed_peak_bytes
+
+    shape, calib = _llama_shape(32), Calibration(64, 512)
+    peak = {}
+    for cid in STREAMING:
+        comp = get_compressor(cid)
+        peak[cid] = streamed_peak_bytes(comp, comp.config_cls(), shape, calib)
+        assert streamed_peak_bytes(comp, comp.config_cls(), _llama_shape(80), calib) == peak[cid], cid
+    assert peak["rtn"] == peak["magnitude"] == peak["cpu-inference"] == streamed_memory_bytes(shape)
+    assert peak["gptq"] == peak["sparsegpt"] == peak["spqr"] == streamed_memory_bytes(shape, 64, 512)
+    hessians = 4 * 11008**2 * 4
+    assert peak["gptq"] - peak["wanda"] > 0.9 * hessians
+    teal = get_compressor("teal")
+    cfg = teal.config_cls(calib_samples=16)
+    assert streamed_peak_bytes(teal, cfg, shape, calib) == streamed_peak_bytes(
+        teal, cfg, shape, Calibration(16, 512)
+    )  # windows beyond calib_samples are not used, so they cost nothing
+    assert peak["rtn"] < peak["teal"] < peak["gptq"]
+    with pytest.raises(StreamingUnsupported, match="gradients"):
+        llm_pruner = get_compressor("llm-pruner")
+        streamed_peak_bytes(llm_pruner, llm_pruner.config_cls(), shape, calib)
+
+
+def test_the_job_estimate_takes_the_streamed_path_for_every_blockwise_method(tmp_path):
+    from compressors.base import Calibration
+    from jobs.preflight import estimate_cost
+
+    info = inspect_checkpoint(_checkpoint(tmp_path / "src"))
+    for cid in STREAMING:
+        check = estimate_cost(cid, info, {}, Calibration(4, 48))
+        assert "streamed block by block" in check.estimate.note, cid
+    check = estimate_cost("cpu-inference", info, {"include_lm_head": True}, Calibration(4, 48))
+    assert "streamed" not in check.estimate.note
 
 
 def test_compress_and_measure_says_which_path_ran(tmp_path):
