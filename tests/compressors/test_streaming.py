@@ -119,16 +119,22 @@ def test_streamed_rtn_is_bit_for_bit_the_whole_model_result(tmp_path, arch):
     )
 
 
-@pytest.mark.parametrize("arch", ["llama", "opt"])
-def test_streamed_gptq_matches_the_whole_model_result(tmp_path, arch):
-    src = _checkpoint(tmp_path / "src", arch)
+def _compare_gptq(arch: str, out: str) -> None:
+    src = _checkpoint(Path(out) / "src", arch)
     calib = _calib()
     # same calibration, float32 in both; only float summation order could move a code by one step
     _assert_same_codes(
-        _whole(src, "gptq", tmp_path / "whole", calib),
-        _streamed(src, "gptq", tmp_path / "stream", calib),
+        _whole(src, "gptq", Path(out) / "whole", calib),
+        _streamed(src, "gptq", Path(out) / "stream", calib),
         max_changed=1e-3,
     )
+
+
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_streamed_gptq_matches_the_whole_model_result(tmp_path, arch):
+    # in a child with MKL's reproducible mode: see test_calibrated_methods_stream_bit_for_bit (under load
+    # the in-process comparison once moved more than 0.1% of the codes)
+    _in_reproducible_child("_compare_gptq", arch, str(tmp_path))
 
 
 # every other block-wise compressor and its settings. The data-free ones (no forward pass) are compared
@@ -176,14 +182,33 @@ def test_data_free_methods_stream_bit_for_bit(tmp_path, cid):
 _COMPARE_CHILD = textwrap.dedent(
     """
     import sys
-    from pathlib import Path
     sys.path.insert(0, "tests/compressors")
     import test_streaming as t
-    out = Path(sys.argv[2])
-    t._compare(t._checkpoint(out / "src"), sys.argv[1], out)
+    getattr(t, sys.argv[1])(*sys.argv[2:])
     print("same")
     """
 )
+
+
+def _in_reproducible_child(func: str, *args: str) -> None:
+    """Run ``func(*args)`` of this module in a child process with MKL_CBWR=AUTO,STRICT (MKL's conditional
+    numerical reproducibility, which must be set before MKL loads); fail with its error output."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MKL_CBWR": "AUTO,STRICT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _COMPARE_CHILD, func, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("same"), proc.stderr[-3000:]
+
+
+def _compare_in_child(cid: str, out: str) -> None:
+    _compare(_checkpoint(Path(out) / "src"), cid, Path(out))
 
 
 @pytest.mark.parametrize("cid", sorted(set(BLOCKWISE) - set(DATA_FREE)))
@@ -196,18 +221,7 @@ def test_calibrated_methods_stream_bit_for_bit(tmp_path, cid):
     14% relative change of a layer's weight; with MKL_CBWR=AUTO,STRICT 0 of 4). So the comparison runs
     in a child process with MKL's conditional numerical reproducibility on (it must be set before MKL
     loads)."""
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MKL_CBWR": "AUTO,STRICT"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _COMPARE_CHILD, cid, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("same"), proc.stderr[-3000:]
+    _in_reproducible_child("_compare_in_child", cid, str(tmp_path))
 
 
 def test_streamed_teal_records_the_whole_model_thresholds(tmp_path):
