@@ -563,3 +563,38 @@ def test_gptq_streamed_on_cuda_matches_the_cpu(tmp_path):
     # different kernels (TF32 off by default for float32 matmuls, other summation orders): a few codes
     # may move by one step
     _assert_same_codes(cpu, gpu, max_changed=0.02)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cid", ["wanda", "sparsegpt", "spqr", "cpu-inference"])
+def test_blockwise_methods_streamed_on_cuda_match_the_cpu(tmp_path, cid):
+    """The other block-wise methods on CUDA: the same packed layers as on the CPU, and close logits
+    (other kernels round otherwise, and a mask or code choice can flip, so not bit for bit)."""
+    src = _checkpoint(tmp_path / "src")
+    calib = _calib()
+    cfg = BLOCKWISE[cid]
+    cpu = _streamed(src, cid, tmp_path / "cpu", calib, device="cpu", cfg_dict=cfg)
+    gpu = _streamed(src, cid, tmp_path / "cuda", calib, device="cuda", cfg_dict=cfg)
+    assert read_manifest(gpu)["streamed"]["device"].startswith("cuda")
+    ma, mb = load_packed(cpu), load_packed(gpu)
+    pa, pb = packed_modules(ma), packed_modules(mb)
+    assert set(pa) == set(pb) and len(pa) == 14 and all(type(pa[n]) is type(pb[n]) for n in pa)
+    x = _calib(1, 32, seed=3)
+    with torch.no_grad():
+        la, lb = ma(x).logits, mb(x).logits
+    assert float((la - lb).abs().max()) <= 0.05 * float(la.abs().max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_teal_streamed_on_cuda_matches_the_cpu(tmp_path):
+    src = _checkpoint(tmp_path / "src")
+    calib = _calib()
+    cfg = {"sparsity": 0.4, "kernel": "torch", "calib_samples": 3, "max_samples_per_layer": 1024}
+    cpu = _streamed(src, "teal", tmp_path / "cpu", calib, device="cpu", cfg_dict=cfg)
+    gpu = _streamed(src, "teal", tmp_path / "cuda", calib, device="cuda", cfg_dict=cfg)
+    ta = json.loads((cpu / "config.json").read_text())["shrinkwise_dynamic"]["payload"]["thresholds"]
+    tb = json.loads((gpu / "config.json").read_text())["shrinkwise_dynamic"]["payload"]["thresholds"]
+    # the same draws (generators on the CPU) of magnitudes the GPU's kernels round otherwise
+    assert set(ta) == set(tb) and all(abs(ta[k] - tb[k]) <= 1e-3 * ta[k] for k in ta)
