@@ -253,6 +253,10 @@ class Compressor(ABC, Generic[ConfigT]):
         """
         return None
 
+    def whole_model_reason(self, config: ConfigT) -> str:
+        """Why this run needs the whole model in memory (shown when :meth:`block_step` gives None)."""
+        return "it has no block-by-block form yet"
+
     @abstractmethod
     def estimate(
         self, shape: ModelShape, config: ConfigT, calib: Calibration = DEFAULT_CALIBRATION

@@ -61,6 +61,12 @@ class LayerStats:
 
 # solve(block index, layer name within the block, layer, its statistics) -> replacement module or None
 SolveFn = Callable[[int, str, nn.Module, LayerStats], nn.Module | None]
+# make_stats(block index, layer name within the block, layer, number of calibration samples, run seed):
+# a statistic of the method's own (a LayerStats subclass whose ``add`` folds in one input)
+StatsFactory = Callable[[int, str, nn.Module, int, int], LayerStats]
+# finish(model, ctx): called once after the last block; in a streamed run the model is on the meta device
+# (its config is real, its weights are not), so this may record results in the config, not read weights
+FinishFn = Callable[["PreTrainedModel", RunContext], None]
 
 
 class _Stop(Exception):
@@ -127,8 +133,16 @@ class BlockStep:
     (:mod:`compressors.streaming`) and the whole-model walk need, so both run the same code.
 
     A calibrated method (GPTQ, SparseGPT, Wanda, SpQR) names the statistic its hooks collect (``stat``:
-    "hessian" or "sq_norms") and its ``solve``; a data-free one (RTN, magnitude) gives ``solve_weight``,
-    which sees the layer only. ``true_sequential`` and ``stage`` are those of :func:`sequential_compress`.
+    "hessian" or "sq_norms") and its ``solve``; a data-free one (RTN, magnitude, int8) gives
+    ``solve_weight``, which sees the layer only. ``true_sequential`` and ``stage`` are those of
+    :func:`sequential_compress`.
+
+    A method that only *measures* its layers (TEAL's activation thresholds) names a statistic of its own
+    with ``make_stats`` (any ``stat`` name then), lets ``solve`` return None (the block stays as it is)
+    and collects its results in ``finish``, called once after the last block. ``max_calib_samples``: use
+    only the first so many calibration windows (TEAL's ``calib_samples``); None: all of them.
+    ``stat_bytes_per_layer``: what such a statistic holds per layer, for the streamed memory estimate
+    (:func:`compressors.streaming.streamed_peak_bytes`).
     """
 
     stat: str | None = None
@@ -136,14 +150,24 @@ class BlockStep:
     solve_weight: WeightSolveFn | None = None
     true_sequential: bool = True
     stage: str = "calibrate"
+    make_stats: StatsFactory | None = None
+    finish: FinishFn | None = None
+    max_calib_samples: int | None = None
+    #: bytes one layer's statistic holds, for the memory estimate (None: what ``stat`` implies)
+    stat_bytes_per_layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.stat is None and self.solve_weight is None:
             raise ValueError("a data-free BlockStep needs solve_weight")
-        if self.stat is not None and (self.stat not in STATS or self.solve is None):
+        if self.stat is not None and (
+            self.solve is None or (self.stat not in STATS and self.make_stats is None)
+        ):
             raise ValueError(
-                f"a calibrated BlockStep needs stat in {list(STATS)} and solve; got {self.stat!r}"
+                f"a calibrated BlockStep needs solve and stat in {list(STATS)} (or make_stats for a "
+                f"statistic of its own); got {self.stat!r}"
             )
+        if self.max_calib_samples is not None and self.max_calib_samples < 1:
+            raise ValueError(f"max_calib_samples={self.max_calib_samples!r} must be at least 1")
 
     @property
     def needs_inputs(self) -> bool:
@@ -201,11 +225,13 @@ def compress_block(
     ctx: RunContext,
     true_sequential: bool = True,
     count: tuple[int, int] | None = None,
+    make_stats: StatsFactory | None = None,
 ) -> tuple[torch.Tensor, dict[str, dict[str, Any]]]:
     """Compress one block on its calibration inputs ``hidden`` ``[n, seq, hidden]``; in place.
 
     ``count``: (layers solved before this block, layers in the whole model), so every report carries
-    the model-wide count its ETA is measured on.
+    the model-wide count its ETA is measured on. ``make_stats``: see :class:`BlockStep` (default: a
+    zeroed float32 ``stat``).
 
     Returns the outputs of the *compressed* block (the next block's inputs, GPTQ's sequential mode) and
     per-layer info. Statistics are float32 on ``hidden``'s device; replacement modules are moved there.
@@ -220,10 +246,17 @@ def compress_block(
     n_layers = sum(len(s) for s in steps)
     done_layers = 0
     info_by_layer: dict[str, dict[str, Any]] = {}
+    out = torch.empty_like(hidden)
+    # the last step's pass runs the whole block; when that step replaces nothing (a method that only
+    # measures, as TEAL), its outputs are already the next block's inputs and need no second pass
+    outputs_final = False
     for step in steps:
         layers = linear_layers(block)
         stats: dict[str, LayerStats] = {}
         for name in step:
+            if make_stats is not None:
+                stats[name] = make_stats(bi, name, layers[name], n, ctx.seed)
+                continue
             in_f = _in_features(layers[name])
             shape = (in_f, in_f) if stat == "hessian" else (in_f,)
             stats[name] = LayerStats(
@@ -255,12 +288,15 @@ def compress_block(
             for i in range(n):
                 called.clear()
                 try:
-                    run_block(block, hidden[i : i + 1], kwargs)
+                    y = run_block(block, hidden[i : i + 1], kwargs)
+                    if last_step:
+                        out[i : i + 1] = y
                 except _Stop:
                     pass
         finally:
             for h in handles:
                 h.remove()
+        replaced = False
         for name in step:
             ctx.check_cancelled()
             t0 = time.perf_counter()
@@ -268,6 +304,7 @@ def compress_block(
             new = solve(bi, name, layer, stats[name])
             if new is not None:
                 set_module(block, name, new.to(hidden.device))
+                replaced = True
             info = dict(getattr(new, "_solve_info", {}) or {})
             info["seconds"] = round(time.perf_counter() - t0, 3)
             info_by_layer[name] = info
@@ -282,10 +319,10 @@ def compress_block(
                 else Count(min(count[0] + done_layers, count[1]), count[1], "layers"),
             )
             del stats[name]
-    # outputs of the compressed block are the next block's inputs
-    out = torch.empty_like(hidden)
-    for i in range(n):
-        out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
+        outputs_final = last_step and not replaced
+    if not outputs_final:  # outputs of the compressed block are the next block's inputs
+        for i in range(n):
+            out[i : i + 1] = run_block(block, hidden[i : i + 1], kwargs)
     return out, info_by_layer
 
 

@@ -659,8 +659,9 @@ def check_memory(
         raise ModelLoadError(
             f"{ref} is too large for this machine: {shape.n_params / 1e9:.2f} B parameters need about "
             f"{need / 2**30:.1f} GiB to load in float32, but only {free / 2**30:.1f} GiB is free. "
-            "Use a smaller model or a machine with more memory; RTN and GPTQ stream a safetensors folder "
-            "block by block and need far less."
+            "Use a smaller model or a machine with more memory; the block-wise methods (RTN, GPTQ, SparseGPT, "
+            "Wanda, SpQR, magnitude, dynamic int8, TEAL) stream a safetensors folder block by block and need "
+            "far less."
         )
 
 
@@ -671,7 +672,12 @@ STREAM_BLOCK_FACTOR = 3.0
 
 
 def streamed_memory_bytes(
-    shape: ModelShape, calib_samples: int = 0, calib_seq: int = 0, compute_bytes: int = 4
+    shape: ModelShape,
+    calib_samples: int = 0,
+    calib_seq: int = 0,
+    compute_bytes: int = 4,
+    *,
+    stats_bytes: int | None = None,
 ) -> int:
     """Peak memory of a run streamed block by block (:mod:`compressors.streaming`): independent of depth.
 
@@ -682,7 +688,9 @@ def streamed_memory_bytes(
     (the block's inputs and outputs, float32), the statistics of one step (three ``[in, in]`` float32
     Hessians at most, and the Cholesky factor) and one sample's forward with its attention scores.
     Dense tensors (embeddings, head) are copied to the output one at a time, each smaller than the first
-    phase. ``calib_samples=0``: a data-free method (RTN), no activations.
+    phase. ``calib_samples=0``: a data-free method (RTN), no activations. ``stats_bytes``: what the
+    statistics of one block's layers hold at once, when the method says (Wanda's norms, TEAL's samples);
+    None: the Hessian methods' three Hessians and a factor (GPTQ, SparseGPT, SpQR).
     """
     block = shape.linear_params / max(shape.n_layers, 1) * compute_bytes
     embed = shape.vocab_size * shape.hidden_size * compute_bytes
@@ -691,7 +699,7 @@ def streamed_memory_bytes(
     if calib_samples:
         widest = max(shape.hidden_size, shape.intermediate_size)
         acts = 2.0 * calib_samples * calib_seq * shape.hidden_size * 4
-        per_block += 4 * widest**2 * 4
+        per_block += 4 * widest**2 * 4 if stats_bytes is None else stats_bytes
         per_block += calib_seq * (shape.intermediate_size + 6 * shape.hidden_size) * 4
         per_block += shape.n_heads * calib_seq**2 * 4
     first = 1.5 * embed + acts / 2

@@ -65,7 +65,6 @@ from compressors.models import (
     inspect_checkpoint,
     load_model,
     load_tokenizer,
-    streamed_memory_bytes,
 )
 from compressors.progress import Count, ProgressSink, Reporter
 from compressors.text import (
@@ -412,7 +411,8 @@ def compress_and_measure(
     activations (see :func:`compressors.streaming.resolve_device`).
 
     Compression **streams** block by block from the safetensors shards (:mod:`compressors.streaming`)
-    when the compressor has a block step (RTN, GPTQ) and the source is a safetensors folder; otherwise
+    when the compressor has a block step (RTN, GPTQ, SparseGPT, Wanda, SpQR, magnitude, dynamic int8, TEAL
+    calibration) and the source is a safetensors folder; otherwise
     (GGUF, the demo, a packed checkpoint, a method that needs the whole model) the model is loaded whole.
     The run's log says which path ran and why. The before/after measurements still load the whole model.
 
@@ -720,7 +720,7 @@ def compress_only(
 ) -> CompressOnlyResult:
     """Compress ``model_ref`` into a packed checkpoint at ``out_dir`` without measuring before or after.
 
-    The path for models too large to load whole: a streamed run (RTN, GPTQ on a safetensors folder)
+    The path for models too large to load whole: a streamed run (a block-wise method on a safetensors folder)
     never holds more than one decoder block, whereas :func:`compress_and_measure` loads the whole model
     to measure it. Same arguments and checks as :func:`compress_and_measure`.
     """
@@ -801,12 +801,12 @@ def compress_only(
 def streamed_peak(
     compressor: Compressor[Any], cfg: CompressorConfig, info: ModelInfo, calib: Calibration
 ) -> int:
-    """Peak memory of a streamed run of ``compressor`` (see :func:`compressors.models.streamed_memory_bytes`)."""
+    """Peak memory of a streamed run of ``compressor`` (see :func:`compressors.streaming.streamed_peak_bytes`)."""
+    from compressors.streaming import streamed_peak_bytes
+
     if info.shape is None:
         return 0
-    if compressor.uses_calibration(cfg):
-        return streamed_memory_bytes(info.shape, calib.samples, calib.seq_len)
-    return streamed_memory_bytes(info.shape)
+    return streamed_peak_bytes(compressor, cfg, info.shape, calib)
 
 
 def _compress_and_save(

@@ -23,10 +23,11 @@ needs only the block it is compressing, so this driver:
    :func:`compressors.storage.save_packed`, which :func:`compressors.storage.load_packed` reads unchanged.
 
 Precision: blocks and activations compute in float32 (:data:`COMPUTE_DTYPE`, as the whole-model path
-loads them), so the streamed result equals the whole-model one (RTN bit for bit; GPTQ up to float
-summation order, in practice also bit for bit on one device); each method's ``block_step`` says where
-its algorithm needs float32 (GPTQ's Hessian, Cholesky and column sweep). Stored bf16/fp16 tensors are
-upcast one block at a time; dense tensors are written at the run's ``dense_dtype``.
+loads them), so the streamed result equals the whole-model one (bit for bit for the data-free methods,
+Wanda and TEAL; the Hessian methods up to float summation order, in practice also bit for bit on one
+device); each method's ``block_step`` says where its algorithm needs float32 (Hessians, Cholesky, the
+column sweeps). Stored bf16/fp16 tensors are upcast one block at a time; dense tensors are written at
+the run's ``dense_dtype``.
 
 Peak memory: one block in float32 (x :data:`compressors.models.STREAM_BLOCK_FACTOR`), the calibration
 activations, and the embeddings once; independent of depth
@@ -34,8 +35,12 @@ activations, and the embeddings once; independent of depth
 ``cuda:N``: the block being compressed and its activations sit there; the checkpoint stays on disk and
 the output goes to disk block by block (as llm-compressor's sequential pipeline onloads one layer).
 
-What streams today: RTN and GPTQ. SparseGPT, Wanda, magnitude and SpQR need only a ``block_step``
-each (their ``compress`` already runs :func:`compressors.calibration.sequential_compress`).
+What streams today: every compressor that works block by block: RTN, magnitude pruning and dynamic
+int8 (data-free: ``BlockStep(solve_weight=...)``), GPTQ, SparseGPT and SpQR (Hessian), Wanda (input
+norms), and TEAL's calibration (input magnitudes, nothing replaced: its thresholds go to the config by
+``BlockStep.finish``). Dynamic int8 with ``include_lm_head`` and the methods that train, prune by
+gradients, hand a whole file to llama.cpp or change no weight need the whole model; each says why
+(``Compressor.whole_model_reason``), and :func:`streaming_reason` puts that in the run's log.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from compressors.base import (
     Compressor,
     CompressorConfig,
     CostEstimate,
+    ModelShape,
     RunContext,
 )
 from compressors.calibration import (
@@ -115,7 +121,7 @@ def resolve_device(device: str) -> torch.device:
 def streaming_reason(info: ModelInfo, compressor: Compressor[Any], config: CompressorConfig) -> str | None:
     """Why a run of ``compressor`` on ``info`` cannot stream block by block; None when it can."""
     if compressor.block_step(config) is None:
-        return f"{compressor.id} has no block-by-block form yet, so it works on the whole model"
+        return f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
     if info.source != "folder":
         kind = {"demo": "the demo model", "gguf": "a GGUF file", "packed": "a packed checkpoint"}
         return f"the source is {kind.get(info.source, info.source)}, not a safetensors folder"
@@ -124,23 +130,52 @@ def streaming_reason(info: ModelInfo, compressor: Compressor[Any], config: Compr
     return None
 
 
+#: Linear layers in one decoder block of the common layouts (q, k, v, o, gate, up, down), for estimates
+#: made from a model's shape alone
+LINEARS_PER_BLOCK = 7
+
+
+def streamed_peak_bytes(
+    compressor: Compressor[Any], config: CompressorConfig, shape: ModelShape, calib: Calibration
+) -> int:
+    """Peak memory of a run of ``compressor`` streamed block by block
+    (:func:`compressors.models.streamed_memory_bytes`), from what its block step does: data-free steps
+    hold no activations; calibrated ones hold the windows they use (TEAL: its ``calib_samples`` only) and
+    their statistic (Hessians for GPTQ, SparseGPT and SpQR; norms for Wanda; TEAL's samples).
+    Raises :class:`StreamingUnsupported` for a method that does not stream."""
+    from compressors.models import streamed_memory_bytes
+
+    step = compressor.block_step(config)
+    if step is None:
+        raise StreamingUnsupported(
+            f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
+        )
+    if not step.needs_inputs:
+        return streamed_memory_bytes(shape)
+    samples = calib.samples if step.max_calib_samples is None else min(calib.samples, step.max_calib_samples)
+    widest = max(shape.hidden_size, shape.intermediate_size)
+    stats: int | None = None
+    if step.stat_bytes_per_layer is not None:
+        stats = LINEARS_PER_BLOCK * step.stat_bytes_per_layer
+    elif step.stat == "sq_norms":
+        stats = LINEARS_PER_BLOCK * widest * 4
+    return streamed_memory_bytes(shape, samples, calib.seq_len, stats_bytes=stats)
+
+
 def estimate_run(
     compressor: Compressor[Any], info: ModelInfo, config: CompressorConfig, calib: Calibration
 ) -> CostEstimate | None:
     """The compressor's estimate for this model, with the peak memory of the path the run will take:
     block by block (:func:`compressors.models.streamed_memory_bytes`) when it streams, else the whole
     model's. None without a model shape."""
-    from compressors.models import streamed_memory_bytes
-
     if info.shape is None:
         return None
     est = compressor.estimate(info.shape, config, calib)
     if streaming_reason(info, compressor, config) is not None:
         return est
-    samples, seq = (calib.samples, calib.seq_len) if compressor.uses_calibration(config) else (0, 0)
     return dataclasses.replace(
         est,
-        peak_memory_bytes=streamed_memory_bytes(info.shape, samples, seq),
+        peak_memory_bytes=streamed_peak_bytes(compressor, config, info.shape, calib),
         note=f"streamed block by block from the safetensors shards, peak independent of depth; {est.note}",
     )
 
@@ -389,7 +424,9 @@ def stream_compress(
     dev = resolve_device(device or ctx.device)
     step: BlockStep | None = compressor.block_step(config)
     if step is None:
-        raise StreamingUnsupported(f"{compressor.id} has no block-by-block form; it needs the whole model")
+        raise StreamingUnsupported(
+            f"{compressor.id} needs the whole model: {compressor.whole_model_reason(config)}"
+        )
     info = inspect_checkpoint(ref)
     if info.path is None or info.source not in ("folder", "demo"):
         raise StreamingUnsupported(f"{ref}: only a safetensors model folder can be streamed")
@@ -409,6 +446,8 @@ def stream_compress(
     if step.needs_inputs:
         tokens = calibration_tokens(ctx)
         check_tokens(tokens)
+        if step.max_calib_samples is not None:
+            tokens = tokens[: step.max_calib_samples]
         ctx.report(
             step.stage,
             0.0,
@@ -446,6 +485,7 @@ def stream_compress(
                     ctx,
                     true_sequential=step.true_sequential,
                     count=(solved, all_layers),
+                    make_stats=step.make_stats,
                 )
             elif step.solve_weight is not None:
                 info_by_layer = compress_block_weights(
@@ -471,6 +511,8 @@ def stream_compress(
             writer.add(name, t.to(dense) if t.is_floating_point() else t)
             del t
             release_memory()
+        if step.finish is not None:  # e.g. TEAL records its thresholds in the config
+            step.finish(model, ctx)
         writer.finish(WEIGHTS_METADATA)
     except BaseException:
         writer.close()

@@ -211,7 +211,7 @@ def estimate_cost(
 
     comp = get_compressor(compressor_id)
     cfg = comp.config_cls.from_dict(dict(config))
-    # RTN and GPTQ on a safetensors folder stream block by block: their peak is one block's, not the model's
+    # block-wise methods on a safetensors folder stream block by block: their peak is one block's, not the model's
     streamed = estimate_run(comp, info, cfg, calib) if isinstance(info, ModelInfo) else None
     estimate = streamed or comp.estimate(info.shape, cfg, calib)
     from compressors.eval_budget import plan_for_model

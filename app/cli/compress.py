@@ -234,14 +234,14 @@ def compress(
     device: str = typer.Option(
         "auto",
         "--device",
-        help="Where a streamed run (RTN, GPTQ on a safetensors folder) computes the block it compresses "
+        help="Where a streamed run (a block-wise method on a safetensors folder) computes the block it compresses "
         "and its activations: auto (CUDA when available), cpu, cuda or cuda:N",
     ),
     no_measure: bool = typer.Option(
         False,
         "--no-measure",
         help="Only compress and write the packed model: no before/after measurement, which loads the whole "
-        "model (for checkpoints too large to load whole; RTN and GPTQ stream them block by block)",
+        "model (for checkpoints too large to load whole; the block-wise methods stream them block by block)",
     ),
 ) -> None:
     """Compress MODEL with a bundled method, measure before/after and write the packed model."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import types
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -30,6 +31,7 @@ from typing import Any, overload
 import torch
 from torch import nn
 
+from compressors.calibration import LayerStats
 from compressors.dynamic.sparse_kernel import load_kernel
 from compressors.layers import find_blocks, get_bias, get_weight, linear_layers, set_attribute
 
@@ -59,6 +61,54 @@ def block_linears(model: nn.Module) -> dict[str, nn.Module]:
     """Every linear layer inside the decoder blocks by full path (the layers TEAL sparsifies)."""
     path, blocks = find_blocks(model)
     return {f"{path}.{i}.{n}": m for i, b in enumerate(blocks) for n, m in linear_layers(b).items()}
+
+
+#: torch.quantile's input limit
+QUANTILE_LIMIT = (1 << 24) - 1
+
+
+def layer_seed(seed: int, block: int, name: str) -> int:
+    """The seed of one layer's sampling generator: from the run's seed, the block index and the layer's
+    name within the block, so the draws do not depend on the order layers are visited (the whole model
+    sequence by sequence, or a streamed run block by block)."""
+    return (seed * 1_000_003 + zlib.crc32(f"{block}.{name}".encode())) % (1 << 63)
+
+
+class AbsSamples(LayerStats):
+    """A random sample of one layer's input magnitudes ``|x|`` (float32, on the CPU), from which its
+    threshold is a quantile: the statistic TEAL calibrates, whole-model and streamed alike.
+
+    ``per_batch`` magnitudes at most are drawn from each input (``max_samples / n_batches``); the layer's
+    own generator (:func:`layer_seed`) makes the draw deterministic and independent of other layers.
+    """
+
+    def __init__(self, name: str, block: int, per_batch: int, seed: int) -> None:
+        super().__init__(name, "abs_samples", torch.empty(0))
+        self.per_batch = per_batch
+        self.gen = torch.Generator().manual_seed(layer_seed(seed, block, name))
+        self.chunks: list[torch.Tensor] = []
+
+    def add(self, inp: torch.Tensor) -> None:
+        a = inp.detach().abs().reshape(-1).float().cpu()
+        if a.numel() > self.per_batch:
+            a = a[torch.randint(0, a.numel(), (self.per_batch,), generator=self.gen)]
+        self.chunks.append(a)
+        self.n_tokens += 1
+
+    def thresholds(self, levels: list[float], max_samples: int) -> list[float]:
+        """The ``levels``-quantiles of the sampled magnitudes (0 for a level of 0)."""
+        if not self.chunks:
+            raise RuntimeError(f"layer {self.name} saw no input during calibration")
+        a = torch.cat(self.chunks)
+        limit = min(max(max_samples, 1), QUANTILE_LIMIT)
+        if a.numel() > limit:
+            a = a[torch.randint(0, a.numel(), (limit,), generator=self.gen)]
+        return [float(torch.quantile(a, lv)) if lv > 0 else 0.0 for lv in levels]
+
+
+def per_batch_samples(max_samples: int, n_batches: int | None) -> int:
+    """Magnitudes drawn per layer from each calibration batch."""
+    return max(1, max_samples // n_batches) if n_batches else max_samples
 
 
 @overload
@@ -98,27 +148,25 @@ def calibrate_thresholds(
     """The ``sparsity``-quantile of |input| of every block linear, from the dense model on ``batches``.
 
     Each layer keeps about ``max_samples`` randomly drawn input magnitudes in all (``max_samples /
-    n_batches`` per batch when ``n_batches`` is given; a fixed generator, so the result is
-    deterministic); the quantile of that sample estimates the threshold (2^18 samples pin a quantile's
-    rank to about ±0.1 %). Memory: 4 bytes × ``max_samples`` per layer. ``batches`` are token id tensors
-    ``[b, seq]``; ``on_batch(i)`` is called after each one. A list of sparsities gives
-    ``{sparsity: thresholds}`` from one calibration pass.
+    n_batches`` per batch when ``n_batches`` is given; each layer has its own fixed generator
+    (:class:`AbsSamples`), so the result is deterministic and the same as a streamed run's); the quantile
+    of that sample estimates the threshold (2^18 samples pin a quantile's rank to about ±0.1 %). Memory:
+    4 bytes × ``max_samples`` per layer. ``batches`` are token id tensors ``[b, seq]``; ``on_batch(i)``
+    is called after each one. A list of sparsities gives ``{sparsity: thresholds}`` from one calibration
+    pass.
     """
-    layers = block_linears(model)
-    samples: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    gen = torch.Generator().manual_seed(seed)
-    per_batch = max(1, max_samples // n_batches) if n_batches else max_samples
+    path, blocks = find_blocks(model)
+    per_batch = per_batch_samples(max_samples, n_batches)
+    samples: dict[str, AbsSamples] = {}
+    handles = []
+    for bi, block in enumerate(blocks):
+        for name, m in linear_layers(block).items():
+            stats = samples[f"{path}.{bi}.{name}"] = AbsSamples(name, bi, per_batch, seed)
 
-    def make_hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            a = args[0].detach().abs().reshape(-1).float().cpu()
-            if a.numel() > per_batch:
-                a = a[torch.randint(0, a.numel(), (per_batch,), generator=gen)]
-            samples[name].append(a)
+            def hook(module: nn.Module, args: tuple[Any, ...], stats: AbsSamples = stats) -> None:
+                stats.add(args[0])
 
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in layers.items()]
+            handles.append(m.register_forward_pre_hook(hook))
     device = next(model.parameters()).device
     try:
         for i, batch in enumerate(batches):
@@ -130,15 +178,9 @@ def calibrate_thresholds(
             h.remove()
     levels = list(sparsity) if isinstance(sparsity, (list, tuple)) else [sparsity]
     thresholds: dict[float, dict[str, float]] = {lv: {} for lv in levels}
-    for name, chunks in samples.items():
-        if not chunks:
-            raise RuntimeError(f"layer {name} saw no input during calibration")
-        a = torch.cat(chunks)
-        limit = min(max(max_samples, 1), (1 << 24) - 1)  # torch.quantile's input limit
-        if a.numel() > limit:
-            a = a[torch.randint(0, a.numel(), (limit,), generator=gen)]
-        for lv in levels:
-            thresholds[lv][name] = float(torch.quantile(a, lv)) if lv > 0 else 0.0
+    for full_name, stats in samples.items():
+        for lv, t in zip(levels, stats.thresholds(levels, max_samples)):
+            thresholds[lv][full_name] = t
     return thresholds if isinstance(sparsity, (list, tuple)) else thresholds[levels[0]]
 
 

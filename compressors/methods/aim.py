@@ -135,6 +135,10 @@ class AIM(Compressor[AIMConfig]):
     def check_model(self, model_type: str) -> None:
         check_model_type(model_type)
 
+    def whole_model_reason(self, config: AIMConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "a dynamic method that changes no weight: its token merging and pruning are installed in the decoder loop of the whole model, and there is nothing to compute block by block"
+
     def estimate(
         self, shape: ModelShape, config: AIMConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

@@ -10,6 +10,12 @@ inference on CPUs" line of work (Shen et al., arXiv 2311.00502, for INT4; here I
 Saved packed: int8 weight + float32 per-channel scales (8.06 bits per weight for a 576-wide layer).
 On load, the FBGEMM weight is prepacked once and cached; where no quantized engine exists the layer
 falls back to a dequantized float matmul (same numbers for the weights, no speed-up).
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``)
+unless ``include_lm_head`` is set (the head is not a block's layer: that run loads the whole model).
+Precision: each weight is read in its stored dtype and upcast to float32; the per-channel absmax, the
+scale and the rounding are float32 (scales stored float32, a bias as float32); no forward pass runs,
+so the streamed result is the whole-model one bit for bit.
 """
 
 from __future__ import annotations
@@ -33,14 +39,17 @@ from compressors.base import (
     RunContext,
     register,
 )
-from compressors.layers import all_linear_layers, get_bias, get_weight, set_module
+from compressors.layers import find_blocks, get_bias, get_weight, linear_layers, set_module
 from compressors.packed import PackedModule, register_packed
 from compressors.progress import Count
 from compressors.throughput import Work, get_throughput
 from knowledge.ids import MethodId
 
 if TYPE_CHECKING:
+    from torch import nn
     from typing_extensions import Self  # typing.Self from Python 3.11
+
+    from compressors.calibration import BlockStep
 
 log = logging.getLogger(__name__)
 
@@ -209,15 +218,42 @@ class CPUInference(Compressor[CPUInferenceConfig]):
             peak, work.seconds(tp), "one pass over the weights, no calibration", 2.0, tp.describe()
         )
 
+    def block_step(self, config: CPUInferenceConfig) -> BlockStep | None:
+        """Data-free: each block's linear layers are quantized from their weights alone (float32 absmax
+        and rounding: see the module docstring). None with ``include_lm_head``: the head is outside the
+        blocks (see :meth:`whole_model_reason`)."""
+        from compressors.calibration import BlockStep
+
+        if config.include_lm_head:
+            return None
+        return BlockStep(solve_weight=self._solve_weight, stage="quantize")
+
+    def whole_model_reason(self, config: CPUInferenceConfig) -> str:
+        if config.include_lm_head:
+            return "include_lm_head quantizes the output head, which is not a decoder block's layer"
+        return super().whole_model_reason(config)
+
+    @staticmethod
+    def _solve_weight(bi: int, name: str, layer: nn.Module) -> nn.Module:
+        return Int8DynamicLinear.from_float(layer)
+
     def compress(self, model: Any, tokenizer: Any, config: CPUInferenceConfig, ctx: RunContext) -> Any:
-        layers = all_linear_layers(model)
-        if config.include_lm_head and model.get_output_embeddings() is not None:
+        from compressors.calibration import compress_block_weights
+
+        _, blocks = find_blocks(model)
+        head = model.get_output_embeddings() if config.include_lm_head else None
+        total = sum(len(linear_layers(b)) for b in blocks) + (head is not None)
+        done = 0
+        for bi, block in enumerate(blocks):
+            done += len(
+                compress_block_weights(block, bi, len(blocks), self._solve_weight, ctx, count=(done, total))
+            )
+        if head is not None:
             for name, m in model.named_modules():
-                if m is model.get_output_embeddings():
-                    layers[name] = m
-        for k, (path, layer) in enumerate(layers.items()):
-            set_module(model, path, Int8DynamicLinear.from_float(layer))
-            ctx.report("quantize", (k + 1) / len(layers), path, count=Count(k + 1, len(layers), "layers"))
+                if m is head:
+                    set_module(model, name, Int8DynamicLinear.from_float(m))
+                    ctx.report("quantize", 1.0, name, count=Count(total, total, "layers"))
+                    break
         if config.include_lm_head:
             model.config.tie_word_embeddings = False
         return model

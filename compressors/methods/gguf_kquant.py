@@ -152,6 +152,10 @@ class GGUFKQuant(Compressor[GGUFKQuantConfig]):
 
         _arch(model_type)
 
+    def whole_model_reason(self, config: GGUFKQuantConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "llama.cpp's quantizer (llama_model_quantize) rewrites a whole GGUF file, written from the whole model"
+
     def estimate(
         self, shape: ModelShape, config: GGUFKQuantConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

@@ -119,6 +119,10 @@ class LazyLLM(Compressor[LazyLLMConfig]):
     def check_model(self, model_type: str) -> None:
         check_model_type(model_type)
 
+    def whole_model_reason(self, config: LazyLLMConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "a dynamic method that changes no weight: its token pruning is installed in the decoder loop of the whole model, and there is nothing to compute block by block"
+
     def estimate(
         self, shape: ModelShape, config: LazyLLMConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

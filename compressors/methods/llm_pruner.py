@@ -154,6 +154,10 @@ class LLMPruner(Compressor[LLMPrunerConfig]):
         # (the benchmark sets the held-out evaluation text here).
         self.eval_tokens: torch.Tensor | None = None
 
+    def whole_model_reason(self, config: LLMPrunerConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "its Taylor importance needs gradients of the model's loss through every block, and the LoRA recovery trains the whole model"
+
     def estimate(
         self, shape: ModelShape, config: LLMPrunerConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

@@ -1,12 +1,19 @@
 """Magnitude pruning: per layer, zero the weights of smallest absolute value (unstructured or N:M).
 
 The data-free baseline of the SparseGPT and Wanda papers; stored as :class:`compressors.packed.SparseLinear`.
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: each weight is read in its stored dtype and upcast to float32 (exact from bf16/fp16), the
+mask is chosen on float32 magnitudes, kept values are stored as float16; no forward pass runs, so the
+streamed result is the whole-model one bit for bit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from torch import nn
 
 from compressors.base import (
     DEFAULT_CALIBRATION,
@@ -19,10 +26,10 @@ from compressors.base import (
     RunContext,
     register,
 )
-from compressors.layers import find_blocks, get_weight, iter_block_linears, set_module
+from compressors.calibration import BlockStep, WeightSolveFn, compress_block_weights
+from compressors.layers import find_blocks, get_weight, linear_layers
 from compressors.methods.layerwise import PATTERNS, check_pattern, layerwise_estimate, sparse_module
 from compressors.ops.magnitude import magnitude_mask
-from compressors.progress import Count
 from knowledge.ids import MethodId
 
 
@@ -70,18 +77,28 @@ class Magnitude(Compressor[MagnitudeConfig]):
     ) -> CostEstimate:
         return layerwise_estimate(shape, "magnitude")
 
-    def compress(self, model: Any, tokenizer: Any, config: MagnitudeConfig, ctx: RunContext) -> Any:
+    def block_step(self, config: MagnitudeConfig) -> BlockStep:
+        """Data-free, so it streams without calibration passes (float32 magnitudes: see the module docstring)."""
+        return BlockStep(solve_weight=self._solve_weight(config))
+
+    @staticmethod
+    def _solve_weight(config: MagnitudeConfig) -> WeightSolveFn:
         sparsity, n, m = config.nm
-        _, blocks = find_blocks(model)
-        layers = list(iter_block_linears(model))
-        for k, (bi, name, layer) in enumerate(layers):
+
+        def solve_weight(bi: int, name: str, layer: nn.Module) -> nn.Module:
             w = get_weight(layer).detach().float()
             mask = magnitude_mask(w, sparsity, n, m)
-            set_module(blocks[bi], name, sparse_module(layer, w.masked_fill(mask, 0), config.pattern))
-            ctx.report(
-                f"block {bi + 1}/{len(blocks)}",
-                (k + 1) / len(layers),
-                name,
-                count=Count(k + 1, len(layers), "layers"),
+            return sparse_module(layer, w.masked_fill(mask, 0), config.pattern)
+
+        return solve_weight
+
+    def compress(self, model: Any, tokenizer: Any, config: MagnitudeConfig, ctx: RunContext) -> Any:
+        _, blocks = find_blocks(model)
+        solve_weight = self._solve_weight(config)
+        total = sum(len(linear_layers(b)) for b in blocks)
+        done = 0
+        for bi, block in enumerate(blocks):
+            done += len(
+                compress_block_weights(block, bi, len(blocks), solve_weight, ctx, count=(done, total))
             )
         return model

@@ -206,6 +206,10 @@ class SelectiveDistillation(Compressor[SelectiveDistillationConfig]):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
+    def whole_model_reason(self, config: SelectiveDistillationConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "it trains a student against the whole teacher's outputs (gradients through every block)"
+
     def estimate(
         self, shape: ModelShape, config: SelectiveDistillationConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

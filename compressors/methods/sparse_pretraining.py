@@ -124,6 +124,10 @@ class SparsePretraining(Compressor[SparsePretrainingConfig]):
         self.last_report: dict[str, Any] = {}
         self.eval_tokens: torch.Tensor | None = None  # see LLMPruner.eval_tokens
 
+    def whole_model_reason(self, config: SparsePretrainingConfig) -> str:
+        """Why it does not stream block by block (:mod:`compressors.streaming`)."""
+        return "its continued pre-training trains the whole model (gradients through every block)"
+
     def estimate(
         self, shape: ModelShape, config: SparsePretrainingConfig, calib: Calibration = DEFAULT_CALIBRATION
     ) -> CostEstimate:

@@ -2,6 +2,12 @@
 
 The maths is in :mod:`compressors.ops.sparsegpt`; this module runs it layer by layer with the
 sequential driver and stores the result as :class:`compressors.packed.SparseLinear`.
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the Hessian ``2XXᵀ`` is accumulated in float32 and the
+Cholesky factorisation of its inverse, the mask selection and the weight update are float32; kept
+values are stored as float16. The next block's inputs are the outputs of the *pruned* block.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.calibration import BlockStep, LayerStats, SolveFn, calibration_tokens, sequential_compress
 from compressors.layers import get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
@@ -72,7 +78,18 @@ class SparseGPT(Compressor[SparseGPTConfig]):
             calib_seq=calib.seq_len,
         )
 
-    def compress(self, model: Any, tokenizer: Any, config: SparseGPTConfig, ctx: RunContext) -> Any:
+    def block_step(self, config: SparseGPTConfig) -> BlockStep:
+        """Calibrated on the Hessian (float32 statistics, Cholesky and update: see the module docstring);
+        the same ``solve`` as :meth:`compress`, so the streamed and whole-model walks give one result."""
+        return BlockStep(
+            stat="hessian",
+            solve=self._solve(config),
+            true_sequential=config.true_sequential,
+            stage="sparsegpt",
+        )
+
+    @staticmethod
+    def _solve(config: SparseGPTConfig) -> SolveFn:
         sparsity, n, m = config.nm
 
         def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
@@ -89,11 +106,14 @@ class SparseGPT(Compressor[SparseGPTConfig]):
             set_attribute(new, "_solve_info", {"loss": r.loss})  # read back by sequential_compress
             return new
 
+        return solve
+
+    def compress(self, model: Any, tokenizer: Any, config: SparseGPTConfig, ctx: RunContext) -> Any:
         self.last_report = sequential_compress(
             model,
             calibration_tokens(ctx),
             "hessian",
-            solve,
+            self._solve(config),
             ctx,
             true_sequential=config.true_sequential,
             stage="sparsegpt",

@@ -4,6 +4,12 @@ statistics and fp16 outliers, stored as :class:`compressors.packed_spqr.SpQRLine
 The average bits per parameter is reported the way the paper counts it (``paper_bits_per_param`` in
 each layer's info and in ``last_bits_per_param``): ``wbits + 2·qq_bits/beta1 + 64/(beta1·beta2) +
 32·outlier_fraction``; the size on disk additionally holds CSR row pointers and the act-order permutation.
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the Hessian is accumulated in float32, and the
+Cholesky factorisation, outlier detection and column sweep are float32; second-level statistics and
+outliers are stored as float16. Both paths report the model-wide outlier share at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from compressors.base import (
     check_range,
     register,
 )
-from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.calibration import BlockStep, LayerStats, SolveFn, calibration_tokens, sequential_compress
 from compressors.layers import get_bias, get_weight, set_attribute
 from compressors.methods.layerwise import layerwise_estimate
 from compressors.ops.spqr import spqr_quantize
@@ -101,9 +107,26 @@ class SpQR(Compressor[SpQRConfig]):
             shape, "spqr", group_size=config.beta1, calib_samples=calib.samples, calib_seq=calib.seq_len
         )
 
-    def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
-        thr = float("inf") if config.outlier_threshold == 0 else config.outlier_threshold
+    def block_step(self, config: SpQRConfig) -> BlockStep:
+        """Calibrated on the Hessian (float32 statistics, Cholesky and sweep: see the module docstring);
+        the same ``solve`` as :meth:`compress`, so the streamed and whole-model walks give one result."""
         totals = {"weights": 0, "outliers": 0}
+
+        def finish(model: Any, ctx: RunContext) -> None:
+            self._report_totals(config, totals, ctx)
+
+        return BlockStep(
+            stat="hessian",
+            solve=self._solve(config, totals),
+            true_sequential=config.true_sequential,
+            stage="spqr",
+            finish=finish,
+        )
+
+    @staticmethod
+    def _solve(config: SpQRConfig, totals: dict[str, int] | None) -> SolveFn:
+        """``totals``: when given, counts of quantized weights and outliers are added to it."""
+        thr = float("inf") if config.outlier_threshold == 0 else config.outlier_threshold
 
         def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
             r = spqr_quantize(
@@ -118,8 +141,9 @@ class SpQR(Compressor[SpQRConfig]):
                 percdamp=config.percdamp,
             )
             new = SpQRLinear.from_result(r, get_bias(layer))
-            totals["weights"] += r.codes.numel()
-            totals["outliers"] += new.n_outliers
+            if totals is not None:
+                totals["weights"] += r.codes.numel()
+                totals["outliers"] += new.n_outliers
             set_attribute(
                 new,
                 "_solve_info",
@@ -127,15 +151,25 @@ class SpQR(Compressor[SpQRConfig]):
             )  # read back by sequential_compress
             return new
 
+        return solve
+
+    def compress(self, model: Any, tokenizer: Any, config: SpQRConfig, ctx: RunContext) -> Any:
+        totals = {"weights": 0, "outliers": 0}
         self.last_report = sequential_compress(
             model,
             calibration_tokens(ctx),
             "hessian",
-            solve,
+            self._solve(config, totals),
             ctx,
             true_sequential=config.true_sequential,
             stage="spqr",
         )
+        self._report_totals(config, totals, ctx)
+        return model
+
+    def _report_totals(self, config: SpQRConfig, totals: dict[str, int], ctx: RunContext) -> None:
+        """The model-wide outlier share and average bits per parameter (paper's count), kept as
+        ``last_outlier_fraction`` / ``last_bits_per_param`` and reported."""
         from compressors.ops.spqr import spqr_bits_per_param
 
         frac = totals["outliers"] / max(totals["weights"], 1)
@@ -148,4 +182,3 @@ class SpQR(Compressor[SpQRConfig]):
             1.0,
             f"outliers {frac:.3%}, average {self.last_bits_per_param:.3f} bits per parameter (paper's count)",
         )
-        return model

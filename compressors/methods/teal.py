@@ -10,12 +10,20 @@ with its GPU kernel (abstract).
 This implementation: uniform sparsity across layers (the paper's baseline; its greedy per-layer
 allocation is not implemented), thresholds = quantiles of |x| on calibration text, and a CPU sparse
 matrix-vector kernel for single-token decoding (:mod:`compressors.dynamic.sparse_kernel`).
+
+Calibration streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`,
+``block_step``): each block runs on the calibration activations of the (dense) block before it, its
+layers' input magnitudes are sampled and their thresholds computed, and the thresholds are recorded in
+the output's ``config.json`` as the whole-model path records them; the weights are copied unchanged.
+Precision: the block's forward and its activations run in float32 (the driver's compute dtype, as the
+whole-model path loads the model); magnitudes are sampled and their quantiles computed in float32; the
+weights are written at the run's dense dtype, as the whole-model path writes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compressors.base import (
     DEFAULT_CALIBRATION,
@@ -32,9 +40,14 @@ from compressors.base import (
     register,
 )
 from compressors.dynamic import manifest
-from compressors.dynamic.teal import calibrate_thresholds, install_teal
+from compressors.dynamic.teal import AbsSamples, calibrate_thresholds, install_teal, per_batch_samples
 from compressors.throughput import forward_work, get_throughput
 from knowledge.ids import MethodId
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from compressors.calibration import BlockStep, LayerStats
 
 # the C++ kernel's one-off compile, timed on the 2-core development VM (a compiler run is not probed; it
 # happens once per machine, then the build is cached)
@@ -137,6 +150,46 @@ class TEAL(Compressor[TEALConfig]):
         )
         manifest.record(model, self.id, config, {"thresholds": thresholds})
         return model
+
+    def block_step(self, config: TEALConfig) -> BlockStep:
+        """Measures each block on the dense activations of the one before (nothing is replaced, so one
+        pass per block, ``true_sequential`` off): :class:`compressors.dynamic.teal.AbsSamples` per layer,
+        the same sample the whole-model :func:`calibrate_thresholds` draws (each layer's generator is
+        seeded from the run's seed and the layer's place, not from the order layers are visited), so
+        the streamed thresholds equal the whole-model ones. ``finish`` records them in the config."""
+        from compressors.calibration import BlockStep
+        from compressors.layers import find_blocks
+
+        found: dict[tuple[int, str], float] = {}
+
+        def make_stats(bi: int, name: str, layer: nn.Module, n: int, seed: int) -> LayerStats:
+            return AbsSamples(name, bi, per_batch_samples(config.max_samples_per_layer, n), seed)
+
+        def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
+            if not isinstance(stats, AbsSamples):  # make_stats built it; a programming error otherwise
+                raise TypeError(f"TEAL's block step got {type(stats).__name__} statistics")
+            found[(bi, name)] = stats.thresholds([config.sparsity], config.max_samples_per_layer)[0]
+            return None  # TEAL changes no weight
+
+        def finish(model: Any, ctx: RunContext) -> None:
+            path, _ = find_blocks(model)
+            thresholds = {f"{path}.{bi}.{name}": t for (bi, name), t in found.items()}
+            manifest.record(model, self.id, config, {"thresholds": thresholds})
+            ctx.report(
+                "install", 1.0, f"{len(thresholds)} thresholds recorded; installed when the model loads"
+            )
+
+        return BlockStep(
+            stat="abs_samples",
+            solve=solve,
+            make_stats=make_stats,
+            finish=finish,
+            true_sequential=False,
+            stage="calibrate",
+            max_calib_samples=config.calib_samples,
+            # the sampled magnitudes (float32) and their copy while the quantile is taken
+            stat_bytes_per_layer=2 * 4 * config.max_samples_per_layer,
+        )
 
     def compress(self, model: Any, tokenizer: Any, config: TEALConfig, ctx: RunContext) -> Any:
         import torch

@@ -2,6 +2,11 @@
 
 Activation norms come from the sequential driver (each block calibrated on the outputs of the
 already-pruned blocks before it, as in the authors' code); no weight update.
+
+Streams block by block from a safetensors checkpoint (:mod:`compressors.streaming`, ``block_step``).
+Precision: the block's forward and its calibration activations run in float32 (the driver's compute
+dtype, as the whole-model path loads the model); the per-input squared norms are accumulated in float32
+and the scores ``|W|·‖X‖`` computed in float32; kept values are stored as float16.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from compressors.base import (
     RunContext,
     register,
 )
-from compressors.calibration import LayerStats, calibration_tokens, sequential_compress
+from compressors.calibration import BlockStep, LayerStats, SolveFn, calibration_tokens, sequential_compress
 from compressors.layers import get_weight
 from compressors.methods.layerwise import layerwise_estimate, sparse_module
 from compressors.methods.magnitude import PruningConfig
@@ -55,7 +60,15 @@ class Wanda(Compressor[WandaConfig]):
     ) -> CostEstimate:
         return layerwise_estimate(shape, "wanda", calib_samples=calib.samples, calib_seq=calib.seq_len)
 
-    def compress(self, model: Any, tokenizer: Any, config: WandaConfig, ctx: RunContext) -> Any:
+    def block_step(self, config: WandaConfig) -> BlockStep:
+        """Calibrated on per-input squared norms (float32: see the module docstring); the same ``solve``
+        as :meth:`compress`, so the streamed and whole-model walks give one result."""
+        return BlockStep(
+            stat="sq_norms", solve=self._solve(config), true_sequential=config.true_sequential, stage="wanda"
+        )
+
+    @staticmethod
+    def _solve(config: WandaConfig) -> SolveFn:
         sparsity, n, m = config.nm
 
         def solve(bi: int, name: str, layer: nn.Module, stats: LayerStats) -> nn.Module | None:
@@ -63,11 +76,14 @@ class Wanda(Compressor[WandaConfig]):
             mask = wanda_mask(w, stats.value, sparsity, n, m)
             return sparse_module(layer, w.masked_fill(mask, 0), config.pattern)
 
+        return solve
+
+    def compress(self, model: Any, tokenizer: Any, config: WandaConfig, ctx: RunContext) -> Any:
         self.last_report = sequential_compress(
             model,
             calibration_tokens(ctx),
             "sq_norms",
-            solve,
+            self._solve(config),
             ctx,
             true_sequential=config.true_sequential,
             stage="wanda",
