@@ -65,6 +65,10 @@ class _PlainProgress:
         print(line, file=sys.stderr, flush=True)
 
 
+#: The stages a ``--no-measure`` run has.
+_COMPRESS_ONLY_STAGES = ("load", "compress", "save")
+
+
 def _pre_run_lines(
     model: str,
     method: str,
@@ -74,6 +78,7 @@ def _pre_run_lines(
     calib: Path | None,
     eval_file: Path | None,
     calibration: tuple[int, int],
+    measure: bool = True,
     evaluation: tuple[int | None, int | None],
 ) -> list[str]:
     """What the Compress page says before a run, as lines to print before it starts: the settings that
@@ -111,9 +116,11 @@ def _pre_run_lines(
         )
     except (CompressionError, OSError, ValueError):
         return lines
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in cost.stages.items() if k != "total")
-    lines.append(f"[dim]estimate:[/dim] about {cost.stages['total']:.0f} s ({stages})")
-    if cost.eval_plan is not None:
+    # --no-measure runs load, compress and save only (compressors.run.compress_only): estimate just those
+    shown = {k: v for k, v in cost.stages.items() if k != "total" and (measure or k in _COMPRESS_ONLY_STAGES)}
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in shown.items())
+    lines.append(f"[dim]estimate:[/dim] about {sum(shown.values()):.0f} s ({stages})")
+    if measure and cost.eval_plan is not None:
         lines.append(f"[dim]evaluation:[/dim] {escape(cost.eval_plan.describe())}")
     return lines
 
@@ -266,11 +273,12 @@ def compress(
         model,
         method,
         cfg,
-        export=not no_export,
+        export=not no_export and not no_measure,
         calib=calib,
         eval_file=eval_file,
         calibration=(calib_samples, calib_seq_len),
         evaluation=(eval_windows, eval_seq_len),
+        measure=not no_measure,
     ):
         _err.print(line, highlight=False)
     cancel = threading.Event()

@@ -34,6 +34,12 @@ def test_compress_prints_the_export_blockers_before_the_run(tmp_path, monkeypatc
     assert "warning:" not in res.stderr
     res = CliRunner().invoke(app, [*args, "--no-export"])
     assert "warning:" not in res.stderr
+    monkeypatch.setattr("compressors.run.compress_only", fake_run)
+    res = CliRunner().invoke(app, [*args, "--no-measure"])  # load, compress and save only: no export either
+    err = " ".join(res.stderr.split())
+    assert "estimate: about" in err and "compress" in err and "save" in err, err
+    assert "measure" not in err.split("estimate:")[1] and "export" not in err.split("estimate:")[1]
+    assert "warning:" not in err
 
 
 def test_plain_progress_prints_a_moving_count_as_one_stage(capsys):
