@@ -47,6 +47,12 @@ INT4_GROUP_SIZES = (256, 128, 64, 32)  # what the int4 kernels accept, largest f
 CPU_BLOCK_N = 64  # the CPU int4 packing interleaves output rows in blocks of 64
 CUDA_INNER_K_TILES = 8
 KERNEL_DTYPE = torch.bfloat16
+# Shape rules. The int4 CPU packing raises unless N % 16 == 0; the CPU int8 kernel raises nothing but
+# returns wrong numbers when K is not a multiple of 16 (torch 2.13: K = 8, 24, 40, 72, 1000 tried), so
+# shapes are checked here, with margin, before any call: real layers are multiples of 64.
+INT4_ROW_MULTIPLE = {"cpu": 16, "cuda": 8}
+INT8_K_MULTIPLE = 32
+INT8_N_MULTIPLE = 16
 KERNELS_ENV = "SHRINKWISE_LOWBIT_KERNELS"  # "0": every layer takes its float fallback (for comparisons)
 
 _probed: dict[tuple[str, str], bool] = {}
@@ -109,8 +115,8 @@ def int4_unsupported_reason(out_features: int, in_features: int, group_size: int
         return f"the int4 kernel is unavailable on {device_type} with torch {torch.__version__}"
     if int4_group_size(in_features, group_size, device_type) is None:
         return f"group size {group_size} with in_features={in_features} has no int4 kernel group size"
-    if device_type == "cuda" and out_features % 8:
-        return f"out_features={out_features} is not a multiple of 8"
+    if out_features % INT4_ROW_MULTIPLE[device_type]:
+        return f"out_features={out_features} is not a multiple of {INT4_ROW_MULTIPLE[device_type]}"
     return None
 
 
@@ -220,10 +226,17 @@ class Int8Weight:
         return sum(t.numel() * t.element_size() for t in ts)
 
 
-def int8_unsupported_reason(group_size: int, in_features: int, device_type: str) -> str | None:
+def int8_unsupported_reason(
+    out_features: int, in_features: int, group_size: int, device_type: str
+) -> str | None:
     """Why the int8 kernel cannot run this layer (``None``: it can). It has one scale per row only."""
     if group_size not in (-1, in_features):
         return f"the int8 kernel has one scale per output row; group size {group_size} needs groups"
+    if in_features % INT8_K_MULTIPLE or out_features % INT8_N_MULTIPLE:
+        return (
+            f"the int8 kernel is used for in_features a multiple of {INT8_K_MULTIPLE} and out_features a "
+            f"multiple of {INT8_N_MULTIPLE}; this layer is {out_features}x{in_features}"
+        )
     if device_type not in ("cpu", "cuda") or not kernel_available("int8", device_type):
         return f"the int8 kernel is unavailable on {device_type} with torch {torch.__version__}"
     return None

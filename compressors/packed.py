@@ -409,7 +409,9 @@ class QuantizedLinear(PackedModule):
                 self.out_features, self.in_features, self.group_size, device_type
             )
         if self.bits == 8:
-            return kernels.int8_unsupported_reason(self.group_size, self.in_features, device_type)
+            return kernels.int8_unsupported_reason(
+                self.out_features, self.in_features, self.group_size, device_type
+            )
         return f"no {self.bits}-bit kernel (4-bit and 8-bit layers have one)"
 
     def _ensure_kernel(self, device: torch.device) -> bool:
