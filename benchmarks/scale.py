@@ -228,7 +228,9 @@ print(json.dumps({"base": base, "rss": status("VmRSS:"), "hwm": status("VmHWM:")
 def rss_child(kind: str, ref: str, threads: int) -> dict:
     """RSS of one loaded model (``kind`` "float" or "packed") in a fresh process; see the docstring."""
     cmd = [sys.executable, "-c", _RSS_CHILD, kind, ref, str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO
+    )
     if proc.returncode != 0:
         raise SystemExit(f"loading {kind} {ref} failed:\n{proc.stderr[-3000:]}")
     result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -340,9 +342,19 @@ def inference_rows(args: argparse.Namespace, sizes: list[str], work: Path) -> li
         print(row, flush=True)
         results.append(
             dict(
-                model=size, threads=threads, ram_float=ram_f, ram_packed=ram_q, rss_ratio=d_q / d_f,
-                decode_float_tps=tps_f, decode_packed_tps=tps_q, speedup=mq / mf, ppl_dequantized=ppl_d,
-                ppl_kernel=ppl_q, kernel_layers=kernel_layers, packed_layers=n_layers, loadavg=loads,
+                model=size,
+                threads=threads,
+                ram_float=ram_f,
+                ram_packed=ram_q,
+                rss_ratio=d_q / d_f,
+                decode_float_tps=tps_f,
+                decode_packed_tps=tps_q,
+                speedup=mq / mf,
+                ppl_dequantized=ppl_d,
+                ppl_kernel=ppl_q,
+                kernel_layers=kernel_layers,
+                packed_layers=n_layers,
+                loadavg=loads,
             )
         )
         if not args.keep:
@@ -364,7 +376,9 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where checkpoints are built (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints and outputs")
     ap.add_argument("--out", default=None, help="also write the table (Markdown) to this file")
-    ap.add_argument("--inference", action="store_true", help="RAM/decode/perplexity of the loaded 4-bit model")
+    ap.add_argument(
+        "--inference", action="store_true", help="RAM/decode/perplexity of the loaded 4-bit model"
+    )
     ap.add_argument("--new-tokens", type=int, default=64, help="--inference: greedy tokens per decode run")
     ap.add_argument("--repeats", type=int, default=3, help="--inference: decode runs per model")
     ap.add_argument("--ppl-windows", type=int, default=4, help="--inference: perplexity windows")

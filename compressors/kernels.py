@@ -107,7 +107,9 @@ def int4_group_size(in_features: int, group_size: int, device_type: str) -> int 
     return None
 
 
-def int4_unsupported_reason(out_features: int, in_features: int, group_size: int, device_type: str) -> str | None:
+def int4_unsupported_reason(
+    out_features: int, in_features: int, group_size: int, device_type: str
+) -> str | None:
     """Why the int4 kernel cannot run this layer on ``device_type`` (``None``: it can)."""
     if device_type not in ("cpu", "cuda"):
         return f"no int4 kernel for device type {device_type!r}"

@@ -15,7 +15,7 @@ How a packed layer runs (see docs/formats.md, "Inference"): 4-bit and per-channe
 :class:`QuantizedLinear` layers run on torch's weight-only int4/int8 kernels (:mod:`compressors.kernels`)
 and keep only the kernel's packed weight in memory: no float copy. Every other format (2/3-bit, 8-bit
 with groups, sparse, SpQR, GGUF blocks, or a torch build whose kernel probe fails) dequantizes in its
-forward pass into a **bounded** cache shared by all packed layers (:data:`DEQUANT_CACHE_ENV`, 256 MiB by
+forward pass into a **bounded** cache shared by all packed layers (:data:`DEQUANT_CACHE_ENV`, 1 GiB by
 default, least recently used first out): a model whose float weights fit in the budget runs at float
 speed; a bigger one dequantizes each layer per forward, slower but with RAM near the packed size.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -88,6 +89,16 @@ def unpack_bits(packed: torch.Tensor, bits: int, shape: tuple[int, ...] | torch.
         raise ValueError(
             f"packed tensor has {packed.numel()} words; {n} values of {bits} bits need {n_groups * bits}"
         )
+    if 8 % bits == 0 and sys.byteorder == "little":
+        # 1/2/4/8 bits never cross a byte: the stream's bytes are the words' bytes in memory order, so
+        # unpacking works on uint8 (no int64 temporaries 8x the size of the codes: this runs when a
+        # layer builds its kernel weight, and a peak there is a peak of the loaded model's RAM)
+        b = packed.contiguous().view(torch.uint8)
+        per = 8 // bits
+        if per == 1:
+            return b[:n].clone().reshape(shape)
+        parts = [(b >> (i * bits)) & ((1 << bits) - 1) for i in range(per)]
+        return torch.stack(parts, dim=-1).reshape(-1)[:n].reshape(shape)
     words = packed.reshape(n_groups, bits).to(torch.int64) & 0xFFFFFFFF
     mask = (1 << bits) - 1
     out = torch.empty(n_groups, 32, dtype=torch.int64, device=packed.device)
@@ -110,7 +121,7 @@ def packed_words(n_values: int, bits: int) -> int:
 # the bounded cache of dequantized weights (formats without a kernel)
 
 DEQUANT_CACHE_ENV = "SHRINKWISE_DEQUANT_CACHE_MB"
-DEFAULT_DEQUANT_CACHE_MB = 256.0
+DEFAULT_DEQUANT_CACHE_MB = 1024.0  # the demo (425 MB of float layers) fits; a 7B model (27 GB) does not
 
 
 class DequantCache:
@@ -130,7 +141,9 @@ class DequantCache:
         try:
             mb = float(raw) if raw.strip() else DEFAULT_DEQUANT_CACHE_MB
         except ValueError:
-            raise ValueError(f"{DEQUANT_CACHE_ENV}={raw!r} must be a number of MiB (0 turns the cache off)") from None
+            raise ValueError(
+                f"{DEQUANT_CACHE_ENV}={raw!r} must be a number of MiB (0 turns the cache off)"
+            ) from None
         return max(0, int(mb * 2**20))
 
     def touch(self, m: PackedModule) -> None:

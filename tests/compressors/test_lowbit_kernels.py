@@ -86,9 +86,11 @@ def test_a_wrong_zero_point_mapping_is_outside_the_bound():
     x = torch.randn(4, 576)
     ref = x @ layer.dequantize().T
     zeros = layer.zero_points()
-    wrong = kernels.pack_int4(layer.codes(), layer.scales, zeros + 1, 64) if kernels.kernel_available(
-        "int4", "cpu"
-    ) else None
+    wrong = (
+        kernels.pack_int4(layer.codes(), layer.scales, zeros + 1, 64)
+        if kernels.kernel_available("int4", "cpu")
+        else None
+    )
     if wrong is None:
         pytest.skip("no int4 CPU kernel")
     assert _rel_err(kernels.int4_mm(x, wrong), ref) > 5 * REL_TOL
@@ -198,8 +200,16 @@ def _float_tensors_of_weight_shape(module):
     found = []
     candidates = list(module.buffers()) + list(module.parameters()) + list(vars(module).values())
     for value in candidates:
-        ts = [value] if isinstance(value, torch.Tensor) else list(vars(value).values()) if hasattr(value, "__dataclass_fields__") else []
-        found += [t for t in ts if isinstance(t, torch.Tensor) and t.is_floating_point() and tuple(t.shape) == shape]
+        ts = (
+            [value]
+            if isinstance(value, torch.Tensor)
+            else list(vars(value).values())
+            if hasattr(value, "__dataclass_fields__")
+            else []
+        )
+        found += [
+            t for t in ts if isinstance(t, torch.Tensor) and t.is_floating_point() and tuple(t.shape) == shape
+        ]
     return found
 
 
