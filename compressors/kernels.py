@@ -166,6 +166,7 @@ def int4_mm(x: torch.Tensor, w: Int4Weight) -> torch.Tensor:
     if w.perm is not None:
         x2 = x2.index_select(1, w.perm)
     xb = x2.to(KERNEL_DTYPE).contiguous()
+    y: torch.Tensor
     if xb.device.type == "cpu":
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(xb, w.packed, w.group_size, w.scales_zeros)
     else:
@@ -258,7 +259,7 @@ def int8_mm(x: torch.Tensor, w: Int8Weight) -> torch.Tensor:
     """``x @ W.T`` in bfloat16, returned in ``x``'s dtype."""
     shape = x.shape
     xb = x.reshape(-1, shape[-1]).to(KERNEL_DTYPE).contiguous()
-    y = torch.ops.aten._weight_int8pack_mm(xb, w.weight, w.scales)
+    y: torch.Tensor = torch.ops.aten._weight_int8pack_mm(xb, w.weight, w.scales)
     if w.offset is not None:
         y = y.float() + xb.float().sum(1, keepdim=True) * w.offset
     return y.to(x.dtype).reshape(*shape[:-1], w.out_features)

@@ -164,7 +164,11 @@ class DequantCache:
             if victim is not None:
                 victim._w_cache = None
         key = id(m)
-        self._entries[key] = (weakref.ref(m, lambda _r, k=key: self._forget(k)), size)
+
+        def gone(_ref: weakref.ref[PackedModule], k: int = key) -> None:
+            self._forget(k)
+
+        self._entries[key] = (weakref.ref(m, gone), size)
         self.nbytes += size
         m._w_cache = w
 
@@ -448,7 +452,7 @@ class QuantizedLinear(PackedModule):
         del codes
         DEQUANT_CACHE.drop(self)
         if device.type == "cpu":
-            self.qweight = None  # the kernel weight holds the codes now (see __getattr__)
+            self._buffers["qweight"] = None  # the kernel weight holds the codes now (see __getattr__)
         return True
 
     def runtime_bytes(self) -> int:
