@@ -26,8 +26,13 @@ against the float32 model, for the demo model (``demo``: SmolLM2-135M, real weig
 
 * RAM: each model is loaded in a fresh child process (RSS of two models in one process cannot be told
   apart); the figure is the child's RSS after loading and one short forward (which builds the kernel
-  weights) minus its RSS before loading (torch and transformers imported), so the ~0.4 GB of the
-  runtime itself is not counted for either model; the child's peak (VmHWM) is printed too.
+  weights) minus its RSS before loading, taken after torch and transformers are imported and a tiny
+  Llama has run one forward (and the int4 kernel its probe), so the runtime itself (~0.4 GB of
+  libraries, thread pools, kernel workspaces) is not counted for either model; the child's peak
+  (VmHWM) is printed too, and the anonymous part of the RSS (``RssAnon``): safetensors are memory-mapped,
+  so pages of the file that were read (the packed codes, before the kernel weight replaced them) stay
+  in the RSS as clean page cache the kernel can drop under pressure; anonymous memory is what the
+  model holds for itself.
 * Decode: batch 1, ``--new-tokens`` greedy tokens after a short prompt, float32 and 4-bit alternately
   ``--repeats`` times in ONE process (so both see the same machine load); median tokens/s.
 * Perplexity: the 4-bit model on its kernels vs the same packed model dequantized to float32
@@ -209,7 +214,19 @@ from compressors.evaluate import model_memory_bytes
 def status(key):
     return int([l for l in open("/proc/self/status") if l.startswith(key)][0].split()[1]) * 1024
 torch.set_num_threads(int(sys.argv[3]))
-base = status("VmRSS:")
+# warm the runtime first: a first forward maps library code and sets up thread pools and kernel
+# workspaces (~100 MB here), which is the runtime's RAM, not the model's
+from transformers import AutoModelForCausalLM, LlamaConfig
+from compressors import kernels
+kernels.kernel_available("int4", "cpu")  # the probe runs the int4 kernel once
+cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=320)
+tiny = AutoModelForCausalLM.from_config(cfg).eval()
+with torch.no_grad():
+    tiny(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]))
+del tiny
+gc.collect()
+base, anon_base = status("VmRSS:"), status("RssAnon:")
 if sys.argv[1] == "packed":
     from compressors.storage import load_packed
     model = load_packed(sys.argv[2])
@@ -221,7 +238,7 @@ with torch.no_grad():
     model(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]))
 gc.collect()
 print(json.dumps({"base": base, "rss": status("VmRSS:"), "hwm": status("VmHWM:"),
-                  "tensors": model_memory_bytes(model)}))
+                  "anon_base": anon_base, "anon": status("RssAnon:"), "tensors": model_memory_bytes(model)}))
 """
 
 
@@ -290,9 +307,10 @@ def inference_rows(args: argparse.Namespace, sizes: list[str], work: Path) -> li
         f"decode: batch 1, {args.new_tokens} greedy tokens, float32/4-bit alternately x{args.repeats}; "
         f"perplexity: {args.ppl_windows}x{args.ppl_seq} tokens of the held-out text",
         "",
-        "| model | float32 RSS | 4-bit RSS | ratio | peak RSS f32 / 4-bit | decode f32 tok/s | decode 4-bit tok/s "
+        "| model | float32 RSS | 4-bit RSS | ratio | anon RSS f32 / 4-bit (ratio) | tensors f32 / 4-bit (ratio) "
+        "| peak RSS f32 / 4-bit | decode f32 tok/s | decode 4-bit tok/s "
         "| speed-up | ppl dequantized | ppl kernel | ppl diff | kernel layers | load avg (1/5/15 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     results = []
@@ -331,9 +349,13 @@ def inference_rows(args: argparse.Namespace, sizes: list[str], work: Path) -> li
         loads.append(os.getloadavg())
         mf, mq = statistics.median(tps_f), statistics.median(tps_q)
         d_f, d_q = ram_f["rss"] - ram_f["base"], ram_q["rss"] - ram_q["base"]
+        a_f, a_q = ram_f["anon"] - ram_f["anon_base"], ram_q["anon"] - ram_q["anon_base"]
         load_s = ", ".join("/".join(f"{v:.1f}" for v in la) for la in loads)
         row = (
             f"| {size} | {d_f / 2**20:.0f} MiB | {d_q / 2**20:.0f} MiB | {d_q / d_f:.2f} "
+            f"| {a_f / 2**20:.0f} / {a_q / 2**20:.0f} MiB ({a_q / a_f:.2f}) "
+            f"| {ram_f['tensors'] / 2**20:.0f} / {ram_q['tensors'] / 2**20:.0f} MiB "
+            f"({ram_q['tensors'] / ram_f['tensors']:.2f}) "
             f"| {ram_f['hwm'] / 2**20:.0f} / {ram_q['hwm'] / 2**20:.0f} MiB | {mf:.1f} | {mq:.1f} | {mq / mf:.2f}x "
             f"| {ppl_d:.3f} | {ppl_q:.3f} | {100 * (ppl_q / ppl_d - 1):+.2f}% | {kernel_layers}/{n_layers} "
             f"| {load_s} |"
