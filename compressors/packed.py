@@ -458,6 +458,12 @@ class QuantizedLinear(PackedModule):
     def runtime_bytes(self) -> int:
         return super().runtime_bytes() + (0 if self._kernel is None else self._kernel.nbytes())
 
+    def _dequantized(self) -> torch.Tensor:
+        # a layer on a kernel never keeps a float copy, even for code that reads ``layer.weight``
+        if self._kernel is not None:
+            return self.dequantize()
+        return super()._dequantized()
+
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         # moving or converting the layer: restore the packed codes and rebuild the kernel where it runs next
         if self._codes_dropped():

@@ -111,6 +111,7 @@ def test_the_packed_state_survives_the_kernel(bits, group_size, tmp_path):
     assert state.keys() == after.keys()
     assert all(torch.equal(state[k], after[k]) for k in state)
     assert torch.equal(layer.dequantize(), w)
+    assert torch.equal(layer.weight, w) and layer._w_cache is None  # reading .weight keeps no float copy
     # moving the layer restores its own codes (the kernel is rebuilt where it runs next)
     layer.to(torch.float32)
     assert layer.kernel is None and torch.equal(layer._buffers["qweight"], state["qweight"])
