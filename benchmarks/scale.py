@@ -17,6 +17,26 @@ Checkpoints and outputs are deleted after each size (``--keep`` keeps them)::
 
     .venv/bin/python benchmarks/scale.py --sizes 135m,1.1b        # 7b too by default: ~13.5 GB on disk
     .venv/bin/python benchmarks/scale.py --sizes 135m --methods rtn --calib 2
+
+``--inference`` measures the *loaded* 4-bit model instead (RTN 4-bit g128 through ``compress_only``)
+against the float32 model, for the demo model (``demo``: SmolLM2-135M, real weights) and the random
+1.1B checkpoint::
+
+    .venv/bin/python benchmarks/scale.py --inference --sizes demo,1.1b --out benchmarks/results/inference.md
+
+* RAM: each model is loaded in a fresh child process (RSS of two models in one process cannot be told
+  apart); the figure is the child's RSS after loading and one short forward (which builds the kernel
+  weights) minus its RSS before loading, taken after torch and transformers are imported and a tiny
+  Llama has run one forward (and the int4 kernel its probe), so the runtime itself (~0.4 GB of
+  libraries, thread pools, kernel workspaces) is not counted for either model; the child's peak
+  (VmHWM) is printed too, and the anonymous part of the RSS (``RssAnon``): safetensors are memory-mapped,
+  so pages of the file that were read (the packed codes, before the kernel weight replaced them) stay
+  in the RSS as clean page cache the kernel can drop under pressure; anonymous memory is what the
+  model holds for itself.
+* Decode: batch 1, ``--new-tokens`` greedy tokens after a short prompt, float32 and 4-bit alternately
+  ``--repeats`` times in ONE process (so both see the same machine load); median tokens/s.
+* Perplexity: the 4-bit model on its kernels vs the same packed model dequantized to float32
+  (``nn.Linear`` with ``dequantize()``), on the same evaluation windows.
 """
 
 from __future__ import annotations
@@ -187,6 +207,187 @@ def run_child(src: Path, method: str, out: Path, calib: int, seq: int, device: s
     return result
 
 
+_RSS_CHILD = """
+import gc, json, sys
+import torch, transformers  # the runtime, counted in the baseline
+from compressors.evaluate import model_memory_bytes
+def status(key):
+    return int([l for l in open("/proc/self/status") if l.startswith(key)][0].split()[1]) * 1024
+torch.set_num_threads(int(sys.argv[3]))
+# warm the runtime first: a first forward maps library code and sets up thread pools and kernel
+# workspaces (~100 MB here), which is the runtime's RAM, not the model's
+from transformers import AutoModelForCausalLM, LlamaConfig
+from compressors import kernels
+kernels.kernel_available("int4", "cpu")  # the probe runs the int4 kernel once
+cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=320)
+tiny = AutoModelForCausalLM.from_config(cfg).eval()
+with torch.no_grad():
+    tiny(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]))
+del tiny
+gc.collect()
+base, anon_base = status("VmRSS:"), status("RssAnon:")
+if sys.argv[1] == "packed":
+    from compressors.storage import load_packed
+    model = load_packed(sys.argv[2])
+else:
+    from compressors.models import load_model
+    model, _ = load_model(sys.argv[2], dtype=torch.float32, with_tokenizer=False)
+model.eval()
+with torch.no_grad():
+    model(torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]))
+gc.collect()
+print(json.dumps({"base": base, "rss": status("VmRSS:"), "hwm": status("VmHWM:"),
+                  "anon_base": anon_base, "anon": status("RssAnon:"), "tensors": model_memory_bytes(model)}))
+"""
+
+
+def rss_child(kind: str, ref: str, threads: int) -> dict:
+    """RSS of one loaded model (``kind`` "float" or "packed") in a fresh process; see the docstring."""
+    cmd = [sys.executable, "-c", _RSS_CHILD, kind, ref, str(threads)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"loading {kind} {ref} failed:\n{proc.stderr[-3000:]}")
+    result: dict = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _dequantized_copy(model):  # -> PreTrainedModel
+    """The packed model with every packed layer replaced by a float32 ``nn.Linear`` of ``dequantize()``."""
+    import copy
+
+    import torch
+
+    from compressors.layers import set_module
+    from compressors.packed import packed_modules
+
+    ref = copy.deepcopy(model)
+    for path, m in packed_modules(ref).items():
+        lin = torch.nn.Linear(m.in_features, m.out_features, bias=getattr(m, "bias", None) is not None)
+        with torch.no_grad():
+            lin.weight.copy_(m.dequantize())
+            if lin.bias is not None:
+                lin.bias.copy_(m.bias.float())
+        set_module(ref, path, lin)
+    return ref.eval()
+
+
+def _decode_tps(model, prompt, new_tokens: int) -> float:
+    import torch
+
+    with torch.no_grad():
+        t = time.perf_counter()
+        out = model.generate(
+            prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0
+        )
+        dt = time.perf_counter() - t
+    assert out.shape[1] == prompt.shape[1] + new_tokens
+    return new_tokens / dt
+
+
+def inference_rows(args: argparse.Namespace, sizes: list[str], work: Path) -> list[str]:
+    """``--inference``: RAM, decode speed and perplexity of the loaded 4-bit model vs float32."""
+    import statistics
+
+    import torch
+
+    from compressors.evaluate import perplexity
+    from compressors.models import load_model
+    from compressors.packed import packed_modules
+    from compressors.run import compress_only
+    from compressors.storage import load_packed
+    from compressors.text import default_split, eval_windows
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    lines = [
+        f"Inference: RTN 4-bit g128 (compress_only) vs float32; torch {torch.__version__}, {threads} threads; "
+        f"decode: batch 1, {args.new_tokens} greedy tokens, float32/4-bit alternately x{args.repeats}; "
+        f"perplexity: {args.ppl_windows}x{args.ppl_seq} tokens of the held-out text",
+        "",
+        "| model | float32 RSS | 4-bit RSS | ratio | anon RSS f32 / 4-bit (ratio) | tensors f32 / 4-bit (ratio) "
+        "| peak RSS f32 / 4-bit | decode f32 tok/s | decode 4-bit tok/s "
+        "| speed-up | ppl dequantized | ppl kernel | ppl diff | kernel layers | load avg (1/5/15 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    results = []
+    for size in sizes:
+        if size == "demo":
+            src_ref = "demo"
+        else:
+            src = work / f"llama-{size}"
+            build_checkpoint(size, src)
+            src_ref = str(src)
+        out = work / f"out-{size}-rtn-inference"
+        compress_only(src_ref, "rtn", dict(METHODS["rtn"]), out_dir=out, device="cpu")
+        loads = [os.getloadavg()]
+        ram_f = rss_child("float", src_ref, threads)
+        ram_q = rss_child("packed", str(out), threads)
+        loads.append(os.getloadavg())
+        model_f, tok = load_model(src_ref, dtype=torch.float32)
+        model_q = load_packed(out).eval()
+        prompt = torch.tensor([tok("The quick brown fox jumps over the lazy dog. " * 2)["input_ids"][:16]])
+        _decode_tps(model_q, prompt, 4)  # builds the kernel weights; warms both
+        _decode_tps(model_f, prompt, 4)
+        kernel_layers = sum(m.kernel is not None for m in packed_modules(model_q).values())
+        n_layers = len(packed_modules(model_q))
+        tps_f: list[float] = []
+        tps_q: list[float] = []
+        for _ in range(args.repeats):
+            tps_f.append(_decode_tps(model_f, prompt, args.new_tokens))
+            tps_q.append(_decode_tps(model_q, prompt, args.new_tokens))
+        loads.append(os.getloadavg())
+        del model_f
+        windows = eval_windows(tok, default_split().evaluation, args.ppl_windows, args.ppl_seq)
+        ppl_q = perplexity(model_q, windows)
+        model_d = _dequantized_copy(model_q)
+        ppl_d = perplexity(model_d, windows)
+        del model_d, model_q
+        loads.append(os.getloadavg())
+        mf, mq = statistics.median(tps_f), statistics.median(tps_q)
+        d_f, d_q = ram_f["rss"] - ram_f["base"], ram_q["rss"] - ram_q["base"]
+        a_f, a_q = ram_f["anon"] - ram_f["anon_base"], ram_q["anon"] - ram_q["anon_base"]
+        load_s = ", ".join("/".join(f"{v:.1f}" for v in la) for la in loads)
+        row = (
+            f"| {size} | {d_f / 2**20:.0f} MiB | {d_q / 2**20:.0f} MiB | {d_q / d_f:.2f} "
+            f"| {a_f / 2**20:.0f} / {a_q / 2**20:.0f} MiB ({a_q / a_f:.2f}) "
+            f"| {ram_f['tensors'] / 2**20:.0f} / {ram_q['tensors'] / 2**20:.0f} MiB "
+            f"({ram_q['tensors'] / ram_f['tensors']:.2f}) "
+            f"| {ram_f['hwm'] / 2**20:.0f} / {ram_q['hwm'] / 2**20:.0f} MiB | {mf:.1f} | {mq:.1f} | {mq / mf:.2f}x "
+            f"| {ppl_d:.3f} | {ppl_q:.3f} | {100 * (ppl_q / ppl_d - 1):+.2f}% | {kernel_layers}/{n_layers} "
+            f"| {load_s} |"
+        )
+        lines.append(row)
+        print(row, flush=True)
+        results.append(
+            dict(
+                model=size,
+                threads=threads,
+                ram_float=ram_f,
+                ram_packed=ram_q,
+                rss_ratio=d_q / d_f,
+                decode_float_tps=tps_f,
+                decode_packed_tps=tps_q,
+                speedup=mq / mf,
+                ppl_dequantized=ppl_d,
+                ppl_kernel=ppl_q,
+                kernel_layers=kernel_layers,
+                packed_layers=n_layers,
+                loadavg=loads,
+            )
+        )
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+            if size != "demo":
+                shutil.rmtree(work / f"llama-{size}", ignore_errors=True)
+    if args.out:
+        Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="135m,1.1b,7b", help=f"comma-separated, of {', '.join(SIZES)}")
@@ -197,17 +398,37 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where checkpoints are built (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints and outputs")
     ap.add_argument("--out", default=None, help="also write the table (Markdown) to this file")
+    ap.add_argument(
+        "--inference", action="store_true", help="RAM/decode/perplexity of the loaded 4-bit model"
+    )
+    ap.add_argument("--new-tokens", type=int, default=64, help="--inference: greedy tokens per decode run")
+    ap.add_argument("--repeats", type=int, default=3, help="--inference: decode runs per model")
+    ap.add_argument("--ppl-windows", type=int, default=4, help="--inference: perplexity windows")
+    ap.add_argument("--ppl-seq", type=int, default=256, help="--inference: tokens per perplexity window")
+    ap.add_argument("--threads", type=int, default=0, help="--inference: torch threads (0: torch's default)")
     args = ap.parse_args()
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for s in sizes:
-        if s not in SIZES:
+        if s not in SIZES and not (args.inference and s == "demo"):
             raise SystemExit(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="shrinkwise-scale-"))
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    if args.inference:
+        lines = [f"Machine: {os.cpu_count()} CPUs; start: {uptime}", ""]
+        print(lines[0], flush=True)
+        lines += inference_rows(args, sizes, work)
+        end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        lines += ["", f"End: {end}"]
+        print(f"\nEnd: {end}")
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+        if args.out:
+            Path(args.out).write_text("\n".join(lines) + "\n")
+        return
     lines = [
         f"Machine: {os.cpu_count()} CPUs; start: {uptime}",
         f"Calibration (GPTQ): {args.calib}×{args.calib_seq} tokens; device {args.device}; 4-bit, group 128",

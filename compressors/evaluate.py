@@ -164,8 +164,7 @@ def model_memory_bytes(model: nn.Module) -> int:
         seen.add(t.data_ptr())
         total += t.numel() * t.element_size()
     for m in packed_modules(model).values():
-        if m._w_cache is not None:
-            total += m._w_cache.numel() * m._w_cache.element_size()
+        total += m.runtime_bytes()  # a cached float weight, a low-bit kernel's weight
     return total
 
 

@@ -11,20 +11,30 @@ Packed modules form a registry keyed by ``packed_type`` so :mod:`compressors.sto
 them from ``packed_state()`` + ``meta()``; other modules (e.g. SpQR in ``compressors.packed_spqr``) add
 their own types with :func:`register_packed`.
 
-The forward pass dequantizes the weight once and caches it (``cache_dequantized``), trading memory
-for speed: these are storage formats, not fused low-bit kernels, so on CPU a cached float weight is the
-fastest way to run them.
+How a packed layer runs (see docs/formats.md, "Inference"): 4-bit and per-channel 8-bit
+:class:`QuantizedLinear` layers run on torch's weight-only int4/int8 kernels (:mod:`compressors.kernels`)
+and keep only the kernel's packed weight in memory: no float copy. Every other format (2/3-bit, 8-bit
+with groups, sparse, SpQR, GGUF blocks, or a torch build whose kernel probe fails) dequantizes in its
+forward pass into a **bounded** cache shared by all packed layers (:data:`DEQUANT_CACHE_ENV`, 1 GiB by
+default, least recently used first out): a model whose float weights fit in the budget runs at float
+speed; a bigger one dequantizes each layer per forward, slower but with RAM near the packed size.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from compressors import kernels
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -79,6 +89,16 @@ def unpack_bits(packed: torch.Tensor, bits: int, shape: tuple[int, ...] | torch.
         raise ValueError(
             f"packed tensor has {packed.numel()} words; {n} values of {bits} bits need {n_groups * bits}"
         )
+    if 8 % bits == 0 and sys.byteorder == "little":
+        # 1/2/4/8 bits never cross a byte: the stream's bytes are the words' bytes in memory order, so
+        # unpacking works on uint8 (no int64 temporaries 8x the size of the codes: this runs when a
+        # layer builds its kernel weight, and a peak there is a peak of the loaded model's RAM)
+        b = packed.contiguous().view(torch.uint8)
+        per = 8 // bits
+        if per == 1:
+            return b[:n].clone().reshape(shape)
+        parts = [(b >> (i * bits)) & ((1 << bits) - 1) for i in range(per)]
+        return torch.stack(parts, dim=-1).reshape(-1)[:n].reshape(shape)
     words = packed.reshape(n_groups, bits).to(torch.int64) & 0xFFFFFFFF
     mask = (1 << bits) - 1
     out = torch.empty(n_groups, 32, dtype=torch.int64, device=packed.device)
@@ -96,6 +116,73 @@ def packed_words(n_values: int, bits: int) -> int:
     """Number of int32 words :func:`pack_bits` produces for ``n_values`` values."""
     return math.ceil(n_values / 32) * bits
 
+
+# ---------------------------------------------------------------------------------------------------
+# the bounded cache of dequantized weights (formats without a kernel)
+
+DEQUANT_CACHE_ENV = "SHRINKWISE_DEQUANT_CACHE_MB"
+DEFAULT_DEQUANT_CACHE_MB = 1024.0  # the demo (425 MB of float layers) fits; a 7B model (27 GB) does not
+
+
+class DequantCache:
+    """Least-recently-used float weights of packed layers that have no kernel, within a byte budget.
+
+    One cache for the process (not one per layer), so RAM stays bounded however many layers a model
+    has. The weight lives on the layer (``_w_cache``); the cache only decides who keeps theirs. A weight
+    bigger than the whole budget is never kept (that layer dequantizes on every forward)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[int, tuple[weakref.ref[PackedModule], int]] = OrderedDict()
+        self.nbytes = 0
+
+    @staticmethod
+    def budget_bytes() -> int:
+        raw = os.environ.get(DEQUANT_CACHE_ENV, "")
+        try:
+            mb = float(raw) if raw.strip() else DEFAULT_DEQUANT_CACHE_MB
+        except ValueError:
+            raise ValueError(
+                f"{DEQUANT_CACHE_ENV}={raw!r} must be a number of MiB (0 turns the cache off)"
+            ) from None
+        return max(0, int(mb * 2**20))
+
+    def touch(self, m: PackedModule) -> None:
+        if id(m) in self._entries:
+            self._entries.move_to_end(id(m))
+
+    def admit(self, m: PackedModule, w: torch.Tensor) -> None:
+        """Keep ``w`` as ``m``'s cached weight if it fits the budget, evicting the least recent ones."""
+        self.drop(m)
+        size = w.numel() * w.element_size()
+        budget = self.budget_bytes()
+        if size > budget:
+            return
+        while self._entries and self.nbytes + size > budget:
+            key, (ref, old) = self._entries.popitem(last=False)
+            self.nbytes -= old
+            victim = ref()
+            if victim is not None:
+                victim._w_cache = None
+        key = id(m)
+
+        def gone(_ref: weakref.ref[PackedModule], k: int = key) -> None:
+            self._forget(k)
+
+        self._entries[key] = (weakref.ref(m, gone), size)
+        self.nbytes += size
+        m._w_cache = w
+
+    def drop(self, m: PackedModule) -> None:
+        m._w_cache = None
+        self._forget(id(m))
+
+    def _forget(self, key: int) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.nbytes -= entry[1]
+
+
+DEQUANT_CACHE = DequantCache()
 
 # ---------------------------------------------------------------------------------------------------
 # registry and base class
@@ -149,8 +236,9 @@ class PackedModule(nn.Module):
 
     Subclasses hold their packed tensors as buffers, implement :meth:`packed_state`, :meth:`meta`,
     :meth:`from_packed` and :meth:`dequantize` (the ``[out, in]`` float weight), and are decorated with
-    :func:`register_packed`. ``forward`` computes ``F.linear(x, W, bias)`` with the (cached) dequantized
-    weight; subclasses with a real low-bit kernel override it.
+    :func:`register_packed`. ``forward`` computes ``F.linear(x, W, bias)`` with the dequantized weight,
+    kept in the bounded :data:`DEQUANT_CACHE` (``cache_dequantized = False``: never kept); subclasses
+    with a real low-bit kernel override it.
     """
 
     packed_type: ClassVar[str]
@@ -203,18 +291,24 @@ class PackedModule(nn.Module):
 
     def _dequantized(self) -> torch.Tensor:
         if self._w_cache is not None:
+            DEQUANT_CACHE.touch(self)
             return self._w_cache
         w = self.dequantize()
         if self.cache_dequantized:
-            self._w_cache = w
+            DEQUANT_CACHE.admit(self, w)
         return w
 
     def clear_cache(self) -> None:
-        self._w_cache = None
+        DEQUANT_CACHE.drop(self)
+
+    def runtime_bytes(self) -> int:
+        """Bytes this layer holds at run time beyond its buffers (a cached float weight, kernel weights)."""
+        w = self._w_cache
+        return 0 if w is None else w.numel() * w.element_size()
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         # .to()/.half() invalidate the cached weight
-        self._w_cache = None
+        DEQUANT_CACHE.drop(self)
         nn.Module._apply(self, fn, recurse)  # converts the buffers in place and returns self
         return self
 
@@ -294,6 +388,97 @@ class QuantizedLinear(PackedModule):
         self.register_buffer("zeros", zeros)
         self.register_buffer("perm", perm)
         self.register_buffer("bias", bias)
+        # the low-bit kernel's weight, built on the first forward on a device (see forward)
+        self._kernel: kernels.Int4Weight | kernels.Int8Weight | None = None
+        self._kernel_tried: str | None = None  # device type the kernel was last tried on
+        self.kernel_note: str | None = None  # why no kernel runs this layer, once tried
+
+    def __getattr__(self, name: str) -> Any:
+        # Once a CPU kernel weight exists the layer drops its own packed codes (that copy would double
+        # the layer's RAM); ``qweight`` is then rebuilt, bit for bit, from the kernel weight on access.
+        if name == "qweight" and self._codes_dropped():
+            return pack_bits(self._kernel_codes(), self.bits)
+        return super().__getattr__(name)
+
+    def _codes_dropped(self) -> bool:
+        return self.__dict__.get("_kernel") is not None and self.__dict__["_buffers"].get("qweight") is None
+
+    def _kernel_codes(self) -> torch.Tensor:
+        k = self._kernel
+        codes = kernels.int8_codes(k) if isinstance(k, kernels.Int8Weight) else None
+        if isinstance(k, kernels.Int4Weight):
+            codes = kernels.int4_codes(k)
+        if codes is None:
+            raise RuntimeError("the kernel weight of this layer cannot give its codes back")
+        return codes
+
+    @property
+    def kernel(self) -> str | None:
+        """The low-bit kernel this layer runs on ("int4", "int8"), or ``None`` (float fallback / not run yet)."""
+        if isinstance(self._kernel, kernels.Int4Weight):
+            return "int4"
+        return "int8" if isinstance(self._kernel, kernels.Int8Weight) else None
+
+    def kernel_unsupported_reason(self, device_type: str) -> str | None:
+        """Why no low-bit kernel can run this layer on ``device_type`` (``None``: one can)."""
+        if self.bits == 4:
+            return kernels.int4_unsupported_reason(
+                self.out_features, self.in_features, self.group_size, device_type
+            )
+        if self.bits == 8:
+            return kernels.int8_unsupported_reason(
+                self.out_features, self.in_features, self.group_size, device_type
+            )
+        return f"no {self.bits}-bit kernel (4-bit and 8-bit layers have one)"
+
+    def _ensure_kernel(self, device: torch.device) -> bool:
+        """Build the kernel weight for ``device`` once; ``False`` when this layer runs the float fallback."""
+        if self._kernel is not None:
+            return True
+        if self._kernel_tried == device.type:
+            return False
+        self._kernel_tried = device.type
+        self.kernel_note = self.kernel_unsupported_reason(device.type)
+        if self.kernel_note is not None:
+            return False
+        codes, scales, zeros = self.codes(), self.scales, self.zero_points()
+        per_channel = self.group_size in (-1, self.in_features)
+        if self.bits == 4:
+            self._kernel = kernels.pack_int4(
+                codes, scales, zeros, self.group_size, None if per_channel else self.perm
+            )
+        else:  # per-channel int8: one group, so the act-order does not change the weight's grouping
+            self._kernel = kernels.pack_int8(codes, scales[:, 0], zeros[:, 0])
+        del codes
+        DEQUANT_CACHE.drop(self)
+        if device.type == "cpu":
+            self._buffers["qweight"] = None  # the kernel weight holds the codes now (see __getattr__)
+        return True
+
+    def runtime_bytes(self) -> int:
+        return super().runtime_bytes() + (0 if self._kernel is None else self._kernel.nbytes())
+
+    def _dequantized(self) -> torch.Tensor:
+        # a layer on a kernel never keeps a float copy, even for code that reads ``layer.weight``
+        if self._kernel is not None:
+            return self.dequantize()
+        return super()._dequantized()
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
+        # moving or converting the layer: restore the packed codes and rebuild the kernel where it runs next
+        if self._codes_dropped():
+            self.qweight = pack_bits(self._kernel_codes(), self.bits)
+        self._kernel = None
+        self._kernel_tried = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the kernels have no backward: a forward that needs gradients takes the float path
+        if not (torch.is_grad_enabled() and x.requires_grad) and self._ensure_kernel(x.device):
+            k = self._kernel
+            y = kernels.int4_mm(x, k) if isinstance(k, kernels.Int4Weight) else kernels.int8_mm(x, k)  # type: ignore[arg-type]
+            return y if self.bias is None else y + self.bias.to(y.dtype)
+        return super().forward(x)
 
     @property
     def n_groups(self) -> int:
@@ -389,6 +574,8 @@ class QuantizedLinear(PackedModule):
 
     def codes(self) -> torch.Tensor:
         """The integer codes ``q`` as ``uint8 [out, in]``."""
+        if self._codes_dropped():
+            return self._kernel_codes()
         return unpack_bits(self.qweight, self.bits, (self.out_features, self.in_features))
 
     def zero_points(self) -> torch.Tensor:
