@@ -141,7 +141,9 @@ class BaselineLock:
                     fh.close()
                     from compressors.base import Cancelled
 
-                    raise Cancelled("cancelled while waiting for another run's measurement of the original")
+                    raise Cancelled(
+                        "cancelled while waiting for another run's measurement of the original"
+                    ) from None
                 if not told and on_wait is not None:
                     on_wait()
                     told = True

@@ -213,7 +213,13 @@ def build_recipe_set(
         for item in base:
             for n in neighbours(item):
                 known = by_key.get(n.key())
-                add(SweepItem(known.recipe, known.name, known.method, known.compressor, known.config, item.recipe) if known else n)
+                add(
+                    SweepItem(
+                        known.recipe, known.name, known.method, known.compressor, known.config, item.recipe
+                    )
+                    if known
+                    else n
+                )
     return chosen
 
 
@@ -357,7 +363,11 @@ def get_sweep(public_id: str, url: str | None = None) -> Sweep | None:
 
 
 def list_sweeps(
-    *, owner: str | None = None, model_key: str | None = None, limit: int | None = None, url: str | None = None
+    *,
+    owner: str | None = None,
+    model_key: str | None = None,
+    limit: int | None = None,
+    url: str | None = None,
 ) -> list[Sweep]:
     """Sweeps, newest first, filtered by owner (None: everyone's) and model."""
     init_db(url)

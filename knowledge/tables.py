@@ -201,7 +201,9 @@ class Sweep(SQLModel, table=True):
     # recommender can show "measured on your model" for that model; None when unknown.
     model_key: str | None = Field(default=None, index=True, max_length=120)
     calibration: dict[str, Any] = _json(default_factory=dict)  # shared by every child
-    recipes: list[Any] = _json(default_factory=list)  # [{recipe, name, method, compressor, config, neighbour_of}]
+    recipes: list[Any] = _json(
+        default_factory=list
+    )  # [{recipe, name, method, compressor, config, neighbour_of}]
     predicted: dict[str, Any] = _json(default_factory=dict)  # recipe id -> the recommender's point
     limits: dict[str, Any] = _json(default_factory=dict)  # {memory_gb, max_quality_drop, constraints}
     origin: str = Field(default="compress", max_length=20)  # "recommendation" | "compress"
