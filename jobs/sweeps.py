@@ -362,6 +362,13 @@ def get_sweep(public_id: str, url: str | None = None) -> Sweep | None:
         return found
 
 
+def get_sweep_by_id(sweep_id: int, url: str | None = None) -> Sweep | None:
+    """The sweep a run's ``sweep_id`` names, or None."""
+    init_db(url)
+    with session(url) as s:
+        return s.get(Sweep, sweep_id)
+
+
 def list_sweeps(
     *,
     owner: str | None = None,
