@@ -90,10 +90,10 @@ class SweepItem:
 
 def _normalise(compressor: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
     """The compressor's full settings for ``config`` (defaults filled), or None when it refuses them."""
-    from compressors.base import CompressionError, get_compressor
+    from compressors.base import CompressionError, CompressorId, get_compressor
 
     try:
-        out: dict[str, Any] = get_compressor(compressor).config_cls.from_dict(dict(config)).to_dict()
+        out: dict[str, Any] = get_compressor(CompressorId(compressor)).config_cls.from_dict(dict(config)).to_dict()
         return out
     except (CompressionError, KeyError, ValueError, TypeError):
         return None
@@ -112,9 +112,9 @@ def item_for_recipe(recipe: Any) -> SweepItem | None:
 
 
 def _fields(compressor: str) -> dict[str, dict[str, Any]]:
-    from compressors.base import get_compressor
+    from compressors.base import CompressorId, get_compressor
 
-    return {f["name"]: f for f in get_compressor(compressor).config_cls.describe()}
+    return {f["name"]: f for f in get_compressor(CompressorId(compressor)).config_cls.describe()}
 
 
 def _adjacent(choices: Sequence[Any], value: Any) -> list[Any]:
@@ -302,7 +302,7 @@ def create_sweep(
     Every child's settings are validated before anything is stored, so a refused recipe
     (``CompressionError`` naming it) leaves no half-made sweep.
     """
-    from compressors.base import CompressionError
+    from compressors.base import CompressionError, CompressorId
 
     if not items:
         raise CompressionError("a sweep needs at least one recipe")
@@ -315,7 +315,7 @@ def create_sweep(
             model_ref=model_ref,
             model_name=model_name,
             method=MethodId(item.method),
-            compressor=item.compressor,  # type: ignore[arg-type]
+            compressor=CompressorId(item.compressor),
             config=dict(item.config),
             calibration=cal,
             owner=owner,

@@ -23,7 +23,7 @@ import streamlit as st
 
 from app import auth, state
 from app.figures.sweep import pareto_figure, speed_figure
-from compressors.base import CompressionError
+from compressors.base import CompressionError, CompressorId
 from compressors.settings import int_param
 from engine.constraints import FIELDS, Constraints, ConstraintsError
 from jobs import preflight, sweeps
@@ -266,7 +266,7 @@ def setup() -> None:
         list(sources.values()),
         key=P + "source",
         horizontal=True,
-        index=list(sources).index(qp.get("source")) if qp.get("source") in sources else 0,
+        index=list(sources).index(str(qp.get("source"))) if qp.get("source") in sources else 0,
         help="An uploaded model: upload it on the Compress page first (it is checked there), then give its "
         "folder here, or sweep from there.",
     )
@@ -333,7 +333,7 @@ def setup() -> None:
     if info is not None:
         for item in chosen:
             try:
-                preflight.check_compatible(item.compressor, info)  # type: ignore[arg-type]
+                preflight.check_compatible(CompressorId(item.compressor), info)
             except CompressionError as exc:
                 st.error(f"{jobs_ui.plain(item.name)} cannot run on this model: {jobs_ui.plain(exc)}")
                 problems.append(f"{item.name} cannot run on this model")

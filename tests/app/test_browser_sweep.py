@@ -67,7 +67,9 @@ def test_sweep_three_recipes_on_a_tiny_model_to_the_pareto_chart(run_server, bro
     _shot(page, "sweep-finished.png")
     body = page.locator("[data-testid='stMain']").inner_text()
     assert "succeeded" in body and "failed" not in body, body[-2000:]
-    assert "Measured against predicted" in body and "measured drop %" in body
+    assert "Measured against predicted" in body and "Your limits" in body
+    # the table is drawn on a canvas (its cells are not DOM text): its rows are checked from the database below
+    assert page.locator("[data-testid='stDataFrame']").count() == 1
     # three measured markers and the recommender's predictions on the chart
     traces = page.evaluate(
         "() => Array.from(document.querySelector('.js-plotly-plot').data).map(t => t.meta || '')"
@@ -90,6 +92,21 @@ def test_sweep_three_recipes_on_a_tiny_model_to_the_pareto_chart(run_server, bro
         measured_before = [j.timings.get("measure before") for j in jobs]
         assert sum(1 for s in measured_before if s) == 1, measured_before
         assert len({j.before_metrics["perplexity"] for j in jobs}) == 1
+        rows = sweeps.comparison_rows(
+            [sweeps.SweepItem.from_json(r) for r in sweep.recipes],
+            sweep.predicted,
+            jobs,
+            sweeps.measured_points(sweep, jobs),
+        )
+        assert all(r["measured_drop_pct"] is not None for r in rows)
+        print(
+            "\n"
+            + "\n".join(
+                f"{r['recipe']}: predicted {r['predicted_drop_pct']} ({r['predicted_low_pct']}..{r['predicted_high_pct']}), "
+                f"measured {r['measured_drop_pct']:+.2f}%, {r['measured_size_mb']:.3f} MB"
+                for r in rows
+            )
+        )
     finally:
         db.dispose_engines()
         if old is None:
