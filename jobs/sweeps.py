@@ -93,7 +93,9 @@ def _normalise(compressor: str, config: Mapping[str, Any]) -> dict[str, Any] | N
     from compressors.base import CompressionError, CompressorId, get_compressor
 
     try:
-        out: dict[str, Any] = get_compressor(CompressorId(compressor)).config_cls.from_dict(dict(config)).to_dict()
+        out: dict[str, Any] = (
+            get_compressor(CompressorId(compressor)).config_cls.from_dict(dict(config)).to_dict()
+        )
         return out
     except (CompressionError, KeyError, ValueError, TypeError):
         return None
