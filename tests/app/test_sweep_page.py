@@ -144,3 +144,11 @@ def test_the_compress_page_links_to_a_sweep_of_its_model(home, source):
     at = open_page("compress", {"source": source})
     labels = [str(el.proto.label) for el in at.get("page_link")]
     assert any("sweep several recipes" in label for label in labels)
+
+
+def test_a_childs_run_result_links_back_to_its_sweep(home, catalog):
+    sweep, _ = _finished_sweep(catalog)
+    child = sweeps.children(sweep)[0]
+    at = open_page("run_result", {"run": child.public_id})
+    links = [el for el in at.get("page_link") if "Part of a sweep of 2 recipes" in str(el.proto.label)]
+    assert links and sweep.public_id in str(links[0].proto.query_string)
