@@ -36,7 +36,47 @@ def add_measured_on_model(doc: dict[str, Any], constraints: Any) -> dict[str, An
         return doc
     from jobs.sweeps import annotate_recommendation
 
+    doc["measured_on_model"] = measured  # every swept recipe, ranked or not (summary below)
     return annotate_recommendation(doc, measured)
+
+
+def summary(doc: dict[str, Any], recipe_name: Any) -> None:
+    """One block listing every recipe measured on this model, with its rank here (or why it is not
+    ranked) and its predicted drop beside the measured one: a swept recipe may be excluded here or rank
+    below the cards, and its measurement must still be seen."""
+    measured = doc.get("measured_on_model") or {}
+    if not measured:
+        return
+    ranked = {r["id"]: (i, r) for i, r in enumerate(doc.get("ranked") or [], 1)}
+    excluded = {e["id"] for e in doc.get("excluded") or []}
+    lines = []
+    for rid, m in sorted(measured.items(), key=lambda kv: ranked.get(kv[0], (10**6, None))[0]):
+        where = (
+            f"rank {ranked[rid][0]}"
+            if rid in ranked
+            else "excluded here"
+            if rid in excluded
+            else "not ranked"
+        )
+        pred = ""
+        if rid in ranked:
+            drop = (ranked[rid][1].get("estimate") or {}).get("quality_drop_pct")
+            pred = f", predicted ~{drop:+.1f}%" if drop is not None else ", predicted: unknown"
+        lines.append(
+            f"- **{recipe_name(rid)}** ({where}): measured **{m['quality_drop_pct']:+.2f}%**{pred}"
+            + (f", {m['size_bytes'] / 1e6:.1f} MB" if m.get("size_bytes") else "")
+        )
+    with st.container(border=True):
+        st.markdown(":green-badge[measured on your model] " + f"{len(lines)} recipe(s) swept on this model:")
+        st.markdown("\n".join(lines))
+        sweep = next((m.get("sweep") for m in measured.values() if m.get("sweep")), None)
+        if sweep:
+            st.page_link(
+                state.PAGE_SWEEP,
+                label="Open the latest sweep on this model",
+                icon=":material/stacked_line_chart:",
+                query_params={"sweep": sweep},
+            )
 
 
 def measured_line(measured: dict[str, Any] | None) -> None:

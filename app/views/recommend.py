@@ -327,6 +327,7 @@ if any(r.get("bundled") for r in ranked):
         help="Run the feasible recipes Shrinkwise can run itself, and their neighbours, on your model with one "
         "shared text; compare the measured front with these predictions.",
     )
+measured.summary(doc, lambda rid: cat.recipes[rid].name if rid in cat.recipes else rid)
 if not ranked:
     st.warning("No recipe passes these constraints.")
     nf = doc.get("nothing_fits") or {}

@@ -135,6 +135,7 @@ def test_the_recommendation_shows_what_was_measured_on_your_model(home, catalog)
     text = text_of(at)
     assert "measured on your model" in text
     assert "+2.00%" in text  # the first swept recipe's measured drop on its card
+    assert "2 recipe(s) swept on this model" in text and "rank 1" in text  # the summary, every swept recipe
     links = [el for el in at.get("page_link") if "Sweep these on my model" in str(el.proto.label)]
     assert links, "the recommendation offers a sweep"
 
