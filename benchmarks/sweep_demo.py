@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--no-speed", action="store_true", help="do not measure decode speed")
     ap.add_argument("--max-drop", type=float, default=5.0, help="the quality limit (%%)")
-    ap.add_argument("--timeout", type=float, default=3600.0)
+    ap.add_argument("--timeout", type=float, default=14400.0, help="seconds to wait for the children")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
