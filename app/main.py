@@ -44,6 +44,7 @@ pages = {
             "views/run_result.py", title="Run result", icon=":material/analytics:", url_path="run_result"
         ),
         st.Page("views/history.py", title="History", icon=":material/history:", url_path="history"),
+        st.Page("views/sweep.py", title="Sweep", icon=":material/stacked_line_chart:", url_path="sweep"),
     ],
 }
 try:

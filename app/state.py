@@ -32,6 +32,7 @@ PAGE_CATALOGUE = "views/catalogue.py"
 PAGE_METHOD = "views/method.py"
 PAGE_ABOUT = "views/about.py"
 PAGE_COMPRESS = "views/compress.py"  # the "Run it" pages (issue 7), when registered in app/main.py
+PAGE_SWEEP = "views/sweep.py"  # several recipes on one model (issue 14)
 
 
 def catalog():

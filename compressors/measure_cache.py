@@ -83,3 +83,81 @@ def store(cache_key: str | None, result: EvalResult) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result.to_dict()))
     tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+# ---------------------------------------------------------------------------------------------------
+# One measurement of the original at a time per key (a sweep's children run together)
+
+#: How often a run waiting for another run's measurement of the original looks again (and at Cancel).
+LOCK_POLL_S = 0.5
+
+
+class BaselineLock:
+    """An exclusive ``flock`` on ``<data>/measurements/<key>.lock`` while one run measures the original.
+
+    Why a lock and not a "baseline job" run first: the children of a sweep are ordinary jobs that any
+    backend may run in any order and on any machine sharing the data folder, and a run started alone on
+    the same model and text must profit too. The first run to need the measurement takes the lock and
+    measures; every other run waits for the lock, then finds the measurement in the cache and reuses it.
+    If the measuring run fails or is cancelled, the lock is released (by :meth:`release`, or by the
+    kernel when its process ends) and the next run measures instead, so nobody waits for a dead run.
+    A run waiting here still answers Cancel (``cancel_event``), and reports that it waits.
+    """
+
+    def __init__(self, cache_key: str | None) -> None:
+        self.key = cache_key
+        self._fh: Any = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(
+        self,
+        cancel_event: Any = None,
+        on_wait: Any = None,
+        clock: Any = None,
+    ) -> BaselineLock:
+        """Wait for the lock (polling every :data:`LOCK_POLL_S`); returns self. No key: nothing to lock.
+
+        ``on_wait()`` is called once when the lock is busy (the run logs that it waits for another run's
+        measurement); ``cancel_event`` set while waiting raises :class:`compressors.base.Cancelled`.
+        """
+        import fcntl
+        import time
+
+        if self.key is None or self._fh is not None:
+            return self
+        path = _path(self.key).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if cancel_event is not None and cancel_event.is_set():
+                    fh.close()
+                    from compressors.base import Cancelled
+
+                    raise Cancelled(
+                        "cancelled while waiting for another run's measurement of the original"
+                    ) from None
+                if not told and on_wait is not None:
+                    on_wait()
+                    told = True
+                (clock or time.sleep)(LOCK_POLL_S)
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            import fcntl
+
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __del__(self) -> None:  # a run that raised between acquire and release: never keep others waiting
+        self.release()

@@ -530,6 +530,11 @@ def compress_and_measure(
             ids=tokenize(tokenizer, texts.calibration),
         )
 
+    # runs on the same files and text at once (a sweep's children) measure the original once: the first
+    # measures under the lock, the others wait for it and reuse its measurement (measure_cache.BaselineLock)
+    baseline_lock = measure_cache.BaselineLock(before_key).acquire(
+        cancel_event, on_wait=lambda: prog.log("waiting for another run's measurement of the original")
+    )
     before = None
     if before_key is not None and (before := measure_cache.load(before_key)) is not None:
         timings["measure before"] = 0.0
@@ -561,6 +566,7 @@ def compress_and_measure(
         gc.collect()
         timings["measure before"] = time.perf_counter() - t
         prog("measure before", _STAGES["compress"], f"perplexity {before.perplexity:.3f}")
+    baseline_lock.release()
 
     ctx = RunContext(
         calibration=calib,

@@ -46,6 +46,8 @@ class JobSpec:
     model_name: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
     owner: str | None = None
+    sweep_id: int | None = None  # the sweep this job belongs to (jobs.sweeps); None for a job started alone
+    recipe: str | None = None  # the recipe it measures (a sweep's child), so its figures can be matched
 
     def validate(self) -> dict[str, Any]:
         """Check the compressor exists, implements the method, and accepts the settings; return the
@@ -94,6 +96,8 @@ class JobInfo:
     machine: str | None
     owner: str | None = None  # who queued it (jobs.access); None for runs stored before owners existed
     public_id: str | None = None  # the id in links; never the sequential ``id``
+    sweep_id: int | None = None  # the sweep it belongs to (jobs.sweeps), if any
+    recipe: str | None = None  # the recipe a sweep's child measures
 
     @property
     def finished(self) -> bool:
@@ -132,6 +136,8 @@ class JobInfo:
             machine=run.machine,
             owner=run.owner,
             public_id=run.public_id,
+            sweep_id=run.sweep_id,
+            recipe=run.recipe,
         )
 
 
@@ -181,17 +187,7 @@ class LocalBackend:
         self.autostart = autostart
 
     def submit(self, spec: JobSpec) -> int:
-        config = spec.validate()
-        run = queue.create_run(
-            model_ref=spec.model_ref,
-            model_name=spec.model_name or spec.model_ref,
-            method=spec.method,
-            compressor=spec.compressor,
-            config=config,
-            calibration=dict(spec.calibration or {}),
-            owner=spec.owner,
-            url=self.url,
-        )
+        run = queue.enqueue(spec, url=self.url)
         if self.autostart:
             self.ensure_running()
         return run.stored_id

@@ -23,7 +23,7 @@ import os
 import socket
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, update
 from sqlmodel import col, select
@@ -33,6 +33,9 @@ from knowledge.db import init_db, session
 from knowledge.ids import MethodId
 from knowledge.metrics import RunMetrics
 from knowledge.tables import CompressionRun, RunStatus, utcnow
+
+if TYPE_CHECKING:
+    from jobs.backend import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,27 @@ LOG_TAIL_LINES = 40
 # Queue
 
 
+def enqueue(spec: JobSpec, url: str | None = None) -> CompressionRun:
+    """Validate a job and queue it; returns the stored row. The one path from a :class:`JobSpec` to a
+    row: every backend calls it with the whole spec, so a field added to the spec is stored by all.
+
+    Raises ``CompressionError``/``ConfigError`` (see :meth:`JobSpec.validate`) before anything is stored.
+    """
+    config = spec.validate()
+    return create_run(
+        model_ref=spec.model_ref,
+        model_name=spec.model_name or spec.model_ref,
+        method=spec.method,
+        compressor=spec.compressor,
+        config=config,
+        calibration=dict(spec.calibration or {}),
+        owner=spec.owner,
+        sweep_id=spec.sweep_id,
+        recipe=spec.recipe,
+        url=url,
+    )
+
+
 def create_run(
     *,
     model_ref: str,
@@ -53,6 +77,8 @@ def create_run(
     config: dict[str, Any] | None = None,
     calibration: dict[str, Any] | None = None,
     owner: str | None = None,
+    sweep_id: int | None = None,
+    recipe: str | None = None,
     url: str | None = None,
 ) -> CompressionRun:
     """Queue a run; returns the stored row (with its id)."""
@@ -65,6 +91,8 @@ def create_run(
         config=dict(config or {}),
         calibration=calibration,
         owner=owner,
+        sweep_id=sweep_id,
+        recipe=recipe,
         status=RunStatus.QUEUED.value,
         stage="queued",
     )
@@ -115,9 +143,10 @@ def list_runs(
     owner: str | None = None,
     limit: int | None = None,
     newest_first: bool = True,
+    sweep_id: int | None = None,
     url: str | None = None,
 ) -> list[CompressionRun]:
-    """Runs filtered by status (one or several), model, method and owner."""
+    """Runs filtered by status (one or several), model, method, owner and sweep."""
     init_db(url)
     q = select(CompressionRun)
     if status is not None:
@@ -129,6 +158,8 @@ def list_runs(
         q = q.where(CompressionRun.method == method)
     if owner is not None:
         q = q.where(CompressionRun.owner == owner)
+    if sweep_id is not None:
+        q = q.where(CompressionRun.sweep_id == sweep_id)
     order = col(CompressionRun.id).desc() if newest_first else col(CompressionRun.id).asc()
     q = q.order_by(order)
     if limit is not None:

@@ -30,6 +30,7 @@ from knowledge.tables import RunStatus
 PAGE_COMPRESS = "views/compress.py"
 PAGE_RESULT = "views/run_result.py"
 PAGE_HISTORY = "views/history.py"
+PAGE_SWEEP = "views/sweep.py"
 
 #: Set to 0 to keep the app from starting a worker pool (tests drive the worker themselves).
 ENV_AUTOSTART = "SHRINKWISE_JOBS_AUTOSTART"
@@ -286,6 +287,24 @@ def _live_panel(job_id: int, key: str) -> None:
     _render(info, key)
     if info.finished:
         st.rerun()  # the job ended: redraw the whole page without the timer
+
+
+def render_job(info: JobInfo, key: str) -> None:
+    """One job's panel without its own refresh timer (a sweep's page refreshes all its children at once)."""
+    _render(info, key)
+
+
+def model_name(info: Any) -> str:
+    """A readable, stable name for grouping runs of the same model (``compressors.models.ModelInfo``)."""
+    from pathlib import Path
+
+    if info.source == "demo":
+        return "SmolLM2-135M-Instruct"
+    p = Path(info.path or info.ref)
+    name = p.stem if p.suffix == ".gguf" else p.name
+    if name in ("model", ""):
+        name = info.architecture
+    return f"{name} ({fmt_params(info.n_params)})"
 
 
 def _render(info: JobInfo, key: str) -> None:

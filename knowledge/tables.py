@@ -111,6 +111,11 @@ class CompressionRun(SQLModel, table=True):
     public_id: str | None = Field(
         default_factory=new_public_id, nullable=True, unique=True, index=True, max_length=32
     )
+    # A sweep's child (jobs.sweeps): its sweep and the recipe it measures; None for a run started alone.
+    sweep_id: int | None = Field(default=None, foreign_key="sweep.id", index=True, ondelete="SET NULL")
+    recipe: str | None = Field(
+        default=None, max_length=120, description="The recipe it measures, e.g. 'gptq-w4a16-g128'."
+    )
 
     # results
     before_metrics: dict[str, Any] | None = _json(default=None, nullable=True)
@@ -172,6 +177,42 @@ class EvidenceRow(SQLModel, table=True):
     run_id: int | None = Field(default=None, foreign_key="compression_run.id", index=True, ondelete="CASCADE")
     data: dict[str, Any] = _json()  # Evidence.model_dump(mode="json")
     created_at: datetime | None = _ts(default_now=True)
+
+
+class Sweep(SQLModel, table=True):
+    """Several recipes run on one model with one shared calibration and evaluation text (``jobs.sweeps``).
+
+    A parent of ordinary jobs: each child is a ``CompressionRun`` with ``sweep_id`` set, run by whatever
+    backend runs jobs. The sweep keeps no status of its own: it is derived from its children, so it can
+    never disagree with them. What the recommender predicted for each recipe and the user's limits are
+    stored as they were when the sweep started, so the page compares the measurements with the
+    prediction that led to them, even after the knowledge base (or the measured evidence) changed.
+    """
+
+    __tablename__ = "sweep"
+
+    id: int | None = Field(default=None, primary_key=True)
+    public_id: str = Field(default_factory=new_public_id, unique=True, index=True, max_length=32)
+    created_at: datetime | None = _ts(nullable=False, index=True, default_now=True)
+    owner: str | None = Field(default=None, index=True)
+    model_ref: str = Field(description="Where the model is, as a job's model_ref.")
+    model_name: str = Field(index=True)
+    # The bundled model shape the recommendation was made for (engine constraints' ``model``), so the
+    # recommender can show "measured on your model" for that model; None when unknown.
+    model_key: str | None = Field(default=None, index=True, max_length=120)
+    calibration: dict[str, Any] = _json(default_factory=dict)  # shared by every child
+    recipes: list[Any] = _json(
+        default_factory=list
+    )  # [{recipe, name, method, compressor, config, neighbour_of}]
+    predicted: dict[str, Any] = _json(default_factory=dict)  # recipe id -> the recommender's point
+    limits: dict[str, Any] = _json(default_factory=dict)  # {memory_gb, max_quality_drop, constraints}
+    origin: str = Field(default="compress", max_length=20)  # "recommendation" | "compress"
+
+    @property
+    def stored_id(self) -> int:
+        if self.id is None:
+            raise ValueError("this sweep has not been stored yet: it has no id")
+        return self.id
 
 
 class SavedRecommendation(SQLModel, table=True):

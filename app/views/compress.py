@@ -495,6 +495,13 @@ def _model_name(info: Any) -> str:
 
 # --- 4. run --------------------------------------------------------------------------------------------
 st.subheader("4. Run")
+if source in (DEMO, SERVER):  # several recipes on this model, one shared text: the Sweep page (jobs.sweeps)
+    st.page_link(
+        state.PAGE_SWEEP,
+        label="Or sweep several recipes on this model and compare them",
+        icon=":material/stacked_line_chart:",
+        query_params={"source": "demo"} if source == DEMO else {"source": "path", "path": model_ref or ""},
+    )
 # the job this page started (its link is in ?job=) or the one the link shows: one run at a time from here
 busy = shown_job is not None and shown_job.active
 if problems:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from app import report, state, ui
+from app import measured, report, state, ui
 from app.figures.lifecycle import PipelineView, Step, pipeline_figure
 from app.figures.tradeoff import Candidate, adaptivity_figure, memory_quality_figure
 from engine.constraints import FIELDS, Constraints, ConstraintsError
@@ -298,6 +298,9 @@ if rec is None or cons is None:
 # --- the result -----------------------------------------------------------------------------------
 
 doc = rec.to_dict()
+measured.add_measured_on_model(
+    doc, cons
+)  # recipes swept on this model: their measurement beside the prediction
 cat = state.catalog()
 ranked, excluded, pipelines = doc.get("ranked", []), doc.get("excluded", []), doc.get("pipelines", [])
 first_est = ranked[0]["estimate"] if ranked else None
@@ -315,6 +318,16 @@ st.markdown(
     f"**{len(excluded)}** excluded. Recipes whose evidence meets your limits come first, then those whose "
     "quality is unknown; within each, the score is the sum of the rules under it."
 )
+if any(r.get("bundled") for r in ranked):
+    st.page_link(
+        state.PAGE_SWEEP,
+        label="Sweep these on my model",
+        icon=":material/stacked_line_chart:",
+        query_params=cons.to_query(),
+        help="Run the feasible recipes Shrinkwise can run itself, and their neighbours, on your model with one "
+        "shared text; compare the measured front with these predictions.",
+    )
+measured.summary(doc, lambda rid: cat.recipes[rid].name if rid in cat.recipes else rid)
 if not ranked:
     st.warning("No recipe passes these constraints.")
     nf = doc.get("nothing_fits") or {}
@@ -399,6 +412,7 @@ def card(rank: int, r: dict, title_prefix: str = "") -> None:
             )
         q = est.get("quality") or {}
         st.caption("Quality estimate: " + (q.get("note") or est.get("quality_basis") or "n/a"))
+        measured.measured_line(r.get("measured"))
         cmds = r.get("commands") or {}
         lines = []
         if cmds.get("compress"):

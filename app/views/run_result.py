@@ -55,6 +55,17 @@ if jobs_ui.link_id(info) != st.query_params.get("run"):
     st.query_params["run"] = jobs_ui.link_id(info)
 
 st.markdown(f"### {jobs_ui.job_title(info)} {jobs_ui.STATUS_BADGE[info.status]}")
+if info.sweep_id is not None:  # a sweep's child: back to the sweep's chart (jobs.sweeps)
+    from jobs.sweeps import get_sweep_by_id
+
+    parent = get_sweep_by_id(info.sweep_id)
+    if parent is not None and viewer.can_see(parent.owner):
+        st.page_link(
+            jobs_ui.PAGE_SWEEP,
+            label=f"Part of a sweep of {len(parent.recipes or [])} recipes: compare them",
+            icon=":material/stacked_line_chart:",
+            query_params={"sweep": parent.public_id},
+        )
 st.caption(
     f"Method `{info.method}` · model {jobs_ui.plain(info.model_ref)} · queued {info.created_at:%Y-%m-%d %H:%M} UTC"
     + (f" · ran on {info.machine}" if info.machine else "")
