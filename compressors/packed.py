@@ -431,6 +431,12 @@ class QuantizedLinear(PackedModule):
             )
         return f"no {self.bits}-bit kernel (4-bit and 8-bit layers have one)"
 
+    def prepare_kernel(self, device: torch.device | str = "cpu") -> bool:
+        """Build the kernel weight now rather than on the first forward, so a freshly loaded model is
+        packed-sized in RAM before it runs (and the loader can hand the freed codes back to the OS);
+        ``False`` when this layer runs the float fallback."""
+        return self._ensure_kernel(torch.device(device))
+
     def _ensure_kernel(self, device: torch.device) -> bool:
         """Build the kernel weight for ``device`` once; ``False`` when this layer runs the float fallback."""
         if self._kernel is not None:

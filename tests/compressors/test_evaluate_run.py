@@ -272,6 +272,7 @@ def test_dense_tensors_keep_the_source_16_bit_dtype_and_gguf_sources_get_bfloat1
     from compressors.storage import WEIGHTS, resolve_dense_dtype
 
     assert resolve_dense_dtype("auto", "gguf", "float32") == torch.bfloat16
+    assert resolve_dense_dtype("auto", "demo", "float32") == torch.bfloat16  # a float32 copy of a GGUF
     assert resolve_dense_dtype("auto", "folder", "float16") == torch.float16
     assert resolve_dense_dtype("auto", "folder", "float32") == torch.float32
     assert resolve_dense_dtype("float16", "gguf", "float32") == torch.float16

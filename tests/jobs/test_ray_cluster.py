@@ -1,6 +1,7 @@
-"""Jobs through a real Ray cluster on this machine (issue 14): a head and one worker node on 127.0.0.1,
-started and stopped by the test, run real compression jobs in parallel, a cancel ends one job, and a job
-whose worker node is killed mid-run ends failed with the reason while the others complete.
+"""A sweep through a real Ray cluster on this machine (issue 14): a head and one worker node on
+127.0.0.1, started and stopped by the test, run a sweep's children (real compression jobs) in parallel, a
+cancel ends one child, and a child whose worker node is killed mid-run ends failed with the reason while
+the others complete.
 
 Placement is made deterministic with resources, not timing: the worker node has 1 CPU and a custom
 resource ``doomed``; the job that must die asks for ``doomed`` (so it can only run there, and fills that
@@ -189,33 +190,52 @@ def _row(job: int):
     return queue.get_run(job)
 
 
-def test_jobs_run_in_parallel_on_a_ray_cluster_cancel_and_a_dead_node_end_them(cluster, home):
+def test_a_sweep_runs_in_parallel_on_a_ray_cluster_cancel_and_a_dead_node_end_children(cluster, home):
+    """A four-recipe sweep (jobs.sweeps) through the cluster: one child dies with its node, one is
+    cancelled, two real runs complete in parallel, and the sweep's state is counted from them."""
+    from jobs import sweeps
+
     model = str(tiny_checkpoint(home / "tiny"))
     backend = get_backend()  # chosen by SHRINKWISE_RAY_ADDRESS
     assert isinstance(backend, RayBackend)
     on_worker = RayBackend(executor=f"{FAKE}:stubborn", resources={"doomed": 1})
     slow = RayBackend(executor=f"{FAKE}:slow")
 
-    def spec(compressor: str, method: str, config: dict) -> JobSpec:
-        return JobSpec(
-            model_ref=model,
-            method=method,
-            compressor=compressor,
-            config=config,
-            model_name="tiny",
-            calibration=dict(TEXT),
-        )
+    class Router:
+        """Sends each child to the backend its recipe needs; the doomed child must be running on the
+        worker node before the next child is sent, so every other child runs on the head."""
 
-    # 1. the job the node kill ends: runs on the worker node (it alone offers "doomed"), filling its CPU
-    doomed = on_worker.submit(spec("rtn", "rtn", {"bits": 4}))  # reports once, then a 2-minute call
-    _wait("the doomed job reports progress", lambda: (_row(doomed).fraction or 0) > 0.01)
+        ids: dict[str, int] = {}
+
+        def submit(self, spec: JobSpec) -> int:
+            recipe = spec.recipe or ""
+            runner = on_worker if recipe == "doomed" else slow if recipe == "to-cancel" else backend
+            job = runner.submit(spec)
+            self.ids[recipe] = job
+            if recipe == "doomed":  # reports once, then a 2-minute call
+                _wait("the doomed job reports progress", lambda: (_row(job).fraction or 0) > 0.01)
+            return job
+
+    def item(recipe: str, compressor: str, method: str, config: dict) -> sweeps.SweepItem:
+        return sweeps.SweepItem(recipe=recipe, name=recipe, method=method, compressor=compressor, config=config)
+
+    router = Router()
+    sweep = sweeps.create_sweep(
+        model_ref=model,
+        model_name="tiny",
+        items=[
+            item("doomed", "rtn", "rtn", {"bits": 4}),
+            item("to-cancel", "rtn", "rtn", {"bits": 8}),
+            item("rtn-g32", "rtn", "rtn", {"bits": 4, "group_size": 32}),
+            item("magnitude-50", "magnitude", "magnitude-pruning", {"sparsity": 0.5}),
+        ],
+        calibration=dict(TEXT),
+        backend=router,  # type: ignore[arg-type]
+    )
+    doomed, cancelled = router.ids["doomed"], router.ids["to-cancel"]
+    real = [router.ids["rtn-g32"], router.ids["magnitude-50"]]
+    assert {j.id for j in sweeps.children(sweep)} == {doomed, cancelled, *real}  # all filed under the sweep
     assert _row(doomed).worker_id.startswith("ray:")
-    # 2. a job to cancel and two real compress-and-measure runs: the head's 3 CPUs run them all at once
-    cancelled = slow.submit(spec("rtn", "rtn", {"bits": 4}))
-    real = [
-        backend.submit(spec("rtn", "rtn", {"bits": 4, "group_size": 32})),
-        backend.submit(spec("magnitude", "magnitude-pruning", {"sparsity": 0.5})),
-    ]
     _wait("the job to cancel reports progress", lambda: (_row(cancelled).fraction or 0) > 0.01)
     assert backend.cancel(cancelled) is RunStatus.RUNNING  # asked; it stops at its next step
     # 3. kill the worker node (raylet, its workers) while the doomed job runs there
@@ -245,3 +265,9 @@ def test_jobs_run_in_parallel_on_a_ray_cluster_cancel_and_a_dead_node_end_them(c
     a, b = (_row(j) for j in real)
     assert a.started_at < b.finished_at and b.started_at < a.finished_at, "the jobs ran one after the other"
     assert json.dumps(a.timings)  # stored like a local job's
+    status = sweeps.sweep_status(sweep)  # counted from the children
+    assert status.finished and status.state == "partial", (status.state, status.counts)
+    assert status.counts.get("succeeded") == 2 and status.counts.get("failed") == 1, status.counts
+    assert status.counts.get("cancelled") == 1, status.counts
+    points = sweeps.measured_points(sweep, sweeps.children(sweep))
+    assert sorted(p.recipe for p in points) == ["magnitude-50", "rtn-g32"]  # the measured front's input
