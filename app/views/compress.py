@@ -495,7 +495,9 @@ def _model_name(info: Any) -> str:
 
 # --- 4. run --------------------------------------------------------------------------------------------
 st.subheader("4. Run")
-if source in (DEMO, SERVER):  # several recipes on this model, one shared text: the Sweep page (jobs.sweeps)
+# several recipes on this model, one shared text: the Sweep page (jobs.sweeps), which reads the demo or a
+# path under the models folder (hub downloads land there too)
+if source == DEMO or (source in (sources.SOURCES["path"], sources.SOURCES["hub"]) and model_ref):
     st.page_link(
         state.PAGE_SWEEP,
         label="Or sweep several recipes on this model and compare them",

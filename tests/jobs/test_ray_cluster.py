@@ -217,7 +217,9 @@ def test_a_sweep_runs_in_parallel_on_a_ray_cluster_cancel_and_a_dead_node_end_ch
             return job
 
     def item(recipe: str, compressor: str, method: str, config: dict) -> sweeps.SweepItem:
-        return sweeps.SweepItem(recipe=recipe, name=recipe, method=method, compressor=compressor, config=config)
+        return sweeps.SweepItem(
+            recipe=recipe, name=recipe, method=method, compressor=compressor, config=config
+        )
 
     router = Router()
     sweep = sweeps.create_sweep(
