@@ -99,6 +99,19 @@ def _config(size: str):  # -> LlamaConfig
     )
 
 
+def _checkpoint_sizes(size: str) -> tuple[int, int]:
+    """(parameters, bytes of one decoder block in float32) of ``size``, from its config alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from compressors.layers import find_blocks
+
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(_config(size), dtype=torch.bfloat16)
+    _, blocks = find_blocks(meta)
+    return sum(p.numel() for p in meta.parameters()), sum(p.numel() for p in blocks[0].parameters()) * 4
+
+
 def build_checkpoint(size: str, folder: Path) -> tuple[int, int]:
     """Write a random bf16 checkpoint of ``size`` into ``folder``, one shard (<= 1 GiB) in memory at a
     time; returns (parameters, bytes of one decoder block in float32). Norm weights are ones, every
@@ -181,21 +194,47 @@ def theoretical_bytes(size: str, bits: int, group_size: int) -> int:
 
 
 _CHILD = """
-import json, sys, time
+import json, sys, threading, time
 t0 = time.perf_counter()
+import compressors.streaming as streaming
+from compressors.base import Cancelled
 from compressors.run import compress_only
-r = compress_only(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), out_dir=sys.argv[4],
-                  n_calib_samples=int(sys.argv[5]), calib_seq_len=int(sys.argv[6]), device=sys.argv[7])
+# --max-blocks: stop (through the run's own cancel) once that many decoder blocks are compressed; the
+# peak is one block's whatever the depth, so the first blocks measure it, and their time projects the rest
+max_blocks, done, stamps = int(sys.argv[8]), [0], []
+cancel = threading.Event()
+for name in ("compress_block", "compress_block_weights"):
+    real = getattr(streaming, name)
+    def counted(*a, _real=real, **k):
+        out = _real(*a, **k)
+        done[0] += 1
+        stamps.append(time.perf_counter())
+        if max_blocks and done[0] >= max_blocks:
+            cancel.set()
+        return out
+    setattr(streaming, name, counted)
+timings, path = {}, "streamed block by block"
+try:
+    r = compress_only(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), out_dir=sys.argv[4],
+                      n_calib_samples=int(sys.argv[5]), calib_seq_len=int(sys.argv[6]), device=sys.argv[7],
+                      cancel_event=cancel)
+    timings, path = r.timings, r.path
+except Cancelled:
+    pass
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
-print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "timings": r.timings, "path": r.path,
-                  "wall": time.perf_counter() - t0}))
+per_block = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "timings": timings, "path": path,
+                  "wall": time.perf_counter() - t0, "blocks_done": done[0], "per_block_s": per_block}))
 """
 
 
-def run_child(src: Path, method: str, out: Path, calib: int, seq: int, device: str) -> dict:
-    """Compress in a fresh process; its own peak RSS (VmHWM) comes back with its timings."""
+def run_child(
+    src: Path, method: str, out: Path, calib: int, seq: int, device: str, max_blocks: int = 0
+) -> dict:
+    """Compress in a fresh process; its own peak RSS (VmHWM) comes back with its timings.
+    ``max_blocks`` > 0 stops after that many blocks (see ``--max-blocks``)."""
     cmd = [sys.executable, "-c", _CHILD, str(src), method, json.dumps(METHODS[method]), str(out)]
-    cmd += [str(calib), str(seq), device]
+    cmd += [str(calib), str(seq), device, str(max_blocks)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -397,6 +436,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--workdir", default=None, help="where checkpoints are built (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the checkpoints and outputs")
+    ap.add_argument(
+        "--max-blocks",
+        type=int,
+        default=0,
+        help="stop each run after this many decoder blocks (peak RSS is one block's, so it is measured "
+        "all the same; the wall time is projected from the time per block). 0: the whole model",
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="use a checkpoint already in --workdir instead of building it"
+    )
     ap.add_argument("--out", default=None, help="also write the table (Markdown) to this file")
     ap.add_argument(
         "--inference", action="store_true", help="RAM/decode/perplexity of the loaded 4-bit model"
@@ -441,20 +490,34 @@ def main() -> None:
     for size in sizes:
         src = work / f"llama-{size}"
         t = time.perf_counter()
-        n_params, block_bytes = build_checkpoint(size, src)
+        if args.reuse and (src / "model.safetensors.index.json").is_file():
+            n_params, block_bytes = _checkpoint_sizes(size)
+        else:
+            n_params, block_bytes = build_checkpoint(size, src)
         build_s = time.perf_counter() - t
         ckpt_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
         for method in methods:
             out = work / f"out-{size}-{method}"
             load = os.getloadavg()[0]
-            r = run_child(src, method, out, args.calib, args.calib_seq, args.device)
-            got = (out / "model.safetensors").stat().st_size
-            want = theoretical_bytes(size, 4, 128)
+            r = run_child(src, method, out, args.calib, args.calib_seq, args.device, args.max_blocks)
+            n_blocks = int(SIZES[size]["num_hidden_layers"])  # type: ignore[call-overload]
+            if r["blocks_done"] < n_blocks:  # --max-blocks: no whole output; project the time
+                per = r["per_block_s"] or r["wall"] / max(r["blocks_done"], 1)
+                path = (
+                    f"{r['path']}: stopped after {r['blocks_done']} of {n_blocks} blocks, {per:.0f} s/block"
+                )
+                wall, compress, ratio = f"~{per * n_blocks:.0f} (projected)", "—", "—"
+            else:
+                got = (out / "model.safetensors").stat().st_size
+                path, wall = r["path"], f"{r['wall_outer']:.0f}"
+                compress, ratio = (
+                    f"{r['timings'].get('compress', 0):.0f}",
+                    f"{got / theoretical_bytes(size, 4, 128):.4f}",
+                )
             row = (
                 f"| {size} | {method} | {n_params / 1e6:.0f} M | {ckpt_bytes / 2**30:.2f} GiB | {build_s:.0f} "
-                f"| {r['path']} | {r['peak'] / 2**30:.2f} GiB | {r['wall_outer']:.0f} "
-                f"| {r['timings'].get('compress', 0):.0f} | {r['peak'] / block_bytes:.1f} "
-                f"| {got / want:.4f} | {load:.1f} |"
+                f"| {path} | {r['peak'] / 2**30:.2f} GiB | {wall} | {compress} | {r['peak'] / block_bytes:.1f} "
+                f"| {ratio} | {load:.1f} |"
             )
             lines.append(row)
             print(row, flush=True)
