@@ -526,10 +526,12 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
-def size_front(points: Sequence[MeasuredPoint]) -> list[MeasuredPoint]:
-    """The measured Pareto front of size on disk against quality drop."""
-    sized = [p for p in points if p.size_bytes is not None]
-    return [sized[i] for i in pareto([(p.size_bytes or 0.0, p.quality_drop_pct) for p in sized])]
+def size_front(points: Sequence[MeasuredPoint], attr: str = "size_bytes") -> list[MeasuredPoint]:
+    """The measured Pareto front of size against quality drop; ``attr`` is the size the chart plots
+    (``size_bytes`` on disk or ``bits_per_weight``), so the front drawn is the front of what is shown:
+    two 4-bit recipes of equal bits per weight may differ by a few bytes on disk."""
+    sized = [p for p in points if getattr(p, attr) is not None]
+    return [sized[i] for i in pareto([(float(getattr(p, attr) or 0.0), p.quality_drop_pct) for p in sized])]
 
 
 def speed_front(points: Sequence[MeasuredPoint]) -> list[MeasuredPoint]:

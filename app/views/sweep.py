@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from app import auth, state
-from app.figures.sweep import pareto_figure, speed_figure
+from app.figures.sweep import SIZE_AXES, pareto_figure, speed_figure
 from compressors.base import CompressionError, CompressorId
 from compressors.settings import int_param
 from engine.constraints import FIELDS, Constraints, ConstraintsError
@@ -124,7 +124,7 @@ def _results(sweep: Any, jobs: list[Any]) -> None:
                 recipes,
                 points,
                 predicted,
-                sweeps.size_front(points),
+                sweeps.size_front(points, SIZE_AXES[axis or "bits"][1]),
                 selected,
                 limits.get("max_quality_drop"),
                 axis=axis or "bits",

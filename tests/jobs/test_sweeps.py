@@ -225,6 +225,14 @@ def test_measured_vs_predicted_front_and_the_choice_within_limits(home):
     assert [round(p.quality_drop_pct, 6) for p in points] == [5.0, 0.5, 20.0]
     # each point is smaller or better than every other: all three are on the front
     assert {p.recipe for p in sweeps.size_front(points)} == {"rtn-4-128", "rtn-8-128", "rtn-3-64"}
+    # the front follows the plotted size: equal bits per weight, fewer bytes on disk for the worse one
+    # (seen on the demo: RTN and GPTQ 4-bit); on the bits axis only the better of the two is on it
+    import dataclasses
+
+    gptq_like = dataclasses.replace(points[0], recipe="gptq-4-128", quality_drop_pct=3.0, size_bytes=300_100)
+    both = [points[0], gptq_like]
+    assert {p.recipe for p in sweeps.size_front(both)} == {"rtn-4-128", "gptq-4-128"}
+    assert [p.recipe for p in sweeps.size_front(both, "bits_per_weight")] == ["gptq-4-128"]
     # faster or better than each other: all three on the speed front too, fastest first
     assert [p.recipe for p in sweeps.speed_front(points)] == ["rtn-3-64", "rtn-4-128", "rtn-8-128"]
     chosen = sweeps.select_within_limits(points, sweep.limits, sweep.predicted)
