@@ -124,11 +124,12 @@ def _compare_gptq(arch: str, out: str) -> None:
     calib = _calib()
     whole = _whole(src, "gptq", Path(out) / "whole", calib)
     streamed = _streamed(src, "gptq", Path(out) / "stream", calib)
-    # same calibration, float32 in both; only float summation order can move a code by one step. Usually
-    # that is all (<= 0.1% of codes), but GPTQ feeds each rounding error into the next columns and the next
-    # block's inputs, so one flipped code can move a few percent of a later layer's codes (seen: 5.7% of
-    # one layer, 1 run in ~8, under load). Then the two results must still be equally good: the same
-    # error against the float model within 5%, and no layer more than 10% different.
+    # same calibration, float32 in both; only float rounding can move a code by one step. Usually that is
+    # all (<= 0.1% of codes), but torch's CPU float kernels are not bitwise reproducible from one call to
+    # the next (allocation-dependent paths: two whole-model runs in one process differ too, even with
+    # MKL_CBWR=STRICT and one thread), and GPTQ feeds each rounding difference into the Hessian's
+    # factor and every later column, so a down_proj can end up with ~20% of its codes one step apart.
+    # Then the two results must be equally good: the same error against the float model within 5%.
     try:
         _assert_same_codes(whole, streamed, max_changed=1e-3)
     except AssertionError:
@@ -140,7 +141,7 @@ def _assert_equally_good(src: Path, whole: Path, streamed: Path) -> None:
     ma, mb = load_packed(whole), load_packed(streamed)
     for name, la in packed_modules(ma).items():
         changed = (la.codes() != packed_modules(mb)[name].codes()).float().mean().item()
-        assert changed <= 0.10, (name, changed)
+        assert changed <= 0.35, (name, changed)  # a wrong input or grid changes most codes
     x = _calib(2, 32, seed=3)
     with torch.no_grad():
         want = ref(x).logits.float()
